@@ -1,0 +1,64 @@
+//! Settings the runtime hands to a shard; plain values, parsed and checked by the server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Room defaults (LiveKit `room.*` keys).
+#[derive(Clone, Debug)]
+pub struct RoomDefaults {
+    /// Close a room that nobody joined within this time.
+    pub empty_timeout: Duration,
+    /// Close a room this long after its last participant left.
+    pub departure_timeout: Duration,
+    /// 0 = unlimited.
+    pub max_participants: u32,
+}
+
+impl Default for RoomDefaults {
+    fn default() -> Self {
+        Self {
+            empty_timeout: Duration::from_secs(300),
+            departure_timeout: Duration::from_secs(20),
+            max_participants: 0,
+        }
+    }
+}
+
+/// Everything a shard needs to know about its node.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// The address advertised as the ICE host candidate (node_ip : rtc.udp_port).
+    pub udp_candidate: SocketAddr,
+    pub room: RoomDefaults,
+    pub region: String,
+    pub node_id: String,
+    /// A participant whose WebSocket is gone may resume within this window.
+    pub resume_window: Duration,
+    /// A participant with no media-path packets for this long is considered gone.
+    pub transport_timeout: Duration,
+}
+
+impl ShardConfig {
+    pub fn new(udp_candidate: SocketAddr) -> Self {
+        Self {
+            udp_candidate,
+            room: RoomDefaults::default(),
+            region: String::new(),
+            node_id: String::new(),
+            resume_window: Duration::from_secs(15),
+            transport_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The LiveKit server version we advertise. Clients gate features on it (RPC needs
+/// ≥ 1.8.0; SVC simulcast only above 1.13.6), so it names the LiveKit release whose
+/// behaviour we match, not Pylon's own version.
+pub const LIVEKIT_COMPAT_VERSION: &str = "1.13.5";
+
+/// The signalling protocol level we advertise (see livekit-protocol.md §2.4).
+pub const SERVER_PROTOCOL: i32 = 17;
+
+/// Keepalive interval and timeout sent in JoinResponse, in seconds (must be > 0).
+pub const PING_INTERVAL_SECS: i32 = 5;
+pub const PING_TIMEOUT_SECS: i32 = 15;
