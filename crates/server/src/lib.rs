@@ -1,1 +1,49 @@
-pub fn placeholder() {}
+//! Pylon's runtime: configuration, the HTTP/WebSocket edge and the media worker, wired
+//! together by [`run`].
+
+pub mod config;
+pub mod http;
+pub mod session;
+pub mod worker;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::info;
+
+pub use config::{Config, ConfigError, Overrides};
+
+/// Run a node until the process is told to stop.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let udp = std::net::UdpSocket::bind(config.udp_bind_addr())
+        .with_context(|| format!("binding UDP media port {}", config.udp_bind_addr()))?;
+    let worker = worker::spawn(config.shard_config(), udp).context("starting media worker")?;
+    let state = Arc::new(http::AppState { keys: config.keys.clone(), worker, next_session: AtomicU64::new(1) });
+    let listener = tokio::net::TcpListener::bind(config.http_addr())
+        .await
+        .with_context(|| format!("binding HTTP port {}", config.http_addr()))?;
+    info!(
+        http = %config.http_addr(),
+        udp = %config.udp_bind_addr(),
+        node_ip = %config.node_ip,
+        dev = config.dev,
+        "pylon listening"
+    );
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("http server")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    info!("shutting down");
+}

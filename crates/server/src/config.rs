@@ -1,0 +1,339 @@
+//! Server configuration: LiveKit's `livekit.yaml` keys where the concept exists.
+//!
+//! Parsed once at start-up into typed values. Unknown keys and keys for features Pylon does
+//! not have yet are refused with a message naming the key, so an operator never runs with a
+//! setting silently ignored.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use pylon_auth::KeySet;
+use pylon_core::{RoomDefaults, ShardConfig};
+use serde::Deserialize;
+
+/// Why the configuration was refused. Always the operator's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid config: {0}")]
+    Yaml(String),
+    #[error("invalid config key `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+    #[error("config key `{0}` is not supported by this version of Pylon")]
+    Unsupported(&'static str),
+}
+
+/// The YAML file as written by an operator. Field names are LiveKit's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub port: Option<u16>,
+    pub bind_addresses: Option<Vec<String>>,
+    #[serde(default)]
+    pub rtc: RtcFile,
+    pub keys: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub room: RoomFile,
+    #[serde(default)]
+    pub logging: LoggingFile,
+    pub region: Option<String>,
+    pub development: Option<bool>,
+    pub redis: Option<serde_yaml::Value>,
+    pub webhook: Option<serde_yaml::Value>,
+    pub turn: Option<serde_yaml::Value>,
+    pub prometheus_port: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtcFile {
+    pub udp_port: Option<u16>,
+    pub tcp_port: Option<u16>,
+    pub node_ip: Option<String>,
+    pub use_external_ip: Option<bool>,
+    pub port_range_start: Option<u16>,
+    pub port_range_end: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomFile {
+    pub auto_create: Option<bool>,
+    pub empty_timeout: Option<u64>,
+    pub departure_timeout: Option<u64>,
+    pub max_participants: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingFile {
+    pub level: Option<String>,
+    pub json: Option<bool>,
+}
+
+/// Command-line overrides (they win over the file).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub dev: bool,
+    pub bind: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub udp_port: Option<u16>,
+    pub node_ip: Option<IpAddr>,
+    pub keys: Option<String>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: IpAddr,
+    pub http_port: u16,
+    pub udp_port: u16,
+    pub node_ip: IpAddr,
+    pub keys: KeySet,
+    pub room: RoomDefaults,
+    pub auto_create: bool,
+    pub log_level: String,
+    pub region: String,
+    pub dev: bool,
+}
+
+pub const DEFAULT_HTTP_PORT: u16 = 7880;
+pub const DEFAULT_UDP_PORT: u16 = 7882;
+/// The key pair `--dev` accepts, as LiveKit's `--dev` does.
+pub const DEV_API_KEY: &str = "devkey";
+pub const DEV_API_SECRET: &str = "secret";
+
+impl Config {
+    pub fn load(path: Option<&Path>, o: &Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                parse_yaml(&text)?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(file, o)
+    }
+
+    pub fn resolve(f: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
+        refuse_unsupported(&f)?;
+        let dev = o.dev || f.development.unwrap_or(false);
+        let bind = resolve_bind(&f, o, dev)?;
+        let node_ip = resolve_node_ip(&f, o, bind, dev)?;
+        let keys = resolve_keys(&f, o, dev)?;
+        let level = f.logging.level.clone().unwrap_or_else(|| if dev { "debug" } else { "info" }.into());
+        if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "logging.level",
+                why: format!("{level:?} is not one of trace, debug, info, warn, error"),
+            });
+        }
+        let http_port = o.port.or(f.port).unwrap_or(DEFAULT_HTTP_PORT);
+        let udp_port = o.udp_port.or(f.rtc.udp_port).unwrap_or(DEFAULT_UDP_PORT);
+        if udp_port == 0 {
+            return Err(ConfigError::Invalid { key: "rtc.udp_port", why: "must not be 0".into() });
+        }
+        let defaults = RoomDefaults::default();
+        let room = RoomDefaults {
+            empty_timeout: f.room.empty_timeout.map(Duration::from_secs).unwrap_or(defaults.empty_timeout),
+            departure_timeout: f
+                .room
+                .departure_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.departure_timeout),
+            max_participants: f.room.max_participants.unwrap_or(0),
+        };
+        Ok(Self {
+            bind,
+            http_port,
+            udp_port,
+            node_ip,
+            keys,
+            room,
+            auto_create: f.room.auto_create.unwrap_or(true),
+            log_level: level,
+            region: f.region.unwrap_or_default(),
+            dev,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.http_port)
+    }
+
+    pub fn udp_bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.udp_port)
+    }
+
+    pub fn shard_config(&self) -> ShardConfig {
+        let mut c = ShardConfig::new(SocketAddr::new(self.node_ip, self.udp_port));
+        c.room = self.room.clone();
+        c.region = self.region.clone();
+        c
+    }
+}
+
+/// Parse YAML text into the file structure, naming the offending key on error.
+pub fn parse_yaml(text: &str) -> Result<FileConfig, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))
+}
+
+fn refuse_unsupported(f: &FileConfig) -> Result<(), ConfigError> {
+    let unsupported = [
+        (f.redis.is_some(), "redis"),
+        (f.webhook.is_some(), "webhook"),
+        (f.turn.is_some(), "turn"),
+        (f.prometheus_port.is_some(), "prometheus_port"),
+        (f.rtc.tcp_port.is_some(), "rtc.tcp_port"),
+        (f.rtc.port_range_start.is_some(), "rtc.port_range_start"),
+        (f.rtc.port_range_end.is_some(), "rtc.port_range_end"),
+        (f.rtc.use_external_ip == Some(true), "rtc.use_external_ip"),
+        (f.room.auto_create == Some(false), "room.auto_create"),
+        (f.logging.json == Some(true), "logging.json"),
+    ];
+    match unsupported.iter().find(|(present, _)| *present) {
+        Some((_, key)) => Err(ConfigError::Unsupported(key)),
+        None => Ok(()),
+    }
+}
+
+fn resolve_bind(f: &FileConfig, o: &Overrides, dev: bool) -> Result<IpAddr, ConfigError> {
+    if let Some(ip) = o.bind {
+        return Ok(ip);
+    }
+    if o.dev {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    match f.bind_addresses.as_deref() {
+        None | Some([]) => Ok(if dev { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) }),
+        Some([one]) => one.parse().map_err(|_| ConfigError::Invalid {
+            key: "bind_addresses",
+            why: format!("{one:?} is not an IP address"),
+        }),
+        Some(_) => Err(ConfigError::Invalid {
+            key: "bind_addresses",
+            why: "only one bind address is supported".into(),
+        }),
+    }
+}
+
+fn resolve_node_ip(f: &FileConfig, o: &Overrides, bind: IpAddr, dev: bool) -> Result<IpAddr, ConfigError> {
+    if let Some(ip) = o.node_ip {
+        return Ok(ip);
+    }
+    if let Some(s) = &f.rtc.node_ip {
+        return s.parse().map_err(|_| ConfigError::Invalid {
+            key: "rtc.node_ip",
+            why: format!("{s:?} is not an IP address"),
+        });
+    }
+    if !bind.is_unspecified() {
+        return Ok(bind);
+    }
+    if dev {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    Err(ConfigError::Invalid {
+        key: "rtc.node_ip",
+        why: "required when binding all interfaces: the address clients reach this node's UDP port on".into(),
+    })
+}
+
+fn resolve_keys(f: &FileConfig, o: &Overrides, dev: bool) -> Result<KeySet, ConfigError> {
+    let mut keys = KeySet::new();
+    let invalid = |e: pylon_auth::KeyError| ConfigError::Invalid { key: "keys", why: e.to_string() };
+    if let Some(s) = &o.keys {
+        // `--keys "key: secret"`, as LiveKit's flag takes them.
+        for pair in s.split(',') {
+            let (k, v) = pair.split_once(':').ok_or_else(|| ConfigError::Invalid {
+                key: "keys",
+                why: "--keys takes \"key: secret\" pairs separated by commas".into(),
+            })?;
+            keys.insert(k.trim(), v.trim()).map_err(invalid)?;
+        }
+    }
+    for (k, v) in f.keys.iter().flatten() {
+        keys.insert(k, v).map_err(invalid)?;
+    }
+    if keys.is_empty() && dev {
+        keys.insert(DEV_API_KEY, DEV_API_SECRET).map_err(invalid)?;
+    }
+    if keys.is_empty() {
+        return Err(ConfigError::Invalid { key: "keys", why: "at least one API key is required (or run with --dev)".into() });
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev() -> Overrides {
+        Overrides { dev: true, ..Default::default() }
+    }
+
+    #[test]
+    fn dev_mode_defaults() {
+        let c = Config::resolve(FileConfig::default(), &dev()).unwrap();
+        assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.http_port, 7880);
+        assert_eq!(c.udp_port, 7882);
+        assert!(c.keys.secret("devkey").is_some());
+    }
+
+    #[test]
+    fn livekit_yaml_keys_are_read() {
+        let f = parse_yaml(
+            "port: 9000\nrtc:\n  udp_port: 9002\n  node_ip: 10.0.0.5\nkeys:\n  k: s\nroom:\n  empty_timeout: 7\n  departure_timeout: 3\n  max_participants: 4\nlogging:\n  level: warn\n",
+        )
+        .unwrap();
+        let c = Config::resolve(f, &Overrides::default()).unwrap();
+        assert_eq!((c.http_port, c.udp_port), (9000, 9002));
+        assert_eq!(c.node_ip.to_string(), "10.0.0.5");
+        assert_eq!(c.room.max_participants, 4);
+        assert_eq!(c.room.departure_timeout, Duration::from_secs(3));
+        assert_eq!(c.log_level, "warn");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse_yaml("port: 1\nbogus: 2\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse_yaml("rtc:\n  udp_prot: 2\n").unwrap_err().to_string();
+        assert!(e.contains("udp_prot"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let e = parse_yaml("port: nope\n").unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+        let f = parse_yaml("logging:\n  level: loud\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("logging.level"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_by_name() {
+        let f = parse_yaml("redis:\n  address: localhost:6379\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("redis"), "{e}");
+    }
+
+    #[test]
+    fn production_needs_keys_and_node_ip() {
+        let e = Config::resolve(FileConfig::default(), &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("keys"), "{e}");
+        let f = parse_yaml("keys:\n  k: s\n").unwrap();
+        let e = Config::resolve(f, &Overrides::default()).unwrap_err().to_string();
+        assert!(e.contains("rtc.node_ip"), "{e}");
+    }
+}

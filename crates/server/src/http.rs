@@ -1,0 +1,253 @@
+//! The HTTP edge: health, `/rtc` signalling WebSocket, `/rtc/validate`, CORS.
+//!
+//! Every refusal happens here, before any WebSocket upgrade, with LiveKit's status codes
+//! (livekit-protocol.md §1.5) and a plain-text body. Successful joins hand the socket to
+//! [`crate::session`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use pylon_auth::{Claims, KeySet, TokenError};
+use pylon_core::ids::{ParticipantIdentity, ParticipantSid, RoomName, SessionId};
+use pylon_core::{JoinError, JoinParams, ResumeParams};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::session;
+use crate::worker::{Command, WorkerHandle, SESSION_QUEUE};
+
+/// Longest room name and identity accepted, as LiveKit limits them.
+pub const MAX_NAME_LEN: usize = 256;
+
+pub struct AppState {
+    pub keys: KeySet,
+    pub worker: WorkerHandle,
+    pub next_session: AtomicU64,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(health))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
+        .route("/rtc", get(rtc))
+        .route("/rtc/validate", get(validate))
+        .route("/rtc/v1", get(not_found))
+        .route("/rtc/v1/validate", get(not_found))
+        .fallback(not_found)
+        .layer(middleware::from_fn(cors))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "OK"
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// Permissive CORS as LiveKit's server has it: browsers call `/rtc/validate` cross-origin.
+async fn cors(req: Request, next: Next) -> Response {
+    let preflight = req.method() == Method::OPTIONS;
+    let mut resp = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("OPTIONS, HEAD, GET, POST, PATCH, DELETE"),
+        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    }
+    resp
+}
+
+/// A refusal before upgrade: status and plain-text body, logged once.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    msg: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self { status, msg: msg.into() }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.msg).into_response()
+    }
+}
+
+impl From<TokenError> for Refusal {
+    fn from(e: TokenError) -> Self {
+        Refusal::new(StatusCode::UNAUTHORIZED, e.to_string())
+    }
+}
+
+/// What a valid `/rtc` request asks for.
+struct RtcRequest {
+    claims: Claims,
+    room: RoomName,
+    identity: ParticipantIdentity,
+    auto_subscribe: bool,
+    protocol: i32,
+    resume: Option<ParticipantSid>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> Option<bool> {
+    q.get(name).map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Token from `Authorization: Bearer …` (which must be Bearer if present) or `access_token`.
+fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> Result<&'a str, Refusal> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| Refusal::new(StatusCode::UNAUTHORIZED, "invalid authorization header"))?;
+        return v
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "invalid authorization header. Must start with Bearer"));
+    }
+    q.get("access_token")
+        .map(String::as_str)
+        .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "no authorization token provided"))
+}
+
+fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<RtcRequest, Refusal> {
+    let claims = pylon_auth::verify(token(headers, q)?, keys, unix_now())?;
+    let video = claims.video();
+    if !video.room_join {
+        return Err(Refusal::new(StatusCode::UNAUTHORIZED, "permissions denied"));
+    }
+    if video.room.is_empty() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "room name is missing from the token"));
+    }
+    if claims.identity().is_empty() {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "participant identity is missing from the token"));
+    }
+    if video.room.len() > MAX_NAME_LEN || claims.identity().len() > MAX_NAME_LEN {
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "room name or identity is too long"));
+    }
+    let resume = match flag(q, "reconnect") {
+        Some(true) => {
+            let sid = q.get("sid").and_then(|s| ParticipantSid::parse(s));
+            Some(sid.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "reconnect without a valid participant sid"))?)
+        }
+        _ => None,
+    };
+    let protocol = match q.get("protocol") {
+        Some(p) => p.parse().map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "protocol must be an integer"))?,
+        None => 0,
+    };
+    Ok(RtcRequest {
+        room: RoomName::new(video.room.clone()),
+        identity: ParticipantIdentity::new(claims.identity()),
+        auto_subscribe: flag(q, "auto_subscribe").unwrap_or(true),
+        protocol,
+        resume,
+        claims,
+    })
+}
+
+async fn validate(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    match parse_rtc(&app.keys, &headers, &q) {
+        Ok(_) => (StatusCode::OK, "success").into_response(),
+        Err(r) => {
+            info!(status = %r.status, "validate refused: {}", r.msg);
+            r.into_response()
+        }
+    }
+}
+
+async fn rtc(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let req = match parse_rtc(&app.keys, &headers, &q) {
+        Ok(r) => r,
+        Err(r) => {
+            info!(status = %r.status, "join refused: {}", r.msg);
+            return r.into_response();
+        }
+    };
+    let Ok(ws) = ws else {
+        return not_found().await;
+    };
+    let session = SessionId(app.next_session.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    match req.resume.clone() {
+        Some(sid) => {
+            let params = ResumeParams { session, room: req.room, identity: req.identity, sid };
+            app.worker.send(Command::Resume { params, out: tx });
+        }
+        None => {
+            if let Err(r) = join(&app, session, req, tx).await {
+                warn!(status = %r.status, "join failed: {}", r.msg);
+                return r.into_response();
+            }
+        }
+    }
+    let guard = session::CloseGuard::new(app.worker.clone(), session);
+    ws.on_upgrade(move |socket| session::run(socket, session, rx, guard))
+}
+
+async fn join(app: &AppState, session: SessionId, req: RtcRequest, out: mpsc::Sender<crate::worker::SessionEvent>) -> Result<(), Refusal> {
+    let grant = req.claims.video();
+    let params = JoinParams {
+        session,
+        room: req.room,
+        identity: req.identity,
+        name: req.claims.name.clone(),
+        metadata: req.claims.metadata.clone(),
+        attributes: req.claims.attributes.clone(),
+        permission: grant.permission(),
+        kind: participant_kind(&req.claims.kind),
+        auto_subscribe: req.auto_subscribe,
+        protocol: req.protocol,
+    };
+    let (reply, answer) = oneshot::channel();
+    app.worker.send(Command::Join { params, out, reply });
+    match answer.await {
+        Ok(Ok(_sid)) => Ok(()),
+        Ok(Err(JoinError::RoomFull)) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, JoinError::RoomFull.to_string())),
+        Ok(Err(e)) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(_) => Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "media worker unavailable")),
+    }
+}
+
+/// The token's `kind` claim (lowercase LiveKit enum name) as `ParticipantInfo.Kind`.
+fn participant_kind(kind: &str) -> i32 {
+    use livekit_protocol::participant_info::Kind;
+    let kind = match kind {
+        "ingress" => Kind::Ingress,
+        "egress" => Kind::Egress,
+        "sip" => Kind::Sip,
+        "agent" => Kind::Agent,
+        _ => Kind::Standard,
+    };
+    kind as i32
+}

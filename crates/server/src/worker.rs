@@ -1,0 +1,207 @@
+//! The media worker: one thread that owns a [`Shard`] and the UDP media socket.
+//!
+//! Signalling tasks talk to it only through [`Command`] messages; it answers through each
+//! session's bounded channel. The shard is driven with `Instant::now()` read here, at the
+//! edge, never inside the core.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use livekit_protocol as lk;
+use pylon_core::ids::{ParticipantSid, SessionId};
+use pylon_core::{JoinError, JoinParams, Output, ResumeParams, Shard, ShardConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Messages a session's WebSocket pump receives from the worker.
+#[derive(Debug)]
+pub enum SessionEvent {
+    Message(Box<lk::SignalResponse>),
+    Close,
+}
+
+/// How many signal messages may wait for a slow WebSocket before the session is cut.
+pub const SESSION_QUEUE: usize = 1024;
+
+/// Datagrams read per wake-up before outputs are flushed: bounds latency added by batching.
+const RECV_BATCH: usize = 64;
+
+/// Largest datagram we accept; WebRTC keeps packets under the path MTU.
+const MAX_DATAGRAM: usize = 2048;
+
+pub type SessionTx = mpsc::Sender<SessionEvent>;
+
+/// Requests from signalling tasks to the worker.
+pub enum Command {
+    Join {
+        params: JoinParams,
+        out: SessionTx,
+        reply: oneshot::Sender<Result<ParticipantSid, JoinError>>,
+    },
+    Resume {
+        params: ResumeParams,
+        out: SessionTx,
+    },
+    Signal {
+        session: SessionId,
+        req: Box<lk::SignalRequest>,
+    },
+    Violation {
+        session: SessionId,
+        why: String,
+    },
+    Closed {
+        session: SessionId,
+    },
+}
+
+/// Handle to send commands to the worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl WorkerHandle {
+    pub fn send(&self, cmd: Command) {
+        // The worker outlives every session; a failed send means the node is shutting down.
+        let _ = self.tx.send(cmd);
+    }
+}
+
+/// Start the worker thread on `socket`, advertising `config.udp_candidate`.
+pub fn spawn(config: ShardConfig, socket: std::net::UdpSocket) -> std::io::Result<WorkerHandle> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    socket.set_nonblocking(true)?;
+    std::thread::Builder::new().name("pylon-media".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("current-thread runtime builds");
+        rt.block_on(async move {
+            let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
+            Worker::new(config, socket).run(rx).await;
+        });
+    })?;
+    Ok(WorkerHandle { tx })
+}
+
+struct Worker {
+    shard: Shard,
+    socket: UdpSocket,
+    local: SocketAddr,
+    sessions: HashMap<SessionId, SessionTx>,
+    buf: Vec<u8>,
+}
+
+impl Worker {
+    fn new(config: ShardConfig, socket: UdpSocket) -> Self {
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let local = config.udp_candidate;
+        let seed = rand::random();
+        Self {
+            shard: Shard::new(config, Instant::now(), unix_ms, seed),
+            socket,
+            local,
+            sessions: HashMap::new(),
+            buf: vec![0; MAX_DATAGRAM],
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        info!(udp = %self.local, "media worker running");
+        loop {
+            self.flush();
+            let deadline = tokio::time::Instant::from_std(self.shard.poll_timeout());
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                r = self.socket.recv_from(&mut self.buf) => {
+                    match r {
+                        Ok((n, src)) => {
+                            self.shard.receive(Instant::now(), src, self.local, &self.buf[..n]);
+                            self.drain_socket();
+                        }
+                        Err(e) => debug!("udp recv error: {e}"),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            if now >= self.shard.poll_timeout() {
+                self.shard.handle_timeout(now);
+            }
+        }
+        info!("media worker stopped");
+    }
+
+    /// Read what is already queued on the socket, up to a batch, without waiting.
+    fn drain_socket(&mut self) {
+        for _ in 1..RECV_BATCH {
+            match self.socket.try_recv_from(&mut self.buf) {
+                Ok((n, src)) => self.shard.receive(Instant::now(), src, self.local, &self.buf[..n]),
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Join { params, out, reply } => {
+                let session = params.session;
+                self.sessions.insert(session, out);
+                let result = self.shard.join(now, params);
+                if result.is_err() {
+                    self.sessions.remove(&session);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Resume { params, out } => {
+                self.sessions.insert(params.session, out);
+                self.shard.resume(now, params);
+            }
+            Command::Signal { session, req } => self.shard.signal(now, session, *req),
+            Command::Violation { session, why } => self.shard.protocol_violation(now, session, &why),
+            Command::Closed { session } => {
+                self.sessions.remove(&session);
+                self.shard.session_closed(now, session);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = Instant::now();
+        let mut cut = Vec::new();
+        while let Some(out) = self.shard.poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
+                        debug!(to = %t.destination, "udp send failed: {e}");
+                    }
+                }
+                Output::Signal(session, msg) => {
+                    let Some(tx) = self.sessions.get(&session) else { continue };
+                    if tx.try_send(SessionEvent::Message(msg)).is_err() {
+                        warn!(%session, "signal queue full or closed; cutting the session");
+                        cut.push(session);
+                    }
+                }
+                Output::Close(session) => {
+                    if let Some(tx) = self.sessions.remove(&session) {
+                        let _ = tx.try_send(SessionEvent::Close);
+                    }
+                }
+            }
+        }
+        for session in cut {
+            if let Some(tx) = self.sessions.remove(&session) {
+                let _ = tx.try_send(SessionEvent::Close);
+            }
+            self.shard.session_closed(now, session);
+        }
+    }
+}
