@@ -149,7 +149,10 @@ mod tests {
 
     #[test]
     fn identity_falls_back_to_jti() {
-        let c = Claims { jti: "j".into(), ..Default::default() };
+        let c = Claims {
+            jti: "j".into(),
+            ..Default::default()
+        };
         assert_eq!(c.identity(), "j");
     }
 }

@@ -53,8 +53,7 @@ pub fn verify(token: &str, keys: &KeySet, now: i64) -> Result<Claims, TokenError
         return Err(TokenError::TooLong);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
     };
     let header: Header = decode_json(h)?;
@@ -68,9 +67,7 @@ pub fn verify(token: &str, keys: &KeySet, now: i64) -> Result<Claims, TokenError
     let secret = keys
         .secret(&claims.iss)
         .ok_or_else(|| TokenError::UnknownKey(claims.iss.clone()))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| TokenError::BadEncoding)?;
+    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::BadEncoding)?;
     let signed_len = h.len() + 1 + c.len();
     let mut mac = hmac_for(secret);
     mac.update(&token.as_bytes()[..signed_len]);
@@ -142,7 +139,11 @@ mod tests {
             iss: "key".into(),
             sub: "alice".into(),
             exp: Some(NOW + 600),
-            video: Some(VideoGrant { room_join: true, room: "r".into(), ..Default::default() }),
+            video: Some(VideoGrant {
+                room_join: true,
+                room: "r".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -168,12 +169,18 @@ mod tests {
     fn expired_beyond_leeway_is_refused() {
         let t = token(&claims());
         assert!(verify(&t, &keys(), NOW + 600 + LEEWAY_SECS).is_ok());
-        assert_eq!(verify(&t, &keys(), NOW + 601 + LEEWAY_SECS), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&t, &keys(), NOW + 601 + LEEWAY_SECS),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
     fn missing_expiry_is_refused() {
-        let t = token(&Claims { exp: None, ..claims() });
+        let t = token(&Claims {
+            exp: None,
+            ..claims()
+        });
         assert_eq!(verify(&t, &keys(), NOW), Err(TokenError::MissingExpiry));
     }
 
@@ -190,20 +197,37 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused() {
-        let t = token(&Claims { iss: "other".into(), ..claims() });
-        assert_eq!(verify(&t, &keys(), NOW), Err(TokenError::UnknownKey("other".into())));
+        let t = token(&Claims {
+            iss: "other".into(),
+            ..claims()
+        });
+        assert_eq!(
+            verify(&t, &keys(), NOW),
+            Err(TokenError::UnknownKey("other".into()))
+        );
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        for t in ["", "a", "a.b", "a.b.c.d", "...", "\u{0}.\u{1}.\u{2}", "e30.e30.e30"] {
+        for t in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            "...",
+            "\u{0}.\u{1}.\u{2}",
+            "e30.e30.e30",
+        ] {
             assert!(verify(t, &keys(), NOW).is_err(), "{t:?}");
         }
     }
 
     #[test]
     fn not_yet_valid_is_refused() {
-        let t = token(&Claims { nbf: Some(NOW + 3600), ..claims() });
+        let t = token(&Claims {
+            nbf: Some(NOW + 3600),
+            ..claims()
+        });
         assert_eq!(verify(&t, &keys(), NOW), Err(TokenError::NotYetValid));
     }
 }

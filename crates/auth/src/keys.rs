@@ -57,8 +57,7 @@ impl KeySet {
         if secret.is_empty() {
             return Err(KeyError::EmptySecret(key.to_string()));
         }
-        self.secrets
-            .insert(ApiKey::new(key), secret.as_bytes().to_vec());
+        self.secrets.insert(ApiKey::new(key), secret.as_bytes().to_vec());
         Ok(())
     }
 

@@ -10,7 +10,11 @@ use pylon_auth::{Claims, VideoGrant};
 use pylon_server::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "pylon", version, about = "A WebRTC SFU that speaks the LiveKit protocol")]
+#[command(
+    name = "pylon",
+    version,
+    about = "A WebRTC SFU that speaks the LiveKit protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,7 +83,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Serve(args) => serve(args),
-        Cmd::Token { cmd: TokenCmd::Create(args) } => {
+        Cmd::Token {
+            cmd: TokenCmd::Create(args),
+        } => {
             println!("{}", create_token(&args));
             Ok(())
         }
@@ -102,25 +108,34 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
-        format!("warn,pylon={0},pylon_server={0},pylon_core={0}", config.log_level)
-    });
+    let filter = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| format!("warn,pylon={0},pylon_server={0},pylon_core={0}", config.log_level));
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     rt.block_on(pylon_server::run(config))
 }
 
 fn create_token(a: &TokenArgs) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let claims = Claims {
         iss: a.api_key.clone(),
         sub: a.identity.clone(),
         nbf: Some(now),
         exp: Some(now + a.valid_for),
-        video: Some(VideoGrant { room_join: true, room: a.room.clone(), ..Default::default() }),
+        video: Some(VideoGrant {
+            room_join: true,
+            room: a.room.clone(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     pylon_auth::mint(&claims, a.api_secret.as_bytes())

@@ -81,21 +81,25 @@ pub fn forward(
     let mut packet = DataPacket::decode(bytes).map_err(|e| DataError::Malformed(e.to_string()))?;
     if kind == DataKind::Reliable && packet.sequence > 0 {
         if packet.sequence <= *last_reliable_seq {
-            return Err(DataError::Duplicate { seq: packet.sequence, last: *last_reliable_seq });
+            return Err(DataError::Duplicate {
+                seq: packet.sequence,
+                last: *last_reliable_seq,
+            });
         }
         *last_reliable_seq = packet.sequence;
     }
     match &packet.value {
         Some(data_packet::Value::Metrics(_)) => return Err(DataError::NotForwarded),
-        Some(data_packet::Value::Transcription(_)) if !sender.agent => {
-            return Err(DataError::NotForwarded)
-        }
+        Some(data_packet::Value::Transcription(_)) if !sender.agent => return Err(DataError::NotForwarded),
         _ => {}
     }
     let (sid, identity) = if sender.hidden {
         (String::new(), String::new())
     } else {
-        (sender.sid.as_str().to_string(), sender.identity.as_str().to_string())
+        (
+            sender.sid.as_str().to_string(),
+            sender.identity.as_str().to_string(),
+        )
     };
     #[allow(deprecated)]
     {
@@ -106,7 +110,10 @@ pub fn forward(
     }
     packet.participant_sid = sid.clone();
     packet.participant_identity = identity.clone();
-    let mut to = Destinations { identities: packet.destination_identities.clone(), sids: vec![] };
+    let mut to = Destinations {
+        identities: packet.destination_identities.clone(),
+        sids: vec![],
+    };
     if let Some(data_packet::Value::User(user)) = &mut packet.value {
         user.participant_sid = sid;
         user.participant_identity = identity;
@@ -117,7 +124,11 @@ pub fn forward(
         to.sids = user.destination_sids.clone();
     }
     packet.destination_identities = to.identities.clone();
-    Ok(Forward { kind, bytes: packet.encode_to_vec(), to })
+    Ok(Forward {
+        kind,
+        bytes: packet.encode_to_vec(),
+        to,
+    })
 }
 
 #[cfg(test)]
@@ -126,7 +137,13 @@ mod tests {
     use livekit_protocol::UserPacket;
 
     fn sender<'a>(sid: &'a ParticipantSid, id: &'a ParticipantIdentity) -> DataSender<'a> {
-        DataSender { sid, identity: id, can_publish_data: true, hidden: false, agent: false }
+        DataSender {
+            sid,
+            identity: id,
+            can_publish_data: true,
+            hidden: false,
+            agent: false,
+        }
     }
 
     fn user_packet(forged: &str, to: &[&str], seq: u32) -> Vec<u8> {
@@ -148,12 +165,19 @@ mod tests {
     fn forged_identity_is_overwritten() {
         let (sid, id) = (ParticipantSid::new("PA_a"), ParticipantIdentity::new("alice"));
         let mut last = 0;
-        let f = forward(&user_packet("mallory", &[], 0), DataKind::Lossy, sender(&sid, &id), &mut last)
-            .unwrap();
+        let f = forward(
+            &user_packet("mallory", &[], 0),
+            DataKind::Lossy,
+            sender(&sid, &id),
+            &mut last,
+        )
+        .unwrap();
         let p = DataPacket::decode(f.bytes.as_slice()).unwrap();
         assert_eq!(p.participant_identity, "alice");
         assert_eq!(p.participant_sid, "PA_a");
-        let Some(data_packet::Value::User(u)) = p.value else { panic!("user packet") };
+        let Some(data_packet::Value::User(u)) = p.value else {
+            panic!("user packet")
+        };
         assert_eq!(u.participant_identity, "alice");
         assert!(f.to.everyone());
     }
@@ -162,20 +186,39 @@ mod tests {
     fn destinations_are_kept_and_mirrored() {
         let (sid, id) = (ParticipantSid::new("PA_a"), ParticipantIdentity::new("alice"));
         let mut last = 0;
-        let f = forward(&user_packet("", &["bob"], 0), DataKind::Reliable, sender(&sid, &id), &mut last)
-            .unwrap();
-        assert!(f.to.includes(&ParticipantSid::new("PA_b"), &ParticipantIdentity::new("bob")));
-        assert!(!f.to.includes(&ParticipantSid::new("PA_c"), &ParticipantIdentity::new("carol")));
+        let f = forward(
+            &user_packet("", &["bob"], 0),
+            DataKind::Reliable,
+            sender(&sid, &id),
+            &mut last,
+        )
+        .unwrap();
+        assert!(f
+            .to
+            .includes(&ParticipantSid::new("PA_b"), &ParticipantIdentity::new("bob")));
+        assert!(!f
+            .to
+            .includes(&ParticipantSid::new("PA_c"), &ParticipantIdentity::new("carol")));
     }
 
     #[test]
     fn reliable_duplicates_are_dropped_and_sequence_kept() {
         let (sid, id) = (ParticipantSid::new("PA_a"), ParticipantIdentity::new("alice"));
         let mut last = 0;
-        let f = forward(&user_packet("", &[], 5), DataKind::Reliable, sender(&sid, &id), &mut last)
-            .unwrap();
+        let f = forward(
+            &user_packet("", &[], 5),
+            DataKind::Reliable,
+            sender(&sid, &id),
+            &mut last,
+        )
+        .unwrap();
         assert_eq!(DataPacket::decode(f.bytes.as_slice()).unwrap().sequence, 5);
-        let again = forward(&user_packet("", &[], 5), DataKind::Reliable, sender(&sid, &id), &mut last);
+        let again = forward(
+            &user_packet("", &[], 5),
+            DataKind::Reliable,
+            sender(&sid, &id),
+            &mut last,
+        );
         assert_eq!(again.unwrap_err(), DataError::Duplicate { seq: 5, last: 5 });
     }
 
@@ -191,7 +234,10 @@ mod tests {
     fn sender_without_permission_is_refused() {
         let (sid, id) = (ParticipantSid::new("PA_a"), ParticipantIdentity::new("alice"));
         let mut last = 0;
-        let s = DataSender { can_publish_data: false, ..sender(&sid, &id) };
+        let s = DataSender {
+            can_publish_data: false,
+            ..sender(&sid, &id)
+        };
         let r = forward(&user_packet("", &[], 0), DataKind::Lossy, s, &mut last);
         assert_eq!(r.unwrap_err(), DataError::NotAllowed);
     }

@@ -106,9 +106,16 @@ impl Forwarder {
         let out_ts = timestamp.wrapping_add(self.ts_offset);
         let newest = self.last_out.is_none_or(|o| out_seq > o.seq);
         if newest {
-            self.last_out = Some(Out { seq: out_seq, timestamp: out_ts, at: now });
+            self.last_out = Some(Out {
+                seq: out_seq,
+                timestamp: out_ts,
+                at: now,
+            });
         }
-        Decision::Forward { seq: out_seq, timestamp: out_ts }
+        Decision::Forward {
+            seq: out_seq,
+            timestamp: out_ts,
+        }
     }
 
     fn switch_to(&mut self, layer: Layer, seq: u64, timestamp: u32, now: Instant) {
@@ -119,7 +126,9 @@ impl Forwarder {
             }
             Some(last) => {
                 self.seq_offset = (last.seq + 1).wrapping_sub(seq);
-                let elapsed = now.saturating_duration_since(last.at).max(Duration::from_millis(1));
+                let elapsed = now
+                    .saturating_duration_since(last.at)
+                    .max(Duration::from_millis(1));
                 let ticks = elapsed.as_micros() as u64 * u64::from(self.clock_rate) / 1_000_000;
                 let out_ts = last.timestamp.wrapping_add(ticks.max(1) as u32);
                 self.ts_offset = out_ts.wrapping_sub(timestamp);
@@ -139,8 +148,20 @@ mod tests {
         let t = Instant::now();
         let mut f = Forwarder::new(90_000);
         assert_eq!(f.on_packet(0, 10, 1000, false, t), Decision::Drop);
-        assert_eq!(f.on_packet(0, 11, 1000, true, t), Decision::Forward { seq: 11, timestamp: 1000 });
-        assert_eq!(f.on_packet(0, 12, 4000, false, t), Decision::Forward { seq: 12, timestamp: 4000 });
+        assert_eq!(
+            f.on_packet(0, 11, 1000, true, t),
+            Decision::Forward {
+                seq: 11,
+                timestamp: 1000
+            }
+        );
+        assert_eq!(
+            f.on_packet(0, 12, 4000, false, t),
+            Decision::Forward {
+                seq: 12,
+                timestamp: 4000
+            }
+        );
     }
 
     #[test]
@@ -152,7 +173,13 @@ mod tests {
         assert!(f.wants_keyframe());
         // High layer delta frame: dropped; low layer still flows.
         assert_eq!(f.on_packet(2, 7000, 90, false, t), Decision::Drop);
-        assert_eq!(f.on_packet(0, 101, 5000, false, t), Decision::Forward { seq: 101, timestamp: 5000 });
+        assert_eq!(
+            f.on_packet(0, 101, 5000, false, t),
+            Decision::Forward {
+                seq: 101,
+                timestamp: 5000
+            }
+        );
         // High layer keyframe: switch, sequence continues at 102.
         let later = t + Duration::from_millis(33);
         let Decision::Forward { seq, timestamp } = f.on_packet(2, 7001, 90, true, later) else {
@@ -161,7 +188,11 @@ mod tests {
         assert_eq!(seq, 102);
         assert_eq!(timestamp, 5000 + 2970);
         assert_eq!(f.on_packet(0, 102, 8000, false, later), Decision::Drop);
-        assert_eq!(f.on_packet(2, 7000, 90, false, later), Decision::Drop, "stale packet of new layer");
+        assert_eq!(
+            f.on_packet(2, 7000, 90, false, later),
+            Decision::Drop,
+            "stale packet of new layer"
+        );
     }
 
     #[test]

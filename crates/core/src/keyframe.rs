@@ -80,7 +80,9 @@ pub fn h264_keyframe_start(p: &[u8]) -> bool {
 fn stap_a_has_keyframe(mut rest: &[u8]) -> bool {
     while rest.len() > 2 {
         let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-        let Some(nal) = rest.get(2..2 + size) else { return false };
+        let Some(nal) = rest.get(2..2 + size) else {
+            return false;
+        };
         if matches!(nal.first(), Some(h) if matches!(h & 0x1f, H264_IDR | H264_SPS)) {
             return true;
         }
@@ -117,8 +119,20 @@ mod tests {
 
     #[test]
     fn short_and_hostile_payloads_never_panic() {
-        for p in [&[][..], &[0xff], &[0x90], &[0x90, 0xff], &[0x78, 0xff, 0xff], &[0x7c]] {
-            for c in [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::H264, VideoCodec::Av1] {
+        for p in [
+            &[][..],
+            &[0xff],
+            &[0x90],
+            &[0x90, 0xff],
+            &[0x78, 0xff, 0xff],
+            &[0x7c],
+        ] {
+            for c in [
+                VideoCodec::Vp8,
+                VideoCodec::Vp9,
+                VideoCodec::H264,
+                VideoCodec::Av1,
+            ] {
                 let _ = is_keyframe_start(c, p);
             }
         }

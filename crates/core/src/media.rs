@@ -14,7 +14,7 @@ use str0m::{Event, IceConnectionState};
 use tracing::{debug, info, warn};
 
 use crate::data::{self, DataKind, DataSender};
-use crate::forwarder::{layer_for_rid, Decision, Forwarder, Layer, MAX_LAYERS};
+use crate::forwarder::{layer_for_rid, Decision, Forwarder, MAX_LAYERS};
 use crate::ids::{ParticipantKey, TrackSid};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::participant::{DownTrack, LayerSeen, PcKind, PublishedTrack, TrackKey};
@@ -38,13 +38,14 @@ impl Shard {
                     }
                 }
             }
-            Event::MediaAdded(m) if pc == PcKind::Publisher => {
-                if m.direction.is_receiving() {
-                    self.on_received_media(now, key, m.mid, m.kind);
-                }
+            Event::MediaAdded(m) if pc == PcKind::Publisher && m.direction.is_receiving() => {
+                self.on_received_media(now, key, m.mid, m.kind)
             }
             Event::MediaChanged(m) if pc == PcKind::Publisher => {
-                let kind = self.participants.get_mut(&key).and_then(|p| p.publisher.rtc.media(m.mid).map(|x| x.kind()));
+                let kind = self
+                    .participants
+                    .get_mut(&key)
+                    .and_then(|p| p.publisher.rtc.media(m.mid).map(|x| x.kind()));
                 let published = self.participants.get(&key).and_then(|p| p.track_by_mid(m.mid));
                 match (m.direction.is_receiving(), published, kind) {
                     (false, Some(i), _) => self.unpublish(now, key, i),
@@ -77,10 +78,16 @@ impl Shard {
     }
 
     fn on_connected(&mut self, now: Instant, key: ParticipantKey, pc: PcKind) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         p.peer_mut(pc).connected = true;
         info!(participant = %p.sid, ?pc, "peer connection up");
-        let primary = if p.permission.can_subscribe { PcKind::Subscriber } else { PcKind::Publisher };
+        let primary = if p.permission.can_subscribe {
+            PcKind::Subscriber
+        } else {
+            PcKind::Publisher
+        };
         if pc == primary && !p.active {
             p.active = true;
             p.bump_version();
@@ -93,8 +100,15 @@ impl Shard {
 
     /// The client offered a media section it sends on: match it to a pending AddTrack.
     fn on_received_media(&mut self, now: Instant, key: ParticipantKey, mid: Mid, kind: MediaKind) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
-        let msid_track = p.publisher.rtc.media(mid).map(|m| m.track_id().to_string()).unwrap_or_default();
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let msid_track = p
+            .publisher
+            .rtc
+            .media(mid)
+            .map(|m| m.track_id().to_string())
+            .unwrap_or_default();
         p.unmatched_media.retain(|(m, _, _)| *m != mid);
         p.unmatched_media.push((mid, kind, msid_track));
         self.match_unmatched_media(now, key);
@@ -102,15 +116,25 @@ impl Shard {
 
     pub(crate) fn match_unmatched_media(&mut self, now: Instant, key: ParticipantKey) {
         loop {
-            let Some(p) = self.participants.get_mut(&key) else { return };
-            let found = p.unmatched_media.iter().enumerate().find_map(|(ui, (_, kind, msid))| {
-                let want = if kind.is_audio() { lk::TrackType::Audio } else { lk::TrackType::Video } as i32;
-                p.pending_tracks
-                    .iter()
-                    .position(|t| &t.cid == msid)
-                    .or_else(|| p.pending_tracks.iter().position(|t| t.info.r#type == want))
-                    .map(|pi| (ui, pi))
-            });
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
+            let found = p
+                .unmatched_media
+                .iter()
+                .enumerate()
+                .find_map(|(ui, (_, kind, msid))| {
+                    let want = if kind.is_audio() {
+                        lk::TrackType::Audio
+                    } else {
+                        lk::TrackType::Video
+                    } as i32;
+                    p.pending_tracks
+                        .iter()
+                        .position(|t| &t.cid == msid)
+                        .or_else(|| p.pending_tracks.iter().position(|t| t.info.r#type == want))
+                        .map(|pi| (ui, pi))
+                });
             let Some((ui, pi)) = found else { return };
             let (mid, kind, _) = p.unmatched_media.remove(ui);
             let pending = p.pending_tracks.remove(pi);
@@ -118,11 +142,22 @@ impl Shard {
         }
     }
 
-    fn publish(&mut self, now: Instant, key: ParticipantKey, mid: Mid, kind: MediaKind, mut info: lk::TrackInfo) {
+    fn publish(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        mid: Mid,
+        kind: MediaKind,
+        mut info: lk::TrackInfo,
+    ) {
         let tkey = TrackKey(self.next_track);
         self.next_track += 1;
-        let Some(sid) = TrackSid::parse(&info.sid) else { return };
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(sid) = TrackSid::parse(&info.sid) else {
+            return;
+        };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         info.mid = mid.to_string();
         let codec = match info.mime_type.as_str() {
             "video/VP8" => VideoCodec::Vp8,
@@ -152,7 +187,9 @@ impl Shard {
 
     /// Remove a published track: unsubscribe everyone, tell the room.
     pub(crate) fn unpublish(&mut self, _now: Instant, key: ParticipantKey, index: usize) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let t = p.tracks.remove(index);
         p.bump_version();
         info!(participant = %p.sid, track = %t.sid, "track unpublished");
@@ -163,18 +200,29 @@ impl Shard {
         self.broadcast_participant(key);
     }
 
-    pub(crate) fn may_subscribe(&self, sub: ParticipantKey, publisher: ParticipantKey, tkey: TrackKey) -> bool {
+    pub(crate) fn may_subscribe(
+        &self,
+        sub: ParticipantKey,
+        publisher: ParticipantKey,
+        tkey: TrackKey,
+    ) -> bool {
         let (Some(s), Some(p)) = (self.participants.get(&sub), self.participants.get(&publisher)) else {
             return false;
         };
-        let Some(t) = p.tracks.iter().find(|t| t.key == tkey) else { return false };
+        let Some(t) = p.tracks.iter().find(|t| t.key == tkey) else {
+            return false;
+        };
         sub != publisher && s.permission.can_subscribe && p.allows(&s.sid, &s.identity, &t.sid)
     }
 
     /// Subscribe every auto-subscribing, connected member of the room to `publisher`'s tracks.
     pub(crate) fn auto_subscribe_to_publisher(&mut self, now: Instant, publisher: ParticipantKey) {
-        let Some(p) = self.participants.get(&publisher) else { return };
-        let Some(room) = self.rooms.get(&p.room) else { return };
+        let Some(p) = self.participants.get(&publisher) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
         let tracks: Vec<TrackKey> = p.tracks.iter().map(|t| t.key).collect();
         let subs: Vec<ParticipantKey> = room
             .participants
@@ -197,11 +245,15 @@ impl Shard {
 
     /// Subscribe `sub` to every track in its room (its subscriber connection just came up).
     fn auto_subscribe_all(&mut self, now: Instant, sub: ParticipantKey) {
-        let Some(s) = self.participants.get(&sub) else { return };
+        let Some(s) = self.participants.get(&sub) else {
+            return;
+        };
         if !s.auto_subscribe {
             return;
         }
-        let Some(room) = self.rooms.get(&s.room) else { return };
+        let Some(room) = self.rooms.get(&s.room) else {
+            return;
+        };
         let all: Vec<(ParticipantKey, TrackKey)> = room
             .participants
             .iter()
@@ -215,13 +267,25 @@ impl Shard {
         }
     }
 
-    pub(crate) fn subscribe(&mut self, _now: Instant, sub: ParticipantKey, publisher: ParticipantKey, tkey: TrackKey) {
-        let Some(p) = self.participants.get_mut(&publisher) else { return };
+    pub(crate) fn subscribe(
+        &mut self,
+        _now: Instant,
+        sub: ParticipantKey,
+        publisher: ParticipantKey,
+        tkey: TrackKey,
+    ) {
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
         let publisher_sid = p.sid.clone();
-        let Some(t) = p.tracks.iter_mut().find(|t| t.key == tkey) else { return };
+        let Some(t) = p.tracks.iter_mut().find(|t| t.key == tkey) else {
+            return;
+        };
         let (track_sid, kind) = (t.sid.clone(), t.kind);
         let clock_rate = if kind.is_audio() { 48_000 } else { 90_000 };
-        let Some(s) = self.participants.get_mut(&sub) else { return };
+        let Some(s) = self.participants.get_mut(&sub) else {
+            return;
+        };
         if s.downtracks.contains_key(&tkey) {
             return;
         }
@@ -250,8 +314,12 @@ impl Shard {
     }
 
     pub(crate) fn unsubscribe(&mut self, sub: ParticipantKey, tkey: TrackKey) {
-        let Some(s) = self.participants.get_mut(&sub) else { return };
-        let Some(dt) = s.downtracks.remove(&tkey) else { return };
+        let Some(s) = self.participants.get_mut(&sub) else {
+            return;
+        };
+        let Some(dt) = s.downtracks.remove(&tkey) else {
+            return;
+        };
         debug!(subscriber = %s.sid, track = %dt.track_sid, "unsubscribing");
         match dt.mid {
             Some(mid) => s.negotiation.removes.push(mid),
@@ -267,7 +335,9 @@ impl Shard {
 
     /// Make (or schedule) a subscriber offer carrying every queued change.
     pub(crate) fn negotiate(&mut self, key: ParticipantKey) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         if p.negotiation.pending.is_some() {
             p.negotiation.again = true;
             return;
@@ -294,7 +364,9 @@ impl Shard {
             api.ice_restart(true);
         }
         for tkey in adds {
-            let Some(dt) = p.downtracks.get_mut(&tkey) else { continue };
+            let Some(dt) = p.downtracks.get_mut(&tkey) else {
+                continue;
+            };
             if dt.mid.is_some() {
                 continue;
             }
@@ -305,7 +377,9 @@ impl Shard {
         for mid in removes {
             api.set_direction(mid, Direction::Inactive);
         }
-        let Some((offer, pending)) = api.apply() else { return };
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
         p.negotiation.last_offer_id += 1;
         let id = p.negotiation.last_offer_id;
         p.negotiation.pending = Some((id, pending));
@@ -314,7 +388,12 @@ impl Shard {
             .values()
             .filter_map(|d| d.mid.map(|m| (m.to_string(), d.track_sid.as_str().to_string())))
             .collect();
-        let sd = lk::SessionDescription { r#type: "offer".into(), sdp: offer.to_sdp_string(), id, mid_to_track_id };
+        let sd = lk::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id,
+            mid_to_track_id,
+        };
         let session = p.session;
         self.send(session, Resp::Offer(sd));
         self.remember_ufrag(key, PcKind::Subscriber);
@@ -323,7 +402,9 @@ impl Shard {
 
     /// After an answer, ask publishers for keyframes for every video track just added.
     pub(crate) fn request_keyframes_for_new_downtracks(&mut self, now: Instant, key: ParticipantKey) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let fresh: Vec<(ParticipantKey, TrackKey)> = p
             .downtracks
             .values_mut()
@@ -340,12 +421,18 @@ impl Shard {
 
     /// Ask a publisher for a keyframe on every layer it sends, throttled per track.
     pub(crate) fn request_keyframe(&mut self, now: Instant, publisher: ParticipantKey, tkey: TrackKey) {
-        let Some(p) = self.participants.get_mut(&publisher) else { return };
-        let Some(t) = p.tracks.iter_mut().find(|t| t.key == tkey) else { return };
+        let Some(p) = self.participants.get_mut(&publisher) else {
+            return;
+        };
+        let Some(t) = p.tracks.iter_mut().find(|t| t.key == tkey) else {
+            return;
+        };
         if t.kind.is_audio() {
             return;
         }
-        if t.last_keyframe_request.is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL) {
+        if t.last_keyframe_request
+            .is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL)
+        {
             return;
         }
         t.last_keyframe_request = Some(now);
@@ -369,14 +456,22 @@ impl Shard {
     /// Fan one received RTP packet out to every subscriber of its track.
     fn forward_rtp(&mut self, now: Instant, key: ParticipantKey, pkt: RtpPacket) {
         self.stats.rtp_in += 1;
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let ssrc = pkt.header.ssrc;
-        let Some((mid, rid)) = p.publisher.rtc.direct_api().stream_rx(&ssrc).map(|s| (s.mid(), s.rid())) else {
+        let Some((mid, rid)) = p
+            .publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
             return;
         };
         let Some(index) = p.track_by_mid(mid) else { return };
         let pub_pt = pkt.header.payload_type;
-        let pub_params = p.publisher.rtc.codec_config().find(|c| c.pt() == pub_pt).cloned();
+        let pub_params = p.publisher.rtc.codec_config().find(|c| c.pt() == pub_pt).copied();
         let t = &mut p.tracks[index];
         let layer = layer_for_rid(rid.as_deref());
         t.layers[layer as usize].last_packet = Some(now);
@@ -390,8 +485,12 @@ impl Shard {
         let ext = forwarded_extensions(&pkt.header.ext_vals);
         let mut want_keyframe = false;
         for &sub in &fanout {
-            let Some(s) = self.participants.get_mut(&sub) else { continue };
-            let Some(dt) = s.downtracks.get_mut(&tkey) else { continue };
+            let Some(s) = self.participants.get_mut(&sub) else {
+                continue;
+            };
+            let Some(dt) = s.downtracks.get_mut(&tkey) else {
+                continue;
+            };
             let Some(sub_mid) = dt.mid else { continue };
             if dt.disabled {
                 continue;
@@ -399,7 +498,9 @@ impl Shard {
             if kind.is_video() && dt.forwarder.target() != best {
                 dt.forwarder.set_target(best);
             }
-            let decision = dt.forwarder.on_packet(layer, *pkt.seq_no, pkt.header.timestamp, keyframe, now);
+            let decision = dt
+                .forwarder
+                .on_packet(layer, *pkt.seq_no, pkt.header.timestamp, keyframe, now);
             let Decision::Forward { seq, timestamp } = decision else {
                 want_keyframe |= dt.forwarder.wants_keyframe() && Some(layer) == dt.forwarder.target();
                 continue;
@@ -408,7 +509,9 @@ impl Shard {
                 continue;
             };
             let mut api = s.subscriber.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else { continue };
+            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
+                continue;
+            };
             // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
             let write = RtpWrite::new(pt, seq.into(), timestamp, now, pkt.payload.clone())
                 .marker(pkt.header.marker)
@@ -425,7 +528,9 @@ impl Shard {
     }
 
     fn on_channel_open(&mut self, key: ParticipantKey, pc: PcKind, id: ChannelId, label: &str) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let kind = match label {
             "_reliable" => DataKind::Reliable,
             "_lossy" => DataKind::Lossy,
@@ -439,8 +544,12 @@ impl Shard {
     }
 
     fn on_channel_data(&mut self, _now: Instant, key: ParticipantKey, d: ChannelData) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
-        let Some(kind) = p.pub_channels.open.get(&d.id).copied() else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(kind) = p.pub_channels.open.get(&d.id).copied() else {
+            return;
+        };
         let sender = DataSender {
             sid: &p.sid,
             identity: &p.identity,
@@ -468,7 +577,9 @@ impl Shard {
             if member == key {
                 continue;
             }
-            let Some(m) = self.participants.get_mut(&member) else { continue };
+            let Some(m) = self.participants.get_mut(&member) else {
+                continue;
+            };
             if !fwd.to.includes(&m.sid, &m.identity) {
                 continue;
             }
@@ -491,14 +602,25 @@ impl Shard {
     }
 
     /// Deliver a server-originated packet (RoomService.SendData) to a room.
-    pub fn send_data(&mut self, now: Instant, room: &crate::ids::RoomName, bytes: &[u8], kind: DataKind, to: &data::Destinations) {
+    pub fn send_data(
+        &mut self,
+        now: Instant,
+        room: &crate::ids::RoomName,
+        bytes: &[u8],
+        kind: DataKind,
+        to: &data::Destinations,
+    ) {
         let Some(r) = self.rooms.get(room) else { return };
         for member in r.participants.clone() {
-            let Some(m) = self.participants.get_mut(&member) else { continue };
+            let Some(m) = self.participants.get_mut(&member) else {
+                continue;
+            };
             if !to.includes(&m.sid, &m.identity) {
                 continue;
             }
-            let Some(channel) = m.sub_channels.find(kind) else { continue };
+            let Some(channel) = m.sub_channels.find(kind) else {
+                continue;
+            };
             if let Some(mut ch) = m.subscriber.rtc.channel(channel) {
                 let _ = ch.write(true, bytes);
             }
@@ -545,15 +667,10 @@ fn map_pt(
     }
     let mapped = pub_params.and_then(|params| {
         let cfg = sub_rtc.codec_config();
-        cfg.match_params(params.clone())
+        cfg.match_params(*params)
             .or_else(|| cfg.find(|c| c.spec().codec == params.spec().codec && c.spec().codec != Codec::H264))
             .map(|c| c.pt())
     });
     cache.push((pub_pt, mapped));
     mapped
-}
-
-#[allow(dead_code)]
-fn layer_index(l: Layer) -> usize {
-    l as usize
 }

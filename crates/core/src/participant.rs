@@ -39,7 +39,12 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(rtc: Rtc, ufrag: String, now: Instant) -> Self {
-        Self { rtc, ufrag, next_timeout: now, connected: false }
+        Self {
+            rtc,
+            ufrag,
+            next_timeout: now,
+            connected: false,
+        }
     }
 }
 
@@ -196,8 +201,15 @@ impl Participant {
     }
 
     /// Whether `other` may subscribe to track `track` under this participant's permissions.
-    pub fn allows(&self, other_sid: &ParticipantSid, other_identity: &ParticipantIdentity, track: &TrackSid) -> bool {
-        let Some(perm) = &self.subscribe_allow else { return true };
+    pub fn allows(
+        &self,
+        other_sid: &ParticipantSid,
+        other_identity: &ParticipantIdentity,
+        track: &TrackSid,
+    ) -> bool {
+        let Some(perm) = &self.subscribe_allow else {
+            return true;
+        };
         if perm.all_participants {
             return true;
         }
@@ -264,7 +276,9 @@ impl Participant {
         let p = &self.permission;
         p.can_publish
             && (p.can_publish_sources.is_empty()
-                || p.can_publish_sources.iter().any(|s| source_from_name(s) == Some(source)))
+                || p.can_publish_sources
+                    .iter()
+                    .any(|s| source_from_name(s) == Some(source)))
     }
 }
 

@@ -32,13 +32,7 @@ pub enum CloseReason {
 }
 
 impl Room {
-    pub fn new(
-        name: RoomName,
-        sid: RoomSid,
-        settings: RoomDefaults,
-        now: Instant,
-        unix_ms: i64,
-    ) -> Self {
+    pub fn new(name: RoomName, sid: RoomSid, settings: RoomDefaults, now: Instant, unix_ms: i64) -> Self {
         Self {
             name,
             sid,
@@ -135,7 +129,10 @@ mod tests {
         assert_eq!(r.should_close(t + Duration::from_secs(60)), None);
         r.remove(ParticipantKey(1), t + Duration::from_secs(1));
         assert_eq!(r.should_close(t + Duration::from_secs(5)), None);
-        assert_eq!(r.should_close(t + Duration::from_secs(6)), Some(CloseReason::Departed));
+        assert_eq!(
+            r.should_close(t + Duration::from_secs(6)),
+            Some(CloseReason::Departed)
+        );
     }
 
     #[test]
@@ -143,7 +140,10 @@ mod tests {
         let t = Instant::now();
         let r = room(t);
         assert_eq!(r.should_close(t + Duration::from_secs(9)), None);
-        assert_eq!(r.should_close(t + Duration::from_secs(10)), Some(CloseReason::EmptyTimeout));
+        assert_eq!(
+            r.should_close(t + Duration::from_secs(10)),
+            Some(CloseReason::EmptyTimeout)
+        );
     }
 
     #[test]

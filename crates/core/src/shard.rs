@@ -192,7 +192,9 @@ impl Shard {
                 continue;
             }
             if let Some(s) = self.participants.get(key).and_then(|p| p.session) {
-                let resp = lk::SignalResponse { message: Some(msg.clone()) };
+                let resp = lk::SignalResponse {
+                    message: Some(msg.clone()),
+                };
                 self.outputs.push_back(Output::Signal(s, Box::new(resp)));
             }
         }
@@ -200,7 +202,9 @@ impl Shard {
 
     /// Tell the room (including the participant itself) about a change to `key`.
     pub(crate) fn broadcast_participant(&mut self, key: ParticipantKey) {
-        let Some(p) = self.participants.get(&key) else { return };
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
         if p.permission.hidden {
             let info = p.info();
             let session = p.session;
@@ -222,8 +226,8 @@ impl Shard {
             .enable_vp9(true)
             .enable_av1(true)
             .build(now);
-        let candidate = Candidate::host(self.config.udp_candidate, "udp")
-            .map_err(|e| JoinError::Rtc(e.to_string()))?;
+        let candidate =
+            Candidate::host(self.config.udp_candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         Ok(Peer::new(rtc, ufrag, now))
@@ -249,7 +253,9 @@ impl Shard {
             self.stats.datagrams_dropped += 1;
             return;
         };
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         p.last_rx = now;
         if let Err(e) = p.peer_mut(pc).rtc.handle_input(Input::Receive(now, receive)) {
             debug!(participant = %p.sid, ?pc, "rtc refused datagram: {e}");
@@ -277,7 +283,10 @@ impl Shard {
             .participants
             .values()
             .flat_map(|p| {
-                [(p.key, PcKind::Publisher, p.publisher.next_timeout), (p.key, PcKind::Subscriber, p.subscriber.next_timeout)]
+                [
+                    (p.key, PcKind::Publisher, p.publisher.next_timeout),
+                    (p.key, PcKind::Subscriber, p.subscriber.next_timeout),
+                ]
             })
             .filter(|(_, _, t)| *t <= now)
             .map(|(k, pc, _)| (k, pc))
@@ -330,7 +339,9 @@ impl Shard {
     /// The session's WebSocket is gone. The participant stays for a resume until its
     /// transport goes silent or the resume window passes.
     pub fn session_closed(&mut self, now: Instant, session: SessionId) {
-        let Some(key) = self.sessions.remove(&session) else { return };
+        let Some(key) = self.sessions.remove(&session) else {
+            return;
+        };
         if let Some(p) = self.participants.get_mut(&key) {
             if p.session == Some(session) {
                 debug!(participant = %p.sid, "signal connection closed; awaiting resume");
@@ -360,7 +371,9 @@ impl Shard {
     /// Poll one peer until it has nothing more to say, handling its events.
     pub(crate) fn drain(&mut self, now: Instant, key: ParticipantKey, pc: PcKind) {
         loop {
-            let Some(p) = self.participants.get_mut(&key) else { return };
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
             let sid = &p.sid;
             let peer = match pc {
                 PcKind::Publisher => &mut p.publisher,
@@ -392,7 +405,9 @@ impl Shard {
     }
 
     pub(crate) fn remember_ufrag(&mut self, key: ParticipantKey, pc: PcKind) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let peer = p.peer_mut(pc);
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
         if ufrag != peer.ufrag {
@@ -409,7 +424,9 @@ impl Shard {
         reason: lk::DisconnectReason,
         leave: Option<lk::leave_request::Action>,
     ) {
-        let Some(mut p) = self.participants.remove(&key) else { return };
+        let Some(mut p) = self.participants.remove(&key) else {
+            return;
+        };
         info!(room = %p.room, participant = %p.sid, identity = %p.identity, ?reason, "participant left");
         if let Some(s) = p.session.take() {
             if let Some(action) = leave {

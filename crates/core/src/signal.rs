@@ -131,7 +131,9 @@ impl Shard {
     }
 
     fn others_info(&self, key: ParticipantKey, room: &crate::ids::RoomName) -> Vec<lk::ParticipantInfo> {
-        let Some(r) = self.rooms.get(room) else { return vec![] };
+        let Some(r) = self.rooms.get(room) else {
+            return vec![];
+        };
         r.participants
             .iter()
             .filter(|k| **k != key)
@@ -157,7 +159,10 @@ impl Shard {
             server_info: Some(info),
             enabled_publish_codecs: PUBLISH_CODECS
                 .iter()
-                .map(|m| lk::Codec { mime: m.to_string(), fmtp_line: String::new() })
+                .map(|m| lk::Codec {
+                    mime: m.to_string(),
+                    fmtp_line: String::new(),
+                })
                 .collect(),
             fast_publish: p.permission.can_publish,
             ..Default::default()
@@ -178,7 +183,10 @@ impl Shard {
             info!(room = %params.room, sid = %params.sid, "resume of unknown participant: asking for a full reconnect");
             self.send(
                 Some(params.session),
-                leave_msg(lk::DisconnectReason::StateMismatch, lk::leave_request::Action::Reconnect),
+                leave_msg(
+                    lk::DisconnectReason::StateMismatch,
+                    lk::leave_request::Action::Reconnect,
+                ),
             );
             self.outputs.push_back(Output::Close(params.session));
             return;
@@ -204,7 +212,10 @@ impl Shard {
         everyone.push(self.participants[&key].info());
         self.send(Some(params.session), update(everyone));
         if let Some(info) = self.room_info(&room) {
-            self.send(Some(params.session), Resp::RoomUpdate(lk::RoomUpdate { room: Some(info) }));
+            self.send(
+                Some(params.session),
+                Resp::RoomUpdate(lk::RoomUpdate { room: Some(info) }),
+            );
         }
         let p = self.participants.get_mut(&key).expect("found above");
         if p.permission.can_subscribe {
@@ -232,9 +243,7 @@ impl Shard {
             Req::Mute(m) => self.on_mute(key, m),
             Req::Subscription(s) => self.on_update_subscription(now, key, s),
             Req::TrackSetting(s) => self.on_track_setting(now, key, s),
-            Req::Leave(_) => {
-                self.remove_participant(now, key, lk::DisconnectReason::ClientInitiated, None)
-            }
+            Req::Leave(_) => self.remove_participant(now, key, lk::DisconnectReason::ClientInitiated, None),
             Req::SubscriptionPermission(perm) => self.on_subscription_permission(now, key, perm),
             Req::UpdateMetadata(m) => self.on_update_metadata(key, m),
             Req::Ping(_) => {
@@ -242,18 +251,25 @@ impl Shard {
                 self.send_to(key, Resp::Pong(ms));
             }
             Req::PingReq(ping) => {
-                let pong = lk::Pong { last_ping_timestamp: ping.timestamp, timestamp: self.unix_ms(now) };
+                let pong = lk::Pong {
+                    last_ping_timestamp: ping.timestamp,
+                    timestamp: self.unix_ms(now),
+                };
                 self.send_to(key, Resp::PongResp(pong));
             }
             Req::SyncState(_) | Req::Simulate(_) | Req::UpdateLayers(_) => {}
             Req::UpdateAudioTrack(_) | Req::UpdateVideoTrack(_) => {}
-            other => debug!(participant = ?key, "unsupported signal request {:?}", std::mem::discriminant(&other)),
+            other => {
+                debug!(participant = ?key, "unsupported signal request {:?}", std::mem::discriminant(&other))
+            }
         }
         self.drain_dirty(now);
     }
 
     fn on_publisher_offer(&mut self, now: Instant, key: ParticipantKey, sd: lk::SessionDescription) {
-        let Some(session) = self.participants.get(&key).and_then(|p| p.session) else { return };
+        let Some(session) = self.participants.get(&key).and_then(|p| p.session) else {
+            return;
+        };
         let offer = match SdpOffer::from_sdp_string(&sd.sdp) {
             Ok(o) => o,
             Err(e) => return self.protocol_violation(now, session, &format!("unparseable offer: {e}")),
@@ -275,7 +291,9 @@ impl Shard {
     }
 
     fn on_subscriber_answer(&mut self, now: Instant, key: ParticipantKey, sd: lk::SessionDescription) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let Some((id, pending)) = p.negotiation.pending.take() else {
             debug!(participant = %p.sid, "answer without a pending offer; ignored");
             return;
@@ -289,10 +307,10 @@ impl Shard {
             Ok(a) => a,
             Err(e) => {
                 let session = p.session;
-                return match session {
-                    Some(s) => self.protocol_violation(now, s, &format!("unparseable answer: {e}")),
-                    None => {}
-                };
+                if let Some(s) = session {
+                    self.protocol_violation(now, s, &format!("unparseable answer: {e}"));
+                }
+                return;
             }
         };
         if let Err(e) = p.subscriber.rtc.sdp_api().accept_answer(pending, answer) {
@@ -307,7 +325,9 @@ impl Shard {
     }
 
     fn on_trickle(&mut self, key: ParticipantKey, t: lk::TrickleRequest) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let Ok(init) = serde_json::from_str::<CandidateInit>(&t.candidate_init) else {
             debug!(participant = %p.sid, "trickle with malformed candidate JSON; ignored");
             return;
@@ -328,7 +348,9 @@ impl Shard {
 
     fn on_add_track(&mut self, now: Instant, key: ParticipantKey, req: lk::AddTrackRequest) {
         let sid = TrackSid::generate(&mut self.rng);
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let source = lk::TrackSource::try_from(req.source).unwrap_or(lk::TrackSource::Unknown);
         if !p.may_publish(source) {
             info!(participant = %p.sid, ?source, "add track refused: not allowed");
@@ -371,14 +393,25 @@ impl Shard {
             ..Default::default()
         };
         debug!(participant = %p.sid, cid = %req.cid, track = %sid, "track pending");
-        p.pending_tracks.push(PendingTrack { cid: req.cid.clone(), info: info.clone() });
+        p.pending_tracks.push(PendingTrack {
+            cid: req.cid.clone(),
+            info: info.clone(),
+        });
         let session = p.session;
-        self.send(session, Resp::TrackPublished(lk::TrackPublishedResponse { cid: req.cid, track: Some(info) }));
+        self.send(
+            session,
+            Resp::TrackPublished(lk::TrackPublishedResponse {
+                cid: req.cid,
+                track: Some(info),
+            }),
+        );
         self.match_unmatched_media(now, key);
     }
 
     fn on_mute(&mut self, key: ParticipantKey, m: lk::MuteTrackRequest) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let Some(i) = p.track_by_sid(&m.sid) else {
             debug!(participant = %p.sid, track = %m.sid, "mute of unknown track; ignored");
             return;
@@ -412,14 +445,20 @@ impl Shard {
                 self.subscribe(now, key, publisher, tkey);
             } else {
                 let pub_sid = self.participants[&publisher].sid.as_str().to_string();
-                let upd = lk::SubscriptionPermissionUpdate { participant_sid: pub_sid, track_sid: sid, allowed: false };
+                let upd = lk::SubscriptionPermissionUpdate {
+                    participant_sid: pub_sid,
+                    track_sid: sid,
+                    allowed: false,
+                };
                 self.send_to(key, Resp::SubscriptionPermissionUpdate(upd));
             }
         }
     }
 
     fn on_track_setting(&mut self, now: Instant, key: ParticipantKey, s: lk::UpdateTrackSettings) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let mut wake = Vec::new();
         for sid in &s.track_sids {
             if let Some(dt) = p.downtracks.values_mut().find(|d| d.track_sid.as_str() == sid) {
@@ -437,14 +476,25 @@ impl Shard {
         }
     }
 
-    fn on_subscription_permission(&mut self, now: Instant, key: ParticipantKey, perm: lk::SubscriptionPermission) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+    fn on_subscription_permission(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        perm: lk::SubscriptionPermission,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         p.subscribe_allow = Some(perm);
         let pub_sid = p.sid.as_str().to_string();
         let subs: Vec<(ParticipantKey, crate::participant::TrackKey, String)> = p
             .tracks
             .iter()
-            .flat_map(|t| t.subscribers.iter().map(move |s| (*s, t.key, t.sid.as_str().to_string())))
+            .flat_map(|t| {
+                t.subscribers
+                    .iter()
+                    .map(move |s| (*s, t.key, t.sid.as_str().to_string()))
+            })
             .collect();
         for (sub, tkey, tsid) in subs {
             if !self.may_subscribe(sub, key, tkey) {
@@ -461,7 +511,9 @@ impl Shard {
     }
 
     fn on_update_metadata(&mut self, key: ParticipantKey, m: lk::UpdateParticipantMetadata) {
-        let Some(p) = self.participants.get_mut(&key) else { return };
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         let request_id = m.request_id;
         let ok = p.permission.can_update_metadata;
         if ok {
@@ -480,7 +532,11 @@ impl Shard {
             }
             p.bump_version();
         }
-        let reason = if ok { lk::request_response::Reason::Ok } else { lk::request_response::Reason::NotAllowed };
+        let reason = if ok {
+            lk::request_response::Reason::Ok
+        } else {
+            lk::request_response::Reason::NotAllowed
+        };
         let wants_ack = !ok || p.protocol >= 15;
         let session = p.session;
         if ok {
@@ -490,7 +546,11 @@ impl Shard {
             let rr = lk::RequestResponse {
                 request_id,
                 reason: reason as i32,
-                message: if ok { String::new() } else { "does not have permission to update own metadata".into() },
+                message: if ok {
+                    String::new()
+                } else {
+                    "does not have permission to update own metadata".into()
+                },
                 request: Some(lk::request_response::Request::UpdateMetadata(m)),
             };
             self.send(session, Resp::RequestResponse(rr));

@@ -125,9 +125,13 @@ impl Config {
         refuse_unsupported(&f)?;
         let dev = o.dev || f.development.unwrap_or(false);
         let bind = resolve_bind(&f, o, dev)?;
-        let node_ip = resolve_node_ip(&f, o, bind, dev)?;
         let keys = resolve_keys(&f, o, dev)?;
-        let level = f.logging.level.clone().unwrap_or_else(|| if dev { "debug" } else { "info" }.into());
+        let node_ip = resolve_node_ip(&f, o, bind, dev)?;
+        let level = f
+            .logging
+            .level
+            .clone()
+            .unwrap_or_else(|| if dev { "debug" } else { "info" }.into());
         if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "logging.level",
@@ -137,11 +141,18 @@ impl Config {
         let http_port = o.port.or(f.port).unwrap_or(DEFAULT_HTTP_PORT);
         let udp_port = o.udp_port.or(f.rtc.udp_port).unwrap_or(DEFAULT_UDP_PORT);
         if udp_port == 0 {
-            return Err(ConfigError::Invalid { key: "rtc.udp_port", why: "must not be 0".into() });
+            return Err(ConfigError::Invalid {
+                key: "rtc.udp_port",
+                why: "must not be 0".into(),
+            });
         }
         let defaults = RoomDefaults::default();
         let room = RoomDefaults {
-            empty_timeout: f.room.empty_timeout.map(Duration::from_secs).unwrap_or(defaults.empty_timeout),
+            empty_timeout: f
+                .room
+                .empty_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.empty_timeout),
             departure_timeout: f
                 .room
                 .departure_timeout
@@ -214,7 +225,11 @@ fn resolve_bind(f: &FileConfig, o: &Overrides, dev: bool) -> Result<IpAddr, Conf
         return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
     match f.bind_addresses.as_deref() {
-        None | Some([]) => Ok(if dev { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) }),
+        None | Some([]) => Ok(if dev {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }),
         Some([one]) => one.parse().map_err(|_| ConfigError::Invalid {
             key: "bind_addresses",
             why: format!("{one:?} is not an IP address"),
@@ -250,7 +265,10 @@ fn resolve_node_ip(f: &FileConfig, o: &Overrides, bind: IpAddr, dev: bool) -> Re
 
 fn resolve_keys(f: &FileConfig, o: &Overrides, dev: bool) -> Result<KeySet, ConfigError> {
     let mut keys = KeySet::new();
-    let invalid = |e: pylon_auth::KeyError| ConfigError::Invalid { key: "keys", why: e.to_string() };
+    let invalid = |e: pylon_auth::KeyError| ConfigError::Invalid {
+        key: "keys",
+        why: e.to_string(),
+    };
     if let Some(s) = &o.keys {
         // `--keys "key: secret"`, as LiveKit's flag takes them.
         for pair in s.split(',') {
@@ -268,7 +286,10 @@ fn resolve_keys(f: &FileConfig, o: &Overrides, dev: bool) -> Result<KeySet, Conf
         keys.insert(DEV_API_KEY, DEV_API_SECRET).map_err(invalid)?;
     }
     if keys.is_empty() {
-        return Err(ConfigError::Invalid { key: "keys", why: "at least one API key is required (or run with --dev)".into() });
+        return Err(ConfigError::Invalid {
+            key: "keys",
+            why: "at least one API key is required (or run with --dev)".into(),
+        });
     }
     Ok(keys)
 }
@@ -278,7 +299,10 @@ mod tests {
     use super::*;
 
     fn dev() -> Overrides {
-        Overrides { dev: true, ..Default::default() }
+        Overrides {
+            dev: true,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -330,7 +354,9 @@ mod tests {
 
     #[test]
     fn production_needs_keys_and_node_ip() {
-        let e = Config::resolve(FileConfig::default(), &Overrides::default()).unwrap_err().to_string();
+        let e = Config::resolve(FileConfig::default(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("keys"), "{e}");
         let f = parse_yaml("keys:\n  k: s\n").unwrap();
         let e = Config::resolve(f, &Overrides::default()).unwrap_err().to_string();

@@ -60,7 +60,11 @@ async fn not_found() -> Response {
 /// Permissive CORS as LiveKit's server has it: browsers call `/rtc/validate` cross-origin.
 async fn cors(req: Request, next: Next) -> Response {
     let preflight = req.method() == Method::OPTIONS;
-    let mut resp = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let mut resp = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
     let h = resp.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     if preflight {
@@ -68,7 +72,10 @@ async fn cors(req: Request, next: Next) -> Response {
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("OPTIONS, HEAD, GET, POST, PATCH, DELETE"),
         );
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("*"),
+        );
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
     }
     resp
@@ -83,13 +90,21 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        Self { status, msg: msg.into() }
+        Self {
+            status,
+            msg: msg.into(),
+        }
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.msg).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.msg,
+        )
+            .into_response()
     }
 }
 
@@ -110,7 +125,10 @@ struct RtcRequest {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> Option<bool> {
@@ -120,11 +138,15 @@ fn flag(q: &HashMap<String, String>, name: &str) -> Option<bool> {
 /// Token from `Authorization: Bearer …` (which must be Bearer if present) or `access_token`.
 fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> Result<&'a str, Refusal> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| Refusal::new(StatusCode::UNAUTHORIZED, "invalid authorization header"))?;
-        return v
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "invalid authorization header. Must start with Bearer"));
+        let v = v
+            .to_str()
+            .map_err(|_| Refusal::new(StatusCode::UNAUTHORIZED, "invalid authorization header"))?;
+        return v.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid authorization header. Must start with Bearer",
+            )
+        });
     }
     q.get("access_token")
         .map(String::as_str)
@@ -138,23 +160,39 @@ fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) ->
         return Err(Refusal::new(StatusCode::UNAUTHORIZED, "permissions denied"));
     }
     if video.room.is_empty() {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, "room name is missing from the token"));
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "room name is missing from the token",
+        ));
     }
     if claims.identity().is_empty() {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, "participant identity is missing from the token"));
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "participant identity is missing from the token",
+        ));
     }
     if video.room.len() > MAX_NAME_LEN || claims.identity().len() > MAX_NAME_LEN {
-        return Err(Refusal::new(StatusCode::BAD_REQUEST, "room name or identity is too long"));
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "room name or identity is too long",
+        ));
     }
     let resume = match flag(q, "reconnect") {
         Some(true) => {
             let sid = q.get("sid").and_then(|s| ParticipantSid::parse(s));
-            Some(sid.ok_or_else(|| Refusal::new(StatusCode::BAD_REQUEST, "reconnect without a valid participant sid"))?)
+            Some(sid.ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "reconnect without a valid participant sid",
+                )
+            })?)
         }
         _ => None,
     };
     let protocol = match q.get("protocol") {
-        Some(p) => p.parse().map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "protocol must be an integer"))?,
+        Some(p) => p
+            .parse()
+            .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "protocol must be an integer"))?,
         None => 0,
     };
     Ok(RtcRequest {
@@ -201,7 +239,12 @@ async fn rtc(
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     match req.resume.clone() {
         Some(sid) => {
-            let params = ResumeParams { session, room: req.room, identity: req.identity, sid };
+            let params = ResumeParams {
+                session,
+                room: req.room,
+                identity: req.identity,
+                sid,
+            };
             app.worker.send(Command::Resume { params, out: tx });
         }
         None => {
@@ -215,7 +258,12 @@ async fn rtc(
     ws.on_upgrade(move |socket| session::run(socket, session, rx, guard))
 }
 
-async fn join(app: &AppState, session: SessionId, req: RtcRequest, out: mpsc::Sender<crate::worker::SessionEvent>) -> Result<(), Refusal> {
+async fn join(
+    app: &AppState,
+    session: SessionId,
+    req: RtcRequest,
+    out: mpsc::Sender<crate::worker::SessionEvent>,
+) -> Result<(), Refusal> {
     let grant = req.claims.video();
     let params = JoinParams {
         session,
@@ -233,9 +281,15 @@ async fn join(app: &AppState, session: SessionId, req: RtcRequest, out: mpsc::Se
     app.worker.send(Command::Join { params, out, reply });
     match answer.await {
         Ok(Ok(_sid)) => Ok(()),
-        Ok(Err(JoinError::RoomFull)) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, JoinError::RoomFull.to_string())),
+        Ok(Err(JoinError::RoomFull)) => Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            JoinError::RoomFull.to_string(),
+        )),
         Ok(Err(e)) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        Err(_) => Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "media worker unavailable")),
+        Err(_) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "media worker unavailable",
+        )),
     }
 }
 

@@ -19,7 +19,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let udp = std::net::UdpSocket::bind(config.udp_bind_addr())
         .with_context(|| format!("binding UDP media port {}", config.udp_bind_addr()))?;
     let worker = worker::spawn(config.shard_config(), udp).context("starting media worker")?;
-    let state = Arc::new(http::AppState { keys: config.keys.clone(), worker, next_session: AtomicU64::new(1) });
+    let state = Arc::new(http::AppState {
+        keys: config.keys.clone(),
+        worker,
+        next_session: AtomicU64::new(1),
+    });
     let listener = tokio::net::TcpListener::bind(config.http_addr())
         .await
         .with_context(|| format!("binding HTTP port {}", config.http_addr()))?;

@@ -28,11 +28,18 @@ impl CloseGuard {
 
 impl Drop for CloseGuard {
     fn drop(&mut self) {
-        self.worker.send(Command::Closed { session: self.session });
+        self.worker.send(Command::Closed {
+            session: self.session,
+        });
     }
 }
 
-pub async fn run(socket: WebSocket, session: SessionId, mut rx: mpsc::Receiver<SessionEvent>, guard: CloseGuard) {
+pub async fn run(
+    socket: WebSocket,
+    session: SessionId,
+    mut rx: mpsc::Receiver<SessionEvent>,
+    guard: CloseGuard,
+) {
     let (mut sink, mut stream) = socket.split();
     let mut json = false;
     loop {
@@ -85,10 +92,19 @@ pub async fn run(socket: WebSocket, session: SessionId, mut rx: mpsc::Receiver<S
 
 fn decode_binary(session: SessionId, b: &[u8]) -> Command {
     if b.len() > MAX_FRAME {
-        return Command::Violation { session, why: format!("signal frame of {} bytes exceeds {MAX_FRAME}", b.len()) };
+        return Command::Violation {
+            session,
+            why: format!("signal frame of {} bytes exceeds {MAX_FRAME}", b.len()),
+        };
     }
     match lk::SignalRequest::decode(b) {
-        Ok(req) => Command::Signal { session, req: Box::new(req) },
-        Err(e) => Command::Violation { session, why: format!("malformed signal message: {e}") },
+        Ok(req) => Command::Signal {
+            session,
+            req: Box::new(req),
+        },
+        Err(e) => Command::Violation {
+            session,
+            why: format!("malformed signal message: {e}"),
+        },
     }
 }

@@ -74,16 +74,18 @@ impl WorkerHandle {
 pub fn spawn(config: ShardConfig, socket: std::net::UdpSocket) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
     socket.set_nonblocking(true)?;
-    std::thread::Builder::new().name("pylon-media".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("current-thread runtime builds");
-        rt.block_on(async move {
-            let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
-            Worker::new(config, socket).run(rx).await;
-        });
-    })?;
+    std::thread::Builder::new()
+        .name("pylon-media".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("current-thread runtime builds");
+            rt.block_on(async move {
+                let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
+                Worker::new(config, socket).run(rx).await;
+            });
+        })?;
     Ok(WorkerHandle { tx })
 }
 
@@ -97,7 +99,10 @@ struct Worker {
 
 impl Worker {
     fn new(config: ShardConfig, socket: UdpSocket) -> Self {
-        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let local = config.udp_candidate;
         let seed = rand::random();
         Self {
@@ -142,7 +147,9 @@ impl Worker {
     fn drain_socket(&mut self) {
         for _ in 1..RECV_BATCH {
             match self.socket.try_recv_from(&mut self.buf) {
-                Ok((n, src)) => self.shard.receive(Instant::now(), src, self.local, &self.buf[..n]),
+                Ok((n, src)) => self
+                    .shard
+                    .receive(Instant::now(), src, self.local, &self.buf[..n]),
                 Err(_) => return,
             }
         }
@@ -184,7 +191,9 @@ impl Worker {
                     }
                 }
                 Output::Signal(session, msg) => {
-                    let Some(tx) = self.sessions.get(&session) else { continue };
+                    let Some(tx) = self.sessions.get(&session) else {
+                        continue;
+                    };
                     if tx.try_send(SessionEvent::Message(msg)).is_err() {
                         warn!(%session, "signal queue full or closed; cutting the session");
                         cut.push(session);
