@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run every test Pylon has: formatting, lints, Rust unit and integration tests, and the
+# end-to-end tests with the official LiveKit SDKs. Installs what it needs (idempotently).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "core stays sans-IO (no tokio in pylon-core's dependency tree)"
+if cargo tree -p pylon-core -e normal --prefix none | grep -q '^tokio '; then
+  echo "pylon-core depends on tokio" >&2
+  exit 1
+fi
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+step "rust tests"
+cargo test --workspace --locked
+
+step "python SDK end-to-end tests"
+scripts/setup-python.sh
+mkdir -p test-output
+.venv/bin/python -m pytest tests/e2e -v --junitxml=test-output/e2e.xml
