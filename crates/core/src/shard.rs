@@ -91,6 +91,9 @@ pub struct Shard {
     pub(crate) fanout: Vec<ParticipantKey>,
     next_housekeeping: Instant,
     pub(crate) stats: ShardStats,
+    /// One DTLS certificate for every peer of the shard: generating one per peer costs a
+    /// key generation per join (as mediasoup does per worker).
+    dtls_cert: Option<str0m::config::DtlsCert>,
 }
 
 /// Counters the runtime exports as metrics.
@@ -122,6 +125,9 @@ impl Shard {
             fanout: Vec::new(),
             next_housekeeping: now,
             stats: ShardStats::default(),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
         }
     }
 
@@ -216,7 +222,11 @@ impl Shard {
     }
 
     pub(crate) fn new_peer(&mut self, now: Instant) -> Result<Peer, JoinError> {
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
