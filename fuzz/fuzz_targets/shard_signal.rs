@@ -1,0 +1,42 @@
+//! Structured fuzzing of the signalling state machine: a joined participant sends arbitrary
+//! decoded requests; a bystander must stay in the room.
+#![no_main]
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId};
+use pylon_core::{JoinParams, Shard, ShardConfig};
+
+fn params(session: u64, identity: &str) -> JoinParams {
+    let grant = pylon_auth::VideoGrant { room_join: true, room: "r".into(), ..Default::default() };
+    JoinParams {
+        session: SessionId(session),
+        room: RoomName::new("r"),
+        identity: ParticipantIdentity::new(identity),
+        name: String::new(),
+        metadata: String::new(),
+        attributes: HashMap::new(),
+        permission: grant.permission(),
+        kind: 0,
+        auto_subscribe: true,
+        protocol: 17,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut now = Instant::now();
+    let mut shard = Shard::new(ShardConfig::new("127.0.0.1:7882".parse().unwrap()), now, 0, 1);
+    shard.join(now, params(1, "bystander")).unwrap();
+    shard.join(now, params(2, "fuzzer")).unwrap();
+    for chunk in data.split(|b| *b == 0xff) {
+        if let Ok(req) = livekit_protocol::SignalRequest::decode(chunk) {
+            shard.signal(now, SessionId(2), req);
+        }
+        now += Duration::from_millis(10);
+        shard.handle_timeout(now);
+        while shard.poll_output().is_some() {}
+    }
+    assert!(shard.participant_count() >= 1);
+});
