@@ -7,6 +7,7 @@
 // LiveKit marks fields deprecated that today's SDKs still send and read; we must speak them.
 #![allow(deprecated)]
 
+pub mod admin;
 pub mod config;
 pub mod data;
 pub mod forwarder;

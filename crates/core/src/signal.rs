@@ -424,7 +424,12 @@ impl Shard {
         self.broadcast_participant(key);
     }
 
-    fn on_update_subscription(&mut self, now: Instant, key: ParticipantKey, s: lk::UpdateSubscription) {
+    pub(crate) fn on_update_subscription(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        s: lk::UpdateSubscription,
+    ) {
         let sids = s
             .track_sids
             .iter()

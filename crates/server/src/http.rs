@@ -44,6 +44,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rtc/validate", get(validate))
         .route("/rtc/v1", get(not_found))
         .route("/rtc/v1/validate", get(not_found))
+        .route(
+            "/twirp/livekit.RoomService/{method}",
+            axum::routing::post(crate::api::twirp),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn(cors))
         .with_state(state)

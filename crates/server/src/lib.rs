@@ -1,6 +1,7 @@
 //! Pylon's runtime: configuration, the HTTP/WebSocket edge and the media worker, wired
 //! together by [`run`].
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod session;

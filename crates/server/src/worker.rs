@@ -55,6 +55,10 @@ pub enum Command {
     Closed {
         session: SessionId,
     },
+    Admin {
+        req: pylon_core::admin::AdminRequest,
+        reply: oneshot::Sender<Result<pylon_core::admin::AdminResponse, pylon_core::admin::AdminError>>,
+    },
 }
 
 /// Handle to send commands to the worker.
@@ -173,6 +177,9 @@ impl Worker {
             }
             Command::Signal { session, req } => self.shard.signal(now, session, *req),
             Command::Violation { session, why } => self.shard.protocol_violation(now, session, &why),
+            Command::Admin { req, reply } => {
+                let _ = reply.send(self.shard.admin(now, req));
+            }
             Command::Closed { session } => {
                 self.sessions.remove(&session);
                 self.shard.session_closed(now, session);

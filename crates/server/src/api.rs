@@ -1,0 +1,318 @@
+//! The Room API: Twirp `livekit.RoomService` over HTTP POST, protobuf or JSON bodies.
+//!
+//! Each request is authenticated (Bearer token), authorized with the grant LiveKit checks for
+//! that method, decoded into its request message, and handed to the media worker. Errors are
+//! Twirp JSON (`{"code","msg"}`) with the Twirp HTTP status, mapped here and only here.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use livekit_protocol as lk;
+use prost::Message;
+use pylon_auth::{Claims, VideoGrant};
+use pylon_core::admin::{AdminError, AdminRequest, AdminResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tracing::info;
+
+use crate::http::AppState;
+use crate::worker::Command;
+
+/// Largest Room API request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Twirp error codes we emit, with their HTTP statuses (twitchtv/twirp spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwirpCode {
+    InvalidArgument,
+    Malformed,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    BadRoute,
+    FailedPrecondition,
+    Internal,
+    Unavailable,
+}
+
+impl TwirpCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::Malformed => "malformed",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::NotFound => "not_found",
+            Self::BadRoute => "bad_route",
+            Self::FailedPrecondition => "failed_precondition",
+            Self::Internal => "internal",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidArgument | Self::Malformed => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::BadRoute => StatusCode::NOT_FOUND,
+            Self::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A Twirp error response.
+#[derive(Debug)]
+pub struct TwirpError {
+    code: TwirpCode,
+    msg: String,
+}
+
+impl TwirpError {
+    pub fn new(code: TwirpCode, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl IntoResponse for TwirpError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code.as_str(), "msg": self.msg, "meta": {} });
+        (
+            self.code.status(),
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+impl From<AdminError> for TwirpError {
+    fn from(e: AdminError) -> Self {
+        let code = match e {
+            AdminError::RoomNotFound | AdminError::ParticipantNotFound | AdminError::TrackNotFound => {
+                TwirpCode::NotFound
+            }
+            AdminError::InvalidArgument(_) => TwirpCode::InvalidArgument,
+            AdminError::FailedPrecondition(_) => TwirpCode::FailedPrecondition,
+        };
+        TwirpError::new(code, e.to_string())
+    }
+}
+
+/// How the body (and so the response) is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/protobuf" | "application/x-protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        other => Err(TwirpError::new(
+            TwirpCode::BadRoute,
+            format!("unexpected Content-Type: {other:?}"),
+        )),
+    }
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(enc: Encoding, body: &[u8]) -> Result<T, TwirpError> {
+    match enc {
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            TwirpError::new(
+                TwirpCode::Malformed,
+                format!("the protobuf request could not be decoded: {e}"),
+            )
+        }),
+        Encoding::Json => {
+            let body = if body.iter().all(u8::is_ascii_whitespace) {
+                b"{}".as_slice()
+            } else {
+                body
+            };
+            serde_json::from_slice(body).map_err(|e| {
+                TwirpError::new(
+                    TwirpCode::Malformed,
+                    format!("the json request could not be decoded: {e}"),
+                )
+            })
+        }
+    }
+}
+
+fn encode<T: Message + Serialize>(enc: Encoding, msg: &T) -> Response {
+    match enc {
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/protobuf")],
+            msg.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => match serde_json::to_vec(msg) {
+            Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v).into_response(),
+            Err(e) => TwirpError::new(TwirpCode::Internal, e.to_string()).into_response(),
+        },
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(
+            TwirpError::new(TwirpCode::Unauthenticated, "permissions denied: no token").into_response(),
+        );
+    };
+    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+        let body = "invalid authorization header. Must start with Bearer ";
+        return Err((StatusCode::UNAUTHORIZED, body).into_response());
+    };
+    pylon_auth::verify(token.trim(), &app.keys, unix_now())
+        .map_err(|e| TwirpError::new(TwirpCode::Unauthenticated, e.to_string()).into_response())
+}
+
+fn denied() -> TwirpError {
+    TwirpError::new(TwirpCode::Unauthenticated, "permissions denied")
+}
+
+fn require(ok: bool) -> Result<(), TwirpError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+fn require_admin(g: &VideoGrant, room: &str) -> Result<(), TwirpError> {
+    require(g.room_admin && !room.is_empty() && g.room == room)
+}
+
+pub async fn twirp(
+    State(app): State<Arc<AppState>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match authenticate(&app, &headers) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    match handle(&app, &method, &claims.video(), &headers, &body).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            info!(method, code = e.code.as_str(), "room api error: {}", e.msg);
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(
+    app: &AppState,
+    method: &str,
+    g: &VideoGrant,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, TwirpError> {
+    if body.len() > MAX_BODY {
+        return Err(TwirpError::new(
+            TwirpCode::InvalidArgument,
+            format!("request body exceeds {MAX_BODY} bytes"),
+        ));
+    }
+    let enc = encoding(headers)?;
+    let req = match method {
+        "CreateRoom" => {
+            require(g.room_create)?;
+            AdminRequest::CreateRoom(decode(enc, body)?)
+        }
+        "ListRooms" => {
+            require(g.room_list)?;
+            AdminRequest::ListRooms(decode(enc, body)?)
+        }
+        "DeleteRoom" => {
+            require(g.room_create)?;
+            AdminRequest::DeleteRoom(decode(enc, body)?)
+        }
+        "ListParticipants" => {
+            let r: lk::ListParticipantsRequest = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::ListParticipants(r)
+        }
+        "GetParticipant" => {
+            let r: lk::RoomParticipantIdentity = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::GetParticipant(r)
+        }
+        "RemoveParticipant" => {
+            let r: lk::RoomParticipantIdentity = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::RemoveParticipant(r)
+        }
+        "MutePublishedTrack" => {
+            let r: lk::MuteRoomTrackRequest = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::MutePublishedTrack(r)
+        }
+        "UpdateParticipant" => {
+            let r: lk::UpdateParticipantRequest = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::UpdateParticipant(r)
+        }
+        "UpdateSubscriptions" => {
+            let r: lk::UpdateSubscriptionsRequest = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::UpdateSubscriptions(r)
+        }
+        "SendData" => {
+            let r: lk::SendDataRequest = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::SendData(r)
+        }
+        "UpdateRoomMetadata" => {
+            let r: lk::UpdateRoomMetadataRequest = decode(enc, body)?;
+            require_admin(g, &r.room)?;
+            AdminRequest::UpdateRoomMetadata(r)
+        }
+        other => {
+            return Err(TwirpError::new(
+                TwirpCode::BadRoute,
+                format!("unknown method {other:?}"),
+            ))
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    app.worker.send(Command::Admin { req, reply });
+    let resp = answer
+        .await
+        .map_err(|_| TwirpError::new(TwirpCode::Unavailable, "media worker unavailable"))??;
+    Ok(match resp {
+        AdminResponse::Room(m) => encode(enc, &m),
+        AdminResponse::Rooms(m) => encode(enc, &m),
+        AdminResponse::RoomDeleted(m) => encode(enc, &m),
+        AdminResponse::Participants(m) => encode(enc, &m),
+        AdminResponse::Participant(m) => encode(enc, &m),
+        AdminResponse::ParticipantRemoved(m) => encode(enc, &m),
+        AdminResponse::TrackMuted(m) => encode(enc, &m),
+        AdminResponse::SubscriptionsUpdated(m) => encode(enc, &m),
+        AdminResponse::DataSent(m) => encode(enc, &m),
+    })
+}
