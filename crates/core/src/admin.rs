@@ -17,7 +17,7 @@ use crate::shard::Shard;
 /// A Room API request, authorized.
 #[derive(Debug, Clone)]
 pub enum AdminRequest {
-    CreateRoom(lk::CreateRoomRequest),
+    CreateRoom(Box<lk::CreateRoomRequest>),
     ListRooms(lk::ListRoomsRequest),
     DeleteRoom(lk::DeleteRoomRequest),
     ListParticipants(lk::ListParticipantsRequest),
@@ -62,7 +62,7 @@ pub enum AdminError {
 impl Shard {
     pub fn admin(&mut self, now: Instant, req: AdminRequest) -> Result<AdminResponse, AdminError> {
         let out = match req {
-            AdminRequest::CreateRoom(r) => AdminResponse::Room(self.create_room(now, r)?),
+            AdminRequest::CreateRoom(r) => AdminResponse::Room(self.create_room(now, *r)?),
             AdminRequest::ListRooms(r) => AdminResponse::Rooms(self.list_rooms(&r)),
             AdminRequest::DeleteRoom(r) => {
                 self.delete_room(now, &RoomName::new(r.room))?;

@@ -242,7 +242,7 @@ async fn handle(
     let req = match method {
         "CreateRoom" => {
             require(g.room_create)?;
-            AdminRequest::CreateRoom(decode(enc, body)?)
+            AdminRequest::CreateRoom(Box::new(decode(enc, body)?))
         }
         "ListRooms" => {
             require(g.room_list)?;
