@@ -176,7 +176,7 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
+fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(
             TwirpError::new(TwirpCode::Unauthenticated, "permissions denied: no token").into_response(),
@@ -184,10 +184,10 @@ fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response>
     };
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         let body = "invalid authorization header. Must start with Bearer ";
-        return Err((StatusCode::UNAUTHORIZED, body).into_response());
+        return Err(Box::new((StatusCode::UNAUTHORIZED, body).into_response()));
     };
     pylon_auth::verify(token.trim(), &app.keys, unix_now())
-        .map_err(|e| TwirpError::new(TwirpCode::Unauthenticated, e.to_string()).into_response())
+        .map_err(|e| Box::new(TwirpError::new(TwirpCode::Unauthenticated, e.to_string()).into_response()))
 }
 
 fn denied() -> TwirpError {
@@ -214,7 +214,7 @@ pub async fn twirp(
 ) -> Response {
     let claims = match authenticate(&app, &headers) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     match handle(&app, &method, &claims.video(), &headers, &body).await {
         Ok(resp) => resp,
