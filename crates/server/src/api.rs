@@ -178,9 +178,9 @@ fn unix_now() -> i64 {
 
 fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(
+        return Err(Box::new(
             TwirpError::new(TwirpCode::Unauthenticated, "permissions denied: no token").into_response(),
-        );
+        ));
     };
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         let body = "invalid authorization header. Must start with Bearer ";
