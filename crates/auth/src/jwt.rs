@@ -231,3 +231,33 @@ mod tests {
         assert_eq!(verify(&t, &keys(), NOW), Err(TokenError::NotYetValid));
     }
 }
+
+/// Sign a webhook body as LiveKit does: a 5-minute HS256 token whose `sha256` claim is the
+/// standard base64 of the body's SHA-256, sent as the raw `Authorization` header value.
+pub fn sign_webhook(body: &[u8], api_key: &str, secret: &[u8], now: i64) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    use sha2::Digest;
+    let claims = Claims {
+        iss: api_key.to_string(),
+        nbf: Some(now),
+        exp: Some(now + 300),
+        sha256: STANDARD.encode(Sha256::digest(body)),
+        ..Default::default()
+    };
+    mint(&claims, secret)
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+
+    #[test]
+    fn webhook_token_carries_body_hash() {
+        let mut keys = KeySet::new();
+        keys.insert("key", "a-secret-of-at-least-32-bytes-long-000")
+            .unwrap();
+        let t = sign_webhook(b"{}", "key", b"a-secret-of-at-least-32-bytes-long-000", 1_000);
+        let c = verify(&t, &keys, 1_000).unwrap();
+        assert_eq!(c.sha256, "RBNvo1WzZ4oRRq0W9+hknpT7T8If536DEMBg9hyq/4o=");
+    }
+}

@@ -9,5 +9,5 @@ mod jwt;
 mod keys;
 
 pub use claims::{Claims, ParticipantPermission, VideoGrant};
-pub use jwt::{mint, sign_hs256, verify, TokenError, LEEWAY_SECS};
+pub use jwt::{mint, sign_hs256, sign_webhook, verify, TokenError, LEEWAY_SECS};
 pub use keys::{ApiKey, KeyError, KeySet};

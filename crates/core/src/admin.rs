@@ -151,6 +151,8 @@ impl Shard {
             room.metadata = r.metadata;
             tracing::info!(room = %name, sid = %room.sid, "room created by API");
             self.rooms.insert(name.clone(), room);
+            let info = self.room_info(&name);
+            self.webhook(now, crate::shard::event::ROOM_STARTED, info, None, None);
         }
         Ok(self.room_info(&name).expect("room exists"))
     }
@@ -175,7 +177,7 @@ impl Shard {
                 Some(lk::leave_request::Action::Disconnect),
             );
         }
-        self.rooms.remove(name);
+        self.close_room(now, name);
         tracing::info!(room = %name, "room deleted by API");
         Ok(())
     }

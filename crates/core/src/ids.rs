@@ -83,6 +83,12 @@ sid!(
     "TR_"
 );
 
+sid!(
+    /// Id of one webhook event, stable across delivery retries.
+    EventId,
+    "EV_"
+);
+
 /// Handle of a signalling session (one WebSocket), assigned by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);

@@ -180,7 +180,17 @@ impl Shard {
             last_keyframe_request: None,
         });
         p.bump_version();
+        let (participant, track) = (p.info(), p.tracks.last().map(|t| t.info.clone()));
+        let room_name = p.room.clone();
+        let room = self.room_info(&room_name);
         self.tracks.insert(sid, (key, tkey));
+        self.webhook(
+            now,
+            crate::shard::event::TRACK_PUBLISHED,
+            room,
+            Some(participant),
+            track,
+        );
         self.broadcast_participant(key);
         self.auto_subscribe_to_publisher(now, key);
     }

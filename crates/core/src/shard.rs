@@ -31,6 +31,8 @@ pub enum Output {
     Close(SessionId),
     /// Send a datagram.
     Transmit(Transmit),
+    /// A webhook event for the notifier (room, participant and track lifecycle).
+    Webhook(Box<lk::WebhookEvent>),
 }
 
 /// A join, already authenticated and parsed by the signalling edge.
@@ -342,7 +344,7 @@ impl Shard {
             })
             .collect();
         for name in closing {
-            self.rooms.remove(&name);
+            self.close_room(now, &name);
         }
     }
 
@@ -447,8 +449,17 @@ impl Shard {
         }
         self.ufrags.retain(|_, (k, _)| *k != key);
         self.addrs.retain(|_, (k, _)| *k != key);
+        let room_info = self.room_info(&p.room);
         for t in std::mem::take(&mut p.tracks) {
             self.tracks.remove(&t.sid);
+            let (who, track) = (p.info(), t.info.clone());
+            self.webhook(
+                now,
+                event::TRACK_UNPUBLISHED,
+                room_info.clone(),
+                Some(who),
+                Some(track),
+            );
             for sub in t.subscribers {
                 self.unsubscribe(sub, t.key);
             }
@@ -465,11 +476,61 @@ impl Shard {
         if let Some(room) = self.rooms.get_mut(&p.room) {
             room.remove(key, now);
         }
+        let departed = p.departed_info(reason);
         if !p.permission.hidden {
-            let info = p.departed_info(reason);
-            self.broadcast(&p.room.clone(), update(vec![info]), None);
+            self.broadcast(&p.room.clone(), update(vec![departed.clone()]), None);
         }
+        let name = if p.active {
+            event::PARTICIPANT_LEFT
+        } else {
+            event::PARTICIPANT_CONNECTION_ABORTED
+        };
+        let room = self.room_info(&p.room);
+        self.webhook(now, name, room, Some(departed), None);
         self.drain_dirty(now);
+    }
+}
+
+/// Webhook event names (livekit-protocol.md §6.2).
+pub mod event {
+    pub const ROOM_STARTED: &str = "room_started";
+    pub const ROOM_FINISHED: &str = "room_finished";
+    pub const PARTICIPANT_JOINED: &str = "participant_joined";
+    pub const PARTICIPANT_LEFT: &str = "participant_left";
+    pub const PARTICIPANT_CONNECTION_ABORTED: &str = "participant_connection_aborted";
+    pub const TRACK_PUBLISHED: &str = "track_published";
+    pub const TRACK_UNPUBLISHED: &str = "track_unpublished";
+}
+
+impl Shard {
+    /// Queue a webhook event about `room` (and optionally a participant and a track).
+    pub(crate) fn webhook(
+        &mut self,
+        now: Instant,
+        name: &str,
+        room: Option<lk::Room>,
+        participant: Option<lk::ParticipantInfo>,
+        track: Option<lk::TrackInfo>,
+    ) {
+        let id = crate::ids::EventId::generate(&mut self.rng);
+        let ev = lk::WebhookEvent {
+            event: name.to_string(),
+            room,
+            participant,
+            track,
+            id: id.as_str().to_string(),
+            created_at: self.unix_ms(now) / 1000,
+            ..Default::default()
+        };
+        self.outputs.push_back(Output::Webhook(Box::new(ev)));
+    }
+
+    /// Close a room: tell the notifier. Members must already be gone.
+    pub(crate) fn close_room(&mut self, now: Instant, name: &RoomName) {
+        let info = self.room_info(name);
+        if self.rooms.remove(name).is_some() {
+            self.webhook(now, event::ROOM_FINISHED, info, None, None);
+        }
     }
 }
 

@@ -36,6 +36,8 @@ impl Shard {
             let room = Room::new(params.room.clone(), sid, self.config.room.clone(), now, unix_ms);
             info!(room = %params.room, sid = %room.sid, "room created");
             self.rooms.insert(params.room.clone(), room);
+            let info = self.room_info(&params.room);
+            self.webhook(now, crate::shard::event::ROOM_STARTED, info, None, None);
         }
         let duplicate = self.find_identity(&params.room, &params.identity);
         let room = &self.rooms[&params.room];
@@ -92,6 +94,14 @@ impl Shard {
         self.remember_ufrag(key, PcKind::Subscriber);
         let room = self.rooms.get_mut(&params.room).expect("room inserted above");
         room.add(key);
+        let (room_info, info) = (self.room_info(&params.room), self.participants[&key].info());
+        self.webhook(
+            now,
+            crate::shard::event::PARTICIPANT_JOINED,
+            room_info,
+            Some(info),
+            None,
+        );
         let join = self.join_response(key);
         self.send(Some(params.session), Resp::Join(join));
         let p = &self.participants[&key];

@@ -42,7 +42,7 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub development: Option<bool>,
     pub redis: Option<serde_yaml::Value>,
-    pub webhook: Option<serde_yaml::Value>,
+    pub webhook: Option<WebhookFile>,
     pub turn: Option<serde_yaml::Value>,
     pub prometheus_port: Option<serde_yaml::Value>,
 }
@@ -65,6 +65,14 @@ pub struct RoomFile {
     pub empty_timeout: Option<u64>,
     pub departure_timeout: Option<u64>,
     pub max_participants: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +106,7 @@ pub struct Config {
     pub log_level: String,
     pub region: String,
     pub dev: bool,
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 7880;
@@ -146,6 +155,7 @@ impl Config {
                 why: "must not be 0".into(),
             });
         }
+        let webhook = resolve_webhook(f.webhook.as_ref(), &keys)?;
         let defaults = RoomDefaults::default();
         let room = RoomDefaults {
             empty_timeout: f
@@ -169,6 +179,7 @@ impl Config {
             room,
             auto_create: f.room.auto_create.unwrap_or(true),
             log_level: level,
+            webhook,
             region: f.region.unwrap_or_default(),
             dev,
         })
@@ -201,7 +212,6 @@ pub fn parse_yaml(text: &str) -> Result<FileConfig, ConfigError> {
 fn refuse_unsupported(f: &FileConfig) -> Result<(), ConfigError> {
     let unsupported = [
         (f.redis.is_some(), "redis"),
-        (f.webhook.is_some(), "webhook"),
         (f.turn.is_some(), "turn"),
         (f.prometheus_port.is_some(), "prometheus_port"),
         (f.rtc.tcp_port.is_some(), "rtc.tcp_port"),
@@ -261,6 +271,46 @@ fn resolve_node_ip(f: &FileConfig, o: &Overrides, bind: IpAddr, dev: bool) -> Re
         key: "rtc.node_ip",
         why: "required when binding all interfaces: the address clients reach this node's UDP port on".into(),
     })
+}
+
+fn resolve_webhook(
+    w: Option<&WebhookFile>,
+    keys: &KeySet,
+) -> Result<Option<crate::webhook::WebhookConfig>, ConfigError> {
+    let Some(w) = w else { return Ok(None) };
+    if w.urls.is_empty() {
+        return Ok(None);
+    }
+    let api_key = w.api_key.clone().ok_or_else(|| ConfigError::Invalid {
+        key: "webhook.api_key",
+        why: "required to sign webhooks".into(),
+    })?;
+    let secret = keys.secret(&api_key).ok_or_else(|| ConfigError::Invalid {
+        key: "webhook.api_key",
+        why: format!("{api_key:?} is not one of the configured keys"),
+    })?;
+    let urls = w
+        .urls
+        .iter()
+        .map(|u| {
+            let uri: hyper::Uri = u
+                .parse()
+                .map_err(|e| ConfigError::Invalid { key: "webhook.urls", why: format!("{u:?}: {e}") })?;
+            match uri.scheme_str() {
+                Some("http") if uri.host().is_some() => Ok(uri),
+                Some("https") => Err(ConfigError::Invalid {
+                    key: "webhook.urls",
+                    why: format!("{u:?}: https webhook URLs are not supported yet; use http (e.g. to a local TLS proxy)"),
+                }),
+                _ => Err(ConfigError::Invalid { key: "webhook.urls", why: format!("{u:?} is not an http URL") }),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(crate::webhook::WebhookConfig {
+        urls,
+        api_key,
+        secret: secret.to_vec(),
+    }))
 }
 
 fn resolve_keys(f: &FileConfig, o: &Overrides, dev: bool) -> Result<KeySet, ConfigError> {
@@ -343,6 +393,18 @@ mod tests {
         let f = parse_yaml("logging:\n  level: loud\n").unwrap();
         let e = Config::resolve(f, &dev()).unwrap_err().to_string();
         assert!(e.contains("logging.level"), "{e}");
+    }
+
+    #[test]
+    fn webhook_needs_a_configured_key_and_http_urls() {
+        let f = parse_yaml("webhook:\n  api_key: nope\n  urls: [\"http://127.0.0.1:9/\"]\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("webhook.api_key"), "{e}");
+        let f = parse_yaml("webhook:\n  api_key: devkey\n  urls: [\"ftp://x/\"]\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("webhook.urls"), "{e}");
+        let f = parse_yaml("webhook:\n  api_key: devkey\n  urls: [\"http://127.0.0.1:9/hook\"]\n").unwrap();
+        assert_eq!(Config::resolve(f, &dev()).unwrap().webhook.unwrap().urls.len(), 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod session;
+pub mod webhook;
 pub mod worker;
 
 use std::sync::atomic::AtomicU64;
@@ -19,7 +20,11 @@ pub use config::{Config, ConfigError, Overrides};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let udp = std::net::UdpSocket::bind(config.udp_bind_addr())
         .with_context(|| format!("binding UDP media port {}", config.udp_bind_addr()))?;
-    let worker = worker::spawn(config.shard_config(), udp).context("starting media worker")?;
+    let notifier = match &config.webhook {
+        Some(w) => webhook::Notifier::spawn(w.clone()),
+        None => webhook::Notifier::disabled(),
+    };
+    let worker = worker::spawn(config.shard_config(), udp, notifier).context("starting media worker")?;
     let state = Arc::new(http::AppState {
         keys: config.keys.clone(),
         worker,

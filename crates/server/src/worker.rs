@@ -75,7 +75,11 @@ impl WorkerHandle {
 }
 
 /// Start the worker thread on `socket`, advertising `config.udp_candidate`.
-pub fn spawn(config: ShardConfig, socket: std::net::UdpSocket) -> std::io::Result<WorkerHandle> {
+pub fn spawn(
+    config: ShardConfig,
+    socket: std::net::UdpSocket,
+    notifier: crate::webhook::Notifier,
+) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
     socket.set_nonblocking(true)?;
     std::thread::Builder::new()
@@ -87,7 +91,7 @@ pub fn spawn(config: ShardConfig, socket: std::net::UdpSocket) -> std::io::Resul
                 .expect("current-thread runtime builds");
             rt.block_on(async move {
                 let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
-                Worker::new(config, socket).run(rx).await;
+                Worker::new(config, socket, notifier).run(rx).await;
             });
         })?;
     Ok(WorkerHandle { tx })
@@ -99,10 +103,11 @@ struct Worker {
     local: SocketAddr,
     sessions: HashMap<SessionId, SessionTx>,
     buf: Vec<u8>,
+    notifier: crate::webhook::Notifier,
 }
 
 impl Worker {
-    fn new(config: ShardConfig, socket: UdpSocket) -> Self {
+    fn new(config: ShardConfig, socket: UdpSocket, notifier: crate::webhook::Notifier) -> Self {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -115,6 +120,7 @@ impl Worker {
             local,
             sessions: HashMap::new(),
             buf: vec![0; MAX_DATAGRAM],
+            notifier,
         }
     }
 
@@ -206,6 +212,7 @@ impl Worker {
                         cut.push(session);
                     }
                 }
+                Output::Webhook(event) => self.notifier.notify(event),
                 Output::Close(session) => {
                     if let Some(tx) = self.sessions.remove(&session) {
                         let _ = tx.try_send(SessionEvent::Close);

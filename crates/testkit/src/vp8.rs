@@ -1,0 +1,62 @@
+//! VP8 RTP payloads (RFC 7741) good enough for an SFU: a valid payload descriptor and, for
+//! keyframes, a valid VP8 frame header, followed by arbitrary test bytes.
+
+/// Payload descriptor byte 0: S (start of partition) set, partition 0, no extensions.
+const DESCRIPTOR_START: u8 = 0x10;
+/// Payload descriptor byte 0 of a packet continuing a frame: S clear.
+const DESCRIPTOR_CONTINUATION: u8 = 0x00;
+/// VP8 keyframe start code (RFC 6386 §9.1).
+const START_CODE: [u8; 3] = [0x9d, 0x01, 0x2a];
+
+/// The first packet of a keyframe of `width`×`height`, then `body`.
+///
+/// The frame tag has P=0 (keyframe), version 0, show_frame=1 and a first-partition size of 0,
+/// followed by the start code and the dimensions, as a decoder expects.
+pub fn keyframe_start(width: u16, height: u16, body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(11 + body.len());
+    p.push(DESCRIPTOR_START);
+    p.extend_from_slice(&[0x10, 0x00, 0x00]); // frame tag: keyframe, show_frame
+    p.extend_from_slice(&START_CODE);
+    p.extend_from_slice(&(width & 0x3fff).to_le_bytes());
+    p.extend_from_slice(&(height & 0x3fff).to_le_bytes());
+    p.extend_from_slice(body);
+    p
+}
+
+/// The first packet of an inter (delta) frame, then `body`.
+pub fn delta_start(body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(4 + body.len());
+    p.push(DESCRIPTOR_START);
+    p.extend_from_slice(&[0x11, 0x00, 0x00]); // frame tag: P=1 (inter frame), show_frame
+    p.extend_from_slice(body);
+    p
+}
+
+/// A packet continuing the current frame, then `body`.
+pub fn continuation(body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + body.len());
+    p.push(DESCRIPTOR_CONTINUATION);
+    p.extend_from_slice(body);
+    p
+}
+
+/// True if `payload` starts a keyframe (the same rule the server applies).
+pub fn is_keyframe_start(payload: &[u8]) -> bool {
+    matches!(payload, [d, tag, ..] if d & 0x10 != 0 && d & 0x07 == 0 && d & 0x80 == 0 && tag & 0x01 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyframe_start_is_recognised() {
+        assert!(is_keyframe_start(&keyframe_start(640, 480, b"x")));
+    }
+
+    #[test]
+    fn delta_and_continuation_are_not_keyframes() {
+        assert!(!is_keyframe_start(&delta_start(b"x")));
+        assert!(!is_keyframe_start(&continuation(&[0x00, 0x00])));
+    }
+}
