@@ -65,6 +65,13 @@ impl KeySet {
         self.secrets.get(&ApiKey::new(key)).map(Vec::as_slice)
     }
 
+    /// The configured key names, sorted.
+    pub fn key_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.secrets.keys().map(|k| k.as_str().to_string()).collect();
+        v.sort_unstable();
+        v
+    }
+
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }

@@ -45,6 +45,18 @@ pub struct FileConfig {
     pub webhook: Option<WebhookFile>,
     pub turn: Option<serde_yaml::Value>,
     pub prometheus_port: Option<serde_yaml::Value>,
+    /// Pylon's own: the demo page (`/demo/`).
+    #[serde(default)]
+    pub demo: DemoFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoFile {
+    /// Serve the demo page (default: on in dev mode, off otherwise).
+    pub enabled: Option<bool>,
+    /// Path of `livekit-client.umd.js` (default: the project's npm install).
+    pub livekit_client_js: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +119,7 @@ pub struct Config {
     pub region: String,
     pub dev: bool,
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    pub demo: Option<crate::demo::DemoConfig>,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 7880;
@@ -156,6 +169,15 @@ impl Config {
             });
         }
         let webhook = resolve_webhook(f.webhook.as_ref(), &keys)?;
+        let demo = f.demo.enabled.unwrap_or(dev).then(|| crate::demo::DemoConfig {
+            client_js: f
+                .demo
+                .livekit_client_js
+                .clone()
+                .unwrap_or_else(|| crate::demo::DEFAULT_CLIENT_JS.into())
+                .into(),
+            mint: dev.then(|| first_key(&keys)).flatten(),
+        });
         let defaults = RoomDefaults::default();
         let room = RoomDefaults {
             empty_timeout: f
@@ -180,6 +202,7 @@ impl Config {
             auto_create: f.room.auto_create.unwrap_or(true),
             log_level: level,
             webhook,
+            demo,
             region: f.region.unwrap_or_default(),
             dev,
         })
@@ -271,6 +294,17 @@ fn resolve_node_ip(f: &FileConfig, o: &Overrides, bind: IpAddr, dev: bool) -> Re
         key: "rtc.node_ip",
         why: "required when binding all interfaces: the address clients reach this node's UDP port on".into(),
     })
+}
+
+/// The key the dev-mode demo page signs with: the dev key if present, else any.
+fn first_key(keys: &KeySet) -> Option<(String, String)> {
+    let key = if keys.secret(DEV_API_KEY).is_some() {
+        DEV_API_KEY.to_string()
+    } else {
+        keys.key_names().into_iter().next()?
+    };
+    let secret = String::from_utf8(keys.secret(&key)?.to_vec()).ok()?;
+    Some((key, secret))
 }
 
 fn resolve_webhook(

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod session;
 pub mod webhook;
@@ -40,7 +41,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dev = config.dev,
         "pylon listening"
     );
-    axum::serve(listener, http::router(state))
+    let mut app = http::router(state);
+    if let Some(demo) = config.demo.clone() {
+        app = app.merge(demo::router(demo));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("http server")?;

@@ -1,0 +1,1 @@
+// The demo page's logic (placeholder until the page is built).
