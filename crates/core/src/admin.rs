@@ -59,6 +59,12 @@ pub enum AdminError {
     FailedPrecondition(String),
 }
 
+impl From<crate::limits::LimitError> for AdminError {
+    fn from(e: crate::limits::LimitError) -> Self {
+        AdminError::InvalidArgument(e.to_string())
+    }
+}
+
 impl Shard {
     pub fn admin(&mut self, now: Instant, req: AdminRequest) -> Result<AdminResponse, AdminError> {
         let out = match req {
@@ -134,6 +140,8 @@ impl Shard {
         if r.name.is_empty() {
             return Err(AdminError::InvalidArgument("room name is required".into()));
         }
+        crate::limits::check_room_name(&r.name)?;
+        crate::limits::check_metadata(&r.metadata)?;
         let name = RoomName::new(r.name.clone());
         if !self.rooms.contains_key(&name) {
             let mut settings = self.config.room.clone();
@@ -211,7 +219,10 @@ impl Shard {
         r: lk::UpdateParticipantRequest,
     ) -> Result<lk::ParticipantInfo, AdminError> {
         let key = self.participant_key(&r.room, &r.identity)?;
+        crate::limits::check_metadata(&r.metadata)?;
+        crate::limits::check_name(&r.name)?;
         let p = self.participants.get_mut(&key).expect("member");
+        crate::limits::check_attributes(&p.attributes, &r.attributes)?;
         if !r.metadata.is_empty() {
             p.metadata = r.metadata;
         }
@@ -295,6 +306,7 @@ impl Shard {
 
     fn update_room_metadata(&mut self, r: lk::UpdateRoomMetadataRequest) -> Result<lk::Room, AdminError> {
         let name = RoomName::new(r.room);
+        crate::limits::check_metadata(&r.metadata)?;
         let room = self.rooms.get_mut(&name).ok_or(AdminError::RoomNotFound)?;
         room.metadata = r.metadata;
         let info = self.room_info(&name).expect("room exists");

@@ -13,6 +13,7 @@ pub mod data;
 pub mod forwarder;
 pub mod ids;
 pub mod keyframe;
+pub mod limits;
 mod media;
 pub mod participant;
 pub mod room;

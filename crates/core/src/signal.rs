@@ -530,7 +530,10 @@ impl Shard {
             return;
         };
         let request_id = m.request_id;
-        let ok = p.permission.can_update_metadata;
+        let within_limits = crate::limits::check_metadata(&m.metadata)
+            .and_then(|_| crate::limits::check_name(&m.name))
+            .and_then(|_| crate::limits::check_attributes(&p.attributes, &m.attributes));
+        let ok = p.permission.can_update_metadata && within_limits.is_ok();
         if ok {
             if !m.metadata.is_empty() {
                 p.metadata = m.metadata.clone();
@@ -547,10 +550,13 @@ impl Shard {
             }
             p.bump_version();
         }
-        let reason = if ok {
-            lk::request_response::Reason::Ok
-        } else {
-            lk::request_response::Reason::NotAllowed
+        let (reason, message) = match (p.permission.can_update_metadata, within_limits) {
+            (false, _) => (
+                lk::request_response::Reason::NotAllowed,
+                "does not have permission to update own metadata".to_string(),
+            ),
+            (true, Err(e)) => (lk::request_response::Reason::LimitExceeded, e.to_string()),
+            (true, Ok(())) => (lk::request_response::Reason::Ok, String::new()),
         };
         let wants_ack = !ok || p.protocol >= 15;
         let session = p.session;
@@ -561,11 +567,7 @@ impl Shard {
             let rr = lk::RequestResponse {
                 request_id,
                 reason: reason as i32,
-                message: if ok {
-                    String::new()
-                } else {
-                    "does not have permission to update own metadata".into()
-                },
+                message,
                 request: Some(lk::request_response::Request::UpdateMetadata(m)),
             };
             self.send(session, Resp::RequestResponse(rr));

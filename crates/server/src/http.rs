@@ -26,9 +26,6 @@ use tracing::{info, warn};
 use crate::session;
 use crate::worker::{Command, WorkerHandle, SESSION_QUEUE};
 
-/// Longest room name and identity accepted, as LiveKit limits them.
-pub const MAX_NAME_LEN: usize = 256;
-
 pub struct AppState {
     pub keys: KeySet,
     pub worker: WorkerHandle,
@@ -175,12 +172,11 @@ fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) ->
             "participant identity is missing from the token",
         ));
     }
-    if video.room.len() > MAX_NAME_LEN || claims.identity().len() > MAX_NAME_LEN {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "room name or identity is too long",
-        ));
-    }
+    pylon_core::limits::check_room_name(&video.room)
+        .and_then(|_| pylon_core::limits::check_identity(claims.identity()))
+        .and_then(|_| pylon_core::limits::check_name(&claims.name))
+        .and_then(|_| pylon_core::limits::check_metadata(&claims.metadata))
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let resume = match flag(q, "reconnect") {
         Some(true) => {
             let sid = q.get("sid").and_then(|s| ParticipantSid::parse(s));
