@@ -58,14 +58,12 @@ impl ReceivedData {
 }
 
 /// A `DataPacket` carrying a `UserPacket` with `payload`, for `destinations` (identities;
-/// empty = everyone). Both the outer packet and the user packet name the destinations.
+/// empty = everyone), addressed as current SDKs do: on the outer packet only.
 pub fn user_packet(payload: &[u8], destinations: &[&str]) -> lk::DataPacket {
-    let to: Vec<String> = destinations.iter().map(|s| s.to_string()).collect();
     lk::DataPacket {
-        destination_identities: to.clone(),
+        destination_identities: destinations.iter().map(|s| s.to_string()).collect(),
         value: Some(lk::data_packet::Value::User(lk::UserPacket {
             payload: payload.to_vec(),
-            destination_identities: to,
             ..Default::default()
         })),
         ..Default::default()

@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use crate::data::{DataKind, ReceivedData};
 use crate::error::ClientError;
 use crate::event::ClientEvent;
-use crate::peer::{Peer, PcKind, RECV_BUF};
+use crate::peer::{PcKind, Peer, RECV_BUF};
 use crate::sdp::{self, Msid};
 use crate::track::{LocalTrack, ReceivedRtp, RemoteTrack, RtpOut, TrackSpec};
 
@@ -44,13 +44,23 @@ const STREAM_ID: &str = "pylon-testkit";
 const FIRST_SEQ: u64 = 1000;
 
 /// What the handle asks the loop to do.
+#[allow(clippy::large_enum_variant)] // few per client; boxing buys nothing here
 pub(crate) enum Command {
     /// Negotiate the publisher connection (with its data channels) if not done; reply when
     /// it is connected and both channels are open.
     ConnectPublisher(Reply<()>),
     Publish(TrackSpec, Reply<LocalTrack>),
-    WriteRtp { mid: Mid, pt: Pt, rtp: RtpOut, video: bool },
-    SendData { kind: DataKind, bytes: Vec<u8>, reply: Reply<()> },
+    WriteRtp {
+        mid: Mid,
+        pt: Pt,
+        rtp: RtpOut,
+        video: bool,
+    },
+    SendData {
+        kind: DataKind,
+        bytes: Vec<u8>,
+        reply: Reply<()>,
+    },
     Signal(Req),
     /// Send `leave`, close the WebSocket and stop.
     Leave,
@@ -80,11 +90,23 @@ struct Publishing {
     ready_waiters: Vec<Reply<()>>,
 }
 
+#[allow(clippy::large_enum_variant)] // few per client; boxing buys nothing here
 enum Wake {
     Command(Option<Command>),
     Signal(Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>),
     Udp(PcKind, std::io::Result<(usize, SocketAddr)>),
     Timer,
+}
+
+impl Wake {
+    fn name(&self) -> &'static str {
+        match self {
+            Wake::Command(_) => "command",
+            Wake::Signal(_) => "signal",
+            Wake::Udp(..) => "udp",
+            Wake::Timer => "timer",
+        }
+    }
 }
 
 pub(crate) struct Driver {
@@ -158,6 +180,7 @@ impl Driver {
                 r = self.subscriber.socket.recv_from(&mut self.sub_buf) => Wake::Udp(PcKind::Subscriber, r),
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
             };
+            debug!(wake = wake.name(), "driver wake");
             match wake {
                 Wake::Command(None) | Wake::Command(Some(Command::Leave)) => {
                     self.leave().await;
@@ -166,11 +189,8 @@ impl Driver {
                 Wake::Command(Some(c)) => self.on_command(c).await?,
                 Wake::Signal(m) => self.on_ws(m).await?,
                 Wake::Udp(pc, r) => self.on_udp(pc, r),
-                Wake::Timer => {
-                    let now = Instant::now();
-                    self.publisher.timeout(now).map_err(rtc_failed(PcKind::Publisher))?;
-                    self.subscriber.timeout(now).map_err(rtc_failed(PcKind::Subscriber))?;
-                }
+                // The next iteration ticks both peers.
+                Wake::Timer => {}
             }
         }
     }
@@ -206,6 +226,12 @@ impl Driver {
                 PcKind::Publisher => (&mut self.publisher, &self.pub_buf),
                 PcKind::Subscriber => (&mut self.subscriber, &self.sub_buf),
             };
+            if pc == PcKind::Subscriber && n > 100 {
+                tracing::warn!("DEBUG sub datagram {n} first={:02x}", buf[0]);
+            }
+            if pc == PcKind::Publisher && n > 100 {
+                tracing::warn!("DEBUG pub datagram {n}");
+            }
             if let Err(e) = peer.receive(now, source, &buf[..n]) {
                 debug!(?pc, "peer refused a datagram: {e}");
             }
@@ -219,7 +245,8 @@ impl Driver {
 
     fn poll_peer(&mut self, pc: PcKind) -> Result<(), ClientError> {
         let mut events = std::mem::take(&mut self.rtc_events);
-        let polled = self.peer_mut(pc).poll(&mut events);
+        let peer = self.peer_mut(pc);
+        let polled = peer.tick(Instant::now()).and_then(|_| peer.poll(&mut events));
         for e in events.drain(..) {
             self.on_rtc_event(pc, e);
         }
@@ -398,7 +425,10 @@ impl Driver {
         };
         match channel.write(true, bytes) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(ClientError::Io(format!("channel {} buffer is full", kind.label()))),
+            Ok(false) => Err(ClientError::Io(format!(
+                "channel {} buffer is full",
+                kind.label()
+            ))),
             Err(e) => Err(ClientError::Io(format!("channel {} write: {e}", kind.label()))),
         }
     }
@@ -646,24 +676,26 @@ impl Driver {
 
     /// Fail every request still waiting for the server.
     fn fail_waiters(&mut self, why: &str) {
-        let closed = || Err(ClientError::Closed(why.to_string()));
+        fn closed<T>(why: &str) -> Result<T, ClientError> {
+            Err(ClientError::Closed(why.to_string()))
+        }
         let p = &mut self.publishing;
         for (_, (_, reply)) in p.awaiting_published.drain() {
-            let _ = reply.send(closed());
+            let _ = reply.send(closed(why));
         }
         for (_, _, reply) in p.to_add.drain(..) {
-            let _ = reply.send(closed());
+            let _ = reply.send(closed(why));
         }
         if let Some(pending) = p.pending.take() {
             for (_, _, _, reply) in pending.tracks {
-                let _ = reply.send(closed());
+                let _ = reply.send(closed(why));
             }
         }
         for (_, reply) in p.awaiting_connect.drain(..) {
-            let _ = reply.send(closed());
+            let _ = reply.send(closed(why));
         }
         for reply in p.ready_waiters.drain(..) {
-            let _ = reply.send(closed());
+            let _ = reply.send(closed(why));
         }
     }
 }

@@ -43,9 +43,17 @@ pub enum ServerError {
     #[error("cannot prepare the server: {0}")]
     Setup(String),
     #[error("server exited before it was ready ({status}); log {log}:\n{tail}")]
-    Exited { status: String, log: String, tail: String },
+    Exited {
+        status: String,
+        log: String,
+        tail: String,
+    },
     #[error("server not ready after {after:?}; log {log}:\n{tail}")]
-    NotReady { after: Duration, log: String, tail: String },
+    NotReady {
+        after: Duration,
+        log: String,
+        tail: String,
+    },
     #[error("http request failed: {0}")]
     Http(String),
 }

@@ -11,6 +11,7 @@ use crate::PcKind;
 
 /// One thing that happened to the client, in order.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // few per client; boxing buys nothing here
 pub enum ClientEvent {
     ParticipantUpdate(Vec<lk::ParticipantInfo>),
     Leave(lk::LeaveRequest),

@@ -29,7 +29,6 @@ pub enum PcKind {
 pub(crate) const RECV_BUF: usize = 2048;
 
 pub(crate) struct Peer {
-    pub kind: PcKind,
     pub rtc: Rtc,
     pub socket: UdpSocket,
     pub local: SocketAddr,
@@ -41,7 +40,7 @@ pub(crate) struct Peer {
 
 impl Peer {
     /// A peer on a fresh loopback socket with a host candidate for it. It sends Opus and VP8.
-    pub fn new(kind: PcKind, cert: Option<&DtlsCert>, now: Instant) -> Result<Peer, ClientError> {
+    pub fn new(cert: Option<&DtlsCert>, now: Instant) -> Result<Peer, ClientError> {
         let std_socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
@@ -59,7 +58,6 @@ impl Peer {
             .map_err(|e| ClientError::Usage(format!("host candidate for {local}: {e}")))?;
         rtc.add_local_candidate(candidate);
         Ok(Peer {
-            kind,
             rtc,
             socket,
             local,
@@ -78,12 +76,11 @@ impl Peer {
         self.rtc.handle_input(Input::Receive(now, receive))
     }
 
-    /// Advance time if this peer's timer is due.
-    pub fn timeout(&mut self, now: Instant) -> Result<(), RtcError> {
-        if now >= self.next_timeout {
-            self.rtc.handle_input(Input::Timeout(now))?;
-        }
-        Ok(())
+    /// Tell the peer what time it is. str0m schedules its timers (ICE checks, DTLS, RTCP)
+    /// from the last time it was given, so this runs before every poll, not only when
+    /// the previous timeout expires.
+    pub fn tick(&mut self, now: Instant) -> Result<(), RtcError> {
+        self.rtc.handle_input(Input::Timeout(now))
     }
 
     /// Poll until str0m returns a timeout: transmit datagrams, collect events into `events`.
@@ -96,7 +93,12 @@ impl Peer {
                 }
                 Output::Transmit(t) => {
                     // UDP semantics: a full socket buffer drops the datagram, as the network would.
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    if t.contents.len() > 100 {
+                        tracing::warn!("DEBUG tx {} from {}", t.contents.len(), self.local);
+                    }
+                    if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
+                        tracing::warn!("DEBUG send error {e}");
+                    }
                 }
                 Output::Event(e) => events.push(e),
             }
