@@ -1,0 +1,176 @@
+"""Fixtures that run the real `pylon` binary for the end-to-end tests.
+
+Every test gets its own server on free loopback ports with its own config file, so tests
+cannot disturb each other. The server's log is kept under `test-output/e2e/<test>.log`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from livekit import api
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+
+API_KEY = "testkey"
+API_SECRET = "pylon-e2e-secret-that-is-long-enough-0123456789"
+OUTPUT = ROOT / "test-output" / "e2e"
+
+
+def pylon_binary() -> Path:
+    """The binary under test: $PYLON_BIN, else the workspace's debug build."""
+    explicit = os.environ.get("PYLON_BIN")
+    path = Path(explicit) if explicit else ROOT / "target" / "debug" / "pylon"
+    if not path.exists():
+        pytest.fail(f"{path} does not exist; run `cargo build -p pylon` first")
+    return path
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def yaml_scalar(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_yaml(d: dict, indent: int = 0) -> str:
+    out = []
+    pad = "  " * indent
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(f"{pad}{k}:\n{to_yaml(v, indent + 1)}")
+        elif isinstance(v, list):
+            out.append(f"{pad}{k}: [{', '.join(yaml_scalar(x) for x in v)}]")
+        else:
+            out.append(f"{pad}{k}: {yaml_scalar(v)}")
+    return "\n".join(out)
+
+
+class PylonServer:
+    """One `pylon serve` process on loopback."""
+
+    def __init__(self, name: str, extra: dict | None = None):
+        self.http_port = free_port(socket.SOCK_STREAM)
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        self.log_path = OUTPUT / f"{name}.log"
+        self.config_path = OUTPUT / f"{name}.yaml"
+        config = {
+            "port": self.http_port,
+            "bind_addresses": ["127.0.0.1"],
+            "rtc": {"udp_port": self.udp_port, "node_ip": "127.0.0.1"},
+            "keys": {API_KEY: API_SECRET},
+            "logging": {"level": "debug"},
+        }
+        for k, v in (extra or {}).items():
+            if isinstance(v, dict) and isinstance(config.get(k), dict):
+                config[k] = {**config[k], **v}
+            else:
+                config[k] = v
+        self.config_path.write_text(to_yaml(config) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.http_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> "PylonServer":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(pylon_binary()), "serve", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pylon exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"pylon did not listen within 20 s; see {self.log_path}")
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def token(self, identity: str, room: str = "e2e", *, name: str | None = None, **grants) -> str:
+        g = {"room_join": True, "room": room, **grants}
+        t = api.AccessToken(API_KEY, API_SECRET).with_identity(identity).with_grants(api.VideoGrants(**g))
+        if name:
+            t = t.with_name(name)
+        return t.to_jwt()
+
+    def api(self) -> api.LiveKitAPI:
+        return api.LiveKitAPI(self.http_url, API_KEY, API_SECRET)
+
+
+def _test_name(request) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)
+
+
+@pytest.fixture
+def pylon_factory(request):
+    """Start servers with extra config; all are stopped (and checked alive) after the test."""
+    started: list[PylonServer] = []
+
+    def start(extra: dict | None = None) -> PylonServer:
+        name = _test_name(request) + (f"-{len(started)}" if started else "")
+        s = PylonServer(name, extra).start()
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        alive = s.proc is not None and s.proc.poll() is None
+        s.stop()
+        if not alive:
+            pytest.fail(f"pylon died during the test (exit {s.proc.returncode}); see {s.log_path}")
+        if "panicked" in s.log():
+            pytest.fail(f"pylon panicked during the test; see {s.log_path}")
+
+
+@pytest.fixture
+def pylon(pylon_factory) -> PylonServer:
+    return pylon_factory()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -1,0 +1,182 @@
+"""Python SDK participants that record what they see, and generated media to publish."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from livekit import rtc
+
+WIDTH, HEIGHT = 640, 360
+TONE_HZ = 440.0
+SAMPLE_RATE = 48000
+# A colour that survives YUV 4:2:0 and VP8 roughly intact; receivers check the mean.
+FRAME_RGB = (200, 40, 120)
+
+
+async def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
+    """Poll `cond()` until it is truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class VideoStats:
+    frames: int = 0
+    size: tuple[int, int] | None = None
+    mean_rgb: tuple[float, float, float] | None = None
+
+
+@dataclass
+class AudioStats:
+    frames: int = 0
+    samples: list = field(default_factory=list)
+
+    def dominant_hz(self) -> float | None:
+        if not self.samples:
+            return None
+        pcm = np.concatenate(self.samples[-50:]).astype(np.float64)
+        if len(pcm) < 4800 or not np.any(pcm):
+            return None
+        spectrum = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+        spectrum[:5] = 0  # ignore DC
+        return float(np.fft.rfftfreq(len(pcm), 1 / SAMPLE_RATE)[int(np.argmax(spectrum))])
+
+
+class Peer:
+    """A connected `rtc.Room` that subscribes to everything and records events."""
+
+    def __init__(self, identity: str):
+        self.identity = identity
+        self.room = rtc.Room()
+        self.video: dict[str, VideoStats] = {}  # by "<identity>/<track name>"
+        self.audio: dict[str, AudioStats] = {}
+        self.data: list[tuple[str | None, bytes, str]] = []  # (sender identity, payload, topic)
+        self.events: list[tuple] = []
+        self.tasks: list[asyncio.Task] = []
+        self.disconnect_reason = None
+        r = self.room
+        r.on("track_subscribed", self._on_track)
+        r.on("data_received", self._on_data)
+        r.on("participant_connected", lambda p: self.events.append(("joined", p.identity)))
+        r.on("participant_disconnected", lambda p: self.events.append(("left", p.identity)))
+        r.on("track_muted", lambda p, pub: self.events.append(("muted", p.identity, pub.name)))
+        r.on("track_unmuted", lambda p, pub: self.events.append(("unmuted", p.identity, pub.name)))
+        r.on("track_unpublished", lambda pub, p: self.events.append(("unpublished", p.identity, pub.name)))
+        r.on("track_published", lambda pub, p: self.events.append(("published", p.identity, pub.name)))
+        r.on("disconnected", self._on_disconnected)
+        r.on("room_metadata_changed", lambda old, new: self.events.append(("room_metadata", new)))
+        r.on(
+            "participant_metadata_changed",
+            lambda p, old, new: self.events.append(("metadata", p.identity, new)),
+        )
+
+    def _on_disconnected(self, reason):
+        self.disconnect_reason = reason
+        self.events.append(("disconnected", reason))
+
+    async def connect(self, url: str, token: str, **options) -> "Peer":
+        await self.room.connect(url, token, rtc.RoomOptions(**options))
+        return self
+
+    def _on_track(self, track, pub, participant):
+        key = f"{participant.identity}/{pub.name}"
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            stats = self.video.setdefault(key, VideoStats())
+            self.tasks.append(asyncio.ensure_future(self._consume_video(track, stats)))
+        else:
+            stats = self.audio.setdefault(key, AudioStats())
+            self.tasks.append(asyncio.ensure_future(self._consume_audio(track, stats)))
+
+    async def _consume_video(self, track, stats: VideoStats):
+        async for ev in rtc.VideoStream(track):
+            stats.frames += 1
+            stats.size = (ev.frame.width, ev.frame.height)
+            if stats.frames % 10 == 1:
+                rgba = ev.frame.convert(rtc.VideoBufferType.RGBA)
+                px = np.frombuffer(rgba.data, dtype=np.uint8).reshape(-1, 4)
+                stats.mean_rgb = tuple(float(x) for x in px[:, :3].mean(axis=0))
+
+    async def _consume_audio(self, track, stats: AudioStats):
+        async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
+            stats.frames += 1
+            stats.samples.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+            del stats.samples[:-100]
+
+    def _on_data(self, packet: rtc.DataPacket):
+        sender = packet.participant.identity if packet.participant else None
+        self.data.append((sender, bytes(packet.data), packet.topic or ""))
+
+    def video_frames(self, key: str) -> int:
+        s = self.video.get(key)
+        return s.frames if s else 0
+
+    def audio_frames(self, key: str) -> int:
+        s = self.audio.get(key)
+        return s.frames if s else 0
+
+    def saw(self, *event) -> bool:
+        return tuple(event) in self.events
+
+    async def close(self):
+        for t in self.tasks:
+            t.cancel()
+        await self.room.disconnect()
+
+
+class Publisher:
+    """Generated camera (solid colour, 640x360) and microphone (440 Hz tone) for a room."""
+
+    def __init__(self, room: rtc.Room):
+        self.room = room
+        self.video_source = rtc.VideoSource(WIDTH, HEIGHT)
+        self.audio_source = rtc.AudioSource(SAMPLE_RATE, 1)
+        self.video_track = rtc.LocalVideoTrack.create_video_track("camera", self.video_source)
+        self.audio_track = rtc.LocalAudioTrack.create_audio_track("microphone", self.audio_source)
+        self.video_pub = None
+        self.audio_pub = None
+        self._task: asyncio.Task | None = None
+
+    async def publish(self) -> "Publisher":
+        lp = self.room.local_participant
+        self.video_pub = await lp.publish_track(
+            self.video_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        )
+        self.audio_pub = await lp.publish_track(
+            self.audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        self._task = asyncio.ensure_future(self._feed())
+        return self
+
+    async def _feed(self):
+        rgba = np.empty((HEIGHT, WIDTH, 4), dtype=np.uint8)
+        rgba[:, :] = (*FRAME_RGB, 255)
+        frame = rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, rgba.tobytes())
+        n = 0
+        samples_per_10ms = SAMPLE_RATE // 100
+        start = time.monotonic()
+        while True:
+            # 30 fps video, audio in 10 ms frames, paced by the wall clock.
+            if n % 3 == 0:
+                self.video_source.capture_frame(frame)
+            t = np.arange(samples_per_10ms) + n * samples_per_10ms
+            tone = (np.sin(2 * np.pi * TONE_HZ * t / SAMPLE_RATE) * 12000).astype(np.int16)
+            af = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples_per_10ms)
+            np.frombuffer(af.data, dtype=np.int16)[:] = tone
+            await self.audio_source.capture_frame(af)
+            n += 1
+            delay = start + n * 0.01 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    def stop(self):
+        if self._task:
+            self._task.cancel()

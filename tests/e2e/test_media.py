@@ -1,0 +1,112 @@
+"""Audio, video and participant lifecycle between real Python SDK participants (libwebrtc)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from livekit import rtc
+
+from peers import FRAME_RGB, HEIGHT, TONE_HZ, WIDTH, Peer, Publisher, wait_for
+
+HERE = Path(__file__).parent
+
+
+def assert_receives_av(peer: Peer, sender: str):
+    video = peer.video[f"{sender}/camera"]
+    assert video.size == (WIDTH, HEIGHT), f"{peer.identity} decoded frames of {video.size}"
+    assert video.mean_rgb is not None
+    for got, want in zip(video.mean_rgb, FRAME_RGB):
+        assert abs(got - want) < 25, f"{peer.identity} sees colour {video.mean_rgb}, sent {FRAME_RGB}"
+    hz = peer.audio[f"{sender}/microphone"].dominant_hz()
+    assert hz is not None and abs(hz - TONE_HZ) < 15, f"{peer.identity} hears {hz} Hz, sent {TONE_HZ} Hz"
+
+
+async def test_published_audio_and_video_reach_present_and_late_subscribers(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    pub = await Publisher(a.room).publish()
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 30, 20, "B to decode 30 of A's video frames")
+        await wait_for(lambda: b.audio_frames("A/microphone") > 100, 10, "B to get 1 s of A's audio")
+        assert_receives_av(b, "A")
+
+        c = await Peer("C").connect(pylon.url, pylon.token("C"))
+        await wait_for(lambda: c.video_frames("A/camera") > 30, 20, "late joiner C to decode A's video")
+        await wait_for(lambda: c.audio_frames("A/microphone") > 100, 10, "C to get 1 s of A's audio")
+        assert_receives_av(c, "A")
+        # B keeps receiving while C joins.
+        before = b.video_frames("A/camera")
+        await wait_for(lambda: b.video_frames("A/camera") > before + 15, 10, "B's frames to keep rising")
+        await c.close()
+    finally:
+        pub.stop()
+        await a.close()
+        await b.close()
+
+
+async def test_mute_unpublish_and_leave_are_seen_by_others(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    pub = await Publisher(a.room).publish()
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 5, 20, "B to decode A's video")
+
+        pub.audio_track.mute()
+        await wait_for(lambda: b.saw("muted", "A", "microphone"), 10, "B to see A's microphone muted")
+        remote = b.room.remote_participants["A"].track_publications[pub.audio_pub.sid]
+        assert remote.muted
+        pub.audio_track.unmute()
+        await wait_for(lambda: b.saw("unmuted", "A", "microphone"), 10, "B to see it unmuted")
+
+        await a.room.local_participant.unpublish_track(pub.video_pub.sid)
+        await wait_for(lambda: b.saw("unpublished", "A", "camera"), 10, "B to see A's camera unpublished")
+        assert pub.video_pub.sid not in b.room.remote_participants["A"].track_publications
+        assert pub.audio_pub.sid in b.room.remote_participants["A"].track_publications
+
+        pub.stop()
+        await a.close()
+        await wait_for(lambda: b.saw("left", "A"), 10, "B to see A leave")
+        assert "A" not in b.room.remote_participants
+    finally:
+        pub.stop()
+        await b.close()
+
+
+async def test_hard_killed_participant_is_removed_within_20s(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    env = {**os.environ, "PYLON_URL": pylon.url, "PYLON_TOKEN": pylon.token("A")}
+    child = subprocess.Popen([sys.executable, str(HERE / "publish_forever.py")], env=env)
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 5, 30, "B to decode the child's video")
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        # No leave was sent; the server must notice the dead transport on its own.
+        await wait_for(lambda: b.saw("left", "A"), 20, "B to see the killed A leave")
+    finally:
+        if child.poll() is None:
+            child.kill()
+        await b.close()
+
+
+async def test_duplicate_identity_replaces_the_older_session(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    first = await Peer("A").connect(pylon.url, pylon.token("A"))
+    await wait_for(lambda: "A" in b.room.remote_participants, 10, "B to see A")
+    first_sid = b.room.remote_participants["A"].sid
+    second = await Peer("A").connect(pylon.url, pylon.token("A"))
+    try:
+        await wait_for(lambda: first.disconnect_reason is not None, 10, "the first A to be disconnected")
+        assert first.disconnect_reason == rtc.DisconnectReason.DUPLICATE_IDENTITY
+        await wait_for(
+            lambda: "A" in b.room.remote_participants and b.room.remote_participants["A"].sid != first_sid,
+            10,
+            "B to see the new A",
+        )
+    finally:
+        await second.close()
+        await b.close()
