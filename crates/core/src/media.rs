@@ -371,7 +371,9 @@ impl Shard {
             });
         }
         if std::mem::take(&mut p.negotiation.ice_restart) {
-            api.ice_restart(true);
+            // New local credentials: an offer with unchanged ufrag/pwd is not a restart to
+            // the answerer (RFC 8445 §9), and libwebrtc would keep its old, dead state.
+            api.ice_restart(false);
         }
         for tkey in adds {
             let Some(dt) = p.downtracks.get_mut(&tkey) else {

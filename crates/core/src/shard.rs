@@ -423,7 +423,8 @@ impl Shard {
         let peer = p.peer_mut(pc);
         let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
         if ufrag != peer.ufrag {
-            peer.ufrag = ufrag.clone();
+            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
+            self.ufrags.remove(&old);
         }
         self.ufrags.insert(ufrag, (key, pc));
     }

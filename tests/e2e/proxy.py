@@ -1,0 +1,61 @@
+"""A TCP proxy in front of the signalling port that can cut every open connection at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class CuttableProxy:
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = 0
+        self.request_lines: list[str] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> "CuttableProxy":
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        self._writers |= {client_w, server_w}
+        first = True
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, record: bool):
+            nonlocal first
+            try:
+                while chunk := await r.read(65536):
+                    if record and first:
+                        first = False
+                        self.request_lines.append(chunk.split(b"\r\n", 1)[0].decode(errors="replace"))
+                    w.write(chunk)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pump(client_r, server_w, True), pump(server_r, client_w, False))
+        self._writers -= {client_w, server_w}
+
+    def cut(self):
+        """Abort every open connection (both directions), as a network failure would."""
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def close(self):
+        self.cut()
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
