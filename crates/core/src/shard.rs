@@ -93,14 +93,17 @@ pub struct Shard {
     pub(crate) fanout: Vec<ParticipantKey>,
     next_housekeeping: Instant,
     pub(crate) stats: ShardStats,
+    /// The counters as last logged (they are logged when they change).
+    logged_stats: ShardStats,
     /// One DTLS certificate for every peer of the shard: generating one per peer costs a
     /// key generation per join (as mediasoup does per worker).
     dtls_cert: Option<str0m::config::DtlsCert>,
 }
 
 /// Counters the runtime exports as metrics.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {
+    pub datagrams_in: u64,
     pub rtp_in: u64,
     pub rtp_out: u64,
     pub datagrams_dropped: u64,
@@ -127,6 +130,7 @@ impl Shard {
             fanout: Vec::new(),
             next_housekeeping: now,
             stats: ShardStats::default(),
+            logged_stats: ShardStats::default(),
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -257,6 +261,7 @@ impl Shard {
 
     /// A datagram arrived on the media socket.
     pub fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
+        self.stats.datagrams_in += 1;
         let Some((key, pc)) = self.route(source, buf) else {
             self.stats.datagrams_dropped += 1;
             return;
@@ -319,6 +324,18 @@ impl Shard {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if self.stats != self.logged_stats {
+            let s = &self.stats;
+            debug!(
+                datagrams_in = s.datagrams_in,
+                datagrams_dropped = s.datagrams_dropped,
+                rtp_in = s.rtp_in,
+                rtp_out = s.rtp_out,
+                data_forwarded = s.data_packets_forwarded,
+                "shard counters"
+            );
+            self.logged_stats = self.stats;
+        }
         let cfg = &self.config;
         let gone: Vec<ParticipantKey> = self
             .participants

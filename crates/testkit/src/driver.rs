@@ -188,7 +188,7 @@ impl Driver {
                 }
                 Wake::Command(Some(c)) => self.on_command(c).await?,
                 Wake::Signal(m) => self.on_ws(m).await?,
-                Wake::Udp(pc, r) => self.on_udp(pc, r),
+                Wake::Udp(pc, r) => self.on_udp(pc, r)?,
                 // The next iteration ticks both peers.
                 Wake::Timer => {}
             }
@@ -209,16 +209,16 @@ impl Driver {
 
     // ---- UDP and str0m ----
 
-    fn on_udp(&mut self, pc: PcKind, first: std::io::Result<(usize, SocketAddr)>) {
+    fn on_udp(&mut self, pc: PcKind, first: std::io::Result<(usize, SocketAddr)>) -> Result<(), ClientError> {
         let mut next = first;
         for _ in 0..MAX_DATAGRAMS_PER_WAKE {
             let (n, source) = match next {
                 Ok(x) => x,
                 // ICMP errors (a port closed) surface as recv errors; the peer copes.
-                Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => {
                     debug!(?pc, "udp receive error: {e}");
-                    return;
+                    return Ok(());
                 }
             };
             let now = Instant::now();
@@ -226,21 +226,19 @@ impl Driver {
                 PcKind::Publisher => (&mut self.publisher, &self.pub_buf),
                 PcKind::Subscriber => (&mut self.subscriber, &self.sub_buf),
             };
-            if pc == PcKind::Subscriber && n > 100 {
-                tracing::warn!("DEBUG sub datagram {n} first={:02x}", buf[0]);
-            }
-            if pc == PcKind::Publisher && n > 100 {
-                tracing::warn!("DEBUG pub datagram {n}");
-            }
             if let Err(e) = peer.receive(now, source, &buf[..n]) {
                 debug!(?pc, "peer refused a datagram: {e}");
             }
+            // In RTP mode str0m holds one received packet until polled: poll after each
+            // datagram or the next one overwrites it.
+            self.poll_peer(pc)?;
             let (peer, buf) = match pc {
                 PcKind::Publisher => (&self.publisher, &mut self.pub_buf),
                 PcKind::Subscriber => (&self.subscriber, &mut self.sub_buf),
             };
             next = peer.socket.try_recv_from(buf);
         }
+        Ok(())
     }
 
     fn poll_peer(&mut self, pc: PcKind) -> Result<(), ClientError> {

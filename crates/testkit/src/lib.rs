@@ -29,3 +29,12 @@ pub use track::{LocalTrack, ReceivedRtp, RemoteTrack, RtpOut, TrackSpec};
 /// Re-exported so callers need not depend on them directly.
 pub use livekit_protocol;
 pub use str0m::media::{MediaKind, Mid};
+
+/// Send the test process's `tracing` output (filtered by `RUST_LOG`) to the test harness's
+/// captured output. Safe to call from every test.
+pub fn init_test_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

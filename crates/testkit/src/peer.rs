@@ -93,11 +93,8 @@ impl Peer {
                 }
                 Output::Transmit(t) => {
                     // UDP semantics: a full socket buffer drops the datagram, as the network would.
-                    if t.contents.len() > 100 {
-                        tracing::warn!("DEBUG tx {} from {}", t.contents.len(), self.local);
-                    }
                     if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
-                        tracing::warn!("DEBUG send error {e}");
+                        tracing::debug!(to = %t.destination, "udp send failed: {e}");
                     }
                 }
                 Output::Event(e) => events.push(e),

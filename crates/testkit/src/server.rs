@@ -38,6 +38,7 @@ pub struct ServerOptions {
     /// Extra YAML appended to the generated config (must not repeat its keys).
     pub extra_yaml: String,
     /// `RUST_LOG` for the server; `None` keeps the config's level (debug in dev mode).
+    /// [`ServerOptions::new`] takes it from `PYLON_TEST_SERVER_LOG`.
     pub rust_log: Option<String>,
 }
 
@@ -47,7 +48,7 @@ impl ServerOptions {
             binary: binary.into(),
             name: name.into(),
             extra_yaml: String::new(),
-            rust_log: None,
+            rust_log: std::env::var("PYLON_TEST_SERVER_LOG").ok(),
         }
     }
 }
