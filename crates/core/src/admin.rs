@@ -28,6 +28,12 @@ pub enum AdminRequest {
     UpdateSubscriptions(lk::UpdateSubscriptionsRequest),
     SendData(lk::SendDataRequest),
     UpdateRoomMetadata(lk::UpdateRoomMetadataRequest),
+    /// Move a participant to another room on this node; `token` lets it rejoin the
+    /// destination room (sent to it in RoomMovedResponse).
+    MoveParticipant {
+        req: lk::MoveParticipantRequest,
+        token: String,
+    },
 }
 
 /// The answer to an [`AdminRequest`], one variant per response message.
@@ -42,6 +48,7 @@ pub enum AdminResponse {
     TrackMuted(lk::MuteRoomTrackResponse),
     SubscriptionsUpdated(lk::UpdateSubscriptionsResponse),
     DataSent(lk::SendDataResponse),
+    ParticipantMoved(lk::MoveParticipantResponse),
 }
 
 /// Why a request failed; the API edge maps each to a Twirp code.
@@ -57,6 +64,8 @@ pub enum AdminError {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
 }
 
 impl From<crate::limits::LimitError> for AdminError {
@@ -115,6 +124,10 @@ impl Shard {
                 AdminResponse::DataSent(lk::SendDataResponse {})
             }
             AdminRequest::UpdateRoomMetadata(r) => AdminResponse::Room(self.update_room_metadata(r)?),
+            AdminRequest::MoveParticipant { req, token } => {
+                self.move_participant(now, req, token)?;
+                AdminResponse::ParticipantMoved(lk::MoveParticipantResponse {})
+            }
         };
         self.drain_dirty(now);
         Ok(out)
@@ -318,6 +331,123 @@ impl Shard {
             None,
         );
         Ok(info)
+    }
+}
+
+impl Shard {
+    /// Move a participant, with its published tracks and its connections, to another room
+    /// on this node. The source room sees it leave, the destination room sees it join, and
+    /// the participant gets RoomMovedResponse; subscriptions follow auto-subscribe.
+    fn move_participant(
+        &mut self,
+        now: Instant,
+        r: lk::MoveParticipantRequest,
+        token: String,
+    ) -> Result<(), AdminError> {
+        if r.destination_room.is_empty() {
+            return Err(AdminError::InvalidArgument("destination room is required".into()));
+        }
+        if r.room == r.destination_room {
+            return Err(AdminError::InvalidArgument(
+                "destination room cannot be the same as source room".into(),
+            ));
+        }
+        crate::limits::check_room_name(&r.destination_room)?;
+        let key = self.participant_key(&r.room, &r.identity)?;
+        let dest = RoomName::new(r.destination_room);
+        if let Some(room) = self.rooms.get(&dest) {
+            if self
+                .members(&dest)?
+                .iter()
+                .any(|k| self.participants[k].identity.as_str() == r.identity)
+            {
+                return Err(AdminError::AlreadyExists(
+                    "a participant with this identity is already in the destination room".into(),
+                ));
+            }
+            if room.is_full() {
+                return Err(AdminError::FailedPrecondition(
+                    "room has exceeded its max participants".into(),
+                ));
+            }
+        } else {
+            let sid = self.mint_room_sid();
+            let room = Room::new(
+                dest.clone(),
+                sid,
+                self.config.room.clone(),
+                now,
+                self.unix_ms(now),
+            );
+            tracing::info!(room = %dest, sid = %room.sid, "room created for a moved participant");
+            self.rooms.insert(dest.clone(), room);
+            let info = self.room_info(&dest);
+            self.webhook(now, crate::shard::event::ROOM_STARTED, info, None, None);
+        }
+
+        // Leave the source room: nobody there stays subscribed to it, nor it to them.
+        let source = self.participants[&key].room.clone();
+        let subscribers: Vec<(ParticipantKey, crate::participant::TrackKey)> = self.participants[&key]
+            .tracks
+            .iter()
+            .flat_map(|t| t.subscribers.iter().map(move |s| (*s, t.key)))
+            .collect();
+        for (sub, t) in subscribers {
+            self.unsubscribe(sub, t);
+        }
+        let subscribed: Vec<_> = self.participants[&key].downtracks.keys().copied().collect();
+        for t in subscribed {
+            self.unsubscribe(key, t);
+        }
+        if let Some(room) = self.rooms.get_mut(&source) {
+            room.remove(key, now);
+        }
+        let p = self.participants.get_mut(&key).expect("member");
+        let departed = p.departed_info(lk::DisconnectReason::UnknownReason);
+        p.bump_version();
+        let hidden = p.permission.hidden;
+        if !hidden {
+            self.broadcast(&source, crate::shard::update(vec![departed.clone()]), None);
+        }
+        let info = self.room_info(&source);
+        self.webhook(
+            now,
+            crate::shard::event::PARTICIPANT_LEFT,
+            info,
+            Some(departed),
+            None,
+        );
+
+        // Join the destination room.
+        let p = self.participants.get_mut(&key).expect("member");
+        p.room = dest.clone();
+        p.bump_version();
+        let (sid, session, me) = (p.sid.clone(), p.session, p.info());
+        self.rooms.get_mut(&dest).expect("ensured above").add(key);
+        tracing::info!(from = %source, to = %dest, participant = %sid, "participant moved");
+        let room_info = self.room_info(&dest);
+        self.webhook(
+            now,
+            crate::shard::event::PARTICIPANT_JOINED,
+            room_info.clone(),
+            Some(me.clone()),
+            None,
+        );
+        let moved = lk::RoomMovedResponse {
+            room: room_info,
+            token,
+            participant: Some(me.clone()),
+            other_participants: self.others_info(key, &dest),
+        };
+        self.send(session, Resp::RoomMoved(moved));
+        if !hidden {
+            self.broadcast(&dest, crate::shard::update(vec![me]), Some(key));
+        }
+        self.auto_subscribe_to_publisher(now, key);
+        if self.participants[&key].subscriber.connected {
+            self.auto_subscribe_all(now, key);
+        }
+        Ok(())
     }
 }
 

@@ -222,7 +222,10 @@ impl Shard {
         let Some(t) = p.tracks.iter().find(|t| t.key == tkey) else {
             return false;
         };
-        sub != publisher && s.permission.can_subscribe && p.allows(&s.sid, &s.identity, &t.sid)
+        sub != publisher
+            && s.room == p.room
+            && s.permission.can_subscribe
+            && p.allows(&s.sid, &s.identity, &t.sid)
     }
 
     /// Subscribe every auto-subscribing, connected member of the room to `publisher`'s tracks.
@@ -254,7 +257,7 @@ impl Shard {
     }
 
     /// Subscribe `sub` to every track in its room (its subscriber connection just came up).
-    fn auto_subscribe_all(&mut self, now: Instant, sub: ParticipantKey) {
+    pub(crate) fn auto_subscribe_all(&mut self, now: Instant, sub: ParticipantKey) {
         let Some(s) = self.participants.get(&sub) else {
             return;
         };

@@ -140,7 +140,11 @@ impl Shard {
         Some(r.info(self.num_publishers(r)))
     }
 
-    fn others_info(&self, key: ParticipantKey, room: &crate::ids::RoomName) -> Vec<lk::ParticipantInfo> {
+    pub(crate) fn others_info(
+        &self,
+        key: ParticipantKey,
+        room: &crate::ids::RoomName,
+    ) -> Vec<lk::ParticipantInfo> {
         let Some(r) = self.rooms.get(room) else {
             return vec![];
         };

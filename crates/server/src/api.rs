@@ -35,6 +35,7 @@ pub enum TwirpCode {
     NotFound,
     BadRoute,
     FailedPrecondition,
+    AlreadyExists,
     Internal,
     Unavailable,
 }
@@ -49,6 +50,7 @@ impl TwirpCode {
             Self::NotFound => "not_found",
             Self::BadRoute => "bad_route",
             Self::FailedPrecondition => "failed_precondition",
+            Self::AlreadyExists => "already_exists",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }
@@ -61,6 +63,7 @@ impl TwirpCode {
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::NotFound | Self::BadRoute => StatusCode::NOT_FOUND,
             Self::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+            Self::AlreadyExists => StatusCode::CONFLICT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -103,6 +106,7 @@ impl From<AdminError> for TwirpError {
             }
             AdminError::InvalidArgument(_) => TwirpCode::InvalidArgument,
             AdminError::FailedPrecondition(_) => TwirpCode::FailedPrecondition,
+            AdminError::AlreadyExists(_) => TwirpCode::AlreadyExists,
         };
         TwirpError::new(code, e.to_string())
     }
@@ -216,7 +220,7 @@ pub async fn twirp(
         Ok(c) => c,
         Err(resp) => return *resp,
     };
-    match handle(&app, &method, &claims.video(), &headers, &body).await {
+    match handle(&app, &method, &claims, &headers, &body).await {
         Ok(resp) => resp,
         Err(e) => {
             info!(method, code = e.code.as_str(), "room api error: {}", e.msg);
@@ -228,10 +232,12 @@ pub async fn twirp(
 async fn handle(
     app: &AppState,
     method: &str,
-    g: &VideoGrant,
+    claims: &Claims,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, TwirpError> {
+    let grant = claims.video();
+    let g = &grant;
     if body.len() > MAX_BODY {
         return Err(TwirpError::new(
             TwirpCode::InvalidArgument,
@@ -292,6 +298,33 @@ async fn handle(
             require_admin(g, &r.room)?;
             AdminRequest::UpdateRoomMetadata(r)
         }
+        "MoveParticipant" => {
+            let r: lk::MoveParticipantRequest = decode(enc, body)?;
+            // As LiveKit: admin of the source room, and the destination named in the grant.
+            require(
+                g.room_admin
+                    && !r.room.is_empty()
+                    && g.room == r.room
+                    && g.destination_room == r.destination_room,
+            )?;
+            if r.room == r.destination_room {
+                return Err(TwirpError::new(
+                    TwirpCode::InvalidArgument,
+                    "destination room cannot be the same as source room",
+                ));
+            }
+            let who = lk::RoomParticipantIdentity {
+                room: r.room.clone(),
+                identity: r.identity.clone(),
+                ..Default::default()
+            };
+            let AdminResponse::Participant(info) = admin(app, AdminRequest::GetParticipant(who)).await?
+            else {
+                return Err(TwirpError::new(TwirpCode::Internal, "unexpected worker answer"));
+            };
+            let token = moved_token(app, claims, &info, &r.destination_room)?;
+            AdminRequest::MoveParticipant { req: r, token }
+        }
         other => {
             return Err(TwirpError::new(
                 TwirpCode::BadRoute,
@@ -299,12 +332,7 @@ async fn handle(
             ))
         }
     };
-    let (reply, answer) = oneshot::channel();
-    app.worker.send(Command::Admin { req, reply });
-    let resp = answer
-        .await
-        .map_err(|_| TwirpError::new(TwirpCode::Unavailable, "media worker unavailable"))??;
-    Ok(match resp {
+    Ok(match admin(app, req).await? {
         AdminResponse::Room(m) => encode(enc, &m),
         AdminResponse::Rooms(m) => encode(enc, &m),
         AdminResponse::RoomDeleted(m) => encode(enc, &m),
@@ -314,5 +342,79 @@ async fn handle(
         AdminResponse::TrackMuted(m) => encode(enc, &m),
         AdminResponse::SubscriptionsUpdated(m) => encode(enc, &m),
         AdminResponse::DataSent(m) => encode(enc, &m),
+        AdminResponse::ParticipantMoved(m) => encode(enc, &m),
     })
+}
+
+/// Apply one request on the media worker.
+async fn admin(app: &AppState, req: AdminRequest) -> Result<AdminResponse, TwirpError> {
+    let (reply, answer) = oneshot::channel();
+    app.worker.send(Command::Admin { req, reply });
+    Ok(answer
+        .await
+        .map_err(|_| TwirpError::new(TwirpCode::Unavailable, "media worker unavailable"))??)
+}
+
+/// How long the token handed to a moved participant is valid (the SDKs' default TTL).
+const MOVED_TOKEN_TTL_SECS: i64 = 6 * 3600;
+
+/// A join token for `room` with the participant's current identity, name and permissions,
+/// signed with the key the API caller used.
+fn moved_token(
+    app: &AppState,
+    caller: &Claims,
+    info: &lk::ParticipantInfo,
+    room: &str,
+) -> Result<String, TwirpError> {
+    let secret = app
+        .keys
+        .secret(&caller.iss)
+        .ok_or_else(|| TwirpError::new(TwirpCode::Internal, "the caller's key is gone"))?;
+    let perm = info.permission.clone().unwrap_or_default();
+    let now = unix_now();
+    let claims = Claims {
+        iss: caller.iss.clone(),
+        sub: info.identity.clone(),
+        nbf: Some(now),
+        exp: Some(now + MOVED_TOKEN_TTL_SECS),
+        name: info.name.clone(),
+        kind: participant_kind_name(info.kind).into(),
+        video: Some(VideoGrant {
+            room_join: true,
+            room: room.to_string(),
+            can_publish: Some(perm.can_publish),
+            can_subscribe: Some(perm.can_subscribe),
+            can_publish_data: Some(perm.can_publish_data),
+            can_update_own_metadata: Some(perm.can_update_metadata),
+            can_publish_sources: perm
+                .can_publish_sources
+                .iter()
+                .filter_map(|s| lk::TrackSource::try_from(*s).ok())
+                .filter_map(|s| match s {
+                    lk::TrackSource::Camera => Some("camera"),
+                    lk::TrackSource::Microphone => Some("microphone"),
+                    lk::TrackSource::ScreenShare => Some("screen_share"),
+                    lk::TrackSource::ScreenShareAudio => Some("screen_share_audio"),
+                    lk::TrackSource::Unknown => None,
+                })
+                .map(str::to_string)
+                .collect(),
+            hidden: perm.hidden,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(pylon_auth::mint(&claims, secret))
+}
+
+/// The token `kind` claim for a `ParticipantInfo.Kind`.
+fn participant_kind_name(kind: i32) -> &'static str {
+    use lk::participant_info::Kind;
+    match Kind::try_from(kind) {
+        Ok(Kind::Ingress) => "ingress",
+        Ok(Kind::Egress) => "egress",
+        Ok(Kind::Sip) => "sip",
+        Ok(Kind::Agent) => "agent",
+        _ => "standard",
+    }
 }
