@@ -96,7 +96,7 @@ class PylonServer:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> "PylonServer":
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(pylon_binary()), "serve", "--config", str(self.config_path)],
             stdout=log,

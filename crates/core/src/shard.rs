@@ -387,6 +387,8 @@ impl Shard {
             return;
         };
         if let Some(p) = self.participants.get(&key) {
+            // One line per violation, whatever the error text holds (SDP errors span lines).
+            let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
             warn!(participant = %p.sid, identity = %p.identity, "disconnecting participant: {why}");
         }
         self.remove_participant(
