@@ -180,3 +180,33 @@ class Publisher:
     def stop(self):
         if self._task:
             self._task.cancel()
+
+
+class WatchPeer(Peer):
+    """A `Peer` that also records name, attribute and permission changes, (un)subscriptions,
+    local unpublications and room moves (for the Room API tests)."""
+
+    def __init__(self, identity: str):
+        super().__init__(identity)
+        r = self.room
+        r.on(
+            "participant_name_changed",
+            lambda p, old, new: self.events.append(("name", p.identity, new)),
+        )
+        r.on(
+            "participant_attributes_changed",
+            lambda changed, p: self.events.append(("attributes", p.identity, dict(changed))),
+        )
+        r.on(
+            "participant_permissions_changed",
+            lambda p, perm: self.events.append(
+                ("permissions", p.identity, perm.can_publish, perm.can_subscribe, perm.can_publish_data)
+            ),
+        )
+        r.on("track_subscribed", lambda t, pub, p: self.events.append(("subscribed", p.identity, pub.name)))
+        r.on("track_unsubscribed", lambda t, pub, p: self.events.append(("unsubscribed", p.identity, pub.name)))
+        r.on("local_track_unpublished", lambda pub: self.events.append(("local_unpublished", pub.name)))
+        r.on("moved", lambda: self.events.append(("moved", self.room.name)))
+
+    def remote_identities(self) -> set[str]:
+        return set(self.room.remote_participants)
