@@ -1,7 +1,9 @@
 //! The `pylon` binary: `serve` runs a node; `token`, `room` and `participant` are admin
-//! commands against a running server's Room API (like LiveKit's `lk`).
+//! commands against a running server's Room API (like LiveKit's `lk`); `load-test` loads a
+//! server with real WebRTC participants.
 
 mod client;
+mod load_test;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ParticipantCmd,
     },
+    /// Load a server with real WebRTC publishers and subscribers and report what arrived.
+    LoadTest(load_test::LoadTestArgs),
 }
 
 #[derive(Args)]
@@ -213,6 +217,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Room { server, cmd } => block_on(room(server, cmd)),
         Cmd::Participant { server, cmd } => block_on(participant(server, cmd)),
+        Cmd::LoadTest(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(load_test::run(args)),
     }
 }
 

@@ -147,6 +147,13 @@ impl Client {
         &self.observed
     }
 
+    /// Take the RTP received so far (by track sid), leaving nothing recorded: for callers
+    /// that process packets as they come (the load tester) rather than keep them.
+    pub fn take_rtp(&mut self) -> std::collections::HashMap<String, Vec<crate::ReceivedRtp>> {
+        self.pump();
+        std::mem::take(&mut self.observed.rtp)
+    }
+
     fn pump(&mut self) {
         while let Ok(e) = self.events.try_recv() {
             self.observed.apply(e);
@@ -208,6 +215,24 @@ impl Client {
     pub fn write_rtp(&self, track: &LocalTrack, rtp: RtpOut) -> Result<(), ClientError> {
         self.command(Command::WriteRtp {
             mid: track.mid,
+            rid: None,
+            pt: track.pt,
+            rtp,
+            video: track.kind.is_video(),
+        })
+    }
+
+    /// Queue one RTP packet on simulcast layer `rid` of a published video track.
+    pub fn write_rtp_layer(&self, track: &LocalTrack, rid: &str, rtp: RtpOut) -> Result<(), ClientError> {
+        if !track.simulcast.iter().any(|r| r == rid) {
+            return Err(ClientError::Usage(format!(
+                "track {} has no simulcast layer {rid:?}",
+                track.cid
+            )));
+        }
+        self.command(Command::WriteRtp {
+            mid: track.mid,
+            rid: Some(rid.into()),
             pt: track.pt,
             rtp,
             video: track.kind.is_video(),

@@ -16,7 +16,7 @@ use prost::Message as _;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, Reliability};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Rtc};
 use tokio::net::TcpStream;
@@ -52,6 +52,7 @@ pub(crate) enum Command {
     Publish(TrackSpec, Reply<LocalTrack>),
     WriteRtp {
         mid: Mid,
+        rid: Option<Rid>,
         pt: Pt,
         rtp: RtpOut,
         video: bool,
@@ -123,7 +124,7 @@ pub(crate) struct Driver {
     /// Subscribed tracks by mid.
     remote: HashMap<Mid, RemoteTrack>,
     /// Next sequence number per published mid.
-    seqs: HashMap<Mid, u64>,
+    seqs: HashMap<(Mid, Option<Rid>), u64>,
     pub_buf: Vec<u8>,
     sub_buf: Vec<u8>,
     /// Reused between polls.
@@ -359,6 +360,7 @@ impl Driver {
             timestamp: pkt.header.timestamp,
             marker: pkt.header.marker,
             payload: pkt.payload,
+            received_at: std::time::SystemTime::now(),
         }));
     }
 
@@ -385,7 +387,13 @@ impl Driver {
                     .awaiting_published
                     .insert(spec.cid.clone(), (spec, reply));
             }
-            Command::WriteRtp { mid, pt, rtp, video } => self.write_rtp(mid, pt, rtp, video),
+            Command::WriteRtp {
+                mid,
+                rid,
+                pt,
+                rtp,
+                video,
+            } => self.write_rtp(mid, rid, pt, rtp, video),
             Command::SendData { kind, bytes, reply } => {
                 let _ = reply.send(self.send_data(kind, &bytes));
             }
@@ -396,12 +404,12 @@ impl Driver {
         Ok(())
     }
 
-    fn write_rtp(&mut self, mid: Mid, pt: Pt, rtp: RtpOut, video: bool) {
-        let next = self.seqs.entry(mid).or_insert(FIRST_SEQ);
+    fn write_rtp(&mut self, mid: Mid, rid: Option<Rid>, pt: Pt, rtp: RtpOut, video: bool) {
+        let next = self.seqs.entry((mid, rid)).or_insert(FIRST_SEQ);
         let seq = *next;
         *next += 1;
         let mut api = self.publisher.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        let Some(tx) = api.stream_tx_by_mid(mid, rid) else {
             warn!(%mid, "no send stream for a published track; packet dropped");
             return;
         };
@@ -549,6 +557,7 @@ impl Driver {
                 mid,
                 pt,
                 info,
+                simulcast: spec.simulcast,
             };
             self.publishing.awaiting_connect.push((track, reply));
         }
@@ -627,12 +636,19 @@ impl Driver {
         }
         let mut tracks = Vec::new();
         for (spec, info, reply) in p.to_add.drain(..) {
+            let simulcast = (!spec.simulcast.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for rid in &spec.simulcast {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
             let mid = api.add_media(
                 spec.kind,
                 Direction::SendOnly,
                 Some(STREAM_ID.into()),
                 Some(spec.cid.clone()),
-                None,
+                simulcast,
             );
             tracks.push((mid, spec, info, reply));
         }

@@ -24,7 +24,7 @@ pub use event::{ClientEvent, Observed};
 pub use peer::PcKind;
 pub use server::{Server, ServerOptions, TEST_API_KEY, TEST_API_SECRET};
 pub use token::{ApiCredentials, TOKEN_VALIDITY_SECS};
-pub use track::{LocalTrack, ReceivedRtp, RemoteTrack, RtpOut, TrackSpec};
+pub use track::{LocalTrack, ReceivedRtp, RemoteTrack, RtpOut, TrackSpec, SIMULCAST_RIDS};
 
 /// Re-exported so callers need not depend on them directly.
 pub use livekit_protocol;

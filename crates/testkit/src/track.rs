@@ -16,7 +16,13 @@ pub struct TrackSpec {
     pub source: lk::TrackSource,
     pub width: u32,
     pub height: u32,
+    /// Simulcast rids, lowest quality first (`q`, `h`, `f` as the SDKs send); empty for one
+    /// encoding.
+    pub simulcast: Vec<String>,
 }
+
+/// The rids LiveKit's SDKs use for three simulcast layers, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 
 impl TrackSpec {
     /// A microphone track (Opus).
@@ -28,6 +34,7 @@ impl TrackSpec {
             source: lk::TrackSource::Microphone,
             width: 0,
             height: 0,
+            simulcast: Vec::new(),
         }
     }
 
@@ -40,7 +47,31 @@ impl TrackSpec {
             source: lk::TrackSource::Camera,
             width,
             height,
+            simulcast: Vec::new(),
         }
+    }
+
+    /// Publish three simulcast layers (`q`, `h`, `f`) at quarter, half and full size.
+    pub fn with_simulcast(mut self) -> Self {
+        self.simulcast = SIMULCAST_RIDS.iter().map(|r| r.to_string()).collect();
+        self
+    }
+
+    /// The `VideoLayer`s announced in AddTrack, lowest quality first.
+    fn layers(&self) -> Vec<lk::VideoLayer> {
+        let n = self.simulcast.len() as u32;
+        (0..n)
+            .map(|i| {
+                let scale = 1 << (n - 1 - i);
+                lk::VideoLayer {
+                    quality: i as i32,
+                    width: self.width / scale,
+                    height: self.height / scale,
+                    rid: self.simulcast[i as usize].clone(),
+                    ..Default::default()
+                }
+            })
+            .collect()
     }
 
     pub(crate) fn add_track_request(&self) -> lk::AddTrackRequest {
@@ -60,11 +91,13 @@ impl TrackSpec {
                 vec![lk::SimulcastCodec {
                     codec: "vp8".into(),
                     cid: self.cid.clone(),
+                    layers: self.layers(),
                     ..Default::default()
                 }]
             } else {
                 vec![]
             },
+            layers: self.layers(),
             ..Default::default()
         }
     }
@@ -82,6 +115,8 @@ pub struct LocalTrack {
     pub pt: Pt,
     /// The `TrackInfo` from `TrackPublishedResponse`.
     pub info: lk::TrackInfo,
+    /// Simulcast rids (empty: one encoding).
+    pub simulcast: Vec<String>,
 }
 
 /// One RTP packet to send on a [`LocalTrack`]. The client numbers the packets.
@@ -117,4 +152,6 @@ pub struct ReceivedRtp {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Arc<[u8]>,
+    /// Wall-clock time the client's event loop received it (for one-way latency on one host).
+    pub received_at: std::time::SystemTime,
 }

@@ -1,0 +1,481 @@
+//! `pylon load-test`: real WebRTC participants (the project's str0m test client) speaking the
+//! LiveKit protocol, so it runs against Pylon or any LiveKit server.
+//!
+//! Publishers send Opus-sized audio at 50 packets/s and VP8 video (simulcast `q`/`h`/`f` at
+//! about 150/500/1,700 kbps, 30 fps, a keyframe every 2 s) with valid payload descriptors.
+//! Every payload carries a magic tag and its send time, so subscribers on the same host
+//! measure one-way latency. Subscribers count packets, bytes and sequence gaps per track.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use pylon_testkit::{
+    vp8, ApiCredentials, Client, ClientOptions, LocalTrack, ReceivedRtp, RtpOut, TrackSpec, SIMULCAST_RIDS,
+};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+/// Marks a payload as ours: the next 8 bytes are the send time in microseconds since the
+/// Unix epoch (big endian).
+const MAGIC: [u8; 4] = *b"PYLT";
+const AUDIO_PAYLOAD: usize = 100;
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+const FPS: u32 = 30;
+const KEYFRAME_EVERY_FRAMES: u32 = 2 * FPS;
+const MAX_PAYLOAD: usize = 1100;
+const VIDEO_WIDTH: u32 = 1280;
+const VIDEO_HEIGHT: u32 = 720;
+
+#[derive(Args, Clone)]
+pub struct LoadTestArgs {
+    /// Server WebSocket URL.
+    #[arg(long, env = "LIVEKIT_URL", default_value = "ws://127.0.0.1:7880")]
+    url: String,
+    #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
+    api_key: String,
+    #[arg(long, env = "LIVEKIT_API_SECRET", default_value = "secret")]
+    api_secret: String,
+    /// Room name (with --rooms > 1: a prefix, rooms are `<room>-0`, `<room>-1`, ...).
+    #[arg(long, default_value = "load-test")]
+    room: String,
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishing participants per room (they also subscribe to each other).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Subscribe-only participants per room.
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// Publishers send audio only.
+    #[arg(long)]
+    audio_only: bool,
+    /// Publishers send one video encoding instead of three simulcast layers.
+    #[arg(long)]
+    no_simulcast: bool,
+    /// Video bitrate of the top layer in kbps (lower layers: 500 and 150 kbps).
+    #[arg(long, default_value_t = 1700)]
+    video_kbps: u32,
+    /// How long to send media after everyone joined, e.g. `10s`, `2m`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Pause between joins.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    join_interval: Duration,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// What one participant received on one track.
+#[derive(Default)]
+struct TrackStats {
+    video: bool,
+    packets: u64,
+    bytes: u64,
+    /// Highest and lowest extended sequence number seen.
+    seq_range: Option<(u64, u64)>,
+    latencies_us: Vec<u32>,
+}
+
+impl TrackStats {
+    fn add(&mut self, p: &ReceivedRtp) {
+        self.packets += 1;
+        self.bytes += p.payload.len() as u64;
+        self.seq_range = Some(match self.seq_range {
+            None => (p.seq, p.seq),
+            Some((lo, hi)) => (lo.min(p.seq), hi.max(p.seq)),
+        });
+        if let Some(sent) = sent_at(&p.payload) {
+            let recv = p
+                .received_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros() as u64;
+            self.latencies_us
+                .push(recv.saturating_sub(sent).min(u32::MAX as u64) as u32);
+        }
+    }
+
+    fn lost(&self) -> u64 {
+        self.seq_range
+            .map(|(lo, hi)| (hi - lo + 1).saturating_sub(self.packets))
+            .unwrap_or(0)
+    }
+}
+
+/// Where the send time sits in a payload we generated.
+fn sent_at(payload: &[u8]) -> Option<u64> {
+    let at = [0usize, 11, 4, 1]
+        .into_iter()
+        .find(|&at| payload.get(at..at + 4) == Some(&MAGIC[..]))?;
+    let b = payload.get(at + 4..at + 12)?;
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+fn stamp(len: usize) -> Vec<u8> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64;
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&MAGIC);
+    v.extend_from_slice(&now.to_be_bytes());
+    v.resize(len.max(12), 0x5a);
+    v
+}
+
+/// One video frame of `bytes` on one layer, split into packets.
+fn video_frame(bytes: usize, keyframe: bool, width: u16, height: u16, timestamp: u32) -> Vec<RtpOut> {
+    let n = bytes.div_ceil(MAX_PAYLOAD).max(1);
+    (0..n)
+        .map(|i| {
+            let body = stamp(bytes / n);
+            let payload = match (i, keyframe) {
+                (0, true) => vp8::keyframe_start(width, height, &body),
+                (0, false) => vp8::delta_start(&body),
+                _ => vp8::continuation(&body),
+            };
+            RtpOut {
+                payload,
+                timestamp,
+                marker: i == n - 1,
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct Summary {
+    participants: usize,
+    joined: usize,
+    join_ms_p50: f64,
+    join_ms_p99: f64,
+    duration_s: f64,
+    tracks: usize,
+    packets: u64,
+    bytes: u64,
+    audio_kbps_per_track: f64,
+    video_kbps_per_track: f64,
+    loss_pct: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    latency_ms_max: f64,
+    errors: Vec<String>,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+struct Participant {
+    client: Client,
+    stats: HashMap<String, TrackStats>,
+}
+
+type Shared = Arc<Mutex<Vec<Participant>>>;
+
+/// Publish audio (and video) on `client` until `stop`.
+async fn publish(client: &mut Client, args: &LoadTestArgs, n: usize) -> anyhow::Result<Vec<LocalTrack>> {
+    let mut tracks = vec![client.publish(TrackSpec::audio(&format!("a{n}"))).await?];
+    if !args.audio_only {
+        let mut spec = TrackSpec::video(&format!("v{n}"), VIDEO_WIDTH, VIDEO_HEIGHT);
+        if !args.no_simulcast {
+            spec = spec.with_simulcast();
+        }
+        tracks.push(client.publish(spec).await?);
+    }
+    Ok(tracks)
+}
+
+/// Send media on every publisher's tracks until `until`, paced by a 10 ms tick.
+async fn send_media(
+    shared: Shared,
+    tracks: Vec<(usize, Vec<LocalTrack>)>,
+    args: LoadTestArgs,
+    until: Instant,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let start = Instant::now();
+    let (mut audio_sent, mut frames_sent) = (0u64, 0u64);
+    let top = args.video_kbps as usize * 1000 / 8 / FPS as usize;
+    // Bytes per frame, lowest layer first; the scale divides the frame size.
+    let layers: Vec<(usize, u16)> = if args.no_simulcast {
+        vec![(top, 1)]
+    } else {
+        vec![(top * 150 / 1700, 4), (top * 500 / 1700, 2), (top, 1)]
+    };
+    while Instant::now() < until {
+        tick.tick().await;
+        let elapsed = start.elapsed();
+        let audio_due = (elapsed.as_millis() / AUDIO_INTERVAL.as_millis()) as u64 + 1;
+        let frames_due = (elapsed.as_secs_f64() * FPS as f64) as u64 + 1;
+        let parts = shared.lock().await;
+        while audio_sent < audio_due {
+            for (i, t) in &tracks {
+                let rtp = RtpOut {
+                    payload: stamp(AUDIO_PAYLOAD),
+                    timestamp: (audio_sent as u32).wrapping_mul(960),
+                    marker: audio_sent == 0,
+                };
+                let _ = parts[*i].client.write_rtp(&t[0], rtp);
+            }
+            audio_sent += 1;
+        }
+        while frames_sent < frames_due && !args.audio_only {
+            let keyframe = frames_sent % KEYFRAME_EVERY_FRAMES as u64 == 0;
+            let ts = (frames_sent as u32).wrapping_mul(90_000 / FPS);
+            for (i, t) in &tracks {
+                let video = &t[1];
+                for (layer, &(bytes, scale)) in layers.iter().enumerate() {
+                    let (w, h) = (
+                        (VIDEO_WIDTH / scale as u32) as u16,
+                        (VIDEO_HEIGHT / scale as u32) as u16,
+                    );
+                    for rtp in video_frame(bytes, keyframe, w, h, ts) {
+                        let _ = if video.simulcast.is_empty() {
+                            parts[*i].client.write_rtp(video, rtp)
+                        } else {
+                            parts[*i]
+                                .client
+                                .write_rtp_layer(video, SIMULCAST_RIDS[layer], rtp)
+                        };
+                    }
+                }
+            }
+            frames_sent += 1;
+        }
+    }
+}
+
+pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
+    let creds = ApiCredentials {
+        key: args.api_key.clone(),
+        secret: args.api_secret.clone(),
+    };
+    let total = args.rooms * (args.publishers + args.subscribers);
+    anyhow::ensure!(total > 0, "nothing to do: no publishers or subscribers");
+    let shared: Shared = Arc::new(Mutex::new(Vec::new()));
+    let mut publishing: Vec<(usize, Vec<LocalTrack>)> = Vec::new();
+    let mut join_ms = Vec::new();
+    let mut errors = Vec::new();
+    let opts = ClientOptions {
+        sdk: "pylon-load-test".into(),
+        ..ClientOptions::default()
+    };
+    eprintln!(
+        "load-test: {} room(s) x ({} publishers + {} subscribers) against {}",
+        args.rooms, args.publishers, args.subscribers, args.url
+    );
+    for room_i in 0..args.rooms {
+        let room = if args.rooms == 1 {
+            args.room.clone()
+        } else {
+            format!("{}-{room_i}", args.room)
+        };
+        for n in 0..args.publishers + args.subscribers {
+            let publisher = n < args.publishers;
+            let identity = format!("{}-{room_i}-{n}", if publisher { "pub" } else { "sub" });
+            let started = Instant::now();
+            let joined = async {
+                let mut c =
+                    Client::connect_with(&args.url, &creds.join_token(&room, &identity), opts.clone())
+                        .await?;
+                c.wait_until("the subscriber connection", |o| o.subscriber_ready())
+                    .await?;
+                let tracks = if publisher {
+                    publish(&mut c, &args, n).await?
+                } else {
+                    Vec::new()
+                };
+                anyhow::Ok((c, tracks))
+            }
+            .await;
+            match joined {
+                Ok((client, tracks)) => {
+                    join_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                    let mut parts = shared.lock().await;
+                    if !tracks.is_empty() {
+                        publishing.push((parts.len(), tracks));
+                    }
+                    parts.push(Participant {
+                        client,
+                        stats: HashMap::new(),
+                    });
+                }
+                Err(e) => errors.push(format!("{identity}: {e:#}")),
+            }
+            tokio::time::sleep(args.join_interval).await;
+        }
+    }
+    let joined = shared.lock().await.len();
+    eprintln!(
+        "load-test: {joined}/{total} joined; sending media for {:?}",
+        args.duration
+    );
+
+    let until = Instant::now() + args.duration;
+    let sender = tokio::spawn(send_media(shared.clone(), publishing, args.clone(), until));
+    let measure_from = Instant::now();
+    let mut last_packets = 0u64;
+    // Collect while sending, and a little after so packets in flight arrive.
+    let drain_until = until + Duration::from_millis(500);
+    let mut next_progress = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut parts = shared.lock().await;
+        let mut packets = 0;
+        for p in parts.iter_mut() {
+            for (sid, rtp) in p.client.take_rtp() {
+                let video = p
+                    .client
+                    .observed()
+                    .remote_track(&sid)
+                    .is_some_and(|t| t.kind.is_video());
+                let s = p.stats.entry(sid).or_default();
+                s.video = video;
+                for pkt in &rtp {
+                    s.add(pkt);
+                }
+            }
+            packets += p.stats.values().map(|s| s.packets).sum::<u64>();
+        }
+        drop(parts);
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            eprintln!(
+                "load-test: {:>5.1}s  {joined} participants  {:>8} packets received  {:>7} pkt/s",
+                measure_from.elapsed().as_secs_f64(),
+                packets,
+                packets - last_packets
+            );
+            last_packets = packets;
+        }
+    }
+    sender.await.context("media sender")?;
+    let measured = measure_from.elapsed().min(args.duration).as_secs_f64().max(0.001);
+
+    let mut parts = std::mem::take(&mut *shared.lock().await);
+    let (mut audio_bits, mut audio_tracks, mut video_bits, mut video_tracks) = (0u64, 0u64, 0u64, 0u64);
+    let (mut packets, mut bytes, mut lost) = (0u64, 0u64, 0u64);
+    let mut lat: Vec<f64> = Vec::new();
+    let mut tracks = 0;
+    for p in &parts {
+        for s in p.stats.values() {
+            tracks += 1;
+            packets += s.packets;
+            bytes += s.bytes;
+            lost += s.lost();
+            if s.video {
+                video_bits += s.bytes * 8;
+                video_tracks += 1;
+            } else {
+                audio_bits += s.bytes * 8;
+                audio_tracks += 1;
+            }
+            lat.extend(s.latencies_us.iter().map(|&u| u as f64 / 1000.0));
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    join_ms.sort_by(f64::total_cmp);
+    let per_track = |bits: u64, n: u64| {
+        if n == 0 {
+            0.0
+        } else {
+            bits as f64 / n as f64 / measured / 1000.0
+        }
+    };
+    let summary = Summary {
+        participants: total,
+        joined,
+        join_ms_p50: percentile(&join_ms, 0.5),
+        join_ms_p99: percentile(&join_ms, 0.99),
+        duration_s: measured,
+        tracks,
+        packets,
+        bytes,
+        audio_kbps_per_track: per_track(audio_bits, audio_tracks),
+        video_kbps_per_track: per_track(video_bits, video_tracks),
+        loss_pct: if packets + lost == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / (packets + lost) as f64
+        },
+        latency_ms_p50: percentile(&lat, 0.5),
+        latency_ms_p99: percentile(&lat, 0.99),
+        latency_ms_max: lat.last().copied().unwrap_or(0.0),
+        errors,
+    };
+    for p in parts.drain(..) {
+        let _ = p.client.leave().await;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_table(&summary);
+    }
+    anyhow::ensure!(summary.joined > 0, "no participant could join");
+    anyhow::ensure!(summary.packets > 0, "no media was received");
+    Ok(())
+}
+
+fn print_table(s: &Summary) {
+    let rows: BTreeMap<&str, String> = [
+        (
+            "1 participants joined",
+            format!("{}/{}", s.joined, s.participants),
+        ),
+        (
+            "2 join time p50 / p99",
+            format!("{:.0} ms / {:.0} ms", s.join_ms_p50, s.join_ms_p99),
+        ),
+        ("3 subscribed tracks", s.tracks.to_string()),
+        ("4 packets received", s.packets.to_string()),
+        (
+            "5 bitrate per track",
+            format!(
+                "audio {:.0} kbps, video {:.0} kbps",
+                s.audio_kbps_per_track, s.video_kbps_per_track
+            ),
+        ),
+        ("6 loss", format!("{:.2} %", s.loss_pct)),
+        (
+            "7 latency p50 / p99 / max",
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                s.latency_ms_p50, s.latency_ms_p99, s.latency_ms_max
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    println!("\nload-test summary ({:.1} s of media)", s.duration_s);
+    for (k, v) in rows {
+        println!("  {:<28} {v}", &k[2..]);
+    }
+    for e in &s.errors {
+        println!("  error: {e}");
+    }
+}
