@@ -67,6 +67,49 @@ pub struct LoadTestArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// A server process on this host to measure: CPU seconds it spends while media flows
+    /// (from /proc, so its own rusage, not wall time) and resident memory per participant.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// CPU time and resident memory of a process, from /proc.
+#[derive(Clone, Copy, Debug)]
+struct ProcSample {
+    cpu_s: f64,
+    rss_kb: u64,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn sample(pid: u32, ticks: f64) -> anyhow::Result<ProcSample> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let cpu: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(ProcSample {
+        cpu_s: cpu / ticks,
+        rss_kb,
+    })
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -178,6 +221,17 @@ struct Summary {
     latency_ms_p50: f64,
     latency_ms_p99: f64,
     latency_ms_max: f64,
+    /// With --server-pid: the server's CPU seconds while media flowed, per packet the
+    /// subscribers received (each is one forwarded egress packet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpu_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpu_us_per_packet: Option<f64>,
+    /// Growth of the server's resident memory from before the first join to the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_rss_growth_kb: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_rss_kb: Option<u64>,
     errors: Vec<String>,
 }
 
@@ -285,6 +339,8 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         sdk: "pylon-load-test".into(),
         ..ClientOptions::default()
     };
+    let ticks = clock_ticks_per_second();
+    let before_join = args.server_pid.map(|pid| sample(pid, ticks)).transpose()?;
     eprintln!(
         "load-test: {} room(s) x ({} publishers + {} subscribers) against {}",
         args.rooms, args.publishers, args.subscribers, args.url
@@ -336,6 +392,7 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         args.duration
     );
 
+    let media_start = args.server_pid.map(|pid| sample(pid, ticks)).transpose()?;
     let until = Instant::now() + args.duration;
     let sender = tokio::spawn(send_media(shared.clone(), publishing, args.clone(), until));
     let measure_from = Instant::now();
@@ -375,6 +432,7 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         }
     }
     sender.await.context("media sender")?;
+    let media_end = args.server_pid.map(|pid| sample(pid, ticks)).transpose()?;
     let measured = measure_from.elapsed().min(args.duration).as_secs_f64().max(0.001);
 
     let mut parts = std::mem::take(&mut *shared.lock().await);
@@ -426,6 +484,15 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         latency_ms_p50: percentile(&lat, 0.5),
         latency_ms_p99: percentile(&lat, 0.99),
         latency_ms_max: lat.last().copied().unwrap_or(0.0),
+        server_cpu_s: media_start.zip(media_end).map(|(a, b)| b.cpu_s - a.cpu_s),
+        server_cpu_us_per_packet: media_start
+            .zip(media_end)
+            .filter(|_| packets > 0)
+            .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e6 / packets as f64),
+        server_rss_growth_kb: before_join
+            .zip(media_end)
+            .map(|(a, b)| b.rss_kb.saturating_sub(a.rss_kb)),
+        server_rss_kb: media_end.map(|s| s.rss_kb),
         errors,
     };
     for p in parts.drain(..) {
@@ -470,6 +537,22 @@ fn print_table(s: &Summary) {
         ),
     ]
     .into_iter()
+    .chain(s.server_cpu_us_per_packet.map(|us| {
+        (
+            "8 server CPU per packet",
+            format!("{us:.2} us ({:.2} CPU s)", s.server_cpu_s.unwrap_or(0.0)),
+        )
+    }))
+    .chain(s.server_rss_kb.map(|kb| {
+        (
+            "9 server memory",
+            format!(
+                "{} MiB resident, +{} KiB since before the joins",
+                kb / 1024,
+                s.server_rss_growth_kb.unwrap_or(0)
+            ),
+        )
+    }))
     .collect();
     println!("\nload-test summary ({:.1} s of media)", s.duration_s);
     for (k, v) in rows {
