@@ -95,6 +95,8 @@ pub struct Shard {
     pub(crate) stats: ShardStats,
     /// The counters as last logged (they are logged when they change).
     logged_stats: ShardStats,
+    /// Reused by `handle_timeout` for the peers whose timers expired.
+    due_scratch: Vec<(ParticipantKey, PcKind)>,
     /// One DTLS certificate for every peer of the shard: generating one per peer costs a
     /// key generation per join (as mediasoup does per worker).
     dtls_cert: Option<str0m::config::DtlsCert>,
@@ -131,6 +133,7 @@ impl Shard {
             next_housekeeping: now,
             stats: ShardStats::default(),
             logged_stats: ShardStats::default(),
+            due_scratch: Vec::new(),
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -296,19 +299,22 @@ impl Shard {
 
     /// Drive every peer whose timer expired, and the shard's own housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<(ParticipantKey, PcKind)> = self
-            .participants
-            .values()
-            .flat_map(|p| {
-                [
-                    (p.key, PcKind::Publisher, p.publisher.next_timeout),
-                    (p.key, PcKind::Subscriber, p.subscriber.next_timeout),
-                ]
-            })
-            .filter(|(_, _, t)| *t <= now)
-            .map(|(k, pc, _)| (k, pc))
-            .collect();
-        for (key, pc) in due {
+        // The scratch list keeps its capacity between calls: no allocation per timeout.
+        let mut due = std::mem::take(&mut self.due_scratch);
+        due.clear();
+        due.extend(
+            self.participants
+                .values()
+                .flat_map(|p| {
+                    [
+                        (p.key, PcKind::Publisher, p.publisher.next_timeout),
+                        (p.key, PcKind::Subscriber, p.subscriber.next_timeout),
+                    ]
+                })
+                .filter(|(_, _, t)| *t <= now)
+                .map(|(k, pc, _)| (k, pc)),
+        );
+        for &(key, pc) in &due {
             if let Some(p) = self.participants.get_mut(&key) {
                 if let Err(e) = p.peer_mut(pc).rtc.handle_input(Input::Timeout(now)) {
                     debug!(participant = %p.sid, ?pc, "rtc timeout error: {e}");
@@ -316,6 +322,7 @@ impl Shard {
             }
             self.drain(now, key, pc);
         }
+        self.due_scratch = due;
         self.drain_dirty(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
