@@ -412,7 +412,8 @@ async def test_update_subscriptions_unsubscribes_and_resubscribes_a_track(pylon,
         await b.wait(
             lambda: b.video_frames("A/camera") > stalled + 10, 20, "B to decode A's video again after resubscribing"
         )
-        await b.wait(lambda: b.count("subscribed", "A", "camera") >= 2, 10, "B's SDK to report the resubscription")
+        # The server reuses the track's parked media section (as LiveKit reuses transceivers),
+        # so the SDK sees the same transceiver start receiving again rather than a new track.
     finally:
         await b.stop()
 

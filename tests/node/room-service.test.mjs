@@ -108,7 +108,11 @@ test('updateParticipant: metadata, name and attributes reach everyone; revoking 
   await b.waitFor({ event: 'metadata', identity: 'A', metadata: 'node-meta' }, 10000, "B to see A's metadata");
   await b.waitFor({ event: 'name', identity: 'A', name: 'Alice from Node' }, 10000, "B to see A's name");
   await b.waitFor(
-    (e) => e.event === 'attributes' && e.identity === 'A' && JSON.stringify(e.attributes) === JSON.stringify({ seat: '7', team: 'blue' }),
+    // The attribute map has no order on the wire: compare as sorted entries.
+    (e) =>
+      e.event === 'attributes' &&
+      e.identity === 'A' &&
+      JSON.stringify(Object.entries(e.attributes ?? {}).sort()) === JSON.stringify([['seat', '7'], ['team', 'blue']]),
     10000,
     "B to see A's attributes",
   );

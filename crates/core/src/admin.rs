@@ -84,8 +84,10 @@ impl Shard {
                 AdminResponse::RoomDeleted(lk::DeleteRoomResponse {})
             }
             AdminRequest::ListParticipants(r) => {
+                // A room that is not open has no participants (LiveKit answers an empty list).
                 let participants = self
-                    .members(&RoomName::new(r.room))?
+                    .members(&RoomName::new(r.room))
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|k| self.participants[&k].info())
                     .collect();

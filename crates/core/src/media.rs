@@ -17,7 +17,7 @@ use crate::data::{self, DataKind, DataSender};
 use crate::forwarder::{layer_for_rid, Decision, Forwarder, MAX_LAYERS};
 use crate::ids::{ParticipantKey, TrackSid};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
-use crate::participant::{DownTrack, LayerSeen, PcKind, PublishedTrack, TrackKey};
+use crate::participant::{DownTrack, LayerSeen, ParkedDownTrack, PcKind, PublishedTrack, TrackKey};
 use crate::shard::{update, Shard};
 
 /// Keyframe requests to one publisher track are sent at most this often.
@@ -91,7 +91,16 @@ impl Shard {
         if pc == primary && !p.active {
             p.active = true;
             p.bump_version();
+            let (info, room) = (p.info(), p.room.clone());
             self.broadcast_participant(key);
+            let room_info = self.room_info(&room);
+            self.webhook(
+                now,
+                crate::shard::event::PARTICIPANT_JOINED,
+                room_info,
+                Some(info),
+                None,
+            );
         }
         if pc == PcKind::Subscriber {
             self.auto_subscribe_all(now, key);
@@ -196,17 +205,30 @@ impl Shard {
     }
 
     /// Remove a published track: unsubscribe everyone, tell the room.
-    pub(crate) fn unpublish(&mut self, _now: Instant, key: ParticipantKey, index: usize) {
+    pub(crate) fn unpublish(&mut self, now: Instant, key: ParticipantKey, index: usize) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         let t = p.tracks.remove(index);
         p.bump_version();
         info!(participant = %p.sid, track = %t.sid, "track unpublished");
+        let (who, room) = (p.info(), p.room.clone());
         self.tracks.remove(&t.sid);
         for sub in t.subscribers {
             self.unsubscribe(sub, t.key);
         }
+        // Nobody can resubscribe to a track that is gone.
+        for s in self.participants.values_mut() {
+            s.negotiation.parked.remove(&t.key);
+        }
+        let room_info = self.room_info(&room);
+        self.webhook(
+            now,
+            crate::shard::event::TRACK_UNPUBLISHED,
+            room_info,
+            Some(who),
+            Some(t.info),
+        );
         self.broadcast_participant(key);
     }
 
@@ -303,6 +325,21 @@ impl Shard {
             return;
         }
         debug!(subscriber = %s.sid, track = %track_sid, "subscribing");
+        let (mid, forwarder, pt_map) = match s.negotiation.parked.remove(&tkey) {
+            Some(parked) => {
+                // Resubscription: reuse the parked section; forwarding resumes at the next
+                // keyframe with sequence numbers continuing where they stopped.
+                let mut forwarder = parked.forwarder;
+                forwarder.set_target(None);
+                s.negotiation.removes.retain(|m| *m != parked.mid);
+                s.negotiation.reactivate.push(parked.mid);
+                (Some(parked.mid), forwarder, parked.pt_map)
+            }
+            None => {
+                s.negotiation.adds.push(tkey);
+                (None, Forwarder::new(clock_rate), Vec::new())
+            }
+        };
         s.downtracks.insert(
             tkey,
             DownTrack {
@@ -311,14 +348,13 @@ impl Shard {
                 track_sid,
                 publisher,
                 kind,
-                mid: None,
-                forwarder: Forwarder::new(clock_rate),
-                pt_map: Vec::new(),
+                mid,
+                forwarder,
+                pt_map,
                 disabled: false,
                 awaiting_answer: true,
             },
         );
-        s.negotiation.adds.push(tkey);
         let p = self.participants.get_mut(&publisher).expect("looked up above");
         if let Some(t) = p.tracks.iter_mut().find(|t| t.key == tkey) {
             t.subscribers.push(sub);
@@ -335,7 +371,18 @@ impl Shard {
         };
         debug!(subscriber = %s.sid, track = %dt.track_sid, "unsubscribing");
         match dt.mid {
-            Some(mid) => s.negotiation.removes.push(mid),
+            Some(mid) => {
+                s.negotiation.removes.push(mid);
+                s.negotiation.reactivate.retain(|m| *m != mid);
+                s.negotiation.parked.insert(
+                    tkey,
+                    ParkedDownTrack {
+                        mid,
+                        forwarder: dt.forwarder,
+                        pt_map: dt.pt_map,
+                    },
+                );
+            }
             None => s.negotiation.adds.retain(|k| *k != tkey),
         }
         if let Some(p) = self.participants.get_mut(&dt.publisher) {
@@ -357,6 +404,7 @@ impl Shard {
         }
         let adds = std::mem::take(&mut p.negotiation.adds);
         let removes = std::mem::take(&mut p.negotiation.removes);
+        let reactivate = std::mem::take(&mut p.negotiation.reactivate);
         let mut api = p.subscriber.rtc.sdp_api();
         if !p.negotiation.channels_created {
             p.negotiation.channels_created = true;
@@ -391,6 +439,9 @@ impl Shard {
         }
         for mid in removes {
             api.set_direction(mid, Direction::Inactive);
+        }
+        for mid in reactivate {
+            api.set_direction(mid, Direction::SendOnly);
         }
         let Some((offer, pending)) = api.apply() else {
             return;

@@ -118,8 +118,22 @@ pub struct SubscriberNegotiation {
     pub last_offer_id: u32,
     pub adds: Vec<TrackKey>,
     pub removes: Vec<Mid>,
+    /// Parked media sections to turn back to sendonly in the next offer.
+    pub reactivate: Vec<Mid>,
+    /// Media sections of unsubscribed tracks, kept inactive with their forwarding state: a
+    /// resubscription reuses the section (a new one would repeat the track's msid, which
+    /// libwebrtc refuses as a duplicate `a=msid`) and continues its sequence numbers.
+    pub parked: HashMap<TrackKey, ParkedDownTrack>,
     pub channels_created: bool,
     pub ice_restart: bool,
+}
+
+/// What is kept of an unsubscribed track's media section.
+#[derive(Debug)]
+pub struct ParkedDownTrack {
+    pub mid: Mid,
+    pub forwarder: Forwarder,
+    pub pt_map: Vec<(Pt, Option<Pt>)>,
 }
 
 /// Data channels known on a peer connection.

@@ -94,14 +94,8 @@ impl Shard {
         self.remember_ufrag(key, PcKind::Subscriber);
         let room = self.rooms.get_mut(&params.room).expect("room inserted above");
         room.add(key);
-        let (room_info, info) = (self.room_info(&params.room), self.participants[&key].info());
-        self.webhook(
-            now,
-            crate::shard::event::PARTICIPANT_JOINED,
-            room_info,
-            Some(info),
-            None,
-        );
+        // participant_joined is sent when the participant becomes active (media connected),
+        // as LiveKit does; one that never connects gets participant_connection_aborted only.
         let join = self.join_response(key);
         self.send(Some(params.session), Resp::Join(join));
         let p = &self.participants[&key];
