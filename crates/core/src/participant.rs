@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use livekit_protocol as lk;
 use pylon_auth::ParticipantPermission;
+use rustc_hash::FxHashMap;
 use str0m::change::SdpPendingOffer;
 use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid, Pt};
@@ -35,7 +36,13 @@ pub struct Peer {
     pub ufrag: String,
     pub next_timeout: Instant,
     pub connected: bool,
+    /// Source addresses routed to this peer, oldest first (at most [`MAX_PEER_ADDRS`]).
+    pub addrs: Vec<std::net::SocketAddr>,
 }
+
+/// Addresses one peer may be reached from at once (ICE candidates of one client; more would
+/// let a client grow the shard's address index without bound by spraying STUN from new ports).
+pub const MAX_PEER_ADDRS: usize = 4;
 
 impl Peer {
     pub fn new(rtc: Rtc, ufrag: String, now: Instant) -> Self {
@@ -44,6 +51,7 @@ impl Peer {
             ufrag,
             next_timeout: now,
             connected: false,
+            addrs: Vec::new(),
         }
     }
 }
@@ -123,7 +131,7 @@ pub struct SubscriberNegotiation {
     /// Media sections of unsubscribed tracks, kept inactive with their forwarding state: a
     /// resubscription reuses the section (a new one would repeat the track's msid, which
     /// libwebrtc refuses as a duplicate `a=msid`) and continues its sequence numbers.
-    pub parked: HashMap<TrackKey, ParkedDownTrack>,
+    pub parked: FxHashMap<TrackKey, ParkedDownTrack>,
     pub channels_created: bool,
     pub ice_restart: bool,
 }
@@ -169,7 +177,7 @@ pub struct Participant {
     pub subscriber: Peer,
     pub pending_tracks: Vec<PendingTrack>,
     pub tracks: Vec<PublishedTrack>,
-    pub downtracks: HashMap<TrackKey, DownTrack>,
+    pub downtracks: FxHashMap<TrackKey, DownTrack>,
     pub negotiation: SubscriberNegotiation,
     pub pub_channels: Channels,
     pub sub_channels: Channels,

@@ -17,6 +17,8 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Input, Rtc};
 use tracing::{debug, info, warn};
 
+use rustc_hash::FxHashMap;
+
 use crate::config::{ShardConfig, LIVEKIT_COMPAT_VERSION, SERVER_PROTOCOL};
 use crate::ids::{ParticipantKey, ParticipantSid, RoomName, RoomSid, SessionId, TrackSid};
 use crate::participant::{Participant, PcKind, Peer, TrackKey};
@@ -79,8 +81,9 @@ pub struct Shard {
     /// A point in time and the unix milliseconds it corresponds to, for wire timestamps.
     clock_base: (Instant, i64),
     pub(crate) rooms: HashMap<RoomName, Room>,
-    pub(crate) participants: HashMap<ParticipantKey, Participant>,
-    pub(crate) sessions: HashMap<SessionId, ParticipantKey>,
+    // Keys we mint ourselves (never chosen by a client): the fast, non-DoS-resistant hash.
+    pub(crate) participants: FxHashMap<ParticipantKey, Participant>,
+    pub(crate) sessions: FxHashMap<SessionId, ParticipantKey>,
     pub(crate) ufrags: HashMap<String, (ParticipantKey, PcKind)>,
     pub(crate) addrs: HashMap<SocketAddr, (ParticipantKey, PcKind)>,
     pub(crate) tracks: HashMap<TrackSid, (ParticipantKey, TrackKey)>,
@@ -120,8 +123,8 @@ impl Shard {
             rng: StdRng::seed_from_u64(seed),
             clock_base: (now, unix_ms),
             rooms: HashMap::new(),
-            participants: HashMap::new(),
-            sessions: HashMap::new(),
+            participants: FxHashMap::default(),
+            sessions: FxHashMap::default(),
             ufrags: HashMap::new(),
             addrs: HashMap::new(),
             tracks: HashMap::new(),
@@ -293,6 +296,13 @@ impl Shard {
         let stun = str0m::ice::StunMessage::parse(buf).ok()?;
         let (local, _remote) = stun.split_username()?;
         let found = *self.ufrags.get(local)?;
+        let (key, pc) = found;
+        let peer = self.participants.get_mut(&key)?.peer_mut(pc);
+        if peer.addrs.len() >= crate::participant::MAX_PEER_ADDRS {
+            let oldest = peer.addrs.remove(0);
+            self.addrs.remove(&oldest);
+        }
+        peer.addrs.push(source);
         self.addrs.insert(source, found);
         Some(found)
     }

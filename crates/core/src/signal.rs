@@ -77,7 +77,7 @@ impl Shard {
             subscriber,
             pending_tracks: Vec::new(),
             tracks: Vec::new(),
-            downtracks: HashMap::new(),
+            downtracks: Default::default(),
             negotiation: SubscriberNegotiation::default(),
             pub_channels: Channels::default(),
             sub_channels: Channels::default(),
