@@ -28,3 +28,6 @@ step "python SDK end-to-end tests"
 scripts/setup-python.sh
 mkdir -p test-output
 .venv/bin/python -m pytest tests/e2e -v --junitxml=test-output/e2e.xml
+
+step "node server SDK end-to-end tests"
+scripts/node-tests.sh
