@@ -44,7 +44,7 @@ pub struct FileConfig {
     pub redis: Option<serde_yaml::Value>,
     pub webhook: Option<WebhookFile>,
     pub turn: Option<serde_yaml::Value>,
-    pub prometheus_port: Option<serde_yaml::Value>,
+    pub prometheus_port: Option<u16>,
     /// Pylon's own: the demo page (`/demo/`).
     #[serde(default)]
     pub demo: DemoFile,
@@ -85,6 +85,8 @@ pub struct WebhookFile {
     pub api_key: Option<String>,
     #[serde(default)]
     pub urls: Vec<String>,
+    /// Pylon's own key (LiveKit has no equivalent): events buffered per URL.
+    pub queue_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +122,8 @@ pub struct Config {
     pub dev: bool,
     pub webhook: Option<crate::webhook::WebhookConfig>,
     pub demo: Option<crate::demo::DemoConfig>,
+    /// Serve Prometheus metrics on this port (same bind address), as LiveKit does.
+    pub prometheus_port: Option<u16>,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 7880;
@@ -203,6 +207,7 @@ impl Config {
             log_level: level,
             webhook,
             demo,
+            prometheus_port: f.prometheus_port,
             region: f.region.unwrap_or_default(),
             dev,
         })
@@ -236,7 +241,6 @@ fn refuse_unsupported(f: &FileConfig) -> Result<(), ConfigError> {
     let unsupported = [
         (f.redis.is_some(), "redis"),
         (f.turn.is_some(), "turn"),
-        (f.prometheus_port.is_some(), "prometheus_port"),
         (f.rtc.tcp_port.is_some(), "rtc.tcp_port"),
         (f.rtc.port_range_start.is_some(), "rtc.port_range_start"),
         (f.rtc.port_range_end.is_some(), "rtc.port_range_end"),
@@ -344,6 +348,7 @@ fn resolve_webhook(
         urls,
         api_key,
         secret: secret.to_vec(),
+        queue_size: w.queue_size.unwrap_or(crate::webhook::QUEUE_CAPACITY),
     }))
 }
 

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod session;
 pub mod webhook;
 pub mod worker;
@@ -25,7 +26,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(w) => webhook::Notifier::spawn(w.clone()),
         None => webhook::Notifier::disabled(),
     };
-    let worker = worker::spawn(config.shard_config(), udp, notifier).context("starting media worker")?;
+    let metrics = metrics::Metrics {
+        shard: Default::default(),
+        webhook: notifier.stats.clone(),
+    };
+    let worker = worker::spawn(config.shard_config(), udp, notifier, metrics.shard.clone())
+        .context("starting media worker")?;
+    if let Some(port) = config.prometheus_port {
+        let addr = std::net::SocketAddr::new(config.bind, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding prometheus_port {addr}"))?;
+        info!(%addr, "metrics on /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics::router(metrics)).await {
+                tracing::warn!("metrics endpoint stopped: {e}");
+            }
+        });
+    }
     let state = Arc::new(http::AppState {
         keys: config.keys.clone(),
         worker,

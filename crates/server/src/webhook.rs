@@ -36,6 +36,8 @@ pub struct WebhookConfig {
     pub urls: Vec<Uri>,
     pub api_key: String,
     pub secret: Vec<u8>,
+    /// Events buffered per URL before new ones are dropped (and counted).
+    pub queue_size: usize,
 }
 
 /// Counters, shared with the metrics endpoint.
@@ -71,7 +73,7 @@ impl Notifier {
             .urls
             .iter()
             .map(|url| {
-                let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+                let (tx, rx) = mpsc::channel(config.queue_size.max(1));
                 let dropped_since = Arc::new(AtomicU64::new(0));
                 let task = Delivery {
                     url: url.clone(),

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as lk;
 use pylon_core::ids::{ParticipantSid, SessionId};
@@ -14,6 +16,8 @@ use pylon_core::{JoinError, JoinParams, Output, ResumeParams, Shard, ShardConfig
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
+
+use crate::metrics::ShardGauges;
 
 /// Messages a session's WebSocket pump receives from the worker.
 #[derive(Debug)]
@@ -30,6 +34,8 @@ const RECV_BATCH: usize = 64;
 
 /// Largest datagram we accept; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
+/// How often the shard's counters are copied to the metrics endpoint.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub type SessionTx = mpsc::Sender<SessionEvent>;
 
@@ -79,6 +85,7 @@ pub fn spawn(
     config: ShardConfig,
     socket: std::net::UdpSocket,
     notifier: crate::webhook::Notifier,
+    gauges: Arc<ShardGauges>,
 ) -> std::io::Result<WorkerHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
     socket.set_nonblocking(true)?;
@@ -91,7 +98,7 @@ pub fn spawn(
                 .expect("current-thread runtime builds");
             rt.block_on(async move {
                 let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
-                Worker::new(config, socket, notifier).run(rx).await;
+                Worker::new(config, socket, notifier, gauges).run(rx).await;
             });
         })?;
     Ok(WorkerHandle { tx })
@@ -104,10 +111,17 @@ struct Worker {
     sessions: HashMap<SessionId, SessionTx>,
     buf: Vec<u8>,
     notifier: crate::webhook::Notifier,
+    gauges: Arc<ShardGauges>,
+    next_publish: Instant,
 }
 
 impl Worker {
-    fn new(config: ShardConfig, socket: UdpSocket, notifier: crate::webhook::Notifier) -> Self {
+    fn new(
+        config: ShardConfig,
+        socket: UdpSocket,
+        notifier: crate::webhook::Notifier,
+        gauges: Arc<ShardGauges>,
+    ) -> Self {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -121,6 +135,8 @@ impl Worker {
             sessions: HashMap::new(),
             buf: vec![0; MAX_DATAGRAM],
             notifier,
+            gauges,
+            next_publish: Instant::now(),
         }
     }
 
@@ -149,8 +165,27 @@ impl Worker {
             if now >= self.shard.poll_timeout() {
                 self.shard.handle_timeout(now);
             }
+            if now >= self.next_publish {
+                self.next_publish = now + METRICS_INTERVAL;
+                self.publish_gauges();
+            }
         }
         info!("media worker stopped");
+    }
+
+    /// Copy the shard's counters to the metrics endpoint (about once a second).
+    fn publish_gauges(&self) {
+        let s = self.shard.stats();
+        let g = &self.gauges;
+        g.datagrams_in.store(s.datagrams_in, Ordering::Relaxed);
+        g.datagrams_dropped.store(s.datagrams_dropped, Ordering::Relaxed);
+        g.rtp_in.store(s.rtp_in, Ordering::Relaxed);
+        g.rtp_out.store(s.rtp_out, Ordering::Relaxed);
+        g.data_forwarded
+            .store(s.data_packets_forwarded, Ordering::Relaxed);
+        g.rooms.store(self.shard.room_count() as u64, Ordering::Relaxed);
+        g.participants
+            .store(self.shard.participant_count() as u64, Ordering::Relaxed);
     }
 
     /// Read what is already queued on the socket, up to a batch, without waiting.
