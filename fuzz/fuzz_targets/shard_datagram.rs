@@ -1,28 +1,15 @@
 //! Arbitrary datagrams into a shard with a joined participant.
 #![no_main]
-use std::collections::HashMap;
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId};
+use pylon_core::ids::SessionId;
 use pylon_core::{JoinParams, Shard, ShardConfig};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let mut shard = Shard::new(ShardConfig::new("127.0.0.1:7882".parse().unwrap()), now, 0, 1);
-    let grant = pylon_auth::VideoGrant { room_join: true, room: "r".into(), ..Default::default() };
-    let p = JoinParams {
-        session: SessionId(1),
-        room: RoomName::new("r"),
-        identity: ParticipantIdentity::new("a"),
-        name: String::new(),
-        metadata: String::new(),
-        attributes: HashMap::new(),
-        permission: grant.permission(),
-        kind: 0,
-        auto_subscribe: true,
-        protocol: 17,
-    };
+    let p = JoinParams::standard(SessionId(1), "r", "a");
     shard.join(now, p).unwrap();
     shard.receive(now, "127.0.0.1:5000".parse().unwrap(), "127.0.0.1:7882".parse().unwrap(), data);
     while shard.poll_output().is_some() {}

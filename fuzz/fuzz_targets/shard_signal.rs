@@ -1,28 +1,15 @@
 //! Structured fuzzing of the signalling state machine: a joined participant sends arbitrary
 //! decoded requests; a bystander must stay in the room.
 #![no_main]
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId};
+use pylon_core::ids::SessionId;
 use pylon_core::{JoinParams, Shard, ShardConfig};
 
 fn params(session: u64, identity: &str) -> JoinParams {
-    let grant = pylon_auth::VideoGrant { room_join: true, room: "r".into(), ..Default::default() };
-    JoinParams {
-        session: SessionId(session),
-        room: RoomName::new("r"),
-        identity: ParticipantIdentity::new(identity),
-        name: String::new(),
-        metadata: String::new(),
-        attributes: HashMap::new(),
-        permission: grant.permission(),
-        kind: 0,
-        auto_subscribe: true,
-        protocol: 17,
-    }
+    JoinParams::standard(SessionId(session), "r", identity)
 }
 
 fuzz_target!(|data: &[u8]| {

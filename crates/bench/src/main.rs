@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use pylon_auth::VideoGrant;
-use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId};
+use pylon_core::ids::SessionId;
 use pylon_core::{JoinParams, Output, Shard, ShardConfig};
 use pylon_testkit::vp8;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -162,23 +161,7 @@ impl Net {
     fn join(&mut self, identity: &str) -> usize {
         let i = self.clients.len();
         let session = SessionId(i as u64 + 1);
-        let grant = VideoGrant {
-            room_join: true,
-            room: "bench".into(),
-            ..Default::default()
-        };
-        let params = JoinParams {
-            session,
-            room: RoomName::new("bench"),
-            identity: ParticipantIdentity::new(identity),
-            name: String::new(),
-            metadata: String::new(),
-            attributes: HashMap::new(),
-            permission: grant.permission(),
-            kind: 0,
-            auto_subscribe: true,
-            protocol: 16,
-        };
+        let params = JoinParams::standard(session, "bench", identity);
         self.shard.join(self.now, params).expect("join");
         let base = 10_000 + 2 * i as u16;
         let addr = |port: u16| -> SocketAddr { format!("10.0.1.1:{port}").parse().expect("address") };

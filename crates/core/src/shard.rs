@@ -54,6 +54,31 @@ pub struct JoinParams {
     pub protocol: i32,
 }
 
+impl JoinParams {
+    /// A standard participant with LiveKit's default grants (publish, subscribe, data),
+    /// auto-subscribing, at the current protocol: what tests, fuzz targets and benchmarks join
+    /// with.
+    pub fn standard(session: SessionId, room: &str, identity: &str) -> Self {
+        let grant = pylon_auth::VideoGrant {
+            room_join: true,
+            room: room.into(),
+            ..Default::default()
+        };
+        Self {
+            session,
+            room: RoomName::new(room),
+            identity: crate::ids::ParticipantIdentity::new(identity),
+            name: String::new(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            permission: grant.permission(),
+            kind: 0,
+            auto_subscribe: true,
+            protocol: SERVER_PROTOCOL,
+        }
+    }
+}
+
 /// A resume (`reconnect=1`) of an existing participant session.
 #[derive(Debug, Clone)]
 pub struct ResumeParams {

@@ -3,35 +3,17 @@
 //! Seeded random datagrams and signal frames are thrown at a shard with two joined
 //! participants; afterwards the untouched participant is still there and still answered.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as lk;
 use prost::Message;
-use pylon_auth::VideoGrant;
-use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId};
+use pylon_core::ids::SessionId;
 use pylon_core::{JoinParams, Output, Shard, ShardConfig};
 use rand::{Rng, RngCore, SeedableRng};
 
 fn join(shard: &mut Shard, now: Instant, session: u64, identity: &str) {
-    let grant = VideoGrant {
-        room_join: true,
-        room: "r".into(),
-        ..Default::default()
-    };
-    let params = JoinParams {
-        session: SessionId(session),
-        room: RoomName::new("r"),
-        identity: ParticipantIdentity::new(identity),
-        name: String::new(),
-        metadata: String::new(),
-        attributes: HashMap::new(),
-        permission: grant.permission(),
-        kind: 0,
-        auto_subscribe: true,
-        protocol: 17,
-    };
+    let params = JoinParams::standard(SessionId(session), "r", identity);
     shard.join(now, params).expect("join succeeds");
 }
 
