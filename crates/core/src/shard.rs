@@ -471,8 +471,14 @@ impl Shard {
         }
     }
 
+    /// Poll every peer that was written to. Each first gets a timeout tick at `now`: str0m
+    /// queues written RTP and releases it on a timeout, so without the tick forwarded packets
+    /// would wait for the next `handle_timeout` (a scan of every peer) instead of leaving now.
     pub(crate) fn drain_dirty(&mut self, now: Instant) {
         while let Some((key, pc)) = self.dirty.pop() {
+            if let Some(p) = self.participants.get_mut(&key) {
+                let _ = p.peer_mut(pc).rtc.handle_input(Input::Timeout(now));
+            }
             self.drain(now, key, pc);
         }
     }
