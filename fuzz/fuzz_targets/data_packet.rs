@@ -6,7 +6,13 @@ use pylon_core::ids::{ParticipantIdentity, ParticipantSid};
 
 fuzz_target!(|data: &[u8]| {
     let (sid, id) = (ParticipantSid::new("PA_a"), ParticipantIdentity::new("a"));
-    let sender = DataSender { sid: &sid, identity: &id, can_publish_data: true, hidden: false, agent: false };
+    let sender = DataSender {
+        sid: &sid,
+        identity: &id,
+        can_publish_data: true,
+        hidden: false,
+        agent: false,
+    };
     let mut last = 0;
     for kind in [DataKind::Reliable, DataKind::Lossy] {
         if let Ok(f) = forward(data, kind, sender, &mut last) {

@@ -121,3 +121,112 @@ fn random_signal_requests_never_panic() {
         .iter()
         .any(|o| matches!(o, Output::Signal(v, _) if *v == victim)));
 }
+
+/// Room API requests with arbitrary (authorized) contents: names from a small pool so they
+/// often hit, sizes around the limits. The shard never panics, and nothing addressed to room
+/// "r" touches the participant in room "elsewhere".
+#[test]
+fn random_admin_requests_never_panic_or_touch_other_rooms() {
+    use pylon_core::admin::AdminRequest;
+    let mut now = Instant::now();
+    let mut s = shard(now);
+    join(&mut s, now, 1, "alice");
+    join(&mut s, now, 2, "bob");
+    s.join(now, JoinParams::standard(SessionId(3), "elsewhere", "carol"))
+        .expect("join");
+    drain(&mut s);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let rooms = ["r", "r", "other", "", "x-new"];
+    let names = ["alice", "bob", "carol", "nobody", ""];
+    for i in 0..3_000u32 {
+        let room = rooms[rng.random_range(0..rooms.len())].to_string();
+        let identity = names[rng.random_range(0..names.len())].to_string();
+        let big = "m".repeat(rng.random_range(0..70_000));
+        let req = match rng.random_range(0..12) {
+            0 => AdminRequest::CreateRoom(Box::new(lk::CreateRoomRequest {
+                name: room,
+                metadata: big,
+                max_participants: rng.random_range(0..3),
+                ..Default::default()
+            })),
+            1 => AdminRequest::ListParticipants(lk::ListParticipantsRequest { room }),
+            2 => AdminRequest::GetParticipant(lk::RoomParticipantIdentity {
+                room,
+                identity,
+                ..Default::default()
+            }),
+            3 => AdminRequest::MutePublishedTrack(lk::MuteRoomTrackRequest {
+                room,
+                identity,
+                track_sid: format!("TR_{i}"),
+                muted: rng.random(),
+            }),
+            4 => AdminRequest::UpdateParticipant(lk::UpdateParticipantRequest {
+                room,
+                identity,
+                metadata: big,
+                name: "n".repeat(rng.random_range(0..300)),
+                attributes: [("k".repeat(rng.random_range(0..300)), "v".into())].into(),
+                permission: rng.random::<bool>().then(|| lk::ParticipantPermission {
+                    can_publish: rng.random(),
+                    can_subscribe: rng.random(),
+                    can_publish_sources: vec![rng.random_range(-1..6)],
+                    ..Default::default()
+                }),
+            }),
+            5 => AdminRequest::UpdateSubscriptions(lk::UpdateSubscriptionsRequest {
+                room,
+                identity,
+                track_sids: vec![format!("TR_{}", rng.random_range(0..5))],
+                subscribe: rng.random(),
+                ..Default::default()
+            }),
+            6 => AdminRequest::SendData(lk::SendDataRequest {
+                room,
+                data: vec![0; rng.random_range(0..20_000)],
+                kind: rng.random_range(-1..3),
+                destination_identities: vec![identity],
+                ..Default::default()
+            }),
+            7 => AdminRequest::UpdateRoomMetadata(lk::UpdateRoomMetadataRequest { room, metadata: big }),
+            8 => AdminRequest::MoveParticipant {
+                req: lk::MoveParticipantRequest {
+                    room: room.clone(),
+                    identity,
+                    destination_room: rooms[rng.random_range(0..rooms.len())].to_string(),
+                },
+                token: String::new(),
+            },
+            9 => AdminRequest::ListRooms(lk::ListRoomsRequest { names: vec![room] }),
+            10 => AdminRequest::RemoveParticipant(lk::RoomParticipantIdentity {
+                room: if room == "r" { room } else { "r".into() },
+                identity,
+                ..Default::default()
+            }),
+            _ => AdminRequest::DeleteRoom(lk::DeleteRoomRequest { room: "r".into() }),
+        };
+        let _ = s.admin(now, req);
+        now += Duration::from_millis(3);
+        s.handle_timeout(now);
+        drain(&mut s);
+        if i % 100 == 0 {
+            // Refill room "r" so requests keep finding someone.
+            let _ = s.join(
+                now,
+                JoinParams::standard(SessionId(1000 + u64::from(i)), "r", "alice"),
+            );
+        }
+    }
+    let carol = s.admin(
+        now,
+        AdminRequest::GetParticipant(lk::RoomParticipantIdentity {
+            room: "elsewhere".into(),
+            identity: "carol".into(),
+            ..Default::default()
+        }),
+    );
+    assert!(
+        carol.is_ok(),
+        "a participant of another room was disturbed: {carol:?}"
+    );
+}
