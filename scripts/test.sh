@@ -31,3 +31,6 @@ mkdir -p test-output
 
 step "node server SDK end-to-end tests"
 scripts/node-tests.sh
+
+step "browser end-to-end tests (livekit-client in Chromium)"
+scripts/browser-tests.sh

@@ -59,7 +59,7 @@ pub async fn run(
                     }
                 }
                 Some(SessionEvent::Close) | None => {
-                    let _ = sink.send(Message::Close(None)).await;
+                    close_cleanly(&mut sink, &mut stream).await;
                     break;
                 }
             },
@@ -88,6 +88,34 @@ pub async fn run(
     // Flush what the worker already queued (e.g. a Leave) is best effort; the guard's drop
     // tells the worker the session is gone.
     drop(guard);
+}
+
+/// How long the client gets to answer our Close frame.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Close with code 1000 and wait (briefly) for the client's Close: browsers report a socket
+/// dropped before the closing handshake as "closed unexpectedly" (`wasClean` false, 1005), and
+/// livekit-client logs that as an error.
+async fn close_cleanly<S, R>(sink: &mut S, stream: &mut R)
+where
+    S: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let frame = axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    };
+    if sink.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn decode_binary(session: SessionId, b: &[u8]) -> Command {

@@ -1,0 +1,185 @@
+// Shared pieces of the browser tests: a `pylon serve --dev` on free loopback ports, Debian's
+// Chromium driven by playwright-core (never a downloaded browser), and page probes that read
+// what livekit-client and WebRTC report.
+import { spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const OUTPUT = path.join(ROOT, 'test-output', 'browser');
+mkdirSync(OUTPUT, { recursive: true });
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(cond, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** `pylon serve --dev` (demo page and token minting on) on free ports; its log in OUTPUT. */
+export async function startPylon(name) {
+  const bin = process.env.PYLON_BIN ?? path.join(ROOT, 'target', 'debug', 'pylon');
+  const httpPort = await freeTcpPort();
+  const udpPort = await freeUdpPort();
+  const logPath = path.join(OUTPUT, `${name}.log`);
+  const log = createWriteStream(logPath);
+  const child = spawn(bin, ['serve', '--dev', '--port', String(httpPort), '--udp-port', String(udpPort)], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  let exited = null;
+  child.on('exit', (code, signal) => { exited = code ?? signal; });
+  await waitFor(
+    () =>
+      new Promise((resolve) => {
+        if (exited !== null) throw new Error(`pylon exited (${exited}); see ${logPath}`);
+        const s = net.connect(httpPort, '127.0.0.1', () => { s.destroy(); resolve(true); });
+        s.on('error', () => resolve(false));
+      }),
+    20000,
+    'pylon to listen',
+  );
+  return {
+    httpPort,
+    url: `ws://127.0.0.1:${httpPort}`,
+    demoUrl: `http://127.0.0.1:${httpPort}/demo/`,
+    logPath,
+    alive: () => exited === null,
+    stop: async () => {
+      if (exited === null) {
+        child.kill('SIGTERM');
+        await waitFor(() => exited !== null, 10000, 'pylon to stop').catch(() => child.kill('SIGKILL'));
+      }
+    },
+  };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+}
+
+/**
+ * Chromium's own network messages for the expected single-PC probe: livekit-client first tries
+ * `/rtc/v1` and its validate endpoint, Pylon answers 404 (single-PC signalling is not built
+ * yet), and the SDK falls back to `/rtc`. Chromium logs those 404s itself; they are not SDK
+ * errors and nothing else is excused.
+ */
+export function isV1FallbackNoise(text, url = '') {
+  return (
+    (/^Failed to load resource: the server responded with a status of 404/.test(text) && /\/rtc\/v1(\/validate)?\?/.test(url)) ||
+    /^WebSocket connection to 'ws:\/\/[^']*\/rtc\/v1\?[^']*' failed: Error during WebSocket handshake: Unexpected response code: 404$/.test(text)
+  );
+}
+
+/** A page that records console errors and page errors (checked at the end of a test). */
+export async function newPage(browser, label) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.problems = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !isV1FallbackNoise(m.text(), m.location()?.url)) {
+      page.problems.push(`${label} console: ${m.text()} (${m.location()?.url ?? ''})`);
+    }
+  });
+  page.on('pageerror', (e) => page.problems.push(`${label} pageerror: ${e.message}`));
+  return page;
+}
+
+/** Join through the demo page's form. */
+export async function joinDemo(page, demoUrl, room, name) {
+  await page.goto(demoUrl);
+  await page.fill('#room', room);
+  await page.fill('#name', name);
+  await page.click('#join');
+  await page.waitForFunction(() => window.pylonDemo?.room?.state === 'connected', null, { timeout: 30000 });
+}
+
+/**
+ * What this page receives from `identity`: decoded video frames and audio bytes (from the
+ * receivers' WebRTC stats), and whether its tile's <video> is playing with real dimensions.
+ */
+export function inbound(page, identity) {
+  return page.evaluate(async (identity) => {
+    const room = window.pylonDemo.room;
+    const p = room?.remoteParticipants.get(identity);
+    const out = { present: !!p, framesDecoded: 0, audioBytes: 0, videoWidth: 0, currentTime: 0 };
+    if (!p) return out;
+    for (const pub of p.trackPublications.values()) {
+      const receiver = pub.track?.receiver;
+      if (!receiver) continue;
+      const stats = await receiver.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') out.framesDecoded += s.framesDecoded ?? 0;
+        if (s.kind === 'audio') out.audioBytes += s.bytesReceived ?? 0;
+      });
+    }
+    const video = document.querySelector(`#tile-${CSS.escape(identity)} video`);
+    if (video) {
+      out.videoWidth = video.videoWidth;
+      out.currentTime = video.currentTime;
+    }
+    return out;
+  }, identity);
+}
+
+/** Wait until `page` decodes `identity`'s video and receives its audio, both still rising. */
+export async function waitForMedia(page, identity, what) {
+  const first = await waitFor(async () => {
+    const s = await inbound(page, identity);
+    return s.framesDecoded > 10 && s.audioBytes > 1000 && s.videoWidth > 0 ? s : null;
+  }, 45000, `${what}: video decoding and audio arriving`);
+  await waitFor(async () => {
+    const s = await inbound(page, identity);
+    return s.framesDecoded > first.framesDecoded + 10 && s.audioBytes > first.audioBytes && s.currentTime > first.currentTime;
+  }, 20000, `${what}: frames and audio to keep rising`);
+}
