@@ -26,6 +26,7 @@ cargo test --workspace --locked
 
 step "python SDK end-to-end tests"
 scripts/setup-python.sh
+scripts/setup-node.sh   # the demo page serves livekit-client from node_modules
 mkdir -p test-output
 .venv/bin/python -m pytest tests/e2e -v --junitxml=test-output/e2e.xml
 
