@@ -23,6 +23,11 @@ use crate::shard::{update, Shard};
 /// Keyframe requests to one publisher track are sent at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Resend cache of a forwarded video stream: about 1 s at 500 packets/s, past any useful NACK.
+const RTX_CACHE_VIDEO: (usize, Duration) = (512, Duration::from_secs(1));
+/// Audio is not resent (no NACK for Opus); a token cache.
+const RTX_CACHE_AUDIO: (usize, Duration) = (16, Duration::from_millis(200));
+
 impl Shard {
     pub(crate) fn on_event(&mut self, now: Instant, key: ParticipantKey, pc: PcKind, e: Event) {
         match e {
@@ -466,21 +471,35 @@ impl Shard {
         self.dirty.push((key, PcKind::Subscriber));
     }
 
-    /// After an answer, ask publishers for keyframes for every video track just added.
+    /// After an answer, size the new send streams' resend caches and ask publishers for
+    /// keyframes for every video track just added.
     pub(crate) fn request_keyframes_for_new_downtracks(&mut self, now: Instant, key: ParticipantKey) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        let fresh: Vec<(ParticipantKey, TrackKey)> = p
+        let fresh: Vec<(ParticipantKey, TrackKey, Mid, MediaKind)> = p
             .downtracks
             .values_mut()
             .filter(|d| d.mid.is_some() && d.awaiting_answer)
-            .map(|d| {
+            .filter_map(|d| {
                 d.awaiting_answer = false;
-                (d.publisher, d.track)
+                Some((d.publisher, d.track, d.mid?, d.kind))
             })
             .collect();
-        for (publisher, tkey) in fresh {
+        // Resends are kept for the NACK window only (str0m's default, 3 s and 1,024 packets per
+        // stream, was most of the memory per subscribed video track); audio is never resent.
+        let mut api = p.subscriber.rtc.direct_api();
+        for &(_, _, mid, kind) in &fresh {
+            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                let (packets, age) = if kind.is_video() {
+                    RTX_CACHE_VIDEO
+                } else {
+                    RTX_CACHE_AUDIO
+                };
+                tx.set_rtx_cache(packets, age, Some(0.15));
+            }
+        }
+        for (publisher, tkey, _, _) in fresh {
             self.request_keyframe(now, publisher, tkey);
         }
     }

@@ -39,6 +39,9 @@ pub struct ClientOptions {
     /// Keep received RTP payloads in [`Observed::rtp`] (counters always run). Turn off for
     /// long-running load.
     pub record_media: bool,
+    /// Drop every Nth RTP datagram arriving on the subscriber connection (before decryption),
+    /// as a lossy network would; RTCP, STUN and DTLS always pass. `None`: no loss.
+    pub drop_every_nth_rtp: Option<u32>,
 }
 
 impl Default for ClientOptions {
@@ -49,6 +52,7 @@ impl Default for ClientOptions {
             protocol: PROTOCOL,
             sdk: "rust".into(),
             record_media: true,
+            drop_every_nth_rtp: None,
         }
     }
 }
@@ -106,7 +110,8 @@ impl Client {
         let subscriber = Peer::new(cert.as_ref(), now)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
-        let driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);
+        let mut driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);
+        driver.drop_every_nth_rtp = opts.drop_every_nth_rtp;
         let task = tokio::spawn(driver.run());
         Ok(Client {
             join,

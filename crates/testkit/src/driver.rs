@@ -129,6 +129,9 @@ pub(crate) struct Driver {
     sub_buf: Vec<u8>,
     /// Reused between polls.
     rtc_events: Vec<Event>,
+    /// Simulated loss on the subscriber connection (see `ClientOptions`).
+    pub drop_every_nth_rtp: Option<u32>,
+    sub_rtp_seen: u32,
 }
 
 impl Driver {
@@ -153,6 +156,8 @@ impl Driver {
             seqs: HashMap::new(),
             pub_buf: vec![0; RECV_BUF],
             sub_buf: vec![0; RECV_BUF],
+            drop_every_nth_rtp: None,
+            sub_rtp_seen: 0,
             rtc_events: Vec::new(),
         }
     }
@@ -223,6 +228,10 @@ impl Driver {
                 }
             };
             let now = Instant::now();
+            if pc == PcKind::Subscriber && self.simulated_loss(n) {
+                next = self.subscriber.socket.try_recv_from(&mut self.sub_buf);
+                continue;
+            }
             let (peer, buf) = match pc {
                 PcKind::Publisher => (&mut self.publisher, &self.pub_buf),
                 PcKind::Subscriber => (&mut self.subscriber, &self.sub_buf),
@@ -240,6 +249,21 @@ impl Driver {
             next = peer.socket.try_recv_from(buf);
         }
         Ok(())
+    }
+
+    /// Whether to drop this subscriber datagram (of length `n`, in `sub_buf`): every Nth RTP
+    /// packet (version 2, payload type outside RTCP's 72..=79 range after the marker bit).
+    fn simulated_loss(&mut self, n: usize) -> bool {
+        let Some(every) = self.drop_every_nth_rtp else {
+            return false;
+        };
+        let b = &self.sub_buf[..n];
+        let is_rtp = n >= 12 && b[0] >> 6 == 2 && !(72..=79).contains(&(b[1] & 0x7f));
+        if !is_rtp {
+            return false;
+        }
+        self.sub_rtp_seen += 1;
+        self.sub_rtp_seen % every.max(1) == 0
     }
 
     fn poll_peer(&mut self, pc: PcKind) -> Result<(), ClientError> {
