@@ -263,7 +263,7 @@ impl Driver {
             return false;
         }
         self.sub_rtp_seen += 1;
-        self.sub_rtp_seen % every.max(1) == 0
+        self.sub_rtp_seen.is_multiple_of(every.max(1))
     }
 
     fn poll_peer(&mut self, pc: PcKind) -> Result<(), ClientError> {
