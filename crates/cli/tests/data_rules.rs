@@ -4,7 +4,7 @@
 //! their order and sequence numbers.
 
 use pylon_testkit::livekit_protocol as lk;
-use pylon_testkit::{user_packet, Client, DataKind, ReceivedData, Server};
+use pylon_testkit::{user_packet, DataKind, ReceivedData, Server};
 
 fn with_payload<'a>(data: &'a [ReceivedData], payload: &[u8]) -> Vec<&'a ReceivedData> {
     data.iter().filter(|d| d.payload() == payload).collect()
@@ -18,21 +18,9 @@ async fn data_packets_follow_livekit_forwarding_rules() {
     let server = Server::start(env!("CARGO_BIN_EXE_pylon"), "data_rules")
         .await
         .expect("server starts");
-    let url = server.ws_url();
-    let mut a = Client::connect(&url, &server.token("data", "a"))
-        .await
-        .expect("a joins");
-    let mut b = Client::connect(&url, &server.token("data", "b"))
-        .await
-        .expect("b joins");
-    let mut c = Client::connect(&url, &server.token("data", "c"))
-        .await
-        .expect("c joins");
-    for x in [&mut b, &mut c] {
-        x.wait_until("subscriber connection and channels", |o| o.subscriber_ready())
-            .await
-            .expect("subscriber ready");
-    }
+    let mut a = server.client("data", "a").await.expect("a joins");
+    let mut b = server.client("data", "b").await.expect("b joins");
+    let mut c = server.client("data", "c").await.expect("c joins");
     a.connect_publisher().await.expect("a's publisher connection");
     let a_sid = a.sid().to_string();
 

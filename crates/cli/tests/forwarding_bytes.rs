@@ -92,18 +92,8 @@ async fn subscriber_receives_published_payloads_byte_for_byte() {
     let server = Server::start(env!("CARGO_BIN_EXE_pylon"), "forwarding_bytes")
         .await
         .expect("server starts");
-    let url = server.ws_url();
-
-    let mut b = Client::connect(&url, &server.token("bytes", "b"))
-        .await
-        .expect("b joins");
-    b.wait_until("b's subscriber connection", |o| o.subscriber_ready())
-        .await
-        .expect("b connects");
-
-    let mut a = Client::connect(&url, &server.token("bytes", "a"))
-        .await
-        .expect("a joins");
+    let mut b = server.client("bytes", "b").await.expect("b joins");
+    let mut a = server.client("bytes", "a").await.expect("a joins");
     let audio = a.publish(TrackSpec::audio("mic")).await.expect("audio published");
     let video = a
         .publish(TrackSpec::video("cam", 640, 480))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pylon_testkit::{vp8, Client, ClientOptions, RtpOut, Server, TrackSpec};
+use pylon_testkit::{vp8, ClientOptions, RtpOut, Server, TrackSpec};
 
 const FRAMES: usize = 150;
 
@@ -41,20 +41,12 @@ async fn lost_video_packets_are_resent_on_nack() {
     let server = Server::start(env!("CARGO_BIN_EXE_pylon"), "nack_rtx")
         .await
         .expect("server starts");
-    let url = server.ws_url();
     let lossy = ClientOptions {
         drop_every_nth_rtp: Some(7),
         ..ClientOptions::default()
     };
-    let mut b = Client::connect_with(&url, &server.token("nack", "b"), lossy)
-        .await
-        .expect("b joins");
-    b.wait_until("b's subscriber connection", |o| o.subscriber_ready())
-        .await
-        .expect("b connects");
-    let mut a = Client::connect(&url, &server.token("nack", "a"))
-        .await
-        .expect("a joins");
+    let mut b = server.client_with("nack", "b", lossy).await.expect("b joins");
+    let mut a = server.client("nack", "a").await.expect("a joins");
     let video = a
         .publish(TrackSpec::video("cam", 640, 360))
         .await

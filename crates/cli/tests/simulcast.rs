@@ -38,16 +38,8 @@ async fn subscriber_gets_the_best_flowing_layer_and_falls_back_at_a_keyframe() {
     let server = Server::start(env!("CARGO_BIN_EXE_pylon"), "simulcast")
         .await
         .expect("server starts");
-    let url = server.ws_url();
-    let mut b = Client::connect(&url, &server.token("sc", "b"))
-        .await
-        .expect("b joins");
-    b.wait_until("b's subscriber connection", |o| o.subscriber_ready())
-        .await
-        .expect("b connects");
-    let mut a = Client::connect(&url, &server.token("sc", "a"))
-        .await
-        .expect("a joins");
+    let mut b = server.client("sc", "b").await.expect("b joins");
+    let mut a = server.client("sc", "a").await.expect("a joins");
     let video = a
         .publish(TrackSpec::video("cam", 1280, 720).with_simulcast())
         .await

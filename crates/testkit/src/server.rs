@@ -183,6 +183,26 @@ impl Server {
         self.creds.join_token(room, identity)
     }
 
+    /// Join `room` as `identity` and wait until the subscriber connection and its data
+    /// channels are up, so what is published next reaches this client.
+    pub async fn client(&self, room: &str, identity: &str) -> Result<crate::Client, crate::ClientError> {
+        self.client_with(room, identity, crate::ClientOptions::default())
+            .await
+    }
+
+    /// [`Server::client`] with options.
+    pub async fn client_with(
+        &self,
+        room: &str,
+        identity: &str,
+        opts: crate::ClientOptions,
+    ) -> Result<crate::Client, crate::ClientError> {
+        let mut c = crate::Client::connect_with(&self.ws_url(), &self.token(room, identity), opts).await?;
+        c.wait_until("the subscriber connection", |o| o.subscriber_ready())
+            .await?;
+        Ok(c)
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
