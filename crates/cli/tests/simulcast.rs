@@ -1,20 +1,33 @@
 //! A simulcast publisher (three VP8 layers, `q`/`h`/`f`) is accepted and the subscriber gets
 //! exactly one layer: the best one that is flowing. When the top layer stops, forwarding moves
-//! to the next one at its keyframe, with sequence numbers continuing.
+//! to the next one at its keyframe, with sequence numbers and VP8 PictureIDs continuing (a
+//! receiver drops frames whose PictureID goes backwards, keyframes included).
 
 use std::time::Duration;
 
 use pylon_testkit::{vp8, Client, LocalTrack, RtpOut, Server, TrackSpec, SIMULCAST_RIDS};
 
+/// Each layer's encoder numbers its pictures independently; the top layer's count is behind
+/// the lowest one's, as happens when it starts later.
+fn picture_id_base(rid: &str) -> u32 {
+    match rid {
+        "q" => 30_000,
+        "h" => 20_000,
+        _ => 100,
+    }
+}
+
 /// Each payload names its layer after the VP8 header: `L<rid>-<frame>`.
 fn frame(rid: &str, n: u32, keyframe: bool) -> RtpOut {
     let body = format!("L{rid}-{n:05}").into_bytes();
+    let payload = if keyframe {
+        vp8::keyframe_start(320, 180, &body)
+    } else {
+        vp8::delta_start(&body)
+    };
+    let picture_id = ((picture_id_base(rid) + n) & 0x7fff) as u16;
     RtpOut {
-        payload: if keyframe {
-            vp8::keyframe_start(320, 180, &body)
-        } else {
-            vp8::delta_start(&body)
-        },
+        payload: vp8::with_picture_id(&payload, picture_id),
         timestamp: n.wrapping_mul(3000),
         marker: true,
     }
@@ -109,5 +122,15 @@ async fn subscriber_gets_the_best_flowing_layer_and_falls_back_at_a_keyframe() {
     assert!(
         seqs.windows(2).all(|w| w[1] > w[0]),
         "sequence numbers went backwards at the switch"
+    );
+    // One packet per frame here, so each PictureID is the previous one plus one, across both
+    // switches (up from the start layer to `f`, whose count is behind, and down to `h`).
+    let ids: Vec<u16> = packets
+        .iter()
+        .map(|p| vp8::picture_id(&p.payload).expect("PictureID kept"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == (w[0] + 1) & 0x7fff),
+        "PictureIDs are not continuous across layer switches: {ids:?}"
     );
 }

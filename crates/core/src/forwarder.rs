@@ -25,8 +25,13 @@ pub fn layer_for_rid(rid: Option<&str>) -> Layer {
 /// What to do with one incoming packet for one subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Send it with these rewritten numbers.
-    Forward { seq: u64, timestamp: u32 },
+    /// Send it with these rewritten numbers; `switched` marks the first packet of a newly
+    /// selected layer (codec-level numbering may need rebasing there).
+    Forward {
+        seq: u64,
+        timestamp: u32,
+        switched: bool,
+    },
     /// Not for this subscriber (other layer, stale, or waiting for a keyframe).
     Drop,
 }
@@ -96,7 +101,13 @@ impl Forwarder {
         keyframe_start: bool,
         now: Instant,
     ) -> Decision {
-        if Some(layer) == self.target && self.current != self.target && keyframe_start {
+        // Converge on the target at its keyframe. While nothing is forwarded yet, start on the
+        // first keyframe of any layer up to the target: a subscriber sees video as soon as
+        // possible, and moves up when the target layer's keyframe comes.
+        let starting = self.current.is_none() && self.target.is_some_and(|t| layer <= t);
+        let switched =
+            keyframe_start && self.current != self.target && (Some(layer) == self.target || starting);
+        if switched {
             self.switch_to(layer, seq, timestamp, now);
         }
         if Some(layer) != self.current || seq < self.switch_seq {
@@ -115,6 +126,7 @@ impl Forwarder {
         Decision::Forward {
             seq: out_seq,
             timestamp: out_ts,
+            switched,
         }
     }
 
@@ -152,14 +164,16 @@ mod tests {
             f.on_packet(0, 11, 1000, true, t),
             Decision::Forward {
                 seq: 11,
-                timestamp: 1000
+                timestamp: 1000,
+                switched: true
             }
         );
         assert_eq!(
             f.on_packet(0, 12, 4000, false, t),
             Decision::Forward {
                 seq: 12,
-                timestamp: 4000
+                timestamp: 4000,
+                switched: false
             }
         );
     }
@@ -177,12 +191,18 @@ mod tests {
             f.on_packet(0, 101, 5000, false, t),
             Decision::Forward {
                 seq: 101,
-                timestamp: 5000
+                timestamp: 5000,
+                switched: false
             }
         );
         // High layer keyframe: switch, sequence continues at 102.
         let later = t + Duration::from_millis(33);
-        let Decision::Forward { seq, timestamp } = f.on_packet(2, 7001, 90, true, later) else {
+        let Decision::Forward {
+            seq,
+            timestamp,
+            switched: true,
+        } = f.on_packet(2, 7001, 90, true, later)
+        else {
             panic!("switch expected")
         };
         assert_eq!(seq, 102);
@@ -193,6 +213,29 @@ mod tests {
             Decision::Drop,
             "stale packet of new layer"
         );
+    }
+
+    #[test]
+    fn starts_on_a_lower_layer_while_the_target_has_no_keyframe_yet() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(1));
+        // The target layer is announced but sends no keyframe; the low layer's keyframe starts
+        // the stream rather than leaving the subscriber with no video.
+        assert_eq!(f.on_packet(1, 500, 10, false, t), Decision::Drop);
+        assert!(matches!(
+            f.on_packet(0, 40, 90, true, t),
+            Decision::Forward { .. }
+        ));
+        assert_eq!(f.current(), Some(0));
+        assert!(f.wants_keyframe(), "still converging on the target");
+        // Layers above the target never start the stream.
+        let mut g = Forwarder::new(90_000);
+        g.set_target(Some(0));
+        assert_eq!(g.on_packet(2, 9, 90, true, t), Decision::Drop);
+        // A paused track starts on nothing.
+        g.set_target(None);
+        assert_eq!(g.on_packet(0, 9, 90, true, t), Decision::Drop);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod participant;
 pub mod room;
 pub mod shard;
 mod signal;
+pub mod vp8_munger;
 
 pub use config::{RoomDefaults, ShardConfig};
 pub use shard::{JoinError, JoinParams, Output, ResumeParams, Shard, ShardStats};

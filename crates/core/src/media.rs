@@ -9,7 +9,7 @@ use lk::signal_response::Message as Resp;
 use str0m::channel::{ChannelConfig, ChannelData, ChannelId, Reliability};
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Event, IceConnectionState};
 use tracing::{debug, info, warn};
 
@@ -19,6 +19,7 @@ use crate::ids::{ParticipantKey, TrackSid};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::participant::{DownTrack, LayerSeen, ParkedDownTrack, PcKind, PublishedTrack, TrackKey};
 use crate::shard::{update, Shard};
+use crate::vp8_munger::Vp8Munger;
 
 /// Keyframe requests to one publisher track are sent at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -69,6 +70,7 @@ impl Shard {
             }
             Event::ChannelData(d) if pc == PcKind::Publisher => self.on_channel_data(now, key, d),
             Event::KeyframeRequest(r) if pc == PcKind::Subscriber => {
+                debug!(mid = %r.mid, kind = ?r.kind, "subscriber asks for a keyframe");
                 let found = self
                     .participants
                     .get(&key)
@@ -330,7 +332,7 @@ impl Shard {
             return;
         }
         debug!(subscriber = %s.sid, track = %track_sid, "subscribing");
-        let (mid, forwarder, pt_map) = match s.negotiation.parked.remove(&tkey) {
+        let (mid, forwarder, vp8, pt_map) = match s.negotiation.parked.remove(&tkey) {
             Some(parked) => {
                 // Resubscription: reuse the parked section; forwarding resumes at the next
                 // keyframe with sequence numbers continuing where they stopped.
@@ -338,11 +340,11 @@ impl Shard {
                 forwarder.set_target(None);
                 s.negotiation.removes.retain(|m| *m != parked.mid);
                 s.negotiation.reactivate.push(parked.mid);
-                (Some(parked.mid), forwarder, parked.pt_map)
+                (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
             None => {
                 s.negotiation.adds.push(tkey);
-                (None, Forwarder::new(clock_rate), Vec::new())
+                (None, Forwarder::new(clock_rate), Vp8Munger::default(), Vec::new())
             }
         };
         s.downtracks.insert(
@@ -355,6 +357,7 @@ impl Shard {
                 kind,
                 mid,
                 forwarder,
+                vp8,
                 pt_map,
                 disabled: false,
                 awaiting_answer: true,
@@ -384,6 +387,7 @@ impl Shard {
                     ParkedDownTrack {
                         mid,
                         forwarder: dt.forwarder,
+                        vp8: dt.vp8,
                         pt_map: dt.pt_map,
                     },
                 );
@@ -533,14 +537,21 @@ impl Shard {
         if !any {
             if let Some(rx) = api.stream_rx_by_mid(mid, None) {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
+                any = true;
             }
         }
+        debug!(publisher = %p.sid, %mid, sent = any, "keyframe request");
         self.dirty.push((publisher, PcKind::Publisher));
     }
 
     /// Fan one received RTP packet out to every subscriber of its track.
     fn forward_rtp(&mut self, now: Instant, key: ParticipantKey, pkt: RtpPacket) {
         self.stats.rtp_in += 1;
+        // Padding-only packets (bandwidth probes) carry no media: they must neither make a
+        // simulcast layer look alive nor go to subscribers, whose own sender pads as needed.
+        if pkt.payload.is_empty() {
+            return;
+        }
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -564,6 +575,11 @@ impl Shard {
         let best = t.best_layer(now);
         let (tkey, kind, codec) = (t.key, t.kind, t.codec);
         let keyframe = kind.is_audio() || is_keyframe_start(codec, &pkt.payload);
+        // Parsed once per packet; each subscriber's rewrite is a patch str0m applies on send.
+        let vp8 = match codec {
+            VideoCodec::Vp8 => Vp8Descriptor::parse(&pkt.payload).ok(),
+            _ => None,
+        };
         let mut fanout = std::mem::take(&mut self.fanout);
         fanout.clear();
         fanout.extend_from_slice(&t.subscribers);
@@ -581,12 +597,18 @@ impl Shard {
                 continue;
             }
             if kind.is_video() && dt.forwarder.target() != best {
+                debug!(subscriber = %s.sid, track = %dt.track_sid, from = ?dt.forwarder.target(), to = ?best, "layer target");
                 dt.forwarder.set_target(best);
             }
             let decision = dt
                 .forwarder
                 .on_packet(layer, *pkt.seq_no, pkt.header.timestamp, keyframe, now);
-            let Decision::Forward { seq, timestamp } = decision else {
+            let Decision::Forward {
+                seq,
+                timestamp,
+                switched,
+            } = decision
+            else {
                 want_keyframe |= dt.forwarder.wants_keyframe() && Some(layer) == dt.forwarder.target();
                 continue;
             };
@@ -602,6 +624,13 @@ impl Shard {
                 .marker(pkt.header.marker)
                 .ext_vals(ext.clone())
                 .nackable(kind.is_video());
+            let patch = vp8
+                .as_ref()
+                .and_then(|d| dt.vp8.rewrite(&pkt.payload, d, seq, switched));
+            let write = match patch {
+                Some(patch) => write.vp8_patch(patch),
+                None => write,
+            };
             tx.write_rtp(write);
             self.stats.rtp_out += 1;
             self.dirty.push((sub, PcKind::Subscriber));

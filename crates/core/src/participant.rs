@@ -16,6 +16,7 @@ use crate::data::DataKind;
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
 use crate::keyframe::VideoCodec;
+use crate::vp8_munger::Vp8Munger;
 
 /// Which of a participant's two peer connections (named from the client's side).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,6 +111,8 @@ pub struct DownTrack {
     /// Set once the track's media section is in an offer.
     pub mid: Option<Mid>,
     pub forwarder: Forwarder,
+    /// VP8 picture numbering kept continuous across layer switches.
+    pub vp8: Vp8Munger,
     /// Publisher payload type → subscriber payload type, learnt on first use.
     pub pt_map: Vec<(Pt, Option<Pt>)>,
     /// The subscriber turned this track off (UpdateTrackSettings.disabled).
@@ -141,6 +144,7 @@ pub struct SubscriberNegotiation {
 pub struct ParkedDownTrack {
     pub mid: Mid,
     pub forwarder: Forwarder,
+    pub vp8: Vp8Munger,
     pub pt_map: Vec<(Pt, Option<Pt>)>,
 }
 

@@ -40,9 +40,56 @@ pub fn continuation(body: &[u8]) -> Vec<u8> {
     p
 }
 
+/// `payload` (as built above, without descriptor extensions) with a 15-bit PictureID added
+/// to its payload descriptor, as libwebrtc sends every VP8 packet.
+pub fn with_picture_id(payload: &[u8], picture_id: u16) -> Vec<u8> {
+    let mut p = Vec::with_capacity(payload.len() + 3);
+    p.push(payload[0] | 0x80); // X: extensions follow
+    p.push(0x80); // I: PictureID present
+    p.push(0x80 | ((picture_id >> 8) & 0x7f) as u8); // M: 15-bit form
+    p.push(picture_id as u8);
+    p.extend_from_slice(&payload[1..]);
+    p
+}
+
+/// Length of the payload descriptor, or `None` if it is truncated.
+fn descriptor_len(payload: &[u8]) -> Option<usize> {
+    let d = *payload.first()?;
+    if d & 0x80 == 0 {
+        return Some(1);
+    }
+    let ext = *payload.get(1)?;
+    let mut len = 2;
+    if ext & 0x80 != 0 {
+        len += if payload.get(len)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if ext & 0x40 != 0 {
+        len += 1;
+    }
+    if ext & 0x30 != 0 {
+        len += 1;
+    }
+    Some(len)
+}
+
+/// The PictureID in `payload`'s descriptor, if it carries one.
+pub fn picture_id(payload: &[u8]) -> Option<u16> {
+    let (d, ext, hi) = (*payload.first()?, *payload.get(1)?, *payload.get(2)?);
+    if d & 0x80 == 0 || ext & 0x80 == 0 {
+        return None;
+    }
+    if hi & 0x80 == 0 {
+        return Some(u16::from(hi));
+    }
+    Some((u16::from(hi & 0x7f) << 8) | u16::from(*payload.get(3)?))
+}
+
 /// True if `payload` starts a keyframe (the same rule the server applies).
 pub fn is_keyframe_start(payload: &[u8]) -> bool {
-    matches!(payload, [d, tag, ..] if d & 0x10 != 0 && d & 0x07 == 0 && d & 0x80 == 0 && tag & 0x01 == 0)
+    let Some(len) = descriptor_len(payload) else {
+        return false;
+    };
+    matches!((payload[0], payload.get(len)), (d, Some(tag)) if d & 0x10 != 0 && d & 0x07 == 0 && tag & 0x01 == 0)
 }
 
 #[cfg(test)]
@@ -52,6 +99,17 @@ mod tests {
     #[test]
     fn keyframe_start_is_recognised() {
         assert!(is_keyframe_start(&keyframe_start(640, 480, b"x")));
+    }
+
+    #[test]
+    fn picture_ids_are_added_and_read_back() {
+        let k = with_picture_id(&keyframe_start(640, 480, b"x"), 0x1234);
+        assert_eq!(picture_id(&k), Some(0x1234));
+        assert!(is_keyframe_start(&k));
+        let d = with_picture_id(&delta_start(b"x"), 7);
+        assert_eq!(picture_id(&d), Some(7));
+        assert!(!is_keyframe_start(&d));
+        assert_eq!(picture_id(&keyframe_start(640, 480, b"x")), None);
     }
 
     #[test]
