@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,15 +18,55 @@ FRAME_RGB = (200, 40, 120)
 
 
 async def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
-    """Poll `cond()` until it is truthy; fail naming `what` after `timeout` seconds."""
+    """Poll `cond()` until it is truthy; fail naming `what` after `timeout` seconds, with
+    what each connected peer's WebRTC stack says about its video (see `media_report`)."""
     deadline = time.monotonic() + timeout
     while True:
         v = cond()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            report = await media_report()
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{report}")
         await asyncio.sleep(interval)
+
+
+# Peers that are connected now, for failure reports.
+_LIVE: "weakref.WeakSet[Peer]" = weakref.WeakSet()
+
+
+async def media_report() -> str:
+    """One line per video RTP stream of every connected peer, from libwebrtc's own stats:
+    whether the publisher encodes and sends (and why it might not), and whether the
+    subscriber receives and decodes. Tells an SDK-side stall from a server-side one."""
+    lines = []
+    for peer in list(_LIVE):
+        if not peer.room.isconnected():
+            continue
+        try:
+            stats = await asyncio.wait_for(peer.room.get_rtc_stats(), 3)
+        except Exception as e:  # noqa: BLE001 - a report must never hide the real failure
+            lines.append(f"  {peer.identity}: no stats ({e!r})")
+            continue
+        for s in stats.publisher_stats:
+            if s.WhichOneof("stats") == "outbound_rtp" and s.outbound_rtp.stream.kind == "video":
+                o = s.outbound_rtp
+                field = o.outbound.DESCRIPTOR.fields_by_name["quality_limitation_reason"]
+                reason = field.enum_type.values_by_number[o.outbound.quality_limitation_reason].name
+                lines.append(
+                    f"  {peer.identity} sends rid={o.outbound.rid or '-'} packets={o.sent.packets_sent}"
+                    f" encoded={o.outbound.frames_encoded} active={o.outbound.active}"
+                    f" limited_by={reason} pli={o.outbound.pli_count}"
+                )
+        for s in stats.subscriber_stats:
+            if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "video":
+                i = s.inbound_rtp
+                lines.append(
+                    f"  {peer.identity} receives packets={i.received.packets_received}"
+                    f" lost={i.received.packets_lost} decoded={i.inbound.frames_decoded}"
+                    f" keyframes={i.inbound.key_frames_decoded} pli={i.inbound.pli_count}"
+                )
+    return "video as the peers' WebRTC stacks see it:\n" + ("\n".join(lines) or "  (no peers)")
 
 
 @dataclass
@@ -63,6 +104,7 @@ class Peer:
         self.events: list[tuple] = []
         self.tasks: list[asyncio.Task] = []
         self.disconnect_reason = None
+        _LIVE.add(self)
         r = self.room
         r.on("track_subscribed", self._on_track)
         r.on("data_received", self._on_data)
