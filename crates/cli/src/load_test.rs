@@ -33,49 +33,147 @@ const VIDEO_HEIGHT: u32 = 720;
 pub struct LoadTestArgs {
     /// Server WebSocket URL.
     #[arg(long, env = "LIVEKIT_URL", default_value = "ws://127.0.0.1:7880")]
-    url: String,
+    pub(crate) url: String,
     #[arg(long, env = "LIVEKIT_API_KEY", default_value = "devkey")]
-    api_key: String,
+    pub(crate) api_key: String,
     #[arg(long, env = "LIVEKIT_API_SECRET", default_value = "secret")]
-    api_secret: String,
+    pub(crate) api_secret: String,
     /// Room name (with --rooms > 1: a prefix, rooms are `<room>-0`, `<room>-1`, ...).
     #[arg(long, default_value = "load-test")]
-    room: String,
+    pub(crate) room: String,
     #[arg(long, default_value_t = 1)]
-    rooms: usize,
+    pub(crate) rooms: usize,
     /// Publishing participants per room (they also subscribe to each other).
     #[arg(long, default_value_t = 1)]
-    publishers: usize,
+    pub(crate) publishers: usize,
     /// Subscribe-only participants per room.
     #[arg(long, default_value_t = 1)]
-    subscribers: usize,
+    pub(crate) subscribers: usize,
     /// Publishers send audio only.
     #[arg(long)]
-    audio_only: bool,
+    pub(crate) audio_only: bool,
     /// Publishers send one video encoding instead of three simulcast layers.
     #[arg(long)]
-    no_simulcast: bool,
+    pub(crate) no_simulcast: bool,
     /// Video bitrate of the top layer in kbps (lower layers: 500 and 150 kbps).
     #[arg(long, default_value_t = 1700)]
-    video_kbps: u32,
+    pub(crate) video_kbps: u32,
     /// How long to send media after everyone joined, e.g. `10s`, `2m`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Pause between joins.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
-    join_interval: Duration,
+    pub(crate) join_interval: Duration,
     /// Print the summary as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// A server process on this host to measure: CPU seconds it spends while media flows
     /// (from /proc, so its own rusage, not wall time) and resident memory per participant.
     #[arg(long)]
-    server_pid: Option<u32>,
+    pub(crate) server_pid: Option<u32>,
+    /// The server is Janus (videoroom plugin); --url is its WebSocket API, e.g.
+    /// ws://10.203.0.2:8188. The same shape of load, for side-by-side benchmarks.
+    #[arg(long)]
+    pub(crate) janus: bool,
+    /// Address this side's media sockets bind: loopback by default; the host end of a veth
+    /// pair when the server runs in another network namespace.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) local_ip: std::net::IpAddr,
+}
+
+/// A server process measured from /proc.
+pub(crate) struct ServerProbe {
+    pid: u32,
+    ticks: f64,
+}
+
+impl ServerProbe {
+    pub(crate) fn sample(&self) -> anyhow::Result<ProcSample> {
+        sample(self.pid, self.ticks)
+    }
+}
+
+/// What a run gathered, whichever server it ran against.
+pub(crate) struct Collected {
+    pub joined: usize,
+    pub join_ms: Vec<f64>,
+    pub errors: Vec<String>,
+    pub stats: Vec<TrackStats>,
+    /// Seconds of media.
+    pub measured: f64,
+    pub before_join: Option<ProcSample>,
+    pub media_start: Option<ProcSample>,
+    pub media_end: Option<ProcSample>,
+}
+
+/// The media every publisher sends: Opus-sized audio every 20 ms and, unless audio-only, VP8
+/// frames at 30 fps on one or three layers, due by elapsed time since media started.
+#[derive(Clone)]
+pub(crate) struct MediaPlan {
+    /// Bytes per frame and resolution divisor per layer, lowest first; empty: audio only.
+    layers: Vec<(usize, u16)>,
+}
+
+impl MediaPlan {
+    pub(crate) fn new(args: &LoadTestArgs) -> Self {
+        let top = args.video_kbps as usize * 1000 / 8 / FPS as usize;
+        let layers = if args.audio_only {
+            Vec::new()
+        } else if args.no_simulcast {
+            vec![(top, 1)]
+        } else {
+            vec![(top * 150 / 1700, 4), (top * 500 / 1700, 2), (top, 1)]
+        };
+        Self { layers }
+    }
+
+    pub(crate) fn single_layer(&self) -> bool {
+        self.layers.len() == 1
+    }
+
+    /// Audio packets due by `elapsed`; `sent` counts those already produced.
+    pub(crate) fn audio_due(&self, elapsed: Duration, sent: &mut u64) -> Vec<RtpOut> {
+        let due = (elapsed.as_millis() / AUDIO_INTERVAL.as_millis()) as u64 + 1;
+        let mut out = Vec::new();
+        while *sent < due {
+            out.push(RtpOut {
+                payload: stamp(AUDIO_PAYLOAD),
+                timestamp: (*sent as u32).wrapping_mul(960),
+                marker: *sent == 0,
+            });
+            *sent += 1;
+        }
+        out
+    }
+
+    /// Video packets due by `elapsed`, each with its layer index; `frames` counts frames
+    /// already produced.
+    pub(crate) fn video_due(&self, elapsed: Duration, frames: &mut u64) -> Vec<(usize, RtpOut)> {
+        let due = (elapsed.as_secs_f64() * FPS as f64) as u64 + 1;
+        let mut out = Vec::new();
+        while *frames < due && !self.layers.is_empty() {
+            let keyframe = frames.is_multiple_of(KEYFRAME_EVERY_FRAMES as u64);
+            let ts = (*frames as u32).wrapping_mul(90_000 / FPS);
+            for (layer, &(bytes, scale)) in self.layers.iter().enumerate() {
+                let (w, h) = (
+                    (VIDEO_WIDTH / scale as u32) as u16,
+                    (VIDEO_HEIGHT / scale as u32) as u16,
+                );
+                out.extend(
+                    video_frame(bytes, keyframe, w, h, ts)
+                        .into_iter()
+                        .map(|r| (layer, r)),
+                );
+            }
+            *frames += 1;
+        }
+        out
+    }
 }
 
 /// CPU time and resident memory of a process, from /proc.
 #[derive(Clone, Copy, Debug)]
-struct ProcSample {
+pub(crate) struct ProcSample {
     cpu_s: f64,
     rss_kb: u64,
 }
@@ -129,8 +227,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// What one participant received on one track.
 #[derive(Default)]
-struct TrackStats {
-    video: bool,
+pub(crate) struct TrackStats {
+    pub video: bool,
     packets: u64,
     bytes: u64,
     /// Highest and lowest extended sequence number seen.
@@ -140,15 +238,19 @@ struct TrackStats {
 
 impl TrackStats {
     fn add(&mut self, p: &ReceivedRtp) {
+        self.add_packet(p.seq, &p.payload, p.received_at);
+    }
+
+    /// Count one packet with extended sequence `seq` received at `received_at`.
+    pub(crate) fn add_packet(&mut self, seq: u64, payload: &[u8], received_at: SystemTime) {
         self.packets += 1;
-        self.bytes += p.payload.len() as u64;
+        self.bytes += payload.len() as u64;
         self.seq_range = Some(match self.seq_range {
-            None => (p.seq, p.seq),
-            Some((lo, hi)) => (lo.min(p.seq), hi.max(p.seq)),
+            None => (seq, seq),
+            Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
         });
-        if let Some(sent) = sent_at(&p.payload) {
-            let recv = p
-                .received_at
+        if let Some(sent) = sent_at(payload) {
+            let recv = received_at
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_micros() as u64;
@@ -273,78 +375,79 @@ async fn send_media(
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let start = Instant::now();
+    let plan = MediaPlan::new(&args);
     let (mut audio_sent, mut frames_sent) = (0u64, 0u64);
-    let top = args.video_kbps as usize * 1000 / 8 / FPS as usize;
-    // Bytes per frame, lowest layer first; the scale divides the frame size.
-    let layers: Vec<(usize, u16)> = if args.no_simulcast {
-        vec![(top, 1)]
-    } else {
-        vec![(top * 150 / 1700, 4), (top * 500 / 1700, 2), (top, 1)]
-    };
     while Instant::now() < until {
         tick.tick().await;
         let elapsed = start.elapsed();
-        let audio_due = (elapsed.as_millis() / AUDIO_INTERVAL.as_millis()) as u64 + 1;
-        let frames_due = (elapsed.as_secs_f64() * FPS as f64) as u64 + 1;
         let parts = shared.lock().await;
-        while audio_sent < audio_due {
+        for rtp in plan.audio_due(elapsed, &mut audio_sent) {
             for (i, t) in &tracks {
-                let rtp = RtpOut {
-                    payload: stamp(AUDIO_PAYLOAD),
-                    timestamp: (audio_sent as u32).wrapping_mul(960),
-                    marker: audio_sent == 0,
-                };
-                let _ = parts[*i].client.write_rtp(&t[0], rtp);
+                let _ = parts[*i].client.write_rtp(&t[0], rtp.clone());
             }
-            audio_sent += 1;
         }
-        while frames_sent < frames_due && !args.audio_only {
-            let keyframe = frames_sent % KEYFRAME_EVERY_FRAMES as u64 == 0;
-            let ts = (frames_sent as u32).wrapping_mul(90_000 / FPS);
+        for (layer, rtp) in plan.video_due(elapsed, &mut frames_sent) {
             for (i, t) in &tracks {
                 let video = &t[1];
-                for (layer, &(bytes, scale)) in layers.iter().enumerate() {
-                    let (w, h) = (
-                        (VIDEO_WIDTH / scale as u32) as u16,
-                        (VIDEO_HEIGHT / scale as u32) as u16,
-                    );
-                    for rtp in video_frame(bytes, keyframe, w, h, ts) {
-                        let _ = if video.simulcast.is_empty() {
-                            parts[*i].client.write_rtp(video, rtp)
-                        } else {
-                            parts[*i]
-                                .client
-                                .write_rtp_layer(video, SIMULCAST_RIDS[layer], rtp)
-                        };
-                    }
-                }
+                let _ = if video.simulcast.is_empty() {
+                    parts[*i].client.write_rtp(video, rtp.clone())
+                } else {
+                    parts[*i]
+                        .client
+                        .write_rtp_layer(video, SIMULCAST_RIDS[layer], rtp.clone())
+                };
             }
-            frames_sent += 1;
         }
     }
 }
 
 pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
+    let total = args.rooms * (args.publishers + args.subscribers);
+    anyhow::ensure!(total > 0, "nothing to do: no publishers or subscribers");
+    let probe = args.server_pid.map(|pid| ServerProbe {
+        pid,
+        ticks: clock_ticks_per_second(),
+    });
+    eprintln!(
+        "load-test: {} room(s) x ({} publishers + {} subscribers) against {}{}",
+        args.rooms,
+        args.publishers,
+        args.subscribers,
+        args.url,
+        if args.janus { " (Janus videoroom)" } else { "" }
+    );
+    let collected = if args.janus {
+        crate::janus::run(&args, probe.as_ref()).await?
+    } else {
+        run_livekit(&args, probe.as_ref()).await?
+    };
+    let summary = summarize(total, collected);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_table(&summary);
+    }
+    anyhow::ensure!(summary.joined > 0, "no participant could join");
+    anyhow::ensure!(summary.packets > 0, "no media was received");
+    Ok(())
+}
+
+/// Join, send and receive through the LiveKit protocol.
+async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow::Result<Collected> {
     let creds = ApiCredentials {
         key: args.api_key.clone(),
         secret: args.api_secret.clone(),
     };
-    let total = args.rooms * (args.publishers + args.subscribers);
-    anyhow::ensure!(total > 0, "nothing to do: no publishers or subscribers");
     let shared: Shared = Arc::new(Mutex::new(Vec::new()));
     let mut publishing: Vec<(usize, Vec<LocalTrack>)> = Vec::new();
     let mut join_ms = Vec::new();
     let mut errors = Vec::new();
     let opts = ClientOptions {
         sdk: "pylon-load-test".into(),
+        local_ip: args.local_ip,
         ..ClientOptions::default()
     };
-    let ticks = clock_ticks_per_second();
-    let before_join = args.server_pid.map(|pid| sample(pid, ticks)).transpose()?;
-    eprintln!(
-        "load-test: {} room(s) x ({} publishers + {} subscribers) against {}",
-        args.rooms, args.publishers, args.subscribers, args.url
-    );
+    let before_join = probe.map(|p| p.sample()).transpose()?;
     for room_i in 0..args.rooms {
         let room = if args.rooms == 1 {
             args.room.clone()
@@ -362,7 +465,7 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
                 c.wait_until("the subscriber connection", |o| o.subscriber_ready())
                     .await?;
                 let tracks = if publisher {
-                    publish(&mut c, &args, n).await?
+                    publish(&mut c, args, n).await?
                 } else {
                     Vec::new()
                 };
@@ -388,11 +491,12 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
     }
     let joined = shared.lock().await.len();
     eprintln!(
-        "load-test: {joined}/{total} joined; sending media for {:?}",
+        "load-test: {joined}/{} joined; sending media for {:?}",
+        args.rooms * (args.publishers + args.subscribers),
         args.duration
     );
 
-    let media_start = args.server_pid.map(|pid| sample(pid, ticks)).transpose()?;
+    let media_start = probe.map(|p| p.sample()).transpose()?;
     let until = Instant::now() + args.duration;
     let sender = tokio::spawn(send_media(shared.clone(), publishing, args.clone(), until));
     let measure_from = Instant::now();
@@ -432,16 +536,45 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         }
     }
     sender.await.context("media sender")?;
-    let media_end = args.server_pid.map(|pid| sample(pid, ticks)).transpose()?;
+    let media_end = probe.map(|p| p.sample()).transpose()?;
     let measured = measure_from.elapsed().min(args.duration).as_secs_f64().max(0.001);
-
     let mut parts = std::mem::take(&mut *shared.lock().await);
+    let stats = parts
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.stats).into_values())
+        .collect();
+    for p in parts.drain(..) {
+        let _ = p.client.leave().await;
+    }
+    Ok(Collected {
+        joined,
+        join_ms,
+        errors,
+        stats,
+        measured,
+        before_join,
+        media_start,
+        media_end,
+    })
+}
+
+fn summarize(total: usize, c: Collected) -> Summary {
+    let Collected {
+        joined,
+        mut join_ms,
+        errors,
+        stats,
+        measured,
+        before_join,
+        media_start,
+        media_end,
+    } = c;
     let (mut audio_bits, mut audio_tracks, mut video_bits, mut video_tracks) = (0u64, 0u64, 0u64, 0u64);
     let (mut packets, mut bytes, mut lost) = (0u64, 0u64, 0u64);
     let mut lat: Vec<f64> = Vec::new();
     let mut tracks = 0;
-    for p in &parts {
-        for s in p.stats.values() {
+    for s in &stats {
+        {
             tracks += 1;
             packets += s.packets;
             bytes += s.bytes;
@@ -495,17 +628,7 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         server_rss_kb: media_end.map(|s| s.rss_kb),
         errors,
     };
-    for p in parts.drain(..) {
-        let _ = p.client.leave().await;
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print_table(&summary);
-    }
-    anyhow::ensure!(summary.joined > 0, "no participant could join");
-    anyhow::ensure!(summary.packets > 0, "no media was received");
-    Ok(())
+    summary
 }
 
 fn print_table(s: &Summary) {

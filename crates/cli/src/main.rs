@@ -3,6 +3,7 @@
 //! server with real WebRTC participants.
 
 mod client;
+mod janus;
 mod load_test;
 
 use std::net::IpAddr;

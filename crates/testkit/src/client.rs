@@ -42,6 +42,9 @@ pub struct ClientOptions {
     /// Drop every Nth RTP datagram arriving on the subscriber connection (before decryption),
     /// as a lossy network would; RTCP, STUN and DTLS always pass. `None`: no loss.
     pub drop_every_nth_rtp: Option<u32>,
+    /// Address the client's media sockets bind (and offer as their host candidate). Loopback
+    /// by default; a server in another network namespace needs this side's veth address.
+    pub local_ip: std::net::IpAddr,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +56,7 @@ impl Default for ClientOptions {
             sdk: "rust".into(),
             record_media: true,
             drop_every_nth_rtp: None,
+            local_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 }
@@ -106,8 +110,8 @@ impl Client {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
-        let publisher = Peer::new(cert.as_ref(), now)?;
-        let subscriber = Peer::new(cert.as_ref(), now)?;
+        let publisher = Peer::new(cert.as_ref(), opts.local_ip, now)?;
+        let subscriber = Peer::new(cert.as_ref(), opts.local_ip, now)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
         let mut driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);

@@ -4,7 +4,7 @@
 //! one server address, so datagrams could not be told apart by source.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use str0m::channel::ChannelId;
@@ -39,9 +39,9 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// A peer on a fresh loopback socket with a host candidate for it. It sends Opus and VP8.
-    pub fn new(cert: Option<&DtlsCert>, now: Instant) -> Result<Peer, ClientError> {
-        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    /// A peer on a fresh socket on `ip` with a host candidate for it. It sends Opus and VP8.
+    pub fn new(cert: Option<&DtlsCert>, ip: IpAddr, now: Instant) -> Result<Peer, ClientError> {
+        let std_socket = std::net::UdpSocket::bind((ip, 0))?;
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
         let socket = UdpSocket::from_std(std_socket)?;

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Pylon and Janus side by side: the same load shape against each, in the same run.
+#
+#   bench/compare.sh [meeting-N|webinar|audio-room ...] [--duration 20s]
+#   (default: meeting-10; needs root for the network namespace)
+#
+# Janus (Debian package, videoroom plugin) binds its media sockets to the machine's external
+# interface even when told loopback, so each server runs inside a network namespace created
+# here, reached over a veth pair (host 10.203.0.1, namespace 10.203.0.2). Both servers run
+# there in turn, pinned to CPU 0; `pylon load-test` (with --janus for Janus) runs on the host,
+# pinned to CPU 1. Per shape and server it records the server's CPU seconds (from /proc)
+# per packet the subscribers received and its resident memory growth, then prints the ratios
+# Pylon/Janus. Results: bench/results/compare-<shape>-<server>.json and
+# bench/results/compare.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+shapes=()
+duration=20s
+while (($#)); do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    *) shapes+=("$1"); shift ;;
+  esac
+done
+((${#shapes[@]})) || shapes=(meeting-10)
+
+command -v janus >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q janus >/dev/null
+cargo build --release --locked -q -p pylon
+bin=$PWD/target/release/pylon
+mkdir -p bench/results test-output/bench
+
+ns=pylonbench
+host_ip=10.203.0.1
+ns_ip=10.203.0.2
+cleanup() {
+  [[ -n "${server:-}" ]] && kill "$server" 2>/dev/null || true
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip link del pbh0 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+cleanup
+ip netns add "$ns"
+ip link add pbh0 type veth peer name pbn0
+ip link set pbn0 netns "$ns"
+ip addr add "$host_ip/24" dev pbh0
+ip link set pbh0 up
+ip netns exec "$ns" ip addr add "$ns_ip/24" dev pbn0
+ip netns exec "$ns" ip link set pbn0 up
+ip netns exec "$ns" ip link set lo up
+
+janus_cfg=$(mktemp -d)
+cp bench/janus/*.jcfg "$janus_cfg/"
+sed -i "s|@CONFIGS@|$janus_cfg|" "$janus_cfg/janus.jcfg"
+
+wait_tcp() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/$ns_ip/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server did not listen on $ns_ip:$1" >&2
+  return 1
+}
+
+# The namespace's processes: `ip netns exec` execs, so $! is the server itself.
+start_server() { # name shape
+  case "$1" in
+    pylon)
+      ip netns exec "$ns" taskset -c 0 "$bin" serve --dev --bind "$ns_ip" --node-ip "$ns_ip" \
+        --port 7880 --udp-port 7882 > "test-output/bench/compare-$2-pylon-server.log" 2>&1 &
+      server=$!
+      wait_tcp 7880
+      url="ws://$ns_ip:7880"
+      ;;
+    janus)
+      ip netns exec "$ns" taskset -c 0 janus -C "$janus_cfg/janus.jcfg" -F "$janus_cfg" \
+        > "test-output/bench/compare-$2-janus-server.log" 2>&1 &
+      server=$!
+      wait_tcp 8188
+      url="ws://$ns_ip:8188"
+      ;;
+  esac
+}
+
+for shape in "${shapes[@]}"; do
+  case "$shape" in
+    meeting-*) n=${shape#meeting-}; args=(--publishers "$n" --subscribers 0) ;;
+    webinar) args=(--publishers 2 --subscribers 20) ;;
+    audio-room) args=(--publishers 3 --subscribers 30 --audio-only) ;;
+    *) echo "unknown shape $shape (meeting-N, webinar, audio-room)" >&2; exit 2 ;;
+  esac
+  for server_name in pylon janus; do
+    start_server "$server_name" "$shape"
+    extra=()
+    [[ $server_name == janus ]] && extra=(--janus)
+    echo "== $shape on $server_name" >&2
+    taskset -c 1 "$bin" load-test --url "$url" --local-ip "$host_ip" --room "$shape" \
+      "${args[@]}" "${extra[@]}" --duration "$duration" --server-pid "$server" --json \
+      > "bench/results/compare-$shape-$server_name.json" \
+      2> "test-output/bench/compare-$shape-$server_name-load.log"
+    kill "$server"; wait "$server" 2>/dev/null || true
+    server=
+  done
+done
+
+python3 - "${shapes[@]}" <<'PY' | tee bench/results/compare.md
+import json, sys
+print("| shape | server | CPU us per forwarded packet | resident growth (MiB) | packets received | loss % | latency p99 (ms) |")
+print("|---|---|---:|---:|---:|---:|---:|")
+ratios = []
+for shape in sys.argv[1:]:
+    r = {}
+    for s in ("pylon", "janus"):
+        d = json.load(open(f"bench/results/compare-{shape}-{s}.json"))
+        r[s] = d
+        print(f"| {shape} | {s} | {d.get('server_cpu_us_per_packet', 0):.2f} | "
+              f"{d.get('server_rss_growth_kb', 0) / 1024:.1f} | {d['packets']} | {d['loss_pct']:.2f} | {d['latency_ms_p99']:.2f} |")
+    cpu = r["pylon"]["server_cpu_us_per_packet"] / r["janus"]["server_cpu_us_per_packet"]
+    mem = r["pylon"]["server_rss_growth_kb"] / max(r["janus"]["server_rss_growth_kb"], 1)
+    ratios.append(f"| {shape} | {cpu:.2f} | {mem:.2f} |")
+print()
+print("| shape | Pylon/Janus CPU per packet | Pylon/Janus memory growth |")
+print("|---|---:|---:|")
+print("\n".join(ratios))
+PY
