@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Pylon and Janus side by side: the same load shape against each, in the same run.
 #
-#   bench/compare.sh [meeting-N|webinar|audio-room ...] [--duration 20s]
-#   (default: meeting-10; needs root for the network namespace)
+#   bench/compare.sh [meeting-N|webinar|audio-room ...] [--duration 20s] [--out DIR]
+#   (default: meeting-10, results in bench/results; needs root for the network namespace;
+#   PYLON_BIN=path uses that binary instead of building the release one)
 #
 # Janus (Debian package, videoroom plugin) binds its media sockets to the machine's external
 # interface even when told loopback, so each server runs inside a network namespace created
@@ -10,25 +11,30 @@
 # there in turn, pinned to CPU 0; `pylon load-test` (with --janus for Janus) runs on the host,
 # pinned to CPU 1. Per shape and server it records the server's CPU seconds (from /proc)
 # per packet the subscribers received and its resident memory growth, then prints the ratios
-# Pylon/Janus. Results: bench/results/compare-<shape>-<server>.json and
-# bench/results/compare.md.
+# Pylon/Janus. Results: <out>/compare-<shape>-<server>.json and <out>/compare.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 shapes=()
 duration=20s
+out=bench/results
 while (($#)); do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
     *) shapes+=("$1"); shift ;;
   esac
 done
 ((${#shapes[@]})) || shapes=(meeting-10)
 
-command -v janus >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q janus >/dev/null
-cargo build --release --locked -q -p pylon
-bin=$PWD/target/release/pylon
-mkdir -p bench/results test-output/bench
+scripts/setup-janus.sh
+if [[ -n "${PYLON_BIN:-}" ]]; then
+  bin=$(realpath "$PYLON_BIN")
+else
+  cargo build --release --locked -q -p pylon
+  bin=$PWD/target/release/pylon
+fi
+mkdir -p "$out" test-output/bench
 
 ns=pylonbench
 host_ip=10.203.0.1
@@ -97,22 +103,23 @@ for shape in "${shapes[@]}"; do
     echo "== $shape on $server_name" >&2
     taskset -c 1 "$bin" load-test --url "$url" --local-ip "$host_ip" --room "$shape" \
       "${args[@]}" "${extra[@]}" --duration "$duration" --server-pid "$server" --json \
-      > "bench/results/compare-$shape-$server_name.json" \
+      > "$out/compare-$shape-$server_name.json" \
       2> "test-output/bench/compare-$shape-$server_name-load.log"
     kill "$server"; wait "$server" 2>/dev/null || true
     server=
   done
 done
 
-python3 - "${shapes[@]}" <<'PY' | tee bench/results/compare.md
+python3 - "$out" "${shapes[@]}" <<'PY' | tee "$out/compare.md"
 import json, sys
+out = sys.argv[1]
 print("| shape | server | CPU us per forwarded packet | resident growth (MiB) | packets received | loss % | latency p99 (ms) |")
 print("|---|---|---:|---:|---:|---:|---:|")
 ratios = []
-for shape in sys.argv[1:]:
+for shape in sys.argv[2:]:
     r = {}
     for s in ("pylon", "janus"):
-        d = json.load(open(f"bench/results/compare-{shape}-{s}.json"))
+        d = json.load(open(f"{out}/compare-{shape}-{s}.json"))
         r[s] = d
         print(f"| {shape} | {s} | {d.get('server_cpu_us_per_packet', 0):.2f} | "
               f"{d.get('server_rss_growth_kb', 0) / 1024:.1f} | {d['packets']} | {d['loss_pct']:.2f} | {d['latency_ms_p99']:.2f} |")
