@@ -34,8 +34,11 @@ fn frame(rid: &str, n: u32, keyframe: bool) -> RtpOut {
 }
 
 fn layer_of(payload: &[u8]) -> Option<char> {
-    let at = payload.iter().position(|&b| b == b'L')?;
-    payload.get(at + 1).map(|&b| b as char)
+    // `L<rid>-`: the descriptor's PictureID bytes may themselves contain an `L`.
+    payload
+        .windows(3)
+        .find(|w| w[0] == b'L' && w[2] == b'-')
+        .map(|w| w[1] as char)
 }
 
 fn send(a: &Client, video: &LocalTrack, rids: &[&str], n: u32, keyframe: bool) {
