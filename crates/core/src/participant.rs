@@ -19,7 +19,7 @@ use crate::keyframe::VideoCodec;
 use crate::vp8_munger::Vp8Munger;
 
 /// Which of a participant's two peer connections (named from the client's side).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PcKind {
     /// The client sends media here; the server answers its offers.
     Publisher,

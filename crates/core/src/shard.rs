@@ -117,6 +117,9 @@ pub struct Shard {
     pub(crate) outputs: VecDeque<Output>,
     /// Peers written to since they were last drained.
     pub(crate) dirty: Vec<(ParticipantKey, PcKind)>,
+    /// Time of the last datagram received: forwarded packets wait in their subscribers' peers
+    /// until [`Shard::poll_output`] drains them at this time.
+    last_receive: Instant,
     /// Reused buffer of subscriber keys for fan-out (no allocation per packet).
     pub(crate) fanout: Vec<ParticipantKey>,
     next_housekeeping: Instant,
@@ -157,6 +160,7 @@ impl Shard {
             next_track: 1,
             outputs: VecDeque::new(),
             dirty: Vec::new(),
+            last_receive: now,
             fanout: Vec::new(),
             next_housekeeping: now,
             stats: ShardStats::default(),
@@ -197,7 +201,15 @@ impl Shard {
         }
     }
 
+    ///
+    /// Packets forwarded by [`Shard::receive`] leave here: the subscribers written to are
+    /// drained only once the caller has fed every datagram it had and asks for output, so each
+    /// subscriber's packets come out back to back (one batched send) instead of interleaved
+    /// with every other subscriber's.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() && !self.dirty.is_empty() {
+            self.drain_dirty(self.last_receive);
+        }
         self.outputs.pop_front()
     }
 
@@ -309,7 +321,7 @@ impl Shard {
             debug!(participant = %p.sid, ?pc, "rtc refused datagram: {e}");
         }
         self.drain(now, key, pc);
-        self.drain_dirty(now);
+        self.last_receive = now;
     }
 
     /// Find the peer a datagram belongs to: STUN by its username (our ufrag), anything
@@ -475,6 +487,9 @@ impl Shard {
     /// queues written RTP and releases it on a timeout, so without the tick forwarded packets
     /// would wait for the next `handle_timeout` (a scan of every peer) instead of leaving now.
     pub(crate) fn drain_dirty(&mut self, now: Instant) {
+        // A subscriber is marked once per packet forwarded to it; drain each peer once.
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
         while let Some((key, pc)) = self.dirty.pop() {
             if let Some(p) = self.participants.get_mut(&key) {
                 let _ = p.peer_mut(pc).rtc.handle_input(Input::Timeout(now));

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod egress;
 pub mod http;
 pub mod metrics;
 pub mod session;

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use livekit_protocol as lk;
 use pylon_core::ids::{ParticipantSid, SessionId};
 use pylon_core::{JoinError, JoinParams, Output, ResumeParams, Shard, ShardConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::egress::{Batch, Batcher};
 use crate::metrics::ShardGauges;
 
 /// Messages a session's WebSocket pump receives from the worker.
@@ -113,6 +115,9 @@ struct Worker {
     notifier: crate::webhook::Notifier,
     gauges: Arc<ShardGauges>,
     next_publish: Instant,
+    /// Kernel UDP features of the media socket (GSO).
+    udp: quinn_udp::UdpSocketState,
+    egress: Batcher,
 }
 
 impl Worker {
@@ -128,7 +133,12 @@ impl Worker {
             .unwrap_or(0);
         let local = config.udp_candidate;
         let seed = rand::random();
+        let udp = quinn_udp::UdpSocketState::new((&socket).into()).expect("UDP socket state");
+        let egress = Batcher::new(udp.max_gso_segments());
+        info!(gso_segments = udp.max_gso_segments(), "egress batching");
         Self {
+            udp,
+            egress,
             shard: Shard::new(config, Instant::now(), unix_ms, seed),
             socket,
             local,
@@ -231,13 +241,12 @@ impl Worker {
     fn flush(&mut self) {
         let now = Instant::now();
         let mut cut = Vec::new();
+        let (socket, udp) = (&self.socket, &self.udp);
+        let mut gso_refused = false;
+        let mut send = |b: Batch<'_>| gso_refused |= send_batch(socket, udp, &b);
         while let Some(out) = self.shard.poll_output() {
             match out {
-                Output::Transmit(t) => {
-                    if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
-                        debug!(to = %t.destination, "udp send failed: {e}");
-                    }
-                }
+                Output::Transmit(t) => self.egress.push(t.destination, &t.contents, &mut send),
                 Output::Signal(session, msg) => {
                     let Some(tx) = self.sessions.get(&session) else {
                         continue;
@@ -255,11 +264,45 @@ impl Worker {
                 }
             }
         }
+        self.egress.finish(&mut send);
+        if gso_refused {
+            warn!("the network path refused UDP GSO; sending datagrams one by one from now on");
+            self.egress.disable();
+        }
         for session in cut {
             if let Some(tx) = self.sessions.remove(&session) {
                 let _ = tx.try_send(SessionEvent::Close);
             }
             self.shard.session_closed(now, session);
         }
+    }
+}
+
+/// Send one batch. UDP semantics: a full socket buffer drops it, as the network would. A
+/// batch the path refuses as GSO (EIO: no checksum offload) goes out datagram by datagram;
+/// returns true then so the caller stops batching.
+fn send_batch(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, b: &Batch<'_>) -> bool {
+    let transmit = quinn_udp::Transmit {
+        destination: b.destination,
+        ecn: None,
+        contents: b.contents,
+        segment_size: b.segment_size,
+        src_ip: None,
+    };
+    match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), &transmit)) {
+        Ok(()) => false,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => match b.segment_size {
+            Some(size) if e.raw_os_error() == Some(5) => {
+                for d in b.contents.chunks(size) {
+                    let _ = socket.try_send_to(d, b.destination);
+                }
+                true
+            }
+            _ => {
+                debug!(to = %b.destination, "udp send failed: {e}");
+                false
+            }
+        },
     }
 }
