@@ -25,7 +25,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Rtc};
+use str0m::{Event, Input, Rtc};
 
 /// Counts allocations while [`COUNTING`] is set on this thread.
 struct CountingAlloc;
@@ -109,13 +109,8 @@ struct Peer {
 
 impl Peer {
     fn new(addr: SocketAddr, now: Instant) -> Peer {
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+        // A loopback address always makes a valid host candidate.
+        let rtc = pylon_testkit::client_rtc(addr, None, now).expect("host candidate");
         Peer {
             rtc,
             addr,

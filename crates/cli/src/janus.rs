@@ -163,13 +163,7 @@ impl Peer {
         let local = std_socket.local_addr()?;
         let socket = UdpSocket::from_std(std_socket)?;
         let now = Instant::now();
-        let mut rtc = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        let rtc = pylon_testkit::client_rtc(local, None, now)?;
         Ok(Peer {
             rtc,
             socket,

@@ -25,6 +25,24 @@ pub enum PcKind {
     Subscriber,
 }
 
+/// A client peer connection as every Pylon tool makes it: str0m in RTP mode sending Opus and
+/// VP8, with a host candidate for `local` (the address its datagrams come from).
+pub fn client_rtc(local: SocketAddr, cert: Option<&DtlsCert>, now: Instant) -> Result<Rtc, ClientError> {
+    let mut builder = Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true);
+    if let Some(cert) = cert {
+        builder = builder.set_dtls_cert(cert.clone());
+    }
+    let mut rtc = builder.build(now);
+    let candidate = Candidate::host(local, "udp")
+        .map_err(|e| ClientError::Usage(format!("host candidate for {local}: {e}")))?;
+    rtc.add_local_candidate(candidate);
+    Ok(rtc)
+}
+
 /// Largest datagram read.
 pub(crate) const RECV_BUF: usize = 2048;
 
@@ -45,18 +63,7 @@ impl Peer {
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
         let socket = UdpSocket::from_std(std_socket)?;
-        let mut builder = Rtc::builder()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true);
-        if let Some(cert) = cert {
-            builder = builder.set_dtls_cert(cert.clone());
-        }
-        let mut rtc = builder.build(now);
-        let candidate = Candidate::host(local, "udp")
-            .map_err(|e| ClientError::Usage(format!("host candidate for {local}: {e}")))?;
-        rtc.add_local_candidate(candidate);
+        let rtc = client_rtc(local, cert, now)?;
         Ok(Peer {
             rtc,
             socket,
