@@ -208,7 +208,10 @@ class Publisher:
         while True:
             # 30 fps video, audio in 10 ms frames, paced by the wall clock.
             if n % 3 == 0:
-                self.video_source.capture_frame(frame)
+                # An explicit, increasing capture time: libwebrtc drops a frame whose timestamp
+                # is not newer than the last one's, and the same frame object is sent each time.
+                # (A CI run showed A's encoder at 1 frame encoded in 20 s with the default 0.)
+                self.video_source.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6))
             t = np.arange(samples_per_10ms) + n * samples_per_10ms
             tone = (np.sin(2 * np.pi * TONE_HZ * t / SAMPLE_RATE) * 12000).astype(np.int16)
             af = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples_per_10ms)
