@@ -47,9 +47,14 @@ impl Batcher {
         }
     }
 
-    /// Stop batching (the path refused GSO); later datagrams go out one by one.
-    pub fn disable(&mut self) {
-        self.max_segments = 1;
+    /// The most datagrams one send may carry.
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// Follow the socket's limit when it changes (1: the path refused GSO, no batching).
+    pub fn set_max_segments(&mut self, max_segments: usize) {
+        self.max_segments = max_segments.max(1);
     }
 
     /// Add one datagram; a batch it cannot join is sent first.

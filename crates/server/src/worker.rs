@@ -242,8 +242,7 @@ impl Worker {
         let now = Instant::now();
         let mut cut = Vec::new();
         let (socket, udp) = (&self.socket, &self.udp);
-        let mut gso_refused = false;
-        let mut send = |b: Batch<'_>| gso_refused |= send_batch(socket, udp, &b);
+        let mut send = |b: Batch<'_>| send_batch(socket, udp, &b);
         while let Some(out) = self.shard.poll_output() {
             match out {
                 Output::Transmit(t) => self.egress.push(t.destination, &t.contents, &mut send),
@@ -265,9 +264,10 @@ impl Worker {
             }
         }
         self.egress.finish(&mut send);
-        if gso_refused {
+        // quinn-udp turns GSO off when the path refuses it; batch no larger from then on.
+        if self.udp.max_gso_segments() < self.egress.max_segments() {
             warn!("the network path refused UDP GSO; sending datagrams one by one from now on");
-            self.egress.disable();
+            self.egress.set_max_segments(self.udp.max_gso_segments());
         }
         for session in cut {
             if let Some(tx) = self.sessions.remove(&session) {
@@ -279,9 +279,9 @@ impl Worker {
 }
 
 /// Send one batch. UDP semantics: a full socket buffer drops it, as the network would. A
-/// batch the path refuses as GSO (EIO: no checksum offload) goes out datagram by datagram;
-/// returns true then so the caller stops batching.
-fn send_batch(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, b: &Batch<'_>) -> bool {
+/// batch the path refuses as GSO (quinn-udp then turns GSO off for the socket) goes out
+/// datagram by datagram.
+fn send_batch(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, b: &Batch<'_>) {
     let transmit = quinn_udp::Transmit {
         destination: b.destination,
         ecn: None,
@@ -290,19 +290,15 @@ fn send_batch(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, b: &Batch<'_>
         src_ip: None,
     };
     match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), &transmit)) {
-        Ok(()) => false,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         Err(e) => match b.segment_size {
-            Some(size) if e.raw_os_error() == Some(5) => {
+            Some(size) if udp.max_gso_segments() == 1 => {
                 for d in b.contents.chunks(size) {
                     let _ = socket.try_send_to(d, b.destination);
                 }
-                true
             }
-            _ => {
-                debug!(to = %b.destination, "udp send failed: {e}");
-                false
-            }
+            _ => debug!(to = %b.destination, "udp send failed: {e}"),
         },
     }
 }
