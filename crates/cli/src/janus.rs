@@ -11,7 +11,7 @@
 //! publisher first, then every participant's subscription to the room's publishers.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,13 +22,13 @@ use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use str0m::{Candidate, Event, Rtc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use pylon_testkit::Peer;
 
 use crate::load_test::{self, LoadTestArgs, MediaPlan, TrackStats};
 
@@ -147,72 +147,42 @@ impl Session {
     }
 }
 
-/// One client peer connection to Janus: str0m in RTP mode on its own socket.
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
-    next_timeout: Instant,
-    connected: bool,
+/// A client peer connection to Janus on `ip`, with its own DTLS certificate.
+fn new_peer(ip: IpAddr) -> anyhow::Result<Peer> {
+    Ok(Peer::new(None, ip, Instant::now())?)
 }
 
-impl Peer {
-    fn new(ip: IpAddr) -> anyhow::Result<Peer> {
-        let std_socket = std::net::UdpSocket::bind((ip, 0))?;
-        std_socket.set_nonblocking(true)?;
-        let local = std_socket.local_addr()?;
-        let socket = UdpSocket::from_std(std_socket)?;
-        let now = Instant::now();
-        let rtc = pylon_testkit::client_rtc(local, None, now)?;
-        Ok(Peer {
-            rtc,
-            socket,
-            local,
-            next_timeout: now,
-            connected: false,
-        })
+/// Tick `peer` and poll it: datagrams go out, events are appended to `events`, and
+/// `Connected` marks the peer connected. A failed peer is retried a second later.
+fn service(peer: &mut Peer, events: &mut Vec<Event>) {
+    let now = Instant::now();
+    let from = events.len();
+    if peer.tick(now).and_then(|()| peer.poll(events)).is_err() {
+        peer.next_timeout = now + Duration::from_secs(1);
     }
-
-    /// Read whatever datagrams are waiting, without blocking, and poll.
-    fn pump(&mut self, buf: &mut [u8]) {
-        while let Ok((n, from)) = self.socket.try_recv_from(buf) {
-            self.receive(from, &buf[..n]);
-        }
-        self.poll(|_, _| {});
+    if events[from..].iter().any(|e| matches!(e, Event::Connected)) {
+        peer.connected = true;
     }
+}
 
-    fn add_remote_candidate(&mut self, sdp: &str) {
-        if let Ok(c) = Candidate::from_sdp_string(sdp) {
-            self.rtc.add_remote_candidate(c);
-        }
+/// Feed the datagrams already waiting on `peer`'s socket, without blocking, then service it.
+fn pump(peer: &mut Peer, buf: &mut [u8], events: &mut Vec<Event>) {
+    while let Ok((n, from)) = peer.socket.try_recv_from(buf) {
+        let _ = peer.receive(Instant::now(), from, &buf[..n]);
     }
+    service(peer, events);
+}
 
-    /// Feed one datagram, then transmit and collect RTP until str0m has nothing more to do.
-    fn receive(&mut self, source: SocketAddr, buf: &[u8]) {
-        if let Ok(r) = Receive::new(Protocol::Udp, source, self.local, buf) {
-            let _ = self.rtc.handle_input(Input::Receive(Instant::now(), r));
-        }
-    }
-
-    fn poll(&mut self, mut on_event: impl FnMut(&mut Rtc, Event)) {
-        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(t)) => {
-                    self.next_timeout = t;
-                    return;
-                }
-                Ok(Output::Transmit(t)) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
-                }
-                Ok(Output::Event(Event::Connected)) => self.connected = true,
-                Ok(Output::Event(e)) => on_event(&mut self.rtc, e),
-                Err(_) => {
-                    self.next_timeout = Instant::now() + Duration::from_secs(1);
-                    return;
-                }
-            }
-        }
+/// Give the subscriber the candidates Janus trickled so far (the publisher's come in its
+/// answer).
+fn apply_trickled(session: &mut Session, subscriber: Option<&mut Peer>) {
+    let trickled = std::mem::take(&mut session.trickled);
+    let Some(peer) = subscriber else { return };
+    for c in trickled
+        .iter()
+        .filter_map(|(_, c)| Candidate::from_sdp_string(c).ok())
+    {
+        peer.rtc.add_remote_candidate(c);
     }
 }
 
@@ -269,7 +239,7 @@ async fn publish(args: &LoadTestArgs, room: u64, identity: &str) -> anyhow::Resu
     let feed = joined["plugindata"]["data"]["id"]
         .as_u64()
         .context("join: no publisher id")?;
-    let mut peer = Peer::new(args.local_ip)?;
+    let mut peer = new_peer(args.local_ip)?;
     let mut api = peer.rtc.sdp_api();
     let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let video = (!args.audio_only).then(|| {
@@ -331,7 +301,7 @@ async fn subscribe(
         )
         .await?;
     let sdp = r["jsep"]["sdp"].as_str().context("subscriber join: no offer")?;
-    let mut peer = Peer::new(args.local_ip)?;
+    let mut peer = new_peer(args.local_ip)?;
     let answer = peer.rtc.sdp_api().accept_offer(SdpOffer::from_sdp_string(sdp)?)?;
     session
         .message(
@@ -367,23 +337,8 @@ async fn run_participant(
     let (mut audio_sent, mut frames_sent) = (0u64, 0u64);
     let mut pub_buf = vec![0u8; 2048];
     let mut sub_buf = vec![0u8; 2048];
-    for (_, c) in std::mem::take(&mut p.session.trickled) {
-        if let Some(s) = p.subscriber.as_mut() {
-            s.add_remote_candidate(&c);
-        }
-    }
-    let on_rtp = |stats: &mut HashMap<Mid, TrackStats>, rtc: &mut Rtc, e: Event| {
-        if let Event::RtpPacket(pkt) = e {
-            let Some(mid) = rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else {
-                return;
-            };
-            let video = rtc.media(mid).is_some_and(|m| m.kind() == MediaKind::Video);
-            let s = stats.entry(mid).or_default();
-            s.video = video;
-            s.add_packet(*pkt.seq_no, &pkt.payload, SystemTime::now());
-            received.fetch_add(1, Ordering::Relaxed);
-        }
-    };
+    let mut events = Vec::new();
+    apply_trickled(&mut p.session, p.subscriber.as_mut());
     while Instant::now() < until + Duration::from_millis(500) {
         let next = [
             p.publisher.as_ref().map(|s| s.peer.next_timeout),
@@ -397,12 +352,12 @@ async fn run_participant(
         tokio::select! {
             r = async { p.publisher.as_ref().unwrap().peer.socket.recv_from(&mut pub_buf).await }, if p.publisher.is_some() => {
                 if let (Ok((n, from)), Some(s)) = (r, p.publisher.as_mut()) {
-                    s.peer.receive(from, &pub_buf[..n]);
+                    let _ = s.peer.receive(Instant::now(), from, &pub_buf[..n]);
                 }
             }
             r = async { p.subscriber.as_ref().unwrap().socket.recv_from(&mut sub_buf).await }, if p.subscriber.is_some() => {
                 if let (Ok((n, from)), Some(peer)) = (r, p.subscriber.as_mut()) {
-                    peer.receive(from, &sub_buf[..n]);
+                    let _ = peer.receive(Instant::now(), from, &sub_buf[..n]);
                 }
             }
             _ = tokio::time::sleep_until(next.into()) => {}
@@ -435,11 +390,7 @@ async fn run_participant(
                     if let Ok(v) = serde_json::from_str::<Value>(&text) {
                         p.session.note_trickle(&v);
                     }
-                    for (_, c) in std::mem::take(&mut p.session.trickled) {
-                        if let Some(s) = p.subscriber.as_mut() {
-                            s.add_remote_candidate(&c);
-                        }
-                    }
+                    apply_trickled(&mut p.session, p.subscriber.as_mut());
                 }
             }
             _ = keepalive.tick() => {
@@ -447,10 +398,21 @@ async fn run_participant(
             }
         }
         if let Some(s) = p.publisher.as_mut() {
-            s.peer.poll(|_, _| {});
+            service(&mut s.peer, &mut events);
+            events.clear();
         }
         if let Some(peer) = p.subscriber.as_mut() {
-            peer.poll(|rtc, e| on_rtp(&mut stats, rtc, e));
+            service(peer, &mut events);
+            for e in events.drain(..) {
+                let Event::RtpPacket(pkt) = e else { continue };
+                let Some(mid) = peer.rtc.direct_api().stream_rx(&pkt.header.ssrc).map(|s| s.mid()) else {
+                    continue;
+                };
+                let s = stats.entry(mid).or_default();
+                s.video = peer.rtc.media(mid).is_some_and(|m| m.kind() == MediaKind::Video);
+                s.add_packet(*pkt.seq_no, &pkt.payload, SystemTime::now());
+                received.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     let _ = p.session.send(json!({"janus": "destroy"})).await;
@@ -510,10 +472,12 @@ pub async fn run(
     // Janus offers a feed to subscribers only once its publisher's connection is up.
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut buf = vec![0u8; 2048];
+    let mut events = Vec::new();
     loop {
         let mut waiting = 0;
         for p in rooms.iter_mut().flatten().filter_map(|m| m.publishing.as_mut()) {
-            p.sender.peer.pump(&mut buf);
+            pump(&mut p.sender.peer, &mut buf, &mut events);
+            events.clear();
             waiting += usize::from(!p.sender.peer.connected);
         }
         if waiting == 0 {
@@ -562,7 +526,8 @@ pub async fn run(
                         let until = Instant::now() + Duration::from_millis(100);
                         while Instant::now() < until {
                             for p in members.iter_mut().filter_map(|m| m.publishing.as_mut()) {
-                                p.sender.peer.pump(&mut buf);
+                                pump(&mut p.sender.peer, &mut buf, &mut events);
+                                events.clear();
                             }
                             tokio::time::sleep(Duration::from_millis(2)).await;
                         }

@@ -46,7 +46,7 @@ pub fn client_rtc(local: SocketAddr, cert: Option<&DtlsCert>, now: Instant) -> R
 /// Largest datagram read.
 pub(crate) const RECV_BUF: usize = 2048;
 
-pub(crate) struct Peer {
+pub struct Peer {
     pub rtc: Rtc,
     pub socket: UdpSocket,
     pub local: SocketAddr,
