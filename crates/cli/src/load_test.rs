@@ -572,22 +572,18 @@ fn summarize(total: usize, c: Collected) -> Summary {
     let (mut audio_bits, mut audio_tracks, mut video_bits, mut video_tracks) = (0u64, 0u64, 0u64, 0u64);
     let (mut packets, mut bytes, mut lost) = (0u64, 0u64, 0u64);
     let mut lat: Vec<f64> = Vec::new();
-    let mut tracks = 0;
     for s in &stats {
-        {
-            tracks += 1;
-            packets += s.packets;
-            bytes += s.bytes;
-            lost += s.lost();
-            if s.video {
-                video_bits += s.bytes * 8;
-                video_tracks += 1;
-            } else {
-                audio_bits += s.bytes * 8;
-                audio_tracks += 1;
-            }
-            lat.extend(s.latencies_us.iter().map(|&u| u as f64 / 1000.0));
+        packets += s.packets;
+        bytes += s.bytes;
+        lost += s.lost();
+        if s.video {
+            video_bits += s.bytes * 8;
+            video_tracks += 1;
+        } else {
+            audio_bits += s.bytes * 8;
+            audio_tracks += 1;
         }
+        lat.extend(s.latencies_us.iter().map(|&u| u as f64 / 1000.0));
     }
     lat.sort_by(f64::total_cmp);
     join_ms.sort_by(f64::total_cmp);
@@ -604,7 +600,7 @@ fn summarize(total: usize, c: Collected) -> Summary {
         join_ms_p50: percentile(&join_ms, 0.5),
         join_ms_p99: percentile(&join_ms, 0.99),
         duration_s: measured,
-        tracks,
+        tracks: stats.len(),
         packets,
         bytes,
         audio_kbps_per_track: per_track(audio_bits, audio_tracks),

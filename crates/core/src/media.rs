@@ -484,10 +484,11 @@ impl Shard {
         let fresh: Vec<(ParticipantKey, TrackKey, Mid, MediaKind)> = p
             .downtracks
             .values_mut()
-            .filter(|d| d.mid.is_some() && d.awaiting_answer)
+            .filter(|d| d.awaiting_answer)
             .filter_map(|d| {
+                let mid = d.mid?;
                 d.awaiting_answer = false;
-                Some((d.publisher, d.track, d.mid?, d.kind))
+                Some((d.publisher, d.track, mid, d.kind))
             })
             .collect();
         // Resends are kept for the NACK window only (str0m's default, 3 s and 1,024 packets per

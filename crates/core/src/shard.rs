@@ -201,8 +201,7 @@ impl Shard {
         }
     }
 
-    ///
-    /// Packets forwarded by [`Shard::receive`] leave here: the subscribers written to are
+    /// The next output. Packets forwarded by [`Shard::receive`] leave here: the subscribers written to are
     /// drained only once the caller has fed every datagram it had and asks for output, so each
     /// subscriber's packets come out back to back (one batched send) instead of interleaved
     /// with every other subscriber's.
