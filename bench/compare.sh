@@ -14,6 +14,7 @@
 # Pylon/Janus. Results: <out>/compare-<shape>-<server>.json and <out>/compare.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/shapes.sh
 
 shapes=()
 duration=20s
@@ -90,12 +91,7 @@ start_server() { # name shape
 }
 
 for shape in "${shapes[@]}"; do
-  case "$shape" in
-    meeting-*) n=${shape#meeting-}; args=(--publishers "$n" --subscribers 0) ;;
-    webinar) args=(--publishers 2 --subscribers 20) ;;
-    audio-room) args=(--publishers 3 --subscribers 30 --audio-only) ;;
-    *) echo "unknown shape $shape (meeting-N, webinar, audio-room)" >&2; exit 2 ;;
-  esac
+  shape_args "$shape"
   for server_name in pylon janus; do
     start_server "$server_name" "$shape"
     extra=()

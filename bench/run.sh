@@ -16,12 +16,8 @@ shift
 duration=20s
 if [[ "${1:-}" == "--duration" ]]; then duration=$2; fi
 
-case "$shape" in
-  meeting-*) n=${shape#meeting-}; args=(--publishers "$n" --subscribers 0) ;;
-  webinar) args=(--publishers 2 --subscribers 20) ;;
-  audio-room) args=(--publishers 3 --subscribers 30 --audio-only) ;;
-  *) echo "unknown shape $shape (meeting-N, webinar, audio-room)" >&2; exit 2 ;;
-esac
+source bench/shapes.sh
+shape_args "$shape"
 
 cargo build --release --locked -q -p pylon
 bin=target/release/pylon

@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Run the Node tests (tests/node, `node --test`) with the official livekit-server-sdk against
-# the real server: installs the pinned npm packages and the Python SDK venv the tests' participants
-# use, needs target/debug/pylon (`cargo build -p pylon`). Writes a JUnit report and the servers'
-# logs to test-output/node/.
+# Run a Node test suite (`node --test`) against the real server: tests/node (the official
+# livekit-server-sdk) by default, or tests/<suite> given as the argument (browser-tests.sh
+# runs tests/browser). Installs the pinned npm packages and the Python SDK venv the tests'
+# participants use; needs target/debug/pylon (`cargo build -p pylon`) or $PYLON_BIN. Writes a
+# JUnit report and the servers' logs to test-output/<suite>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+suite=${1:-node}
 scripts/setup-node.sh
 scripts/setup-python.sh
 if [[ ! -x "${PYLON_BIN:-target/debug/pylon}" ]]; then
   echo "${PYLON_BIN:-target/debug/pylon} is missing; run \`cargo build -p pylon\` first" >&2
   exit 1
 fi
-mkdir -p test-output/node
-# One file at a time: each test starts its own server and SDK participants, and the machine
-# running them may be small.
+mkdir -p "test-output/$suite"
+# One file at a time: each test starts its own server, SDK participants or Chromium
+# instances, and the machine running them may have two cores.
 node --test --test-concurrency=1 \
   --test-reporter=spec --test-reporter-destination=stdout \
-  --test-reporter=junit --test-reporter-destination=test-output/node/junit.xml \
-  tests/node/
+  --test-reporter=junit --test-reporter-destination="test-output/$suite/junit.xml" \
+  "tests/$suite/"

@@ -147,23 +147,21 @@
     });
   });
 
-  $('toggle-mic').addEventListener('click', async () => {
-    const lp = state.room.localParticipant;
-    const on = !lp.isMicrophoneEnabled;
-    await lp.setMicrophoneEnabled(on);
-    $('toggle-mic').textContent = on ? 'Mute microphone' : 'Unmute microphone';
-    $('toggle-mic').classList.toggle('off', !on);
-    showMuted(lp);
-  });
-
-  $('toggle-camera').addEventListener('click', async () => {
-    const lp = state.room.localParticipant;
-    const on = !lp.isCameraEnabled;
-    await lp.setCameraEnabled(on);
-    $('toggle-camera').textContent = on ? 'Stop camera' : 'Start camera';
-    $('toggle-camera').classList.toggle('off', !on);
-    showMuted(lp);
-  });
+  // A button that turns one local track on or off and then names what a press does next.
+  const toggleButton = (id, isOn, setOn, labelWhenOn, labelWhenOff) => {
+    $(id).addEventListener('click', async () => {
+      const lp = state.room.localParticipant;
+      const on = !isOn(lp);
+      await setOn(lp, on);
+      $(id).textContent = on ? labelWhenOn : labelWhenOff;
+      $(id).classList.toggle('off', !on);
+      showMuted(lp);
+    });
+  };
+  toggleButton('toggle-mic', (lp) => lp.isMicrophoneEnabled, (lp, on) => lp.setMicrophoneEnabled(on),
+    'Mute microphone', 'Unmute microphone');
+  toggleButton('toggle-camera', (lp) => lp.isCameraEnabled, (lp, on) => lp.setCameraEnabled(on),
+    'Stop camera', 'Start camera');
 
   $('leave').addEventListener('click', () => state.room?.disconnect());
 
