@@ -7,37 +7,106 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use livekit_protocol as lk;
 use prost::Message;
-use pylon_core::admin::AdminRequest;
-use pylon_core::ids::SessionId;
+use pylon_core::admin::{AdminRequest, DataSend, ParticipantUpdate, RoomOptions};
+use pylon_core::data::{DataKind, Destinations};
+use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId, TrackSid};
 use pylon_core::{JoinParams, Shard, ShardConfig};
 
-/// One request from a chunk: the first byte picks the method, the rest is its protobuf body.
+/// One request from a chunk: the first byte picks the method, the rest is its protobuf body,
+/// converted as the API edge converts it.
 fn request(chunk: &[u8]) -> Option<AdminRequest> {
     let (&which, body) = chunk.split_first()?;
+    let who = |r: lk::RoomParticipantIdentity| (RoomName::new(r.room), ParticipantIdentity::new(r.identity));
     Some(match which % 13 {
-        0 => AdminRequest::CreateRoom(Box::new(lk::CreateRoomRequest::decode(body).ok()?)),
-        1 => AdminRequest::ListRooms(lk::ListRoomsRequest::decode(body).ok()?),
-        2 => AdminRequest::DeleteRoom(lk::DeleteRoomRequest::decode(body).ok()?),
-        3 => AdminRequest::ListParticipants(lk::ListParticipantsRequest::decode(body).ok()?),
-        4 => AdminRequest::GetParticipant(lk::RoomParticipantIdentity::decode(body).ok()?),
-        5 => AdminRequest::RemoveParticipant(lk::RoomParticipantIdentity::decode(body).ok()?),
-        6 => AdminRequest::MutePublishedTrack(lk::MuteRoomTrackRequest::decode(body).ok()?),
-        7 => AdminRequest::UpdateParticipant(lk::UpdateParticipantRequest::decode(body).ok()?),
-        8 => AdminRequest::UpdateSubscriptions(lk::UpdateSubscriptionsRequest::decode(body).ok()?),
-        9 => AdminRequest::SendData(lk::SendDataRequest::decode(body).ok()?),
-        10 => AdminRequest::UpdateRoomMetadata(lk::UpdateRoomMetadataRequest::decode(body).ok()?),
-        _ => AdminRequest::MoveParticipant {
-            req: lk::MoveParticipantRequest::decode(body).ok()?,
-            token: String::new(),
+        0 => {
+            let r = lk::CreateRoomRequest::decode(body).ok()?;
+            let options = RoomOptions {
+                max_participants: Some(r.max_participants),
+                metadata: r.metadata,
+                ..Default::default()
+            };
+            AdminRequest::CreateRoom { name: RoomName::new(r.name), options, record: None }
+        }
+        1 => AdminRequest::ListRooms {
+            names: lk::ListRoomsRequest::decode(body).ok()?.names.into_iter().map(RoomName::new).collect(),
         },
+        2 => AdminRequest::DeleteRoom { room: RoomName::new(lk::DeleteRoomRequest::decode(body).ok()?.room) },
+        3 => AdminRequest::ListParticipants {
+            room: RoomName::new(lk::ListParticipantsRequest::decode(body).ok()?.room),
+        },
+        4 => {
+            let (room, identity) = who(lk::RoomParticipantIdentity::decode(body).ok()?);
+            AdminRequest::GetParticipant { room, identity }
+        }
+        5 => {
+            let (room, identity) = who(lk::RoomParticipantIdentity::decode(body).ok()?);
+            AdminRequest::RemoveParticipant { room, identity }
+        }
+        6 => {
+            let r = lk::MuteRoomTrackRequest::decode(body).ok()?;
+            AdminRequest::MutePublishedTrack {
+                room: RoomName::new(r.room),
+                identity: ParticipantIdentity::new(r.identity),
+                track: TrackSid::new(r.track_sid),
+                muted: r.muted,
+            }
+        }
+        7 => {
+            let r = lk::UpdateParticipantRequest::decode(body).ok()?;
+            let update = ParticipantUpdate {
+                metadata: Some(r.metadata),
+                name: Some(r.name),
+                attributes: r.attributes,
+                permission: None,
+            };
+            AdminRequest::UpdateParticipant {
+                room: RoomName::new(r.room),
+                identity: ParticipantIdentity::new(r.identity),
+                update: Box::new(update),
+            }
+        }
+        8 => {
+            let r = lk::UpdateSubscriptionsRequest::decode(body).ok()?;
+            AdminRequest::UpdateSubscriptions {
+                room: RoomName::new(r.room),
+                identity: ParticipantIdentity::new(r.identity),
+                tracks: r.track_sids.into_iter().map(TrackSid::new).collect(),
+                subscribe: r.subscribe,
+            }
+        }
+        9 => {
+            let r = lk::SendDataRequest::decode(body).ok()?;
+            let data = DataSend {
+                kind: DataKind::Reliable,
+                payload: r.data,
+                topic: r.topic,
+                to: Destinations { identities: r.destination_identities, sids: vec![] },
+                nonce: r.nonce,
+            };
+            AdminRequest::SendData { room: RoomName::new(r.room), data: Box::new(data) }
+        }
+        10 => {
+            let r = lk::UpdateRoomMetadataRequest::decode(body).ok()?;
+            AdminRequest::UpdateRoomMetadata { room: RoomName::new(r.room), metadata: r.metadata }
+        }
+        _ => {
+            let r = lk::MoveParticipantRequest::decode(body).ok()?;
+            AdminRequest::MoveParticipant {
+                room: RoomName::new(r.room),
+                identity: ParticipantIdentity::new(r.identity),
+                destination: RoomName::new(r.destination_room),
+                token: String::new(),
+                placement: Default::default(),
+            }
+        }
     })
 }
 
 fn names_room(req: &AdminRequest, room: &str) -> bool {
     match req {
-        AdminRequest::DeleteRoom(r) => r.room == room,
-        AdminRequest::RemoveParticipant(r) => r.room == room,
-        AdminRequest::MoveParticipant { req, .. } => req.room == room,
+        AdminRequest::DeleteRoom { room: r } => r.as_str() == room,
+        AdminRequest::RemoveParticipant { room: r, .. } => r.as_str() == room,
+        AdminRequest::MoveParticipant { room: r, .. } => r.as_str() == room,
         _ => false,
     }
 }

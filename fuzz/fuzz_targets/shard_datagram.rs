@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut shard = Shard::new(ShardConfig::new("127.0.0.1:7882".parse().unwrap()), now, 0, 1);
     let p = JoinParams::standard(SessionId(1), "r", "a");
     shard.join(now, p).unwrap();
-    shard.receive(
+    let _ = shard.receive(
         now,
         "127.0.0.1:5000".parse().unwrap(),
         "127.0.0.1:7882".parse().unwrap(),

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     shard.join(now, params(2, "fuzzer")).unwrap();
     for chunk in data.split(|b| *b == 0xff) {
         if let Ok(req) = livekit_protocol::SignalRequest::decode(chunk) {
-            shard.signal(now, SessionId(2), req);
+            // Through the signalling edge's parser, as a WebSocket frame would go.
+            match pylon_server::wire::signal_command(req) {
+                Ok(cmd) => shard.signal(now, SessionId(2), cmd),
+                Err(e) => shard.protocol_violation(now, SessionId(2), &e.to_string()),
+            }
         }
         now += Duration::from_millis(10);
         shard.handle_timeout(now);

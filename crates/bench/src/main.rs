@@ -171,7 +171,8 @@ impl Net {
 
     fn signal(&mut self, session: SessionId, msg: Req) {
         let req = lk::SignalRequest { message: Some(msg) };
-        self.shard.signal(self.now, session, req);
+        let cmd = pylon_server::wire::signal_command(req).expect("the bench sends valid requests");
+        self.shard.signal(self.now, session, cmd);
     }
 
     fn client_by_session(&mut self, session: SessionId) -> Option<&mut Client> {
@@ -221,7 +222,7 @@ impl Net {
                     }
                     _ => {}
                 },
-                Output::Close(_) | Output::Webhook(_) => {}
+                Output::Close(_) | Output::Webhook(_) | Output::Relay(..) | Output::Event(_) => {}
             }
         }
     }
@@ -282,7 +283,7 @@ impl Net {
             }
             while let Some((src, dst, data)) = self.to_shard.pop_front() {
                 moved = true;
-                self.shard.receive(self.now, src, dst, &data);
+                let _ = self.shard.receive(self.now, src, dst, &data);
             }
             if !moved {
                 return;
@@ -357,7 +358,7 @@ fn measured_forwarding(
 ) {
     COUNTING.with(|c| c.set(true));
     for (src, dst, data) in input {
-        shard.receive(now, *src, *dst, data);
+        let _ = shard.receive(now, *src, *dst, data);
         // As the worker does: drive what is due (str0m releases queued RTP on a timeout).
         if shard.poll_timeout() <= now {
             shard.handle_timeout(now);

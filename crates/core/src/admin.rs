@@ -1,8 +1,12 @@
 //! Server-side administration of rooms and participants (what the Room API asks for).
 //!
-//! Each request is already parsed and authorized by the API edge; here it is applied to the
-//! shard and its effects reach the participants (Leave, mute requests, updates, data).
+//! Each request is already parsed and authorized by the API edge into the core's types; here
+//! it is applied to the shard and its effects reach the participants (Leave, mute requests,
+//! updates, data). A request about a participant goes to the shard hosting it; one about a
+//! room goes to every place of the room, each acting on what it hosts, and the runtime merges
+//! the answers (participant lists, room summaries).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use livekit_protocol as lk;
@@ -10,45 +14,139 @@ use lk::signal_response::Message as Resp;
 use prost::Message;
 
 use crate::data::{DataKind, Destinations};
-use crate::ids::{ParticipantKey, RoomName};
-use crate::room::Room;
-use crate::shard::Shard;
+use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, TrackSid};
+use crate::participant::{departed, source_name};
+use crate::room::{Placement, RoomRecord};
+use crate::shard::{event, update, Shard, ShardEvent};
+
+/// Settings of a room created by the API (`None`: the node's defaults).
+#[derive(Debug, Clone, Default)]
+pub struct RoomOptions {
+    pub empty_timeout: Option<Duration>,
+    pub departure_timeout: Option<Duration>,
+    pub max_participants: Option<u32>,
+    pub metadata: String,
+}
+
+/// Permissions the API may set on a participant.
+#[derive(Debug, Clone, Default)]
+pub struct PermissionUpdate {
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    pub can_update_metadata: bool,
+    pub hidden: bool,
+    pub can_publish_sources: Vec<lk::TrackSource>,
+}
+
+/// Changes to a participant (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct ParticipantUpdate {
+    pub metadata: Option<String>,
+    pub name: Option<String>,
+    /// An empty value deletes the attribute.
+    pub attributes: HashMap<String, String>,
+    pub permission: Option<PermissionUpdate>,
+}
+
+/// A server-originated data packet.
+#[derive(Debug, Clone)]
+pub struct DataSend {
+    pub kind: DataKind,
+    pub payload: Vec<u8>,
+    pub topic: Option<String>,
+    pub to: Destinations,
+    pub nonce: Vec<u8>,
+}
 
 /// A Room API request, authorized.
 #[derive(Debug, Clone)]
 pub enum AdminRequest {
-    CreateRoom(Box<lk::CreateRoomRequest>),
-    ListRooms(lk::ListRoomsRequest),
-    DeleteRoom(lk::DeleteRoomRequest),
-    ListParticipants(lk::ListParticipantsRequest),
-    GetParticipant(lk::RoomParticipantIdentity),
-    RemoveParticipant(lk::RoomParticipantIdentity),
-    MutePublishedTrack(lk::MuteRoomTrackRequest),
-    UpdateParticipant(lk::UpdateParticipantRequest),
-    UpdateSubscriptions(lk::UpdateSubscriptionsRequest),
-    SendData(lk::SendDataRequest),
-    UpdateRoomMetadata(lk::UpdateRoomMetadataRequest),
-    /// Move a participant to another room on this node; `token` lets it rejoin the
-    /// destination room (sent to it in RoomMovedResponse).
+    CreateRoom {
+        name: RoomName,
+        options: RoomOptions,
+        /// The room's record when another place already minted it (the node's directory).
+        record: Option<RoomRecord>,
+    },
+    /// The room instances here (all, or those named).
+    ListRooms {
+        names: Vec<RoomName>,
+    },
+    DeleteRoom {
+        room: RoomName,
+    },
+    /// The participants of the room hosted here.
+    ListParticipants {
+        room: RoomName,
+    },
+    GetParticipant {
+        room: RoomName,
+        identity: ParticipantIdentity,
+    },
+    RemoveParticipant {
+        room: RoomName,
+        identity: ParticipantIdentity,
+    },
+    MutePublishedTrack {
+        room: RoomName,
+        identity: ParticipantIdentity,
+        track: TrackSid,
+        muted: bool,
+    },
+    UpdateParticipant {
+        room: RoomName,
+        identity: ParticipantIdentity,
+        update: Box<ParticipantUpdate>,
+    },
+    UpdateSubscriptions {
+        room: RoomName,
+        identity: ParticipantIdentity,
+        tracks: Vec<TrackSid>,
+        subscribe: bool,
+    },
+    SendData {
+        room: RoomName,
+        data: Box<DataSend>,
+    },
+    UpdateRoomMetadata {
+        room: RoomName,
+        metadata: String,
+    },
+    /// Move a participant to another room; `token` lets it rejoin the destination room (sent
+    /// to it in RoomMovedResponse); `placement` places the destination's instance here.
     MoveParticipant {
-        req: lk::MoveParticipantRequest,
+        room: RoomName,
+        identity: ParticipantIdentity,
+        destination: RoomName,
         token: String,
+        placement: Placement,
     },
 }
 
-/// The answer to an [`AdminRequest`], one variant per response message.
+/// One room instance here, for listings the runtime merges across places.
+#[derive(Debug, Clone)]
+pub struct RoomSummary {
+    /// As this instance sees the room (counts include mirrors).
+    pub info: lk::Room,
+    pub home: bool,
+    /// Participants and publishers hosted here.
+    pub hosted: u32,
+    pub hosted_publishers: u32,
+}
+
+/// The answer to an [`AdminRequest`], one variant per response.
 #[derive(Debug, Clone)]
 pub enum AdminResponse {
     Room(lk::Room),
-    Rooms(lk::ListRoomsResponse),
-    RoomDeleted(lk::DeleteRoomResponse),
-    Participants(lk::ListParticipantsResponse),
+    Rooms(Vec<RoomSummary>),
+    RoomDeleted,
+    Participants(Vec<lk::ParticipantInfo>),
     Participant(lk::ParticipantInfo),
-    ParticipantRemoved(lk::RemoveParticipantResponse),
-    TrackMuted(lk::MuteRoomTrackResponse),
-    SubscriptionsUpdated(lk::UpdateSubscriptionsResponse),
-    DataSent(lk::SendDataResponse),
-    ParticipantMoved(lk::MoveParticipantResponse),
+    ParticipantRemoved,
+    TrackMuted(lk::TrackInfo),
+    SubscriptionsUpdated,
+    DataSent,
+    ParticipantMoved,
 }
 
 /// Why a request failed; the API edge maps each to a Twirp code.
@@ -77,118 +175,158 @@ impl From<crate::limits::LimitError> for AdminError {
 impl Shard {
     pub fn admin(&mut self, now: Instant, req: AdminRequest) -> Result<AdminResponse, AdminError> {
         let out = match req {
-            AdminRequest::CreateRoom(r) => AdminResponse::Room(self.create_room(now, *r)?),
-            AdminRequest::ListRooms(r) => AdminResponse::Rooms(self.list_rooms(&r)),
-            AdminRequest::DeleteRoom(r) => {
-                self.delete_room(now, &RoomName::new(r.room))?;
-                AdminResponse::RoomDeleted(lk::DeleteRoomResponse {})
+            AdminRequest::CreateRoom {
+                name,
+                options,
+                record,
+            } => AdminResponse::Room(self.create_room(now, name, options, record)?),
+            AdminRequest::ListRooms { names } => AdminResponse::Rooms(self.list_rooms(&names)),
+            AdminRequest::DeleteRoom { room } => {
+                self.delete_room(now, &room)?;
+                AdminResponse::RoomDeleted
             }
-            AdminRequest::ListParticipants(r) => {
+            AdminRequest::ListParticipants { room } => {
                 // A room that is not open has no participants (LiveKit answers an empty list).
                 let participants = self
-                    .members(&RoomName::new(r.room))
+                    .members(&room)
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|k| self.participants[&k].info())
+                    .filter_map(|k| self.info_of(k))
                     .collect();
-                AdminResponse::Participants(lk::ListParticipantsResponse { participants })
+                AdminResponse::Participants(participants)
             }
-            AdminRequest::GetParticipant(r) => {
-                let key = self.participant_key(&r.room, &r.identity)?;
-                AdminResponse::Participant(self.participants[&key].info())
+            AdminRequest::GetParticipant { room, identity } => {
+                let key = self.participant_key(&room, &identity)?;
+                AdminResponse::Participant(self.info_of(key).expect("member"))
             }
-            AdminRequest::RemoveParticipant(r) => {
-                let key = self.participant_key(&r.room, &r.identity)?;
+            AdminRequest::RemoveParticipant { room, identity } => {
+                let key = self.participant_key(&room, &identity)?;
                 self.remove_participant(
                     now,
                     key,
                     lk::DisconnectReason::ParticipantRemoved,
                     Some(lk::leave_request::Action::Disconnect),
                 );
-                AdminResponse::ParticipantRemoved(lk::RemoveParticipantResponse {})
+                AdminResponse::ParticipantRemoved
             }
-            AdminRequest::MutePublishedTrack(r) => AdminResponse::TrackMuted(self.mute_track(r)?),
-            AdminRequest::UpdateParticipant(r) => {
-                AdminResponse::Participant(self.update_participant(now, r)?)
+            AdminRequest::MutePublishedTrack {
+                room,
+                identity,
+                track,
+                muted,
+            } => AdminResponse::TrackMuted(self.mute_track(&room, &identity, &track, muted)?),
+            AdminRequest::UpdateParticipant {
+                room,
+                identity,
+                update,
+            } => AdminResponse::Participant(self.update_participant(now, &room, &identity, *update)?),
+            AdminRequest::UpdateSubscriptions {
+                room,
+                identity,
+                tracks,
+                subscribe,
+            } => {
+                let key = self.participant_key(&room, &identity)?;
+                self.on_update_subscription(now, key, &tracks, subscribe);
+                AdminResponse::SubscriptionsUpdated
             }
-            AdminRequest::UpdateSubscriptions(r) => {
-                let key = self.participant_key(&r.room, &r.identity)?;
-                let update = lk::UpdateSubscription {
-                    track_sids: r.track_sids,
-                    subscribe: r.subscribe,
-                    participant_tracks: r.participant_tracks,
-                };
-                self.on_update_subscription(now, key, update);
-                AdminResponse::SubscriptionsUpdated(lk::UpdateSubscriptionsResponse {})
+            AdminRequest::SendData { room, data } => {
+                self.api_send_data(now, &room, *data)?;
+                AdminResponse::DataSent
             }
-            AdminRequest::SendData(r) => {
-                self.api_send_data(now, r)?;
-                AdminResponse::DataSent(lk::SendDataResponse {})
+            AdminRequest::UpdateRoomMetadata { room, metadata } => {
+                AdminResponse::Room(self.update_room_metadata(&room, metadata)?)
             }
-            AdminRequest::UpdateRoomMetadata(r) => AdminResponse::Room(self.update_room_metadata(r)?),
-            AdminRequest::MoveParticipant { req, token } => {
-                self.move_participant(now, req, token)?;
-                AdminResponse::ParticipantMoved(lk::MoveParticipantResponse {})
+            AdminRequest::MoveParticipant {
+                room,
+                identity,
+                destination,
+                token,
+                placement,
+            } => {
+                self.move_participant(now, &room, &identity, destination, token, placement)?;
+                AdminResponse::ParticipantMoved
             }
         };
         self.drain_dirty(now);
         Ok(out)
     }
 
+    /// The participants of `room` hosted here.
     fn members(&self, room: &RoomName) -> Result<Vec<ParticipantKey>, AdminError> {
         let r = self.rooms.get(room).ok_or(AdminError::RoomNotFound)?;
-        Ok(r.participants
+        Ok(r.members
             .iter()
             .copied()
             .filter(|k| self.participants.contains_key(k))
             .collect())
     }
 
-    fn participant_key(&self, room: &str, identity: &str) -> Result<ParticipantKey, AdminError> {
-        self.members(&RoomName::new(room))?
+    fn participant_key(
+        &self,
+        room: &RoomName,
+        identity: &ParticipantIdentity,
+    ) -> Result<ParticipantKey, AdminError> {
+        self.members(room)?
             .into_iter()
-            .find(|k| self.participants[k].identity.as_str() == identity)
+            .find(|k| &self.participants[k].identity == identity)
             .ok_or(AdminError::ParticipantNotFound)
     }
 
-    fn create_room(&mut self, now: Instant, r: lk::CreateRoomRequest) -> Result<lk::Room, AdminError> {
-        if r.name.is_empty() {
+    fn create_room(
+        &mut self,
+        now: Instant,
+        name: RoomName,
+        o: RoomOptions,
+        record: Option<RoomRecord>,
+    ) -> Result<lk::Room, AdminError> {
+        if name.as_str().is_empty() {
             return Err(AdminError::InvalidArgument("room name is required".into()));
         }
-        crate::limits::check_room_name(&r.name)?;
-        crate::limits::check_metadata(&r.metadata)?;
-        let name = RoomName::new(r.name.clone());
+        crate::limits::check_room_name(name.as_str())?;
+        crate::limits::check_metadata(&o.metadata)?;
         if !self.rooms.contains_key(&name) {
-            let mut settings = self.config.room.clone();
-            if r.empty_timeout > 0 {
-                settings.empty_timeout = Duration::from_secs(r.empty_timeout.into());
-            }
-            if r.departure_timeout > 0 {
-                settings.departure_timeout = Duration::from_secs(r.departure_timeout.into());
-            }
-            if r.max_participants > 0 {
-                settings.max_participants = r.max_participants;
-            }
-            let sid = self.mint_room_sid();
-            let mut room = Room::new(name.clone(), sid, settings, now, self.unix_ms(now));
-            room.metadata = r.metadata;
-            tracing::info!(room = %name, sid = %room.sid, "room created by API");
-            self.rooms.insert(name.clone(), room);
-            let info = self.room_info(&name);
-            self.webhook(now, crate::shard::event::ROOM_STARTED, info, None, None);
+            let record = match record {
+                Some(r) => r,
+                None => {
+                    let mut r = self.mint_record(now);
+                    r.settings = apply_options(r.settings, &o);
+                    r.metadata = o.metadata;
+                    r
+                }
+            };
+            tracing::info!(room = %name, sid = %record.sid, "room created by API");
+            let placement = Placement {
+                record: Some(record),
+                home: true,
+                peers: Vec::new(),
+            };
+            self.ensure_room(now, &name, &placement);
         }
         Ok(self.room_info(&name).expect("room exists"))
     }
 
-    fn list_rooms(&self, r: &lk::ListRoomsRequest) -> lk::ListRoomsResponse {
-        let mut rooms: Vec<lk::Room> = self
+    fn list_rooms(&self, names: &[RoomName]) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
             .rooms
-            .keys()
-            .filter(|n| r.names.is_empty() || r.names.iter().any(|x| x == n.as_str()))
-            .filter_map(|n| self.room_info(n))
+            .values()
+            .filter(|r| names.is_empty() || names.contains(&r.name))
+            .filter_map(|r| {
+                let hosted_publishers = r
+                    .members
+                    .iter()
+                    .filter(|k| self.participants.get(k).is_some_and(|p| !p.tracks.is_empty()))
+                    .count() as u32;
+                Some(RoomSummary {
+                    info: self.room_info(&r.name)?,
+                    home: r.home,
+                    hosted: r.members.len() as u32,
+                    hosted_publishers,
+                })
+            })
             .collect();
-        rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        lk::ListRoomsResponse { rooms }
+        rooms.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        rooms
     }
 
     fn delete_room(&mut self, now: Instant, name: &RoomName) -> Result<(), AdminError> {
@@ -205,55 +343,63 @@ impl Shard {
         Ok(())
     }
 
-    fn mute_track(&mut self, r: lk::MuteRoomTrackRequest) -> Result<lk::MuteRoomTrackResponse, AdminError> {
-        let key = self.participant_key(&r.room, &r.identity)?;
-        let p = self.participants.get_mut(&key).expect("member");
-        let i = p.track_by_sid(&r.track_sid).ok_or(AdminError::TrackNotFound)?;
-        if !r.muted && p.tracks[i].info.muted {
+    fn mute_track(
+        &mut self,
+        room: &RoomName,
+        identity: &ParticipantIdentity,
+        track: &TrackSid,
+        muted: bool,
+    ) -> Result<lk::TrackInfo, AdminError> {
+        let key = self.participant_key(room, identity)?;
+        let tkey = self
+            .track_sids
+            .get(track)
+            .copied()
+            .filter(|k| self.tracks.get(k).is_some_and(|t| t.owner == key))
+            .ok_or(AdminError::TrackNotFound)?;
+        let t = self.tracks.get_mut(&tkey).expect("checked above");
+        if !muted && t.info.muted {
             return Err(AdminError::FailedPrecondition("remote unmute not enabled".into()));
         }
-        let changed = p.tracks[i].info.muted != r.muted;
-        p.tracks[i].info.muted = r.muted;
-        let track = p.tracks[i].info.clone();
+        let changed = t.info.muted != muted;
+        t.info.muted = muted;
+        let info = t.info.clone();
         if changed {
+            let p = self.participants.get_mut(&key).expect("member");
             p.bump_version();
             let session = p.session;
             let req = lk::MuteTrackRequest {
-                sid: r.track_sid,
-                muted: r.muted,
+                sid: track.as_str().to_string(),
+                muted,
             };
             self.send(session, Resp::Mute(req));
-            self.broadcast_participant(key);
+            self.announce(key);
         }
-        Ok(lk::MuteRoomTrackResponse { track: Some(track) })
+        Ok(info)
     }
 
     fn update_participant(
         &mut self,
         now: Instant,
-        r: lk::UpdateParticipantRequest,
+        room: &RoomName,
+        identity: &ParticipantIdentity,
+        u: ParticipantUpdate,
     ) -> Result<lk::ParticipantInfo, AdminError> {
-        let key = self.participant_key(&r.room, &r.identity)?;
-        crate::limits::check_metadata(&r.metadata)?;
-        crate::limits::check_name(&r.name)?;
+        let key = self.participant_key(room, identity)?;
+        crate::limits::check_metadata(u.metadata.as_deref().unwrap_or(""))?;
+        crate::limits::check_name(u.name.as_deref().unwrap_or(""))?;
         let p = self.participants.get_mut(&key).expect("member");
-        crate::limits::check_attributes(&p.attributes, &r.attributes)?;
-        if !r.metadata.is_empty() {
-            p.metadata = r.metadata;
+        crate::limits::check_attributes(&p.attributes, &u.attributes)?;
+        if let Some(m) = u.metadata {
+            p.metadata = m;
         }
-        if !r.name.is_empty() {
-            p.name = r.name;
+        if let Some(n) = u.name {
+            p.name = n;
         }
-        for (k, v) in r.attributes {
-            if v.is_empty() {
-                p.attributes.remove(&k);
-            } else {
-                p.attributes.insert(k, v);
-            }
-        }
+        crate::limits::apply_attributes(&mut p.attributes, &u.attributes);
         let mut revoked_publish = false;
         let mut revoked_subscribe = false;
-        if let Some(perm) = r.permission {
+        if let Some(perm) = u.permission {
             revoked_publish = p.permission.can_publish && !perm.can_publish;
             revoked_subscribe = p.permission.can_subscribe && !perm.can_subscribe;
             p.permission.can_publish = perm.can_publish;
@@ -264,20 +410,21 @@ impl Shard {
             p.permission.can_publish_sources = perm
                 .can_publish_sources
                 .iter()
-                .filter_map(|s| lk::TrackSource::try_from(*s).ok())
-                .filter_map(source_name)
+                .filter_map(|s| source_name(*s))
                 .map(str::to_string)
                 .collect();
         }
         p.bump_version();
         if revoked_publish {
-            while !self.participants[&key].tracks.is_empty() {
-                let sid = self.participants[&key].tracks[0].sid.as_str().to_string();
-                self.unpublish(now, key, 0);
-                self.send_to(
-                    key,
-                    Resp::TrackUnpublished(lk::TrackUnpublishedResponse { track_sid: sid }),
-                );
+            while let Some(&tkey) = self.participants[&key].tracks.first() {
+                let sid = self.tracks.get(&tkey).map(|t| t.sid.as_str().to_string());
+                self.unpublish(now, key, tkey);
+                if let Some(track_sid) = sid {
+                    self.send_to(
+                        key,
+                        Resp::TrackUnpublished(lk::TrackUnpublishedResponse { track_sid }),
+                    );
+                }
             }
         }
         if revoked_subscribe {
@@ -286,151 +433,104 @@ impl Shard {
                 self.unsubscribe(key, t);
             }
         }
-        self.broadcast_participant(key);
-        Ok(self.participants[&key].info())
+        self.announce(key);
+        Ok(self.info_of(key).expect("member"))
     }
 
-    fn api_send_data(&mut self, now: Instant, r: lk::SendDataRequest) -> Result<(), AdminError> {
-        let name = RoomName::new(r.room.clone());
-        self.members(&name)?;
-        let kind = if r.kind == lk::data_packet::Kind::Lossy as i32 {
-            DataKind::Lossy
-        } else {
-            DataKind::Reliable
-        };
+    fn api_send_data(&mut self, now: Instant, room: &RoomName, d: DataSend) -> Result<(), AdminError> {
+        self.members(room)?;
+        let kind = match d.kind {
+            DataKind::Lossy => lk::data_packet::Kind::Lossy,
+            DataKind::Reliable => lk::data_packet::Kind::Reliable,
+        } as i32;
         let packet = lk::DataPacket {
-            kind: r.kind,
-            destination_identities: r.destination_identities.clone(),
+            kind,
+            destination_identities: d.to.identities.clone(),
             value: Some(lk::data_packet::Value::User(lk::UserPacket {
-                payload: r.data,
-                destination_sids: r.destination_sids.clone(),
-                destination_identities: r.destination_identities.clone(),
-                topic: r.topic,
-                nonce: r.nonce,
+                payload: d.payload,
+                destination_sids: d.to.sids.clone(),
+                destination_identities: d.to.identities.clone(),
+                topic: d.topic,
+                nonce: d.nonce,
                 ..Default::default()
             })),
             ..Default::default()
         };
-        let to = Destinations {
-            identities: r.destination_identities,
-            sids: r.destination_sids,
-        };
-        self.send_data(now, &name, &packet.encode_to_vec(), kind, &to);
+        self.send_data(now, room, packet.encode_to_vec(), d.kind, d.to);
         Ok(())
     }
 
-    fn update_room_metadata(&mut self, r: lk::UpdateRoomMetadataRequest) -> Result<lk::Room, AdminError> {
-        let name = RoomName::new(r.room);
-        crate::limits::check_metadata(&r.metadata)?;
-        let room = self.rooms.get_mut(&name).ok_or(AdminError::RoomNotFound)?;
-        room.metadata = r.metadata;
-        let info = self.room_info(&name).expect("room exists");
-        self.broadcast(
-            &name,
-            Resp::RoomUpdate(lk::RoomUpdate {
-                room: Some(info.clone()),
-            }),
-            None,
-        );
+    fn update_room_metadata(&mut self, name: &RoomName, metadata: String) -> Result<lk::Room, AdminError> {
+        crate::limits::check_metadata(&metadata)?;
+        let room = self.rooms.get_mut(name).ok_or(AdminError::RoomNotFound)?;
+        room.metadata = metadata;
+        let info = self.room_info(name).expect("room exists");
+        let msg = Resp::RoomUpdate(lk::RoomUpdate {
+            room: Some(info.clone()),
+        });
+        self.broadcast(name, msg, None);
         Ok(info)
     }
-}
 
-impl Shard {
-    /// Move a participant, with its published tracks and its connections, to another room
-    /// on this node. The source room sees it leave, the destination room sees it join, and
-    /// the participant gets RoomMovedResponse; subscriptions follow auto-subscribe.
+    /// Move a hosted participant, with its published tracks and its connections, to another
+    /// room (its instance here is created if needed). The source room sees it leave, the
+    /// destination room sees it join, and the participant gets RoomMovedResponse;
+    /// subscriptions follow auto-subscribe.
     fn move_participant(
         &mut self,
         now: Instant,
-        r: lk::MoveParticipantRequest,
+        room: &RoomName,
+        identity: &ParticipantIdentity,
+        dest: RoomName,
         token: String,
+        placement: Placement,
     ) -> Result<(), AdminError> {
-        if r.destination_room.is_empty() {
+        if dest.as_str().is_empty() {
             return Err(AdminError::InvalidArgument("destination room is required".into()));
         }
-        if r.room == r.destination_room {
+        if *room == dest {
             return Err(AdminError::InvalidArgument(
                 "destination room cannot be the same as source room".into(),
             ));
         }
-        crate::limits::check_room_name(&r.destination_room)?;
-        let key = self.participant_key(&r.room, &r.identity)?;
-        let dest = RoomName::new(r.destination_room);
-        if let Some(room) = self.rooms.get(&dest) {
-            if self
-                .members(&dest)?
-                .iter()
-                .any(|k| self.participants[k].identity.as_str() == r.identity)
-            {
-                return Err(AdminError::AlreadyExists(
-                    "a participant with this identity is already in the destination room".into(),
-                ));
-            }
-            if room.is_full() {
-                return Err(AdminError::FailedPrecondition(
-                    "room has exceeded its max participants".into(),
-                ));
-            }
-        } else {
-            let sid = self.mint_room_sid();
-            let room = Room::new(
-                dest.clone(),
-                sid,
-                self.config.room.clone(),
-                now,
-                self.unix_ms(now),
-            );
-            tracing::info!(room = %dest, sid = %room.sid, "room created for a moved participant");
-            self.rooms.insert(dest.clone(), room);
-            let info = self.room_info(&dest);
-            self.webhook(now, crate::shard::event::ROOM_STARTED, info, None, None);
+        crate::limits::check_room_name(dest.as_str())?;
+        let key = self.participant_key(room, identity)?;
+        if self.find_identity(&dest, identity).is_some() {
+            return Err(AdminError::AlreadyExists(
+                "a participant with this identity is already in the destination room".into(),
+            ));
         }
-
-        // Leave the source room: nobody there stays subscribed to it, nor it to them.
-        let source = self.participants[&key].room.clone();
-        let subscribers: Vec<(ParticipantKey, crate::participant::TrackKey)> = self.participants[&key]
-            .tracks
-            .iter()
-            .flat_map(|t| t.subscribers.iter().map(move |s| (*s, t.key)))
-            .collect();
-        for (sub, t) in subscribers {
-            self.unsubscribe(sub, t);
+        if self.rooms.get(&dest).is_some_and(|r| r.is_full()) {
+            return Err(AdminError::FailedPrecondition(
+                "room has exceeded its max participants".into(),
+            ));
         }
-        let subscribed: Vec<_> = self.participants[&key].downtracks.keys().copied().collect();
-        for t in subscribed {
-            self.unsubscribe(key, t);
-        }
-        if let Some(room) = self.rooms.get_mut(&source) {
-            room.remove(key, now);
-        }
-        let p = self.participants.get_mut(&key).expect("member");
-        let departed = p.departed_info(lk::DisconnectReason::UnknownReason);
-        p.bump_version();
-        let hidden = p.permission.hidden;
-        if !hidden {
-            self.broadcast(&source, crate::shard::update(vec![departed.clone()]), None);
-        }
-        let info = self.room_info(&source);
-        self.webhook(
-            now,
-            crate::shard::event::PARTICIPANT_LEFT,
-            info,
-            Some(departed),
-            None,
-        );
+        self.ensure_room(now, &dest, &placement);
+        self.leave_for_move(now, key);
 
         // Join the destination room.
         let p = self.participants.get_mut(&key).expect("member");
         p.room = dest.clone();
         p.bump_version();
-        let (sid, session, me) = (p.sid.clone(), p.session, p.info());
+        for tkey in p.tracks.clone() {
+            if let Some(t) = self.tracks.get_mut(&tkey) {
+                t.room = dest.clone();
+            }
+        }
+        let p = &self.participants[&key];
+        let (sid, session, hidden) = (p.sid.clone(), p.session, p.permission.hidden);
+        let me = p.info(&self.tracks);
         self.rooms.get_mut(&dest).expect("ensured above").add(key);
-        tracing::info!(from = %source, to = %dest, participant = %sid, "participant moved");
+        tracing::info!(from = %room, to = %dest, participant = %sid, "participant moved");
+        self.emit(ShardEvent::ParticipantMoved {
+            from: room.clone(),
+            to: dest.clone(),
+            identity: identity.clone(),
+        });
         let room_info = self.room_info(&dest);
         self.webhook(
             now,
-            crate::shard::event::PARTICIPANT_JOINED,
+            event::PARTICIPANT_JOINED,
             room_info.clone(),
             Some(me.clone()),
             None,
@@ -443,22 +543,87 @@ impl Shard {
         };
         self.send(session, Resp::RoomMoved(moved));
         if !hidden {
-            self.broadcast(&dest, crate::shard::update(vec![me]), Some(key));
+            self.broadcast(&dest, update(vec![me]), Some(key));
+            self.relay_participant(key);
         }
-        self.auto_subscribe_to_publisher(now, key);
+        let tracks = self.participants[&key].tracks.clone();
+        self.auto_subscribe_to_tracks(now, &tracks);
         if self.participants[&key].subscriber.connected {
             self.auto_subscribe_all(now, key);
         }
+        self.close_instance_if_unused(room);
         Ok(())
+    }
+
+    /// The source-room half of a move: nobody there stays subscribed to the participant, nor
+    /// it to them, and the room (here and at its other places) sees it leave.
+    fn leave_for_move(&mut self, now: Instant, key: ParticipantKey) {
+        let p = &self.participants[&key];
+        let source = p.room.clone();
+        let sid: ParticipantSid = p.sid.clone();
+        let hidden = p.permission.hidden;
+        let subscribers: Vec<(ParticipantKey, crate::ids::TrackKey)> = p
+            .tracks
+            .iter()
+            .filter_map(|t| self.tracks.get(t))
+            .flat_map(|t| t.subscribers.iter().map(move |s| (*s, t.key)))
+            .collect();
+        for (sub, t) in subscribers {
+            self.unsubscribe(sub, t);
+        }
+        for t in self.participants[&key].tracks.clone() {
+            if let Some(track) = self.tracks.get_mut(&t) {
+                track.sinks.clear();
+            }
+        }
+        let subscribed: Vec<_> = self.participants[&key].downtracks.keys().copied().collect();
+        for t in subscribed {
+            self.unsubscribe(key, t);
+        }
+        if let Some(r) = self.rooms.get_mut(&source) {
+            r.remove(key, now);
+        }
+        let p = self.participants.get_mut(&key).expect("member");
+        let gone = departed(p.info(&self.tracks), lk::DisconnectReason::UnknownReason);
+        p.bump_version();
+        if !hidden {
+            self.broadcast(&source, update(vec![gone.clone()]), None);
+            let links = self
+                .rooms
+                .get(&source)
+                .map(|r| r.links.clone())
+                .unwrap_or_default();
+            for place in links {
+                let msg = crate::relay::RelayMessage::Left {
+                    room: source.clone(),
+                    sid: sid.clone(),
+                    info: Box::new(gone.clone()),
+                };
+                self.relay(place, msg);
+            }
+        }
+        let info = self.room_info(&source);
+        self.webhook(now, event::PARTICIPANT_LEFT, info, Some(gone), None);
     }
 }
 
-fn source_name(s: lk::TrackSource) -> Option<&'static str> {
-    match s {
-        lk::TrackSource::Camera => Some("camera"),
-        lk::TrackSource::Microphone => Some("microphone"),
-        lk::TrackSource::ScreenShare => Some("screen_share"),
-        lk::TrackSource::ScreenShareAudio => Some("screen_share_audio"),
-        lk::TrackSource::Unknown => None,
+fn apply_options(mut s: crate::config::RoomDefaults, o: &RoomOptions) -> crate::config::RoomDefaults {
+    if let Some(t) = o.empty_timeout {
+        s.empty_timeout = t;
     }
+    if let Some(t) = o.departure_timeout {
+        s.departure_timeout = t;
+    }
+    if let Some(m) = o.max_participants {
+        s.max_participants = m;
+    }
+    s
+}
+
+/// The settings a room created with `options` gets on a node whose defaults are `defaults`.
+pub fn room_settings(
+    defaults: crate::config::RoomDefaults,
+    options: &RoomOptions,
+) -> crate::config::RoomDefaults {
+    apply_options(defaults, options)
 }

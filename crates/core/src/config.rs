@@ -36,6 +36,10 @@ pub struct ShardConfig {
     pub resume_window: Duration,
     /// A participant with no media-path packets for this long is considered gone.
     pub transport_timeout: Duration,
+    /// A home room instance that is idle reports `RoomIdle` and waits for the runtime's
+    /// `close_room` (a node's directory may be placing a participant in it meanwhile);
+    /// otherwise the shard closes it itself.
+    pub rooms_closed_by_runtime: bool,
 }
 
 impl ShardConfig {
@@ -47,6 +51,7 @@ impl ShardConfig {
             node_id: String::new(),
             resume_window: Duration::from_secs(15),
             transport_timeout: Duration::from_secs(10),
+            rooms_closed_by_runtime: false,
         }
     }
 }

@@ -17,6 +17,20 @@ pub enum DataKind {
     Lossy,
 }
 
+/// The data channel labels LiveKit's SDKs open.
+pub const RELIABLE_LABEL: &str = "_reliable";
+pub const LOSSY_LABEL: &str = "_lossy";
+
+impl DataKind {
+    pub fn from_label(label: &str) -> Option<DataKind> {
+        match label {
+            RELIABLE_LABEL => Some(DataKind::Reliable),
+            LOSSY_LABEL => Some(DataKind::Lossy),
+            _ => None,
+        }
+    }
+}
+
 /// Who sent a packet, as the server knows it.
 #[derive(Clone, Copy, Debug)]
 pub struct DataSender<'a> {

@@ -93,9 +93,67 @@ sid!(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
 
-/// Index of a participant inside a shard. Stable for the participant's lifetime.
+/// Index of a participant inside a shard (one hosted here, or a mirror of one hosted at
+/// another place). Stable for the participant's lifetime; never reused within a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantKey(pub u64);
+
+/// Index of a track inside a shard (published here, or mirrored from another place). Cheaper
+/// than its sid on the media path; never reused within a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackKey(pub u64);
+
+/// How a track is named on a relay: the [`TrackKey`] it has at its origin place. Unique per
+/// origin, so a receiver keys mirrors by (place, id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayTrackId(pub u64);
+
+impl From<TrackKey> for RelayTrackId {
+    fn from(k: TrackKey) -> Self {
+        RelayTrackId(k.0)
+    }
+}
+
+/// The kind of link between two places of a room. Ordered: media and state that arrive over
+/// a link of one tier travel on only over links of a lower tier (split horizon), so nothing
+/// loops and each track crosses each link once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    /// Another media worker thread of this node (in-process hand-off).
+    Worker,
+    /// Another node of this region (node relay).
+    Node,
+    /// Another region (region link).
+    Region,
+}
+
+/// Another place a room has an instance at, as seen from this shard: the tier of the link and
+/// an index the runtime assigns within that tier (a worker's number, a node's, a region's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PlaceId {
+    pub tier: Tier,
+    pub index: u32,
+}
+
+impl PlaceId {
+    pub const fn worker(index: u32) -> Self {
+        Self {
+            tier: Tier::Worker,
+            index,
+        }
+    }
+}
+
+impl fmt::Display for PlaceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = match self.tier {
+            Tier::Worker => "worker",
+            Tier::Node => "node",
+            Tier::Region => "region",
+        };
+        write!(f, "{t}-{}", self.index)
+    }
+}
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,25 +1,41 @@
 //! Pylon's sans-IO SFU core.
 //!
-//! A [`Shard`] owns rooms, participants and their str0m peer connections. The runtime feeds
-//! it inputs with the current time and drains [`Output`]s; nothing here reads a clock,
-//! spawns a task or takes a lock. See `docs/architecture.md`.
+//! A [`Shard`] owns the instances of rooms at one place, the participants hosted there and
+//! their str0m peer connections, and mirrors of the participants the room's other places
+//! host ([`relay`] is the seam between places). The runtime feeds it inputs with the current
+//! time and drains [`Output`]s; nothing here reads a clock, spawns a task or takes a lock.
+//! See `docs/architecture.md`.
 
 // LiveKit marks fields deprecated that today's SDKs still send and read; we must speak them.
 #![allow(deprecated)]
 
 pub mod admin;
+pub mod command;
 pub mod config;
 pub mod data;
+mod datachannel;
+mod events;
+mod forward;
 pub mod forwarder;
 pub mod ids;
 pub mod keyframe;
 pub mod limits;
-mod media;
+mod membership;
+mod mirror;
+pub mod negotiation;
 pub mod participant;
+pub mod peer;
+mod publish;
+pub mod relay;
 pub mod room;
 pub mod shard;
 mod signal;
+mod subscribe;
+pub mod timers;
+pub mod track;
 pub mod vp8_munger;
 
+pub use command::SignalCommand;
 pub use config::{RoomDefaults, ShardConfig};
-pub use shard::{JoinError, JoinParams, Output, ResumeParams, Shard, ShardStats};
+pub use room::{Placement, RoomRecord};
+pub use shard::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardEvent, ShardStats};

@@ -56,17 +56,22 @@ pub fn check_attributes(
     update: &HashMap<String, String>,
 ) -> Result<(), LimitError> {
     let mut merged = current.clone();
-    for (k, v) in update {
-        if v.is_empty() {
-            merged.remove(k);
-        } else {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
+    apply_attributes(&mut merged, update);
     let size: usize = merged.iter().map(|(k, v)| k.len() + v.len()).sum();
     (size <= MAX_ATTRIBUTES_SIZE)
         .then_some(())
         .ok_or(LimitError::Attributes)
+}
+
+/// Apply an attribute update (an empty value deletes the key).
+pub fn apply_attributes(current: &mut HashMap<String, String>, update: &HashMap<String, String>) {
+    for (k, v) in update {
+        if v.is_empty() {
+            current.remove(k);
+        } else {
+            current.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,48 @@
-//! A room instance on this shard: its identity, settings, members and lifetime.
+//! A room's instance on this shard: the room's identity and settings, the participants hosted
+//! here and the mirrors of those hosted elsewhere, the places it is linked to, its lifetime.
+//!
+//! A room is a set of instances, one per place that hosts its participants. Exactly one of
+//! them is the room's **home**: it owns the room's lifetime (empty and departure timeouts,
+//! `room_started` / `room_finished`). The others exist while they host someone.
 
 use std::time::Instant;
 
 use livekit_protocol as lk;
 
 use crate::config::RoomDefaults;
-use crate::ids::{ParticipantKey, RoomName, RoomSid};
+use crate::ids::{ParticipantKey, PlaceId, RoomName, RoomSid};
+
+/// What every instance of a room agrees on, handed out by whoever places rooms (the node's
+/// directory) or minted by a standalone shard.
+#[derive(Debug, Clone)]
+pub struct RoomRecord {
+    pub sid: RoomSid,
+    pub creation_unix_ms: i64,
+    pub metadata: String,
+    pub settings: RoomDefaults,
+}
+
+/// Where a joining participant's room instance sits among the room's others.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The room's record; `None` lets a standalone shard mint one.
+    pub record: Option<RoomRecord>,
+    /// Whether this shard's instance is the room's home.
+    pub home: bool,
+    /// The places that already have an instance of the room.
+    pub peers: Vec<PlaceId>,
+}
+
+impl Default for Placement {
+    /// A standalone room: this shard is its only place.
+    fn default() -> Self {
+        Self {
+            record: None,
+            home: true,
+            peers: Vec::new(),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Room {
@@ -15,11 +52,18 @@ pub struct Room {
     pub settings: RoomDefaults,
     pub created_at: Instant,
     pub creation_unix_ms: i64,
-    /// Members in join order.
-    pub participants: Vec<ParticipantKey>,
-    /// When the last participant left (None while occupied or never joined).
+    pub home: bool,
+    /// Participants hosted here, in join order.
+    pub members: Vec<ParticipantKey>,
+    /// Mirrors of participants hosted at linked places.
+    pub remotes: Vec<ParticipantKey>,
+    /// Places with an instance of this room that we exchange state and media with.
+    pub links: Vec<PlaceId>,
+    /// When the room last became empty everywhere (None while occupied or never joined).
     pub vacated_at: Option<Instant>,
     pub ever_joined: bool,
+    /// Set once `RoomIdle` was reported for the current idle episode.
+    pub idle_reported: bool,
 }
 
 /// Why a room ends.
@@ -32,41 +76,70 @@ pub enum CloseReason {
 }
 
 impl Room {
-    pub fn new(name: RoomName, sid: RoomSid, settings: RoomDefaults, now: Instant, unix_ms: i64) -> Self {
+    pub fn new(name: RoomName, record: RoomRecord, home: bool, now: Instant) -> Self {
         Self {
             name,
-            sid,
-            metadata: String::new(),
-            settings,
+            sid: record.sid,
+            metadata: record.metadata,
+            settings: record.settings,
             created_at: now,
-            creation_unix_ms: unix_ms,
-            participants: Vec::new(),
+            creation_unix_ms: record.creation_unix_ms,
+            home,
+            members: Vec::new(),
+            remotes: Vec::new(),
+            links: Vec::new(),
             vacated_at: None,
             ever_joined: false,
+            idle_reported: false,
         }
+    }
+
+    /// Members here and mirrored, for counts clients see.
+    pub fn population(&self) -> usize {
+        self.members.len() + self.remotes.len()
     }
 
     pub fn is_full(&self) -> bool {
         let max = self.settings.max_participants;
-        max > 0 && self.participants.len() >= max as usize
+        max > 0 && self.population() >= max as usize
     }
 
     pub fn add(&mut self, key: ParticipantKey) {
-        self.participants.push(key);
+        self.members.push(key);
+        self.occupied();
+    }
+
+    pub fn add_remote(&mut self, key: ParticipantKey) {
+        self.remotes.push(key);
+        self.occupied();
+    }
+
+    fn occupied(&mut self) {
         self.ever_joined = true;
         self.vacated_at = None;
+        self.idle_reported = false;
     }
 
     pub fn remove(&mut self, key: ParticipantKey, now: Instant) {
-        self.participants.retain(|k| *k != key);
-        if self.participants.is_empty() {
+        self.members.retain(|k| *k != key);
+        self.remotes.retain(|k| *k != key);
+        if self.population() == 0 && self.vacated_at.is_none() {
             self.vacated_at = Some(now);
         }
     }
 
-    /// Whether the room should close at `now`, and why.
+    pub fn link(&mut self, place: PlaceId) -> bool {
+        if self.links.contains(&place) {
+            return false;
+        }
+        self.links.push(place);
+        true
+    }
+
+    /// Whether the room should close at `now`, and why. Only a home instance closes by time;
+    /// other instances close when their last hosted participant leaves.
     pub fn should_close(&self, now: Instant) -> Option<CloseReason> {
-        if !self.participants.is_empty() {
+        if !self.home || self.population() != 0 {
             return None;
         }
         match self.vacated_at {
@@ -80,7 +153,7 @@ impl Room {
 
     /// When `should_close` may next change its answer.
     pub fn next_deadline(&self) -> Option<Instant> {
-        if !self.participants.is_empty() {
+        if !self.home || self.population() != 0 {
             return None;
         }
         match self.vacated_at {
@@ -100,7 +173,7 @@ impl Room {
             creation_time: self.creation_unix_ms / 1000,
             creation_time_ms: self.creation_unix_ms,
             metadata: self.metadata.clone(),
-            num_participants: self.participants.len() as u32,
+            num_participants: self.population() as u32,
             num_publishers,
             ..Default::default()
         }
@@ -112,19 +185,24 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn room(now: Instant) -> Room {
-        let settings = RoomDefaults {
-            empty_timeout: Duration::from_secs(10),
-            departure_timeout: Duration::from_secs(5),
-            max_participants: 2,
+    fn room(now: Instant, home: bool) -> Room {
+        let record = RoomRecord {
+            sid: RoomSid::new("RM_x"),
+            creation_unix_ms: 0,
+            metadata: String::new(),
+            settings: RoomDefaults {
+                empty_timeout: Duration::from_secs(10),
+                departure_timeout: Duration::from_secs(5),
+                max_participants: 2,
+            },
         };
-        Room::new(RoomName::new("r"), RoomSid::new("RM_x"), settings, now, 0)
+        Room::new(RoomName::new("r"), record, home, now)
     }
 
     #[test]
     fn room_closes_after_departure_timeout() {
         let t = Instant::now();
-        let mut r = room(t);
+        let mut r = room(t, true);
         r.add(ParticipantKey(1));
         assert_eq!(r.should_close(t + Duration::from_secs(60)), None);
         r.remove(ParticipantKey(1), t + Duration::from_secs(1));
@@ -138,7 +216,7 @@ mod tests {
     #[test]
     fn unused_room_closes_after_empty_timeout() {
         let t = Instant::now();
-        let r = room(t);
+        let r = room(t, true);
         assert_eq!(r.should_close(t + Duration::from_secs(9)), None);
         assert_eq!(
             r.should_close(t + Duration::from_secs(10)),
@@ -147,12 +225,26 @@ mod tests {
     }
 
     #[test]
-    fn max_participants_marks_room_full() {
+    fn a_room_with_remote_members_stays_open() {
         let t = Instant::now();
-        let mut r = room(t);
+        let mut r = room(t, true);
+        r.add_remote(ParticipantKey(7));
+        assert_eq!(r.should_close(t + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn only_the_home_instance_closes_by_time() {
+        let t = Instant::now();
+        assert_eq!(room(t, false).should_close(t + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn max_participants_counts_every_place() {
+        let t = Instant::now();
+        let mut r = room(t, true);
         r.add(ParticipantKey(1));
         assert!(!r.is_full());
-        r.add(ParticipantKey(2));
+        r.add_remote(ParticipantKey(2));
         assert!(r.is_full());
     }
 }

@@ -1,10 +1,15 @@
-//! The shard: a sans-IO engine that owns a set of rooms, their participants and every
-//! participant's str0m peer connections.
+//! The shard: a sans-IO engine that owns the instances of rooms at one place (a media worker
+//! thread), the participants hosted there with their str0m peer connections, and mirrors of
+//! the participants hosted at the places its rooms are linked to.
 //!
-//! The runtime feeds it signalling requests, UDP datagrams and timeouts, each with `now`,
-//! and drains [`Output`]s: signal responses to sessions, sessions to close, and datagrams to
-//! transmit. Nothing here reads a clock, spawns a task or takes a lock; one worker thread
-//! owns one shard by `&mut`.
+//! The runtime feeds it signalling commands, UDP datagrams, relay messages and timeouts,
+//! each with `now`, and drains [`Output`]s: signal responses to sessions, sessions to close,
+//! datagrams to transmit, webhooks, relay messages for other places, and events for the
+//! node's directory. Nothing here reads a clock, spawns a task or takes a lock; one worker
+//! thread owns one shard by `&mut`. The work is split by concept: `signal` (join, resume,
+//! commands), `publish`, `subscribe`, `forward` (media in and out), `datachannel`,
+//! `mirror` (relay input), `admin`; state lives in its owners (`Room`, `Participant`,
+//! `Track`, `DownTrack`, `SubscriberNegotiation`, `Timers`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,16 +18,22 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rustc_hash::{FxHashMap, FxHashSet};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Candidate, Input, Rtc};
+use str0m::Input;
 use tracing::{debug, info, warn};
 
-use rustc_hash::FxHashMap;
-
 use crate::config::{ShardConfig, LIVEKIT_COMPAT_VERSION, SERVER_PROTOCOL};
-use crate::ids::{ParticipantKey, ParticipantSid, RoomName, RoomSid, SessionId, TrackSid};
-use crate::participant::{Participant, PcKind, Peer, TrackKey};
-use crate::room::Room;
+use crate::ids::{
+    ParticipantIdentity, ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, SessionId,
+    TrackKey, TrackSid,
+};
+use crate::participant::{Participant, RemoteParticipant};
+use crate::peer::{PcKind, PeerFactory, PeerRef, MAX_PEER_ADDRS};
+use crate::relay::RelayMessage;
+use crate::room::{Placement, Room};
+use crate::timers::Timers;
+use crate::track::Track;
 
 /// What the shard asks the runtime to do.
 #[derive(Debug)]
@@ -35,6 +46,39 @@ pub enum Output {
     Transmit(Transmit),
     /// A webhook event for the notifier (room, participant and track lifecycle).
     Webhook(Box<lk::WebhookEvent>),
+    /// A message for a room's instance at another place.
+    Relay(PlaceId, RelayMessage),
+    /// Bookkeeping for whoever places rooms and routes datagrams.
+    Event(ShardEvent),
+}
+
+/// What the node's directory and demux need to know about this shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// A participant hosted here is gone (left, removed, timed out, replaced, moved away).
+    ParticipantLeft {
+        room: RoomName,
+        identity: ParticipantIdentity,
+    },
+    /// A participant hosted here moved to another room.
+    ParticipantMoved {
+        from: RoomName,
+        to: RoomName,
+        identity: ParticipantIdentity,
+    },
+    /// A home instance has been empty past its timeout. With a runtime that places rooms
+    /// ([`ShardConfig::rooms_closed_by_runtime`]) it stays until [`Shard::close_room`].
+    RoomIdle { room: RoomName, sid: RoomSid },
+    /// The room's instance here ended.
+    RoomClosed { room: RoomName, sid: RoomSid },
+    /// A source address was proven (by a STUN request str0m accepted) to reach a peer here.
+    AddressLearned(SocketAddr),
+    /// ... and no longer does.
+    AddressForgotten(SocketAddr),
+    /// An ICE username fragment names a peer connection here.
+    UfragAdded(String),
+    /// ... and no longer does.
+    UfragRemoved(String),
 }
 
 /// A join, already authenticated and parsed by the signalling edge.
@@ -42,7 +86,7 @@ pub enum Output {
 pub struct JoinParams {
     pub session: SessionId,
     pub room: RoomName,
-    pub identity: crate::ids::ParticipantIdentity,
+    pub identity: ParticipantIdentity,
     pub name: String,
     pub metadata: String,
     pub attributes: HashMap<String, String>,
@@ -52,12 +96,14 @@ pub struct JoinParams {
     pub auto_subscribe: bool,
     /// The client's signalling protocol level.
     pub protocol: i32,
+    /// Where the room's instance here sits among the room's others.
+    pub placement: Placement,
 }
 
 impl JoinParams {
     /// A standard participant with LiveKit's default grants (publish, subscribe, data),
-    /// auto-subscribing, at the current protocol: what tests, fuzz targets and benchmarks join
-    /// with.
+    /// auto-subscribing, at the current protocol, in a standalone room: what tests, fuzz
+    /// targets and benchmarks join with.
     pub fn standard(session: SessionId, room: &str, identity: &str) -> Self {
         let grant = pylon_auth::VideoGrant {
             room_join: true,
@@ -67,7 +113,7 @@ impl JoinParams {
         Self {
             session,
             room: RoomName::new(room),
-            identity: crate::ids::ParticipantIdentity::new(identity),
+            identity: ParticipantIdentity::new(identity),
             name: String::new(),
             metadata: String::new(),
             attributes: HashMap::new(),
@@ -75,6 +121,7 @@ impl JoinParams {
             kind: 0,
             auto_subscribe: true,
             protocol: SERVER_PROTOCOL,
+            placement: Placement::default(),
         }
     }
 }
@@ -84,7 +131,7 @@ impl JoinParams {
 pub struct ResumeParams {
     pub session: SessionId,
     pub room: RoomName,
-    pub identity: crate::ids::ParticipantIdentity,
+    pub identity: ParticipantIdentity,
     pub sid: ParticipantSid,
 }
 
@@ -97,41 +144,18 @@ pub enum JoinError {
     Rtc(String),
 }
 
-/// Housekeeping (timeouts of sessions and rooms) runs at most this often.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
-
-pub struct Shard {
-    pub(crate) config: ShardConfig,
-    pub(crate) rng: StdRng,
-    /// A point in time and the unix milliseconds it corresponds to, for wire timestamps.
-    clock_base: (Instant, i64),
-    pub(crate) rooms: HashMap<RoomName, Room>,
-    // Keys we mint ourselves (never chosen by a client): the fast, non-DoS-resistant hash.
-    pub(crate) participants: FxHashMap<ParticipantKey, Participant>,
-    pub(crate) sessions: FxHashMap<SessionId, ParticipantKey>,
-    pub(crate) ufrags: HashMap<String, (ParticipantKey, PcKind)>,
-    pub(crate) addrs: HashMap<SocketAddr, (ParticipantKey, PcKind)>,
-    pub(crate) tracks: HashMap<TrackSid, (ParticipantKey, TrackKey)>,
-    next_key: u64,
-    pub(crate) next_track: u64,
-    pub(crate) outputs: VecDeque<Output>,
-    /// Peers written to since they were last drained.
-    pub(crate) dirty: Vec<(ParticipantKey, PcKind)>,
-    /// Time of the last datagram received: forwarded packets wait in their subscribers' peers
-    /// until [`Shard::poll_output`] drains them at this time.
-    last_receive: Instant,
-    /// Reused buffer of subscriber keys for fan-out (no allocation per packet).
-    pub(crate) fanout: Vec<ParticipantKey>,
-    next_housekeeping: Instant,
-    pub(crate) stats: ShardStats,
-    /// The counters as last logged (they are logged when they change).
-    logged_stats: ShardStats,
-    /// Reused by `handle_timeout` for the peers whose timers expired.
-    due_scratch: Vec<(ParticipantKey, PcKind)>,
-    /// One DTLS certificate for every peer of the shard: generating one per peer costs a
-    /// key generation per join (as mediasoup does per worker).
-    dtls_cert: Option<str0m::config::DtlsCert>,
+/// Whether a datagram belonged to this shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A peer here took it (or it was a malformed packet for one).
+    Handled,
+    /// Neither its source address nor its STUN username names a peer here: the runtime may
+    /// know another place that hosts it.
+    NotMine,
 }
+
+/// Housekeeping (participant and room timeouts) runs at most this often.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Counters the runtime exports as metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -141,34 +165,77 @@ pub struct ShardStats {
     pub rtp_out: u64,
     pub datagrams_dropped: u64,
     pub data_packets_forwarded: u64,
+    pub relay_in: u64,
+    pub relay_out: u64,
+}
+
+pub struct Shard {
+    pub(crate) config: ShardConfig,
+    pub(crate) rng: StdRng,
+    /// A point in time and the unix milliseconds it corresponds to, for wire timestamps.
+    clock_base: (Instant, i64),
+    // Room names and sids are chosen by clients: the DoS-resistant hash.
+    pub(crate) rooms: HashMap<RoomName, Room>,
+    // Keys we mint ourselves (never chosen by a client): the fast hash.
+    pub(crate) participants: FxHashMap<ParticipantKey, Participant>,
+    pub(crate) remotes: FxHashMap<ParticipantKey, RemoteParticipant>,
+    pub(crate) tracks: FxHashMap<TrackKey, Track>,
+    pub(crate) track_sids: HashMap<TrackSid, TrackKey>,
+    /// Mirrors of relayed tracks by their name on the link.
+    pub(crate) relayed: FxHashMap<(PlaceId, RelayTrackId), TrackKey>,
+    pub(crate) sessions: FxHashMap<SessionId, ParticipantKey>,
+    pub(crate) ufrags: HashMap<String, PeerRef>,
+    pub(crate) addrs: HashMap<SocketAddr, PeerRef>,
+    next_key: u64,
+    pub(crate) outputs: VecDeque<Output>,
+    /// Peers written to since they were last drained.
+    pub(crate) dirty: Vec<PeerRef>,
+    /// Time of the last datagram received: forwarded packets wait in their subscribers' peers
+    /// until [`Shard::poll_output`] drains them at this time.
+    last_receive: Instant,
+    pub(crate) timers: Timers,
+    /// Hosted participants whose signal session is gone, or whose connection failed: the
+    /// only ones housekeeping looks at.
+    pub(crate) detached: FxHashSet<ParticipantKey>,
+    next_housekeeping: Instant,
+    pub(crate) stats: ShardStats,
+    /// The counters as last logged (they are logged when they change).
+    logged_stats: ShardStats,
+    pub(crate) peers: PeerFactory,
+    /// Reused buffer of participant keys for fan-outs (no allocation per packet).
+    pub(crate) fanout: Vec<ParticipantKey>,
+    /// Reused buffer of the relay sinks a packet goes to.
+    pub(crate) sinks: Vec<crate::track::Sink>,
 }
 
 impl Shard {
     /// `unix_ms` is the wall-clock time at `now`; `seed` seeds sid generation.
     pub fn new(config: ShardConfig, now: Instant, unix_ms: i64, seed: u64) -> Self {
         Self {
+            peers: PeerFactory::new(config.udp_candidate),
             config,
             rng: StdRng::seed_from_u64(seed),
             clock_base: (now, unix_ms),
             rooms: HashMap::new(),
             participants: FxHashMap::default(),
+            remotes: FxHashMap::default(),
+            tracks: FxHashMap::default(),
+            track_sids: HashMap::new(),
+            relayed: FxHashMap::default(),
             sessions: FxHashMap::default(),
             ufrags: HashMap::new(),
             addrs: HashMap::new(),
-            tracks: HashMap::new(),
             next_key: 1,
-            next_track: 1,
             outputs: VecDeque::new(),
             dirty: Vec::new(),
             last_receive: now,
-            fanout: Vec::new(),
+            timers: Timers::default(),
+            detached: FxHashSet::default(),
             next_housekeeping: now,
             stats: ShardStats::default(),
             logged_stats: ShardStats::default(),
-            due_scratch: Vec::new(),
-            dtls_cert: str0m::crypto::from_feature_flags()
-                .dtls_provider
-                .generate_certificate(),
+            fanout: Vec::new(),
+            sinks: Vec::new(),
         }
     }
 
@@ -176,10 +243,12 @@ impl Shard {
         self.stats
     }
 
+    /// Room instances here.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
 
+    /// Participants hosted here.
     pub fn participant_count(&self) -> usize {
         self.participants.len()
     }
@@ -201,10 +270,10 @@ impl Shard {
         }
     }
 
-    /// The next output. Packets forwarded by [`Shard::receive`] leave here: the subscribers written to are
-    /// drained only once the caller has fed every datagram it had and asks for output, so each
-    /// subscriber's packets come out back to back (one batched send) instead of interleaved
-    /// with every other subscriber's.
+    /// The next output. Packets forwarded by [`Shard::receive`] leave here: the subscribers
+    /// written to are drained only once the caller has fed every datagram it had and asks for
+    /// output, so each subscriber's packets come out back to back (one batched send) instead
+    /// of interleaved with every other subscriber's.
     pub fn poll_output(&mut self) -> Option<Output> {
         if self.outputs.is_empty() && !self.dirty.is_empty() {
             self.drain_dirty(self.last_receive);
@@ -213,12 +282,20 @@ impl Shard {
     }
 
     /// The next instant at which [`Shard::handle_timeout`] must be called.
-    pub fn poll_timeout(&self) -> Instant {
-        let peers = self
-            .participants
-            .values()
-            .flat_map(|p| [p.publisher.next_timeout, p.subscriber.next_timeout]);
-        peers.fold(self.next_housekeeping, Instant::min)
+    pub fn poll_timeout(&mut self) -> Instant {
+        match self.timers.next_deadline() {
+            Some(t) => t.min(self.next_housekeeping),
+            None => self.next_housekeeping,
+        }
+    }
+
+    pub(crate) fn emit(&mut self, event: ShardEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+
+    pub(crate) fn relay(&mut self, place: PlaceId, msg: RelayMessage) {
+        self.stats.relay_out += 1;
+        self.outputs.push_back(Output::Relay(place, msg));
     }
 
     pub(crate) fn send(&mut self, session: Option<SessionId>, msg: lk::signal_response::Message) {
@@ -233,7 +310,7 @@ impl Shard {
         self.send(session, msg);
     }
 
-    /// Send `msg` to every connected member of `room` except `except`.
+    /// Send `msg` to every connected participant of `room` hosted here, except `except`.
     pub(crate) fn broadcast(
         &mut self,
         room: &RoomName,
@@ -241,7 +318,7 @@ impl Shard {
         except: Option<ParticipantKey>,
     ) {
         let Some(r) = self.rooms.get(room) else { return };
-        for key in &r.participants {
+        for key in &r.members {
             if Some(*key) == except {
                 continue;
             }
@@ -254,45 +331,8 @@ impl Shard {
         }
     }
 
-    /// Tell the room (including the participant itself) about a change to `key`.
-    pub(crate) fn broadcast_participant(&mut self, key: ParticipantKey) {
-        let Some(p) = self.participants.get(&key) else {
-            return;
-        };
-        if p.permission.hidden {
-            let info = p.info();
-            let session = p.session;
-            self.send(session, update(vec![info]));
-            return;
-        }
-        let (room, info) = (p.room.clone(), p.info());
-        self.broadcast(&room, update(vec![info]), None);
-    }
-
-    pub(crate) fn new_peer(&mut self, now: Instant) -> Result<Peer, JoinError> {
-        let mut builder = Rtc::builder();
-        if let Some(cert) = &self.dtls_cert {
-            builder = builder.set_dtls_cert(cert.clone());
-        }
-        let mut rtc = builder
-            .set_ice_lite(true)
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-            .enable_vp9(true)
-            .enable_av1(true)
-            .build(now);
-        let candidate =
-            Candidate::host(self.config.udp_candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
-        Ok(Peer::new(rtc, ufrag, now))
-    }
-
-    pub(crate) fn mint_room_sid(&mut self) -> RoomSid {
-        RoomSid::generate(&mut self.rng)
+    pub(crate) fn info_of(&self, key: ParticipantKey) -> Option<lk::ParticipantInfo> {
+        self.participants.get(&key).map(|p| p.info(&self.tracks))
     }
 
     pub(crate) fn next_participant_key(&mut self) -> ParticipantKey {
@@ -301,74 +341,100 @@ impl Shard {
         k
     }
 
-    /// A datagram arrived on the media socket.
-    pub fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
-        self.stats.datagrams_in += 1;
-        let Some((key, pc)) = self.route(source, buf) else {
-            self.stats.datagrams_dropped += 1;
-            return;
-        };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
-            self.stats.datagrams_dropped += 1;
-            return;
-        };
-        let Some(p) = self.participants.get_mut(&key) else {
-            return;
-        };
-        p.last_rx = now;
-        if let Err(e) = p.peer_mut(pc).rtc.handle_input(Input::Receive(now, receive)) {
-            debug!(participant = %p.sid, ?pc, "rtc refused datagram: {e}");
-        }
-        self.drain(now, key, pc);
-        self.last_receive = now;
+    pub(crate) fn next_track_key(&mut self) -> TrackKey {
+        let k = TrackKey(self.next_key);
+        self.next_key += 1;
+        k
     }
 
-    /// Find the peer a datagram belongs to: STUN by its username (our ufrag), anything
-    /// else by the source address that STUN established.
-    fn route(&mut self, source: SocketAddr, buf: &[u8]) -> Option<(ParticipantKey, PcKind)> {
-        if let Some(found) = self.addrs.get(&source) {
-            return Some(*found);
+    /// A datagram arrived on the media socket.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> Received {
+        let known = self.addrs.get(&source).copied();
+        let (peer, stun) = match known {
+            Some(p) => (p, false),
+            None => match self.peer_by_stun_username(buf) {
+                Some(p) => (p, true),
+                None => return Received::NotMine,
+            },
+        };
+        self.stats.datagrams_in += 1;
+        self.last_receive = now;
+        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
+            self.stats.datagrams_dropped += 1;
+            return Received::Handled;
+        };
+        let Some(p) = self.participants.get_mut(&peer.key) else {
+            return Received::Handled;
+        };
+        p.last_rx = now;
+        if let Err(e) = p.peer_mut(peer.pc).rtc.handle_input(Input::Receive(now, receive)) {
+            debug!(participant = %p.sid, pc = ?peer.pc, "rtc refused datagram: {e}");
         }
+        let before = self.outputs.len();
+        self.drain(now, peer);
+        if stun && self.answered(before, source) {
+            self.learn_address(peer, source);
+        }
+        Received::Handled
+    }
+
+    /// The peer a STUN request is for, by its USERNAME (`our-ufrag:their-ufrag`).
+    fn peer_by_stun_username(&self, buf: &[u8]) -> Option<PeerRef> {
         let stun = str0m::ice::StunMessage::parse(buf).ok()?;
         let (local, _remote) = stun.split_username()?;
-        let found = *self.ufrags.get(local)?;
-        let (key, pc) = found;
-        let peer = self.participants.get_mut(&key)?.peer_mut(pc);
-        if peer.addrs.len() >= crate::participant::MAX_PEER_ADDRS {
-            let oldest = peer.addrs.remove(0);
-            self.addrs.remove(&oldest);
+        self.ufrags.get(local).copied()
+    }
+
+    /// Whether the outputs queued since `since` include a datagram to `to`: str0m answers a
+    /// STUN request only once its integrity checked out.
+    fn answered(&self, since: usize, to: SocketAddr) -> bool {
+        self.outputs
+            .range(since..)
+            .any(|o| matches!(o, Output::Transmit(t) if t.destination == to))
+    }
+
+    /// Route `source` to `peer` from now on (the oldest address is forgotten beyond
+    /// [`MAX_PEER_ADDRS`]).
+    fn learn_address(&mut self, peer: PeerRef, source: SocketAddr) {
+        let Some(p) = self.participants.get_mut(&peer.key) else {
+            return;
+        };
+        let addrs = &mut p.peer_mut(peer.pc).addrs;
+        if addrs.contains(&source) {
+            return;
         }
-        peer.addrs.push(source);
-        self.addrs.insert(source, found);
-        Some(found)
+        let evicted = (addrs.len() >= MAX_PEER_ADDRS).then(|| addrs.remove(0));
+        addrs.push(source);
+        if let Some(old) = evicted {
+            self.addrs.remove(&old);
+            self.emit(ShardEvent::AddressForgotten(old));
+        }
+        if let Some(previous) = self.addrs.insert(source, peer) {
+            // The address moved between peers (a client reusing a port): the old one lets go.
+            if let Some(q) = self.participants.get_mut(&previous.key) {
+                q.peer_mut(previous.pc).addrs.retain(|a| *a != source);
+            }
+        } else {
+            self.emit(ShardEvent::AddressLearned(source));
+        }
     }
 
     /// Drive every peer whose timer expired, and the shard's own housekeeping.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // The scratch list keeps its capacity between calls: no allocation per timeout.
-        let mut due = std::mem::take(&mut self.due_scratch);
-        due.clear();
-        due.extend(
-            self.participants
-                .values()
-                .flat_map(|p| {
-                    [
-                        (p.key, PcKind::Publisher, p.publisher.next_timeout),
-                        (p.key, PcKind::Subscriber, p.subscriber.next_timeout),
-                    ]
-                })
-                .filter(|(_, _, t)| *t <= now)
-                .map(|(k, pc, _)| (k, pc)),
-        );
-        for &(key, pc) in &due {
-            if let Some(p) = self.participants.get_mut(&key) {
-                if let Err(e) = p.peer_mut(pc).rtc.handle_input(Input::Timeout(now)) {
-                    debug!(participant = %p.sid, ?pc, "rtc timeout error: {e}");
+        while let Some(peer) = self.timers.pop_due(now) {
+            if let Some(p) = self.participants.get_mut(&peer.key) {
+                if let Err(e) = p.peer_mut(peer.pc).rtc.handle_input(Input::Timeout(now)) {
+                    debug!(participant = %p.sid, pc = ?peer.pc, "rtc timeout error: {e}");
                 }
             }
-            self.drain(now, key, pc);
+            self.drain(now, peer);
         }
-        self.due_scratch = due;
         self.drain_dirty(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
@@ -385,36 +451,54 @@ impl Shard {
                 rtp_in = s.rtp_in,
                 rtp_out = s.rtp_out,
                 data_forwarded = s.data_packets_forwarded,
+                relay_in = s.relay_in,
+                relay_out = s.relay_out,
                 "shard counters"
             );
             self.logged_stats = self.stats;
         }
         let cfg = &self.config;
-        let gone: Vec<ParticipantKey> = self
-            .participants
-            .values()
-            .filter(|p| {
-                let lost = p.session_lost_at.is_some_and(|t| now >= t + cfg.resume_window);
-                let silent = now.saturating_duration_since(p.last_rx) >= cfg.transport_timeout;
-                p.session.is_none() && (lost || silent)
-            })
-            .map(|p| p.key)
-            .collect();
-        for key in gone {
-            info!(participant = ?key, "participant gone: signal closed and transport silent");
-            self.remove_participant(now, key, lk::DisconnectReason::ConnectionTimeout, None);
+        let mut gone = Vec::new();
+        for key in &self.detached {
+            let Some(p) = self.participants.get(key) else {
+                continue;
+            };
+            if p.publisher.failed || p.subscriber.failed {
+                gone.push((*key, lk::DisconnectReason::MediaFailure));
+                continue;
+            }
+            let lost = p.session_lost_at.is_some_and(|t| now >= t + cfg.resume_window);
+            let silent = now.saturating_duration_since(p.last_rx) >= cfg.transport_timeout;
+            if p.session.is_none() && (lost || silent) {
+                gone.push((*key, lk::DisconnectReason::ConnectionTimeout));
+            }
         }
-        let closing: Vec<RoomName> = self
+        for (key, reason) in gone {
+            if reason == lk::DisconnectReason::MediaFailure {
+                info!(participant = ?key, "participant gone: its peer connection failed");
+                let action = lk::leave_request::Action::Reconnect;
+                self.remove_participant(now, key, reason, Some(action));
+            } else {
+                info!(participant = ?key, "participant gone: signal closed and transport silent");
+                self.remove_participant(now, key, reason, None);
+            }
+        }
+        let idle: Vec<(RoomName, RoomSid)> = self
             .rooms
-            .values()
-            .filter_map(|r| r.should_close(now).map(|why| (r.name.clone(), why)))
-            .map(|(name, why)| {
-                info!(room = %name, ?why, "closing room");
-                name
+            .values_mut()
+            .filter(|r| !r.idle_reported && r.should_close(now).is_some())
+            .map(|r| {
+                r.idle_reported = true;
+                (r.name.clone(), r.sid.clone())
             })
             .collect();
-        for name in closing {
-            self.close_room(now, &name);
+        for (room, sid) in idle {
+            info!(%room, "room idle");
+            if self.config.rooms_closed_by_runtime {
+                self.emit(ShardEvent::RoomIdle { room, sid });
+            } else {
+                self.close_room(now, &room);
+            }
         }
     }
 
@@ -429,6 +513,7 @@ impl Shard {
                 debug!(participant = %p.sid, "signal connection closed; awaiting resume");
                 p.session = None;
                 p.session_lost_at = Some(now);
+                self.detached.insert(key);
             }
         }
     }
@@ -450,126 +535,96 @@ impl Shard {
             lk::DisconnectReason::StateMismatch,
             Some(lk::leave_request::Action::Disconnect),
         );
+        self.drain_dirty(now);
     }
 
     /// Poll one peer until it has nothing more to say, handling its events.
-    pub(crate) fn drain(&mut self, now: Instant, key: ParticipantKey, pc: PcKind) {
+    pub(crate) fn drain(&mut self, now: Instant, peer: PeerRef) {
         loop {
-            let Some(p) = self.participants.get_mut(&key) else {
+            let Some(p) = self.participants.get_mut(&peer.key) else {
                 return;
             };
             let sid = &p.sid;
-            let peer = match pc {
+            let conn = match peer.pc {
                 PcKind::Publisher => &mut p.publisher,
                 PcKind::Subscriber => &mut p.subscriber,
             };
-            let out = match peer.rtc.poll_output() {
+            if conn.failed {
+                return;
+            }
+            let out = match conn.rtc.poll_output() {
                 Ok(o) => o,
                 Err(e) => {
-                    warn!(participant = %sid, ?pc, "peer connection failed: {e}");
-                    peer.next_timeout = now + Duration::from_secs(1);
+                    // A failed connection never recovers; housekeeping ends the participant.
+                    warn!(participant = %sid, pc = ?peer.pc, "peer connection failed: {e}");
+                    conn.failed = true;
+                    self.timers.cancel(peer);
+                    self.detached.insert(peer.key);
                     return;
                 }
             };
             match out {
                 str0m::Output::Timeout(t) => {
-                    peer.next_timeout = t;
+                    conn.next_timeout = t;
+                    self.timers.schedule(peer, t);
                     return;
                 }
                 str0m::Output::Transmit(t) => self.outputs.push_back(Output::Transmit(t)),
-                str0m::Output::Event(e) => self.on_event(now, key, pc, e),
+                str0m::Output::Event(e) => self.on_event(now, peer, e),
             }
         }
     }
 
     /// Poll every peer that was written to. Each first gets a timeout tick at `now`: str0m
     /// queues written RTP and releases it on a timeout, so without the tick forwarded packets
-    /// would wait for the next `handle_timeout` (a scan of every peer) instead of leaving now.
+    /// would wait for the peer's next timer instead of leaving now.
     pub(crate) fn drain_dirty(&mut self, now: Instant) {
         // A subscriber is marked once per packet forwarded to it; drain each peer once.
         self.dirty.sort_unstable();
         self.dirty.dedup();
-        while let Some((key, pc)) = self.dirty.pop() {
-            if let Some(p) = self.participants.get_mut(&key) {
-                let _ = p.peer_mut(pc).rtc.handle_input(Input::Timeout(now));
+        while let Some(peer) = self.dirty.pop() {
+            if let Some(p) = self.participants.get_mut(&peer.key) {
+                let _ = p.peer_mut(peer.pc).rtc.handle_input(Input::Timeout(now));
             }
-            self.drain(now, key, pc);
+            self.drain(now, peer);
         }
     }
 
-    pub(crate) fn remember_ufrag(&mut self, key: ParticipantKey, pc: PcKind) {
-        let Some(p) = self.participants.get_mut(&key) else {
+    /// Index the peer's current ICE ufrag (it changes on an ICE restart).
+    pub(crate) fn remember_ufrag(&mut self, peer: PeerRef) {
+        let Some(p) = self.participants.get_mut(&peer.key) else {
             return;
         };
-        let peer = p.peer_mut(pc);
-        let ufrag = peer.rtc.direct_api().local_ice_credentials().ufrag;
-        if ufrag != peer.ufrag {
-            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
-            self.ufrags.remove(&old);
+        let conn = p.peer_mut(peer.pc);
+        let ufrag = conn.rtc.direct_api().local_ice_credentials().ufrag;
+        if self.ufrags.get(&ufrag) == Some(&peer) {
+            return;
         }
-        self.ufrags.insert(ufrag, (key, pc));
+        if ufrag != conn.ufrag {
+            let old = std::mem::replace(&mut conn.ufrag, ufrag.clone());
+            if self.ufrags.remove(&old).is_some() {
+                self.emit(ShardEvent::UfragRemoved(old));
+            }
+        }
+        self.ufrags.insert(ufrag.clone(), peer);
+        self.emit(ShardEvent::UfragAdded(ufrag));
     }
 
-    /// Remove a participant: tell them (if `leave`), tell the room, free its tracks.
-    pub fn remove_participant(
-        &mut self,
-        now: Instant,
-        key: ParticipantKey,
-        reason: lk::DisconnectReason,
-        leave: Option<lk::leave_request::Action>,
-    ) {
-        let Some(mut p) = self.participants.remove(&key) else {
-            return;
-        };
-        info!(room = %p.room, participant = %p.sid, identity = %p.identity, ?reason, "participant left");
-        if let Some(s) = p.session.take() {
-            if let Some(action) = leave {
-                self.send(Some(s), leave_msg(reason, action));
+    /// Drop a departing participant's entries from the demux indexes.
+    pub(crate) fn forget_peers(&mut self, p: &Participant) {
+        for pc in [PcKind::Publisher, PcKind::Subscriber] {
+            let conn = p.peer(pc);
+            if self.ufrags.remove(&conn.ufrag).is_some() {
+                self.emit(ShardEvent::UfragRemoved(conn.ufrag.clone()));
             }
-            self.outputs.push_back(Output::Close(s));
-            self.sessions.remove(&s);
-        }
-        self.ufrags.retain(|_, (k, _)| *k != key);
-        self.addrs.retain(|_, (k, _)| *k != key);
-        let room_info = self.room_info(&p.room);
-        for t in std::mem::take(&mut p.tracks) {
-            self.tracks.remove(&t.sid);
-            let (who, track) = (p.info(), t.info.clone());
-            self.webhook(
-                now,
-                event::TRACK_UNPUBLISHED,
-                room_info.clone(),
-                Some(who),
-                Some(track),
-            );
-            for sub in t.subscribers {
-                self.unsubscribe(sub, t.key);
-            }
-        }
-        for (tkey, dt) in p.downtracks.drain() {
-            if let Some(publisher) = self.participants.get_mut(&dt.publisher) {
-                if let Some(t) = publisher.tracks.iter_mut().find(|t| t.key == tkey) {
-                    t.subscribers.retain(|s| *s != key);
+            for a in &conn.addrs {
+                if self.addrs.get(a).is_some_and(|r| r.key == p.key) {
+                    self.addrs.remove(a);
+                    self.emit(ShardEvent::AddressForgotten(*a));
                 }
             }
+            self.timers.cancel(PeerRef { key: p.key, pc });
         }
-        p.publisher.rtc.disconnect();
-        p.subscriber.rtc.disconnect();
-        if let Some(room) = self.rooms.get_mut(&p.room) {
-            room.remove(key, now);
-        }
-        let departed = p.departed_info(reason);
-        if !p.permission.hidden {
-            self.broadcast(&p.room.clone(), update(vec![departed.clone()]), None);
-        }
-        let name = if p.active {
-            event::PARTICIPANT_LEFT
-        } else {
-            event::PARTICIPANT_CONNECTION_ABORTED
-        };
-        let room = self.room_info(&p.room);
-        self.webhook(now, name, room, Some(departed), None);
-        self.drain_dirty(now);
     }
 }
 
@@ -605,14 +660,6 @@ impl Shard {
             ..Default::default()
         };
         self.outputs.push_back(Output::Webhook(Box::new(ev)));
-    }
-
-    /// Close a room: tell the notifier. Members must already be gone.
-    pub(crate) fn close_room(&mut self, now: Instant, name: &RoomName) {
-        let info = self.room_info(name);
-        if self.rooms.remove(name).is_some() {
-            self.webhook(now, event::ROOM_FINISHED, info, None, None);
-        }
     }
 }
 

@@ -4,6 +4,9 @@
 //! that method, decoded into its request message, and handed to the media worker. Errors are
 //! Twirp JSON (`{"code","msg"}`) with the Twirp HTTP status, mapped here and only here.
 
+// LiveKit marks fields deprecated that today's SDKs still send; we must read them.
+#![allow(deprecated)]
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,7 +16,13 @@ use axum::response::{IntoResponse, Response};
 use livekit_protocol as lk;
 use prost::Message;
 use pylon_auth::{Claims, VideoGrant};
-use pylon_core::admin::{AdminError, AdminRequest, AdminResponse};
+use std::time::Duration;
+
+use pylon_core::admin::{
+    AdminError, AdminRequest, AdminResponse, DataSend, ParticipantUpdate, PermissionUpdate, RoomOptions,
+};
+use pylon_core::data::{DataKind, Destinations};
+use pylon_core::ids::{ParticipantIdentity, RoomName, TrackSid};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -248,55 +257,133 @@ async fn handle(
     let req = match method {
         "CreateRoom" => {
             require(g.room_create)?;
-            AdminRequest::CreateRoom(Box::new(decode(enc, body)?))
+            let r: lk::CreateRoomRequest = decode(enc, body)?;
+            let secs = |s: u32| (s > 0).then(|| Duration::from_secs(s.into()));
+            AdminRequest::CreateRoom {
+                name: RoomName::new(r.name),
+                options: RoomOptions {
+                    empty_timeout: secs(r.empty_timeout),
+                    departure_timeout: secs(r.departure_timeout),
+                    max_participants: (r.max_participants > 0).then_some(r.max_participants),
+                    metadata: r.metadata,
+                },
+                record: None,
+            }
         }
         "ListRooms" => {
             require(g.room_list)?;
-            AdminRequest::ListRooms(decode(enc, body)?)
+            let r: lk::ListRoomsRequest = decode(enc, body)?;
+            AdminRequest::ListRooms {
+                names: r.names.into_iter().map(RoomName::new).collect(),
+            }
         }
         "DeleteRoom" => {
             require(g.room_create)?;
-            AdminRequest::DeleteRoom(decode(enc, body)?)
+            let r: lk::DeleteRoomRequest = decode(enc, body)?;
+            AdminRequest::DeleteRoom {
+                room: RoomName::new(r.room),
+            }
         }
         "ListParticipants" => {
             let r: lk::ListParticipantsRequest = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::ListParticipants(r)
+            AdminRequest::ListParticipants {
+                room: RoomName::new(r.room),
+            }
         }
         "GetParticipant" => {
             let r: lk::RoomParticipantIdentity = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::GetParticipant(r)
+            let (room, identity) = who(r);
+            AdminRequest::GetParticipant { room, identity }
         }
         "RemoveParticipant" => {
             let r: lk::RoomParticipantIdentity = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::RemoveParticipant(r)
+            let (room, identity) = who(r);
+            AdminRequest::RemoveParticipant { room, identity }
         }
         "MutePublishedTrack" => {
             let r: lk::MuteRoomTrackRequest = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::MutePublishedTrack(r)
+            AdminRequest::MutePublishedTrack {
+                room: RoomName::new(r.room),
+                identity: ParticipantIdentity::new(r.identity),
+                // A lookup key: a sid we never minted names no track (not found).
+                track: TrackSid::new(r.track_sid),
+                muted: r.muted,
+            }
         }
         "UpdateParticipant" => {
             let r: lk::UpdateParticipantRequest = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::UpdateParticipant(r)
+            let update = ParticipantUpdate {
+                metadata: non_empty(r.metadata),
+                name: non_empty(r.name),
+                attributes: r.attributes,
+                permission: r.permission.map(|p| PermissionUpdate {
+                    can_publish: p.can_publish,
+                    can_subscribe: p.can_subscribe,
+                    can_publish_data: p.can_publish_data,
+                    can_update_metadata: p.can_update_metadata,
+                    hidden: p.hidden,
+                    can_publish_sources: p
+                        .can_publish_sources
+                        .iter()
+                        .filter_map(|s| lk::TrackSource::try_from(*s).ok())
+                        .collect(),
+                }),
+            };
+            AdminRequest::UpdateParticipant {
+                room: RoomName::new(r.room),
+                identity: ParticipantIdentity::new(r.identity),
+                update: Box::new(update),
+            }
         }
         "UpdateSubscriptions" => {
             let r: lk::UpdateSubscriptionsRequest = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::UpdateSubscriptions(r)
+            let sids = r
+                .track_sids
+                .iter()
+                .chain(r.participant_tracks.iter().flat_map(|pt| pt.track_sids.iter()));
+            AdminRequest::UpdateSubscriptions {
+                room: RoomName::new(r.room.clone()),
+                identity: ParticipantIdentity::new(r.identity.clone()),
+                tracks: sids.map(|s| TrackSid::new(s.clone())).collect(),
+                subscribe: r.subscribe,
+            }
         }
         "SendData" => {
             let r: lk::SendDataRequest = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::SendData(r)
+            let kind = if r.kind == lk::data_packet::Kind::Lossy as i32 {
+                DataKind::Lossy
+            } else {
+                DataKind::Reliable
+            };
+            let data = DataSend {
+                kind,
+                payload: r.data,
+                topic: r.topic,
+                to: Destinations {
+                    identities: r.destination_identities,
+                    sids: r.destination_sids,
+                },
+                nonce: r.nonce,
+            };
+            AdminRequest::SendData {
+                room: RoomName::new(r.room),
+                data: Box::new(data),
+            }
         }
         "UpdateRoomMetadata" => {
             let r: lk::UpdateRoomMetadataRequest = decode(enc, body)?;
             require_admin(g, &r.room)?;
-            AdminRequest::UpdateRoomMetadata(r)
+            AdminRequest::UpdateRoomMetadata {
+                room: RoomName::new(r.room),
+                metadata: r.metadata,
+            }
         }
         "MoveParticipant" => {
             let r: lk::MoveParticipantRequest = decode(enc, body)?;
@@ -313,17 +400,22 @@ async fn handle(
                     "destination room cannot be the same as source room",
                 ));
             }
-            let who = lk::RoomParticipantIdentity {
-                room: r.room.clone(),
-                identity: r.identity.clone(),
-                ..Default::default()
+            let (room, identity) = (RoomName::new(r.room), ParticipantIdentity::new(r.identity));
+            let get = AdminRequest::GetParticipant {
+                room: room.clone(),
+                identity: identity.clone(),
             };
-            let AdminResponse::Participant(info) = admin(app, AdminRequest::GetParticipant(who)).await?
-            else {
+            let AdminResponse::Participant(info) = admin(app, get).await? else {
                 return Err(TwirpError::new(TwirpCode::Internal, "unexpected worker answer"));
             };
             let token = moved_token(app, claims, &info, &r.destination_room)?;
-            AdminRequest::MoveParticipant { req: r, token }
+            AdminRequest::MoveParticipant {
+                room,
+                identity,
+                destination: RoomName::new(r.destination_room),
+                token,
+                placement: Default::default(),
+            }
         }
         other => {
             return Err(TwirpError::new(
@@ -334,16 +426,29 @@ async fn handle(
     };
     Ok(match admin(app, req).await? {
         AdminResponse::Room(m) => encode(enc, &m),
-        AdminResponse::Rooms(m) => encode(enc, &m),
-        AdminResponse::RoomDeleted(m) => encode(enc, &m),
-        AdminResponse::Participants(m) => encode(enc, &m),
+        AdminResponse::Rooms(rooms) => {
+            let rooms = rooms.into_iter().map(|s| s.info).collect();
+            encode(enc, &lk::ListRoomsResponse { rooms })
+        }
+        AdminResponse::RoomDeleted => encode(enc, &lk::DeleteRoomResponse {}),
+        AdminResponse::Participants(participants) => {
+            encode(enc, &lk::ListParticipantsResponse { participants })
+        }
         AdminResponse::Participant(m) => encode(enc, &m),
-        AdminResponse::ParticipantRemoved(m) => encode(enc, &m),
-        AdminResponse::TrackMuted(m) => encode(enc, &m),
-        AdminResponse::SubscriptionsUpdated(m) => encode(enc, &m),
-        AdminResponse::DataSent(m) => encode(enc, &m),
-        AdminResponse::ParticipantMoved(m) => encode(enc, &m),
+        AdminResponse::ParticipantRemoved => encode(enc, &lk::RemoveParticipantResponse {}),
+        AdminResponse::TrackMuted(track) => encode(enc, &lk::MuteRoomTrackResponse { track: Some(track) }),
+        AdminResponse::SubscriptionsUpdated => encode(enc, &lk::UpdateSubscriptionsResponse {}),
+        AdminResponse::DataSent => encode(enc, &lk::SendDataResponse {}),
+        AdminResponse::ParticipantMoved => encode(enc, &lk::MoveParticipantResponse {}),
     })
+}
+
+fn who(r: lk::RoomParticipantIdentity) -> (RoomName, ParticipantIdentity) {
+    (RoomName::new(r.room), ParticipantIdentity::new(r.identity))
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
 }
 
 /// Apply one request on the media worker.

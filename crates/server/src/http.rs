@@ -276,6 +276,7 @@ async fn join(
         kind: participant_kind(&req.claims.kind),
         auto_subscribe: req.auto_subscribe,
         protocol: req.protocol,
+        placement: Default::default(),
     };
     let (reply, answer) = oneshot::channel();
     app.worker.send(Command::Join { params, out, reply });

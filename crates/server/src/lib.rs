@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod session;
 pub mod webhook;
+pub mod wire;
 pub mod worker;
 
 use std::sync::atomic::AtomicU64;

@@ -71,7 +71,7 @@ pub async fn run(
                 Some(Ok(Message::Text(t))) => {
                     json = true;
                     let cmd = match serde_json::from_str::<lk::SignalRequest>(&t) {
-                        Ok(req) => Command::Signal { session, req: Box::new(req) },
+                        Ok(req) => command(session, req),
                         Err(e) => Command::Violation { session, why: format!("malformed JSON signal message: {e}") },
                     };
                     guard.worker.send(cmd);
@@ -126,13 +126,24 @@ fn decode_binary(session: SessionId, b: &[u8]) -> Command {
         };
     }
     match lk::SignalRequest::decode(b) {
-        Ok(req) => Command::Signal {
-            session,
-            req: Box::new(req),
-        },
+        Ok(req) => command(session, req),
         Err(e) => Command::Violation {
             session,
             why: format!("malformed signal message: {e}"),
+        },
+    }
+}
+
+/// The core's command for a decoded request, or the violation that disconnects its sender.
+fn command(session: SessionId, req: lk::SignalRequest) -> Command {
+    match crate::wire::signal_command(req) {
+        Ok(cmd) => Command::Signal {
+            session,
+            cmd: Box::new(cmd),
+        },
+        Err(e) => Command::Violation {
+            session,
+            why: e.to_string(),
         },
     }
 }

@@ -54,7 +54,7 @@ pub enum Command {
     },
     Signal {
         session: SessionId,
-        req: Box<lk::SignalRequest>,
+        cmd: Box<pylon_core::SignalCommand>,
     },
     Violation {
         session: SessionId,
@@ -163,7 +163,7 @@ impl Worker {
                 r = self.socket.recv_from(&mut self.buf) => {
                     match r {
                         Ok((n, src)) => {
-                            self.shard.receive(Instant::now(), src, self.local, &self.buf[..n]);
+                            let _ = self.shard.receive(Instant::now(), src, self.local, &self.buf[..n]);
                             self.drain_socket();
                         }
                         Err(e) => debug!("udp recv error: {e}"),
@@ -202,9 +202,11 @@ impl Worker {
     fn drain_socket(&mut self) {
         for _ in 1..RECV_BATCH {
             match self.socket.try_recv_from(&mut self.buf) {
-                Ok((n, src)) => self
-                    .shard
-                    .receive(Instant::now(), src, self.local, &self.buf[..n]),
+                Ok((n, src)) => {
+                    let _ = self
+                        .shard
+                        .receive(Instant::now(), src, self.local, &self.buf[..n]);
+                }
                 Err(_) => return,
             }
         }
@@ -226,7 +228,7 @@ impl Worker {
                 self.sessions.insert(params.session, out);
                 self.shard.resume(now, params);
             }
-            Command::Signal { session, req } => self.shard.signal(now, session, *req),
+            Command::Signal { session, cmd } => self.shard.signal(now, session, *cmd),
             Command::Violation { session, why } => self.shard.protocol_violation(now, session, &why),
             Command::Admin { req, reply } => {
                 let _ = reply.send(self.shard.admin(now, req));
@@ -256,6 +258,7 @@ impl Worker {
                     }
                 }
                 Output::Webhook(event) => self.notifier.notify(event),
+                Output::Relay(..) | Output::Event(_) => {}
                 Output::Close(session) => {
                     if let Some(tx) = self.sessions.remove(&session) {
                         let _ = tx.try_send(SessionEvent::Close);

@@ -1,6 +1,7 @@
 //! Hostile input never panics the shard and never disturbs another participant.
 //!
-//! Seeded random datagrams and signal frames are thrown at a shard with two joined
+//! Seeded random datagrams, signal frames (through the signalling edge's parser, as a
+//! WebSocket frame would go) and Room API requests are thrown at a shard with joined
 //! participants; afterwards the untouched participant is still there and still answered.
 
 use std::net::SocketAddr;
@@ -8,9 +9,19 @@ use std::time::{Duration, Instant};
 
 use livekit_protocol as lk;
 use prost::Message;
-use pylon_core::ids::SessionId;
+use pylon_core::admin::{AdminRequest, DataSend, ParticipantUpdate, PermissionUpdate, RoomOptions};
+use pylon_core::data::{DataKind, Destinations};
+use pylon_core::ids::{ParticipantIdentity, RoomName, SessionId, TrackSid};
 use pylon_core::{JoinParams, Output, Shard, ShardConfig};
 use rand::{Rng, RngCore, SeedableRng};
+
+/// Hand a decoded request to the shard as the session pump does.
+fn signal(shard: &mut Shard, now: Instant, session: SessionId, req: lk::SignalRequest) {
+    match pylon_server::wire::signal_command(req) {
+        Ok(cmd) => shard.signal(now, session, cmd),
+        Err(e) => shard.protocol_violation(now, session, &e.to_string()),
+    }
+}
 
 fn join(shard: &mut Shard, now: Instant, session: u64, identity: &str) {
     let params = JoinParams::standard(SessionId(session), "r", identity);
@@ -47,7 +58,7 @@ fn random_datagrams_never_panic_and_leave_rooms_intact() {
             (2, Some(b)) => *b = 22,
             _ => {}
         }
-        s.receive(now, src, dst, &buf);
+        let _ = s.receive(now, src, dst, &buf);
         now += Duration::from_micros(50);
     }
     s.handle_timeout(now);
@@ -69,7 +80,7 @@ fn garbage_signal_disconnects_only_the_sender() {
         ..Default::default()
     };
     let req = lk::SignalRequest::decode(wrong.encode_to_vec().as_slice()).unwrap_or_default();
-    s.signal(now, SessionId(1), req);
+    signal(&mut s, now, SessionId(1), req);
     let out = drain(&mut s);
     assert!(
         out.iter().any(|o| matches!(o, Output::Close(SessionId(1)))),
@@ -84,7 +95,7 @@ fn garbage_signal_disconnects_only_the_sender() {
     let ping = lk::SignalRequest {
         message: Some(lk::signal_request::Message::Ping(5)),
     };
-    s.signal(now, SessionId(2), ping);
+    signal(&mut s, now, SessionId(2), ping);
     let out = drain(&mut s);
     assert!(out.iter().any(|o| matches!(o, Output::Signal(SessionId(2), m)
         if matches!(m.message, Some(lk::signal_response::Message::Pong(_))))));
@@ -106,7 +117,7 @@ fn random_signal_requests_never_panic() {
             let mut buf = vec![0u8; len];
             rng.fill_bytes(&mut buf);
             if let Ok(req) = lk::SignalRequest::decode(buf.as_slice()) {
-                s.signal(now, SessionId(session), req);
+                signal(&mut s, now, SessionId(session), req);
             }
         }
         now += Duration::from_millis(1);
@@ -116,7 +127,7 @@ fn random_signal_requests_never_panic() {
     let ping = lk::SignalRequest {
         message: Some(lk::signal_request::Message::Ping(1)),
     };
-    s.signal(now, victim, ping);
+    signal(&mut s, now, victim, ping);
     assert!(drain(&mut s)
         .iter()
         .any(|o| matches!(o, Output::Signal(v, _) if *v == victim)));
@@ -127,7 +138,6 @@ fn random_signal_requests_never_panic() {
 /// "r" touches the participant in room "elsewhere".
 #[test]
 fn random_admin_requests_never_panic_or_touch_other_rooms() {
-    use pylon_core::admin::AdminRequest;
     let mut now = Instant::now();
     let mut s = shard(now);
     join(&mut s, now, 1, "alice");
@@ -139,71 +149,85 @@ fn random_admin_requests_never_panic_or_touch_other_rooms() {
     let rooms = ["r", "r", "other", "", "x-new"];
     let names = ["alice", "bob", "carol", "nobody", ""];
     for i in 0..3_000u32 {
-        let room = rooms[rng.random_range(0..rooms.len())].to_string();
-        let identity = names[rng.random_range(0..names.len())].to_string();
+        let room = RoomName::new(rooms[rng.random_range(0..rooms.len())]);
+        let identity = ParticipantIdentity::new(names[rng.random_range(0..names.len())]);
         let big = "m".repeat(rng.random_range(0..70_000));
         let req = match rng.random_range(0..12) {
-            0 => AdminRequest::CreateRoom(Box::new(lk::CreateRoomRequest {
+            0 => AdminRequest::CreateRoom {
                 name: room,
-                metadata: big,
-                max_participants: rng.random_range(0..3),
-                ..Default::default()
-            })),
-            1 => AdminRequest::ListParticipants(lk::ListParticipantsRequest { room }),
-            2 => AdminRequest::GetParticipant(lk::RoomParticipantIdentity {
-                room,
-                identity,
-                ..Default::default()
-            }),
-            3 => AdminRequest::MutePublishedTrack(lk::MuteRoomTrackRequest {
-                room,
-                identity,
-                track_sid: format!("TR_{i}"),
-                muted: rng.random(),
-            }),
-            4 => AdminRequest::UpdateParticipant(lk::UpdateParticipantRequest {
-                room,
-                identity,
-                metadata: big,
-                name: "n".repeat(rng.random_range(0..300)),
-                attributes: [("k".repeat(rng.random_range(0..300)), "v".into())].into(),
-                permission: rng.random::<bool>().then(|| lk::ParticipantPermission {
-                    can_publish: rng.random(),
-                    can_subscribe: rng.random(),
-                    can_publish_sources: vec![rng.random_range(-1..6)],
+                options: RoomOptions {
+                    metadata: big,
+                    max_participants: Some(rng.random_range(0..3)),
                     ..Default::default()
-                }),
-            }),
-            5 => AdminRequest::UpdateSubscriptions(lk::UpdateSubscriptionsRequest {
-                room,
-                identity,
-                track_sids: vec![format!("TR_{}", rng.random_range(0..5))],
-                subscribe: rng.random(),
-                ..Default::default()
-            }),
-            6 => AdminRequest::SendData(lk::SendDataRequest {
-                room,
-                data: vec![0; rng.random_range(0..20_000)],
-                kind: rng.random_range(-1..3),
-                destination_identities: vec![identity],
-                ..Default::default()
-            }),
-            7 => AdminRequest::UpdateRoomMetadata(lk::UpdateRoomMetadataRequest { room, metadata: big }),
-            8 => AdminRequest::MoveParticipant {
-                req: lk::MoveParticipantRequest {
-                    room: room.clone(),
-                    identity,
-                    destination_room: rooms[rng.random_range(0..rooms.len())].to_string(),
                 },
-                token: String::new(),
+                record: None,
             },
-            9 => AdminRequest::ListRooms(lk::ListRoomsRequest { names: vec![room] }),
-            10 => AdminRequest::RemoveParticipant(lk::RoomParticipantIdentity {
-                room: if room == "r" { room } else { "r".into() },
+            1 => AdminRequest::ListParticipants { room },
+            2 => AdminRequest::GetParticipant { room, identity },
+            3 => AdminRequest::MutePublishedTrack {
+                room,
                 identity,
-                ..Default::default()
-            }),
-            _ => AdminRequest::DeleteRoom(lk::DeleteRoomRequest { room: "r".into() }),
+                track: TrackSid::new(format!("TR_{i}")),
+                muted: rng.random(),
+            },
+            4 => AdminRequest::UpdateParticipant {
+                room,
+                identity,
+                update: Box::new(ParticipantUpdate {
+                    metadata: Some(big),
+                    name: Some("n".repeat(rng.random_range(0..300))),
+                    attributes: [("k".repeat(rng.random_range(0..300)), "v".into())].into(),
+                    permission: rng.random::<bool>().then(|| PermissionUpdate {
+                        can_publish: rng.random(),
+                        can_subscribe: rng.random(),
+                        can_publish_sources: vec![lk::TrackSource::Camera],
+                        ..Default::default()
+                    }),
+                }),
+            },
+            5 => AdminRequest::UpdateSubscriptions {
+                room,
+                identity,
+                tracks: vec![TrackSid::new(format!("TR_{}", rng.random_range(0..5)))],
+                subscribe: rng.random(),
+            },
+            6 => AdminRequest::SendData {
+                room,
+                data: Box::new(DataSend {
+                    kind: if rng.random() {
+                        DataKind::Lossy
+                    } else {
+                        DataKind::Reliable
+                    },
+                    payload: vec![0; rng.random_range(0..20_000)],
+                    topic: None,
+                    to: Destinations {
+                        identities: vec![identity.as_str().to_string()],
+                        sids: vec![],
+                    },
+                    nonce: vec![],
+                }),
+            },
+            7 => AdminRequest::UpdateRoomMetadata { room, metadata: big },
+            8 => AdminRequest::MoveParticipant {
+                room: room.clone(),
+                identity,
+                destination: RoomName::new(rooms[rng.random_range(0..rooms.len())]),
+                token: String::new(),
+                placement: Default::default(),
+            },
+            9 => AdminRequest::ListRooms { names: vec![room] },
+            10 => AdminRequest::RemoveParticipant {
+                room: if room.as_str() == "r" {
+                    room
+                } else {
+                    RoomName::new("r")
+                },
+                identity,
+            },
+            _ => AdminRequest::DeleteRoom {
+                room: RoomName::new("r"),
+            },
         };
         let _ = s.admin(now, req);
         now += Duration::from_millis(3);
@@ -219,11 +243,10 @@ fn random_admin_requests_never_panic_or_touch_other_rooms() {
     }
     let carol = s.admin(
         now,
-        AdminRequest::GetParticipant(lk::RoomParticipantIdentity {
-            room: "elsewhere".into(),
-            identity: "carol".into(),
-            ..Default::default()
-        }),
+        AdminRequest::GetParticipant {
+            room: RoomName::new("elsewhere"),
+            identity: ParticipantIdentity::new("carol"),
+        },
     );
     assert!(
         carol.is_ok(),

@@ -1,0 +1,164 @@
+//! What a participant's signalling session asks the shard to do, in the core's own types.
+//!
+//! The signalling edge decodes the LiveKit wire (protobuf or JSON `SignalRequest`), parses
+//! SDP, sids and candidates once, and hands the shard one [`SignalCommand`]; the core never
+//! sees a raw request. Values the core only echoes back to clients (an encryption type, audio
+//! features) stay plain numbers.
+
+use std::collections::HashMap;
+
+use livekit_protocol as lk;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::MediaKind;
+use str0m::Candidate;
+
+use crate::ids::{ParticipantIdentity, ParticipantSid, TrackSid};
+use crate::peer::PcKind;
+
+/// One request from a joined participant.
+#[derive(Debug)]
+pub enum SignalCommand {
+    /// The client's offer for its publisher connection (`id` echoes back in the answer).
+    Offer {
+        offer: SdpOffer,
+        id: u32,
+    },
+    /// The client's answer to our subscriber offer `id` (0: whichever is pending).
+    Answer {
+        answer: SdpAnswer,
+        id: u32,
+    },
+    /// A remote ICE candidate for one of the client's connections.
+    Trickle {
+        target: PcKind,
+        candidate: Candidate,
+    },
+    AddTrack(Box<AddTrack>),
+    Mute {
+        track: TrackSid,
+        muted: bool,
+    },
+    /// Subscribe to (or unsubscribe from) tracks by sid.
+    Subscription {
+        tracks: Vec<TrackSid>,
+        subscribe: bool,
+    },
+    /// Per-subscription settings (today: enable/disable).
+    TrackSettings {
+        tracks: Vec<TrackSid>,
+        disabled: bool,
+    },
+    Leave,
+    /// Who may subscribe to this participant's tracks.
+    SubscriptionPermission(SubscriptionPermission),
+    UpdateMetadata(MetadataUpdate),
+    /// Legacy ping: answered with the server's unix milliseconds.
+    Ping,
+    /// Ping with the client's timestamp, answered with a `Pong` echoing it.
+    PingReq {
+        timestamp: i64,
+    },
+    /// A request we accept and have nothing to do for (sync state, simulate, layers, ...).
+    Ignored,
+}
+
+/// An AddTrack request: a track the client is about to publish.
+#[derive(Debug, Clone)]
+pub struct AddTrack {
+    /// The client's id for the track (its msid track id in SDP, in today's SDKs).
+    pub cid: String,
+    pub kind: MediaKind,
+    pub name: String,
+    pub source: lk::TrackSource,
+    pub muted: bool,
+    pub width: u32,
+    pub height: u32,
+    /// The simulcast layers announced (empty or one: not simulcast).
+    pub layers: Vec<VideoLayer>,
+    /// The codec the client intends to use (`vp8`, `h264`, ...), if it said.
+    pub codec: Option<String>,
+    pub disable_dtx: bool,
+    pub stereo: bool,
+    pub disable_red: bool,
+    /// Echoed to clients (`Encryption.Type`).
+    pub encryption: i32,
+    pub stream: String,
+    /// Echoed to clients (`AudioTrackFeature` values).
+    pub audio_features: Vec<i32>,
+    /// Echoed to clients (`BackupCodecPolicy`).
+    pub backup_codec_policy: i32,
+}
+
+/// One announced simulcast layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VideoLayer {
+    pub quality: lk::VideoQuality,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate: u32,
+    pub rid: String,
+}
+
+impl VideoLayer {
+    pub fn to_wire(&self) -> lk::VideoLayer {
+        lk::VideoLayer {
+            quality: self.quality as i32,
+            width: self.width,
+            height: self.height,
+            bitrate: self.bitrate,
+            rid: self.rid.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Who may subscribe to a publisher's tracks (LiveKit `SubscriptionPermission`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionPermission {
+    pub all_participants: bool,
+    pub grants: Vec<TrackPermission>,
+}
+
+/// Tracks one participant (named by sid or identity) may subscribe to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackPermission {
+    pub participant_sid: Option<ParticipantSid>,
+    pub participant_identity: Option<ParticipantIdentity>,
+    pub all_tracks: bool,
+    pub tracks: Vec<TrackSid>,
+}
+
+impl SubscriptionPermission {
+    /// Whether the participant `sid`/`identity` may subscribe to `track`.
+    pub fn allows(&self, sid: &ParticipantSid, identity: &ParticipantIdentity, track: &TrackSid) -> bool {
+        self.all_participants
+            || self.grants.iter().any(|g| {
+                let who = g.participant_sid.as_ref() == Some(sid)
+                    || g.participant_identity.as_ref() == Some(identity);
+                who && (g.all_tracks || g.tracks.contains(track))
+            })
+    }
+}
+
+/// A participant's update of its own name, metadata and attributes.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataUpdate {
+    pub request_id: u32,
+    /// `None`: unchanged.
+    pub metadata: Option<String>,
+    pub name: Option<String>,
+    /// An empty value deletes the attribute.
+    pub attributes: HashMap<String, String>,
+}
+
+impl MetadataUpdate {
+    /// The request as LiveKit echoes it back in `RequestResponse`.
+    pub fn to_wire(&self) -> lk::UpdateParticipantMetadata {
+        lk::UpdateParticipantMetadata {
+            metadata: self.metadata.clone().unwrap_or_default(),
+            name: self.name.clone().unwrap_or_default(),
+            attributes: self.attributes.clone(),
+            request_id: self.request_id,
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What a hosted participant's peer connections report: connection state, media sections
+//! added and changed, data channels, received RTP and keyframe requests.
+
+use std::time::Instant;
+
+use str0m::{Event, IceConnectionState};
+use tracing::{debug, info};
+
+use crate::peer::{PcKind, PeerRef};
+use crate::shard::{event, Shard};
+
+impl Shard {
+    pub(crate) fn on_event(&mut self, now: Instant, peer: PeerRef, e: Event) {
+        let PeerRef { key, pc } = peer;
+        match e {
+            Event::RtpPacket(pkt) if pc == PcKind::Publisher => self.on_publisher_rtp(now, key, pkt),
+            Event::Connected => self.on_connected(now, peer),
+            Event::IceConnectionStateChange(state) => {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    debug!(participant = %p.sid, ?pc, ?state, "ice state");
+                    if state == IceConnectionState::Disconnected {
+                        p.peer_mut(pc).connected = false;
+                    }
+                }
+            }
+            Event::MediaAdded(m) if pc == PcKind::Publisher && m.direction.is_receiving() => {
+                self.on_received_media(now, key, m.mid, m.kind)
+            }
+            Event::MediaChanged(m) if pc == PcKind::Publisher => {
+                let kind = self
+                    .participants
+                    .get_mut(&key)
+                    .and_then(|p| p.publisher.rtc.media(m.mid).map(|x| x.kind()));
+                let published = self.track_by_mid(key, m.mid);
+                match (m.direction.is_receiving(), published, kind) {
+                    (false, Some(t), _) => self.unpublish(now, key, t),
+                    (true, None, Some(kind)) => self.on_received_media(now, key, m.mid, kind),
+                    _ => {}
+                }
+            }
+            Event::ChannelOpen(id, label) => self.on_channel_open(peer, id, &label),
+            Event::ChannelClose(id) => self.on_channel_close(peer, id),
+            Event::ChannelData(d) if pc == PcKind::Publisher => self.on_channel_data(now, key, d),
+            Event::KeyframeRequest(r) if pc == PcKind::Subscriber => {
+                debug!(mid = %r.mid, kind = ?r.kind, "subscriber asks for a keyframe");
+                let track = self
+                    .participants
+                    .get(&key)
+                    .and_then(|p| p.downtrack_by_mid(r.mid))
+                    .map(|d| d.track);
+                if let Some(t) = track {
+                    self.request_keyframe(now, t);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant, peer: PeerRef) {
+        let PeerRef { key, pc } = peer;
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        p.peer_mut(pc).connected = true;
+        info!(participant = %p.sid, ?pc, "peer connection up");
+        let primary = if p.permission.can_subscribe {
+            PcKind::Subscriber
+        } else {
+            PcKind::Publisher
+        };
+        if pc == primary && !p.active {
+            p.active = true;
+            p.bump_version();
+            let room = p.room.clone();
+            let info = self.info_of(key);
+            self.announce(key);
+            let room_info = self.room_info(&room);
+            self.webhook(now, event::PARTICIPANT_JOINED, room_info, info, None);
+        }
+        if pc == PcKind::Subscriber {
+            self.auto_subscribe_all(now, key);
+        }
+    }
+}

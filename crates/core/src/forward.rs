@@ -1,0 +1,241 @@
+//! Media forwarding in two steps: **identify** a packet (which track, which layer, is it a
+//! keyframe) where it enters the room — a publisher's connection here, or a relay from the
+//! place that hosts the publisher — then **fan it out** to the track's sinks: local receivers
+//! (each with its own forwarder) and the places that relay it onward (once per place, only
+//! the layers wanted there, never back over the tier it came from).
+//!
+//! Hot path: nothing here allocates per packet. The payload is an `Arc` shared by every
+//! receiver and every relay; rewrites are patches str0m applies while serialising.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::Pt;
+use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
+use tracing::debug;
+
+use crate::forwarder::{layer_for_rid, Decision, Layer};
+use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, Tier, TrackKey};
+use crate::keyframe::{is_keyframe_start, VideoCodec};
+use crate::peer::{PcKind, PeerRef};
+use crate::relay::{MediaExtensions, RelayMessage, RelayRtp};
+use crate::shard::Shard;
+use crate::track::{Origin, Sink};
+
+/// One identified media packet of a track, ready for its sinks.
+pub(crate) struct MediaPacket {
+    pub layer: Layer,
+    /// The best live layer of the track (what receivers converge to).
+    pub best: Option<Layer>,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub keyframe: bool,
+    pub params: Option<PayloadParams>,
+    pub ext: MediaExtensions,
+    pub payload: Arc<[u8]>,
+}
+
+impl Shard {
+    /// Identify an RTP packet from a hosted publisher and fan it out.
+    pub(crate) fn on_publisher_rtp(&mut self, now: Instant, key: ParticipantKey, pkt: RtpPacket) {
+        self.stats.rtp_in += 1;
+        // Padding-only packets (bandwidth probes) carry no media: they must neither make a
+        // simulcast layer look alive nor go to subscribers, whose own sender pads as needed.
+        if pkt.payload.is_empty() {
+            return;
+        }
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let rtc = &mut p.publisher.rtc;
+        let Some((mid, rid)) = rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return;
+        };
+        let params = rtc
+            .codec_config()
+            .find(|c| c.pt() == pkt.header.payload_type)
+            .copied();
+        let Some(tkey) = self.track_by_mid(key, mid) else {
+            return;
+        };
+        let Some(t) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
+        let layer = layer_for_rid(rid.as_deref());
+        if let Origin::Local { layer_seen, rids, .. } = &mut t.origin {
+            layer_seen[layer as usize] = Some(now);
+            rids[layer as usize] = rid;
+        }
+        let media = MediaPacket {
+            layer,
+            best: t.best_layer(now),
+            seq: *pkt.seq_no,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            keyframe: t.kind.is_audio() || is_keyframe_start(t.codec, &pkt.payload),
+            params,
+            ext: MediaExtensions::from_received(&pkt.header.ext_vals),
+            payload: pkt.payload,
+        };
+        self.fan_out(now, tkey, &media, None);
+    }
+
+    /// A packet of a track relayed here from the place that hosts its publisher.
+    pub(crate) fn on_relay_rtp(&mut self, now: Instant, from: PlaceId, r: RelayRtp) {
+        let Some(&tkey) = self.relayed.get(&(from, r.track)) else {
+            return;
+        };
+        if let Some(Origin::Relayed { best, .. }) = self.tracks.get_mut(&tkey).map(|t| &mut t.origin) {
+            *best = r.best;
+        }
+        let media = MediaPacket {
+            layer: r.layer,
+            best: r.best,
+            seq: r.seq,
+            timestamp: r.timestamp,
+            marker: r.marker,
+            keyframe: r.keyframe,
+            params: r.params,
+            ext: r.ext,
+            payload: r.payload,
+        };
+        self.fan_out(now, tkey, &media, Some(from.tier));
+    }
+
+    /// Send one packet to every sink of the track. `arrived_over` is the tier of the link it
+    /// came in on (`None`: from a publisher here).
+    fn fan_out(&mut self, now: Instant, tkey: TrackKey, m: &MediaPacket, arrived_over: Option<Tier>) {
+        let Some(t) = self.tracks.get(&tkey) else {
+            return;
+        };
+        let (kind, codec) = (t.kind, t.codec);
+        let relayed = !t.is_local();
+        let mut sinks = std::mem::take(&mut self.sinks);
+        sinks.clear();
+        sinks.extend(t.sinks.iter().filter(|s| {
+            let onward = arrived_over.is_none_or(|tier| s.place.tier < tier);
+            onward && (s.layers.contains(m.layer) || Some(m.layer) == m.best)
+        }));
+        let mut fanout = std::mem::take(&mut self.fanout);
+        fanout.clear();
+        fanout.extend_from_slice(&t.subscribers);
+        for sink in &sinks {
+            self.relay_rtp(*sink, tkey, m);
+        }
+        self.sinks = sinks;
+
+        // Parsed once per packet; each receiver's rewrite is a patch str0m applies on send.
+        let vp8 = match codec {
+            VideoCodec::Vp8 => Vp8Descriptor::parse(&m.payload).ok(),
+            _ => None,
+        };
+        let ext = m.ext.to_values();
+        let mut want_keyframe = false;
+        let mut wishes_changed = false;
+        for &sub in &fanout {
+            let Some(s) = self.participants.get_mut(&sub) else {
+                continue;
+            };
+            let Some(dt) = s.downtracks.get_mut(&tkey) else {
+                continue;
+            };
+            let Some(sub_mid) = dt.mid else { continue };
+            if dt.disabled {
+                continue;
+            }
+            if kind.is_video() && dt.forwarder.target() != m.best {
+                debug!(subscriber = %s.sid, track = %dt.track_sid, from = ?dt.forwarder.target(), to = ?m.best, "layer target");
+                dt.forwarder.set_target(m.best);
+                wishes_changed = true;
+            }
+            let decision = dt
+                .forwarder
+                .on_packet(m.layer, m.seq, m.timestamp, m.keyframe, now);
+            let Decision::Forward {
+                seq,
+                timestamp,
+                switched,
+            } = decision
+            else {
+                want_keyframe |= dt.forwarder.wants_keyframe() && Some(m.layer) == dt.forwarder.target();
+                continue;
+            };
+            wishes_changed |= switched;
+            let Some(pt) = map_pt(&mut dt.pt_map, m.params.as_ref(), &s.subscriber.rtc) else {
+                continue;
+            };
+            let mut api = s.subscriber.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
+                continue;
+            };
+            // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
+            let write = RtpWrite::new(pt, seq.into(), timestamp, now, m.payload.clone())
+                .marker(m.marker)
+                .ext_vals(ext.clone())
+                .nackable(kind.is_video());
+            let patch = vp8
+                .as_ref()
+                .and_then(|d| dt.vp8.rewrite(&m.payload, d, seq, switched));
+            let write = match patch {
+                Some(patch) => write.vp8_patch(patch),
+                None => write,
+            };
+            tx.write_rtp(write);
+            self.stats.rtp_out += 1;
+            self.dirty.push(PeerRef {
+                key: sub,
+                pc: PcKind::Subscriber,
+            });
+        }
+        self.fanout = fanout;
+        if want_keyframe {
+            self.request_keyframe(now, tkey);
+        }
+        if relayed && wishes_changed {
+            self.update_wish(tkey);
+        }
+    }
+
+    fn relay_rtp(&mut self, sink: Sink, tkey: TrackKey, m: &MediaPacket) {
+        let r = RelayRtp {
+            track: RelayTrackId::from(tkey),
+            layer: m.layer,
+            best: m.best,
+            seq: m.seq,
+            timestamp: m.timestamp,
+            marker: m.marker,
+            keyframe: m.keyframe,
+            params: m.params,
+            ext: m.ext,
+            payload: m.payload.clone(),
+        };
+        self.relay(sink.place, RelayMessage::Rtp(r));
+    }
+}
+
+/// The subscriber's payload type for the publisher's codec, cached per receiver by the
+/// publisher's payload type.
+fn map_pt(
+    cache: &mut Vec<(Pt, Option<Pt>)>,
+    params: Option<&PayloadParams>,
+    sub_rtc: &str0m::Rtc,
+) -> Option<Pt> {
+    let params = params?;
+    let pub_pt = params.pt();
+    if let Some((_, mapped)) = cache.iter().find(|(p, _)| *p == pub_pt) {
+        return *mapped;
+    }
+    let cfg = sub_rtc.codec_config();
+    let mapped = cfg
+        .match_params(*params)
+        .or_else(|| cfg.find(|c| c.spec().codec == params.spec().codec && c.spec().codec != Codec::H264))
+        .map(|c| c.pt());
+    cache.push((pub_pt, mapped));
+    mapped
+}

@@ -1,0 +1,254 @@
+//! Room instances and who is in them: creating and closing instances, linking them to the
+//! room's other places, telling everyone about a participant, and removing one.
+
+use std::time::Instant;
+
+use livekit_protocol as lk;
+use tracing::{debug, info};
+
+use crate::ids::{ParticipantKey, RelayTrackId, RoomName, RoomSid};
+use crate::participant::departed;
+use crate::relay::{ParticipantState, RelayMessage};
+use crate::room::{Placement, Room, RoomRecord};
+use crate::shard::{event, leave_msg, update, Output, Shard, ShardEvent};
+
+impl Shard {
+    /// A fresh record for a room this shard is the only place of.
+    pub(crate) fn mint_record(&mut self, now: Instant) -> RoomRecord {
+        RoomRecord {
+            sid: RoomSid::generate(&mut self.rng),
+            creation_unix_ms: self.unix_ms(now),
+            metadata: String::new(),
+            settings: self.config.room.clone(),
+        }
+    }
+
+    /// Make sure `name` has an instance here, linked to the places in `placement`.
+    pub(crate) fn ensure_room(&mut self, now: Instant, name: &RoomName, placement: &Placement) {
+        if !self.rooms.contains_key(name) {
+            let record = match &placement.record {
+                Some(r) => r.clone(),
+                None => self.mint_record(now),
+            };
+            let room = Room::new(name.clone(), record, placement.home, now);
+            info!(room = %name, sid = %room.sid, home = room.home, "room instance created");
+            self.rooms.insert(name.clone(), room);
+            if placement.home {
+                let info = self.room_info(name);
+                self.webhook(now, event::ROOM_STARTED, info, None, None);
+            }
+        }
+        for &place in &placement.peers {
+            let room = self.rooms.get_mut(name).expect("ensured above");
+            if room.link(place) {
+                let participants = self.snapshot(name);
+                let hello = RelayMessage::Hello {
+                    room: name.clone(),
+                    reply: true,
+                    participants,
+                };
+                self.relay(place, hello);
+            }
+        }
+    }
+
+    /// What a link to another place of `room` is told about the participants hosted here.
+    pub(crate) fn snapshot(&self, room: &RoomName) -> Vec<ParticipantState> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.members
+            .iter()
+            .filter_map(|k| self.participant_state(*k))
+            .collect()
+    }
+
+    /// A hosted participant as other places see it; hidden participants are not shown.
+    pub(crate) fn participant_state(&self, key: ParticipantKey) -> Option<ParticipantState> {
+        let p = self.participants.get(&key)?;
+        if p.permission.hidden {
+            return None;
+        }
+        let tracks = p
+            .tracks
+            .iter()
+            .filter_map(|k| self.tracks.get(k))
+            .map(|t| (t.sid.clone(), RelayTrackId::from(t.key)))
+            .collect();
+        Some(ParticipantState {
+            info: p.info(&self.tracks),
+            tracks,
+            subscribe_allow: p.subscribe_allow.clone(),
+        })
+    }
+
+    /// Tell the linked places of the participant's room about it.
+    pub(crate) fn relay_participant(&mut self, key: ParticipantKey) {
+        let Some(state) = self.participant_state(key) else {
+            return;
+        };
+        let room = self.participants[&key].room.clone();
+        let links = self.rooms.get(&room).map(|r| r.links.clone()).unwrap_or_default();
+        for place in links {
+            let msg = RelayMessage::Participant {
+                room: room.clone(),
+                state: Box::new(state.clone()),
+            };
+            self.relay(place, msg);
+        }
+    }
+
+    /// Tell the room (the participant included, and the room's other places) about a change
+    /// to a hosted participant. A hidden participant is told alone.
+    pub(crate) fn announce(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        let info = p.info(&self.tracks);
+        if p.permission.hidden {
+            let session = p.session;
+            self.send(session, update(vec![info]));
+            return;
+        }
+        let room = p.room.clone();
+        self.broadcast(&room, update(vec![info]), None);
+        self.relay_participant(key);
+    }
+
+    /// Remove a hosted participant: tell them (if `leave`), tell the room and its other
+    /// places, free its tracks and subscriptions.
+    pub fn remove_participant(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        reason: lk::DisconnectReason,
+        leave: Option<lk::leave_request::Action>,
+    ) {
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        info!(room = %p.room, participant = %p.sid, identity = %p.identity, ?reason, "participant left");
+        let info = p.info(&self.tracks);
+        let (room, sid, identity, active, hidden) = (
+            p.room.clone(),
+            p.sid.clone(),
+            p.identity.clone(),
+            p.active,
+            p.permission.hidden,
+        );
+        let room_info = self.room_info(&room);
+        for tkey in self.participants[&key].tracks.clone() {
+            if let Some(track) = self.drop_track(tkey) {
+                self.webhook(
+                    now,
+                    event::TRACK_UNPUBLISHED,
+                    room_info.clone(),
+                    Some(info.clone()),
+                    Some(track.info),
+                );
+            }
+        }
+        for tkey in self.participants[&key]
+            .downtracks
+            .keys()
+            .copied()
+            .collect::<Vec<_>>()
+        {
+            self.unsubscribe(key, tkey);
+        }
+        let mut p = self.participants.remove(&key).expect("looked up above");
+        if let Some(s) = p.session.take() {
+            if let Some(action) = leave {
+                self.send(Some(s), leave_msg(reason, action));
+            }
+            self.outputs.push_back(Output::Close(s));
+            self.sessions.remove(&s);
+        }
+        for parked in p.negotiation.parked.keys() {
+            if let Some(t) = self.tracks.get_mut(parked) {
+                t.parked_by.retain(|k| *k != key);
+            }
+        }
+        self.forget_peers(&p);
+        self.detached.remove(&key);
+        p.publisher.rtc.disconnect();
+        p.subscriber.rtc.disconnect();
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.remove(key, now);
+        }
+        let departed = departed(info, reason);
+        if !hidden {
+            self.broadcast(&room, update(vec![departed.clone()]), None);
+            let links = self.rooms.get(&room).map(|r| r.links.clone()).unwrap_or_default();
+            for place in links {
+                let msg = RelayMessage::Left {
+                    room: room.clone(),
+                    sid: sid.clone(),
+                    info: Box::new(departed.clone()),
+                };
+                self.relay(place, msg);
+            }
+        }
+        let name = if active {
+            event::PARTICIPANT_LEFT
+        } else {
+            event::PARTICIPANT_CONNECTION_ABORTED
+        };
+        let room_info = self.room_info(&room);
+        self.webhook(now, name, room_info, Some(departed), None);
+        self.emit(ShardEvent::ParticipantLeft {
+            room: room.clone(),
+            identity,
+        });
+        self.close_instance_if_unused(&room);
+        self.drain_dirty(now);
+    }
+
+    /// An instance that is not the room's home ends with its last hosted participant: it
+    /// exists only to serve them.
+    pub(crate) fn close_instance_if_unused(&mut self, name: &RoomName) {
+        let unused = self
+            .rooms
+            .get(name)
+            .is_some_and(|r| !r.home && r.members.is_empty());
+        if unused {
+            debug!(room = %name, "last hosted participant left; instance closes");
+            self.end_instance(name);
+        }
+    }
+
+    /// Close a room (its home instance): tell the notifier. Members must already be gone.
+    pub fn close_room(&mut self, now: Instant, name: &RoomName) {
+        let Some(r) = self.rooms.get(name) else { return };
+        if !r.home {
+            return self.close_instance_if_unused(name);
+        }
+        let info = self.room_info(name);
+        self.end_instance(name);
+        self.webhook(now, event::ROOM_FINISHED, info, None, None);
+    }
+
+    /// Drop the instance: its links are told, its mirrors forgotten.
+    fn end_instance(&mut self, name: &RoomName) {
+        let Some(room) = self.rooms.remove(name) else {
+            return;
+        };
+        for key in &room.remotes {
+            self.drop_mirror(*key);
+        }
+        // Sinks of other places on the tracks of the room's hosted members go with the link;
+        // members are gone (or leaving) by now.
+        for place in &room.links {
+            self.relay(*place, RelayMessage::Bye { room: name.clone() });
+        }
+        self.emit(ShardEvent::RoomClosed {
+            room: name.clone(),
+            sid: room.sid.clone(),
+        });
+    }
+
+    /// Home instances' idle deadlines, for tests: the earliest time a room may close.
+    pub fn next_room_deadline(&self) -> Option<Instant> {
+        self.rooms.values().filter_map(Room::next_deadline).min()
+    }
+}

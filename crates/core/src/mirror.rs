@@ -1,0 +1,304 @@
+//! Relay input: what the room's instances at other places tell this one. Participants
+//! hosted elsewhere become mirrors here (clients see them like any other), their tracks
+//! become relayed tracks local participants can subscribe to, and the wishes and keyframe
+//! requests of other places reach the tracks published here.
+
+use std::time::Instant;
+
+use livekit_protocol as lk;
+use tracing::{debug, info};
+
+use crate::ids::{
+    ParticipantIdentity, ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey,
+};
+use crate::participant::{departed, RemoteParticipant};
+use crate::relay::{ParticipantState, RelayMessage};
+use crate::shard::{update, Shard};
+use crate::track::{codec_from_mime, Origin, Track};
+
+impl Shard {
+    /// A message from the instance of a room at another place.
+    pub fn relay_input(&mut self, now: Instant, from: PlaceId, msg: RelayMessage) {
+        self.stats.relay_in += 1;
+        match msg {
+            RelayMessage::Rtp(r) => return self.on_relay_rtp(now, from, r),
+            RelayMessage::Hello {
+                room,
+                reply,
+                participants,
+            } => self.on_hello(now, from, room, reply, participants),
+            RelayMessage::Bye { room } => self.on_bye(now, from, &room),
+            RelayMessage::Participant { room, state } => {
+                if self.rooms.get(&room).is_some_and(|r| r.links.contains(&from)) {
+                    self.upsert_mirror(now, from, &room, *state);
+                }
+            }
+            RelayMessage::Left { room, sid, info } => {
+                if let Some(key) = self.mirror_by_sid(&room, from, &sid) {
+                    self.remove_mirror(now, key, *info);
+                }
+            }
+            RelayMessage::Data { room, packet } => self.deliver_data(&room, &packet),
+            RelayMessage::Wish { track, layers } => {
+                let tkey = TrackKey(track.0);
+                let Some(t) = self
+                    .tracks
+                    .get_mut(&tkey)
+                    .filter(|t| t.is_local() || t.origin_tier_above(from))
+                else {
+                    return;
+                };
+                if t.set_sink(from, layers) {
+                    debug!(track = %t.sid, place = %from, "track relayed to a new place");
+                    // A new place's receivers start at a keyframe.
+                    t.last_keyframe_request = None;
+                    self.request_keyframe(now, tkey);
+                }
+            }
+            RelayMessage::Keyframe { track } => self.request_keyframe(now, TrackKey(track.0)),
+        }
+        self.drain_dirty(now);
+    }
+
+    fn on_hello(
+        &mut self,
+        now: Instant,
+        from: PlaceId,
+        room: RoomName,
+        reply: bool,
+        participants: Vec<ParticipantState>,
+    ) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            // Our instance closed meanwhile; the sender learns of the next one's Hello.
+            debug!(%room, place = %from, "hello for a room not held here; ignored");
+            return;
+        };
+        let fresh = r.link(from);
+        info!(%room, place = %from, fresh, "room linked");
+        // A Hello is a snapshot: mirrors of that place it no longer lists are gone.
+        let listed: Vec<ParticipantSid> = participants
+            .iter()
+            .filter_map(|s| ParticipantSid::parse(&s.info.sid))
+            .collect();
+        let stale: Vec<ParticipantKey> = r
+            .remotes
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.remotes
+                    .get(k)
+                    .is_some_and(|m| m.place == from && !listed.contains(&m.sid))
+            })
+            .collect();
+        for key in stale {
+            let info = departed(
+                self.remotes[&key].info.clone(),
+                lk::DisconnectReason::UnknownReason,
+            );
+            self.remove_mirror(now, key, info);
+        }
+        for state in participants {
+            self.upsert_mirror(now, from, &room, state);
+        }
+        if reply {
+            let participants = self.snapshot(&room);
+            let hello = RelayMessage::Hello {
+                room,
+                reply: false,
+                participants,
+            };
+            self.relay(from, hello);
+        }
+    }
+
+    fn on_bye(&mut self, now: Instant, from: PlaceId, room: &RoomName) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.links.retain(|p| *p != from);
+        info!(%room, place = %from, "room unlinked");
+        let theirs: Vec<ParticipantKey> = r
+            .remotes
+            .iter()
+            .copied()
+            .filter(|k| self.remotes.get(k).is_some_and(|m| m.place == from))
+            .collect();
+        for key in theirs {
+            let info = departed(
+                self.remotes[&key].info.clone(),
+                lk::DisconnectReason::UnknownReason,
+            );
+            self.remove_mirror(now, key, info);
+        }
+        // The place wants nothing relayed any more.
+        let members = self
+            .rooms
+            .get(room)
+            .map(|r| r.members.clone())
+            .unwrap_or_default();
+        for key in members {
+            let tracks = self
+                .participants
+                .get(&key)
+                .map(|p| p.tracks.clone())
+                .unwrap_or_default();
+            for t in tracks {
+                if let Some(t) = self.tracks.get_mut(&t) {
+                    t.set_sink(from, crate::track::LayerMask::NONE);
+                }
+            }
+        }
+    }
+
+    fn mirror_by_sid(&self, room: &RoomName, place: PlaceId, sid: &ParticipantSid) -> Option<ParticipantKey> {
+        let r = self.rooms.get(room)?;
+        r.remotes.iter().copied().find(|k| {
+            self.remotes
+                .get(k)
+                .is_some_and(|m| m.place == place && &m.sid == sid)
+        })
+    }
+
+    /// Create or update the mirror of a participant hosted at `from`.
+    fn upsert_mirror(&mut self, now: Instant, from: PlaceId, room: &RoomName, state: ParticipantState) {
+        let Some(sid) = ParticipantSid::parse(&state.info.sid) else {
+            debug!(place = %from, "relayed participant without a valid sid; ignored");
+            return;
+        };
+        let key = match self.mirror_by_sid(room, from, &sid) {
+            Some(key) => {
+                let m = &self.remotes[&key];
+                if state.info.version < m.info.version {
+                    return;
+                }
+                key
+            }
+            None => {
+                let key = self.next_participant_key();
+                let m = RemoteParticipant {
+                    key,
+                    place: from,
+                    room: room.clone(),
+                    sid: sid.clone(),
+                    identity: ParticipantIdentity::new(state.info.identity.clone()),
+                    info: state.info.clone(),
+                    subscribe_allow: None,
+                    tracks: Vec::new(),
+                };
+                debug!(%room, participant = %sid, place = %from, "mirror added");
+                self.remotes.insert(key, m);
+                if let Some(r) = self.rooms.get_mut(room) {
+                    r.add_remote(key);
+                }
+                key
+            }
+        };
+        let permission_changed = {
+            let m = self.remotes.get_mut(&key).expect("ensured above");
+            m.info = state.info.clone();
+            let changed = m.subscribe_allow != state.subscribe_allow;
+            m.subscribe_allow = state.subscribe_allow;
+            changed
+        };
+        let added = self.reconcile_mirror_tracks(key, from, &state.info, &state.tracks);
+        self.broadcast(room, update(vec![state.info]), None);
+        if permission_changed {
+            self.enforce_subscription_permission(now, key);
+        } else if !added.is_empty() {
+            self.auto_subscribe_to_tracks(now, &added);
+        }
+    }
+
+    /// Make the mirror's relayed tracks match what its host says it publishes; returns the
+    /// tracks that are new.
+    fn reconcile_mirror_tracks(
+        &mut self,
+        key: ParticipantKey,
+        from: PlaceId,
+        info: &lk::ParticipantInfo,
+        ids: &[(crate::ids::TrackSid, RelayTrackId)],
+    ) -> Vec<TrackKey> {
+        let current = self.remotes[&key].tracks.clone();
+        let mut keep = Vec::new();
+        let mut added = Vec::new();
+        for (sid, id) in ids {
+            let Some(ti) = info.tracks.iter().find(|t| t.sid == sid.as_str()) else {
+                continue;
+            };
+            if let Some(&tkey) = self.relayed.get(&(from, *id)) {
+                if let Some(t) = self.tracks.get_mut(&tkey) {
+                    t.info = ti.clone();
+                }
+                keep.push(tkey);
+                continue;
+            }
+            let tkey = self.next_track_key();
+            let m = &self.remotes[&key];
+            let kind = if ti.r#type == lk::TrackType::Audio as i32 {
+                str0m::media::MediaKind::Audio
+            } else {
+                str0m::media::MediaKind::Video
+            };
+            let track = Track {
+                key: tkey,
+                sid: sid.clone(),
+                owner: key,
+                owner_sid: m.sid.clone(),
+                room: m.room.clone(),
+                kind,
+                codec: codec_from_mime(&ti.mime_type),
+                info: ti.clone(),
+                origin: Origin::Relayed {
+                    place: from,
+                    id: *id,
+                    best: None,
+                    wished: crate::track::LayerMask::NONE,
+                },
+                subscribers: Vec::new(),
+                sinks: Vec::new(),
+                parked_by: Vec::new(),
+                last_keyframe_request: None,
+            };
+            self.tracks.insert(tkey, track);
+            self.track_sids.insert(sid.clone(), tkey);
+            self.relayed.insert((from, *id), tkey);
+            keep.push(tkey);
+            added.push(tkey);
+        }
+        for tkey in current.iter().filter(|k| !keep.contains(k)) {
+            self.drop_track(*tkey);
+        }
+        if let Some(m) = self.remotes.get_mut(&key) {
+            m.tracks = keep;
+        }
+        added
+    }
+
+    /// A mirrored participant is gone: its tracks go, the room is told `info`.
+    fn remove_mirror(&mut self, now: Instant, key: ParticipantKey, info: lk::ParticipantInfo) {
+        let Some(room) = self.drop_mirror(key) else {
+            return;
+        };
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.remove(key, now);
+        }
+        self.broadcast(&room, update(vec![info]), None);
+    }
+
+    /// Forget a mirror and its tracks; returns its room.
+    pub(crate) fn drop_mirror(&mut self, key: ParticipantKey) -> Option<RoomName> {
+        let m = self.remotes.remove(&key)?;
+        for tkey in m.tracks {
+            self.drop_track(tkey);
+        }
+        Some(m.room)
+    }
+}
+
+impl Track {
+    /// Whether this track came in over a link of a higher tier than `place`'s (so it may be
+    /// relayed on to that place).
+    pub(crate) fn origin_tier_above(&self, place: PlaceId) -> bool {
+        matches!(self.origin, Origin::Relayed { place: origin, .. } if origin.tier > place.tier)
+    }
+}

@@ -1,0 +1,97 @@
+//! One str0m peer connection of a hosted participant, and how the shard builds it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::{Candidate, Rtc};
+
+use crate::ids::ParticipantKey;
+use crate::shard::JoinError;
+
+/// Which of a participant's two peer connections (named from the client's side).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PcKind {
+    /// The client sends media here; the server answers its offers.
+    Publisher,
+    /// The server sends media here; the server makes the offers.
+    Subscriber,
+}
+
+/// One peer connection of one participant: what the demux, the timers and the dirty list name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerRef {
+    pub key: ParticipantKey,
+    pub pc: PcKind,
+}
+
+/// Addresses one peer may be reached from at once (ICE candidates of one client; more would
+/// let a client grow the shard's address index without bound by spraying STUN from new ports).
+pub const MAX_PEER_ADDRS: usize = 4;
+
+/// One str0m peer connection and its scheduling state.
+pub struct Peer {
+    pub rtc: Rtc,
+    /// Our ICE username fragment, as indexed by the shard's demux.
+    pub ufrag: String,
+    /// When str0m next wants a timeout input.
+    pub next_timeout: Instant,
+    pub connected: bool,
+    /// Source addresses routed to this peer, oldest first (at most [`MAX_PEER_ADDRS`]); each
+    /// learnt only after str0m accepted a STUN request from it (integrity checked).
+    pub addrs: Vec<SocketAddr>,
+    /// Set once the peer reported a fatal error; it is ticked no more.
+    pub failed: bool,
+}
+
+impl Peer {
+    pub fn new(mut rtc: Rtc, now: Instant) -> Self {
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        Self {
+            rtc,
+            ufrag,
+            next_timeout: now,
+            connected: false,
+            addrs: Vec::new(),
+            failed: false,
+        }
+    }
+}
+
+/// Builds the shard's peer connections: ICE-lite, RTP mode, our codecs, one host candidate,
+/// and the shard's one DTLS certificate (generating one per peer costs a key generation on
+/// every join; mediasoup likewise shares one per worker).
+pub struct PeerFactory {
+    candidate: SocketAddr,
+    dtls_cert: Option<str0m::config::DtlsCert>,
+}
+
+impl PeerFactory {
+    pub fn new(candidate: SocketAddr) -> Self {
+        Self {
+            candidate,
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
+        }
+    }
+
+    pub fn build(&self, now: Instant) -> Result<Peer, JoinError> {
+        let mut builder = Rtc::builder();
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+            .build(now);
+        let host = Candidate::host(self.candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(host);
+        Ok(Peer::new(rtc, now))
+    }
+}

@@ -1,0 +1,365 @@
+//! Subscribing: who may receive which track, creating and parking a receiver's media
+//! sections, keyframe requests, and what a room's other places are asked to relay here.
+
+use std::time::Instant;
+
+use livekit_protocol as lk;
+use lk::signal_response::Message as Resp;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
+use tracing::debug;
+
+use crate::command::SubscriptionPermission;
+use crate::forwarder::Forwarder;
+use crate::ids::{ParticipantKey, TrackKey, TrackSid};
+use crate::participant::allows;
+use crate::peer::{PcKind, PeerRef};
+use crate::relay::RelayMessage;
+use crate::shard::Shard;
+use crate::track::{DownTrack, LayerMask, Origin, ParkedDownTrack};
+use crate::vp8_munger::Vp8Munger;
+
+/// Resend cache of a forwarded video stream: about 1 s at 500 packets/s, past any useful NACK.
+const RTX_CACHE_VIDEO: (usize, std::time::Duration) = (512, std::time::Duration::from_secs(1));
+/// Audio is not resent (no NACK for Opus); a token cache.
+const RTX_CACHE_AUDIO: (usize, std::time::Duration) = (16, std::time::Duration::from_millis(200));
+
+impl Shard {
+    /// Who may subscribe to the tracks of `owner` (hosted here or mirrored).
+    fn subscribe_allow_of(&self, owner: ParticipantKey) -> Option<&SubscriptionPermission> {
+        match self.participants.get(&owner) {
+            Some(p) => p.subscribe_allow.as_ref(),
+            None => self.remotes.get(&owner).and_then(|m| m.subscribe_allow.as_ref()),
+        }
+    }
+
+    pub(crate) fn may_subscribe(&self, sub: ParticipantKey, tkey: TrackKey) -> bool {
+        let (Some(s), Some(t)) = (self.participants.get(&sub), self.tracks.get(&tkey)) else {
+            return false;
+        };
+        t.owner != sub
+            && s.room == t.room
+            && s.permission.can_subscribe
+            && allows(self.subscribe_allow_of(t.owner), &s.sid, &s.identity, &t.sid)
+    }
+
+    /// Subscribe every auto-subscribing, connected participant of the tracks' room to them.
+    pub(crate) fn auto_subscribe_to_tracks(&mut self, now: Instant, tracks: &[TrackKey]) {
+        let Some(room) = tracks
+            .first()
+            .and_then(|k| self.tracks.get(k))
+            .map(|t| t.room.clone())
+        else {
+            return;
+        };
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        let subs: Vec<ParticipantKey> = r
+            .members
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.participants
+                    .get(k)
+                    .is_some_and(|s| s.auto_subscribe && s.subscriber.connected)
+            })
+            .collect();
+        for sub in subs {
+            for &t in tracks {
+                if self.may_subscribe(sub, t) {
+                    self.subscribe(now, sub, t);
+                }
+            }
+        }
+    }
+
+    /// Subscribe `sub` to every track in its room (its subscriber connection just came up).
+    pub(crate) fn auto_subscribe_all(&mut self, now: Instant, sub: ParticipantKey) {
+        let Some(s) = self.participants.get(&sub) else {
+            return;
+        };
+        if !s.auto_subscribe {
+            return;
+        }
+        let Some(room) = self.rooms.get(&s.room) else {
+            return;
+        };
+        let owners = room.members.iter().chain(&room.remotes);
+        let all: Vec<TrackKey> = owners
+            .flat_map(|k| {
+                let hosted = self.participants.get(k).map(|p| p.tracks.as_slice());
+                let mirrored = self.remotes.get(k).map(|m| m.tracks.as_slice());
+                hosted.or(mirrored).unwrap_or_default().iter().copied()
+            })
+            .collect();
+        for t in all {
+            if self.may_subscribe(sub, t) {
+                self.subscribe(now, sub, t);
+            }
+        }
+    }
+
+    pub(crate) fn subscribe(&mut self, _now: Instant, sub: ParticipantKey, tkey: TrackKey) {
+        let Some(t) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
+        let Some(s) = self.participants.get_mut(&sub) else {
+            return;
+        };
+        if s.downtracks.contains_key(&tkey) {
+            return;
+        }
+        debug!(subscriber = %s.sid, track = %t.sid, "subscribing");
+        let clock_rate = if t.kind.is_audio() { 48_000 } else { 90_000 };
+        let (mid, forwarder, vp8, pt_map) = match s.negotiation.parked.remove(&tkey) {
+            Some(parked) => {
+                // Resubscription: reuse the parked section; forwarding resumes at the next
+                // keyframe with sequence numbers continuing where they stopped.
+                let mut forwarder = parked.forwarder;
+                forwarder.set_target(None);
+                s.negotiation.removes.retain(|m| *m != parked.mid);
+                s.negotiation.reactivate.push(parked.mid);
+                t.parked_by.retain(|k| *k != sub);
+                (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
+            }
+            None => {
+                s.negotiation.adds.push(tkey);
+                (None, Forwarder::new(clock_rate), Vp8Munger::default(), Vec::new())
+            }
+        };
+        s.downtracks.insert(
+            tkey,
+            DownTrack {
+                track: tkey,
+                track_sid: t.sid.clone(),
+                publisher_sid: t.owner_sid.clone(),
+                kind: t.kind,
+                mid,
+                forwarder,
+                vp8,
+                pt_map,
+                disabled: false,
+                awaiting_answer: true,
+            },
+        );
+        t.subscribers.push(sub);
+        self.negotiate(sub);
+    }
+
+    pub(crate) fn unsubscribe(&mut self, sub: ParticipantKey, tkey: TrackKey) {
+        let Some(s) = self.participants.get_mut(&sub) else {
+            return;
+        };
+        let Some(dt) = s.downtracks.remove(&tkey) else {
+            return;
+        };
+        debug!(subscriber = %s.sid, track = %dt.track_sid, "unsubscribing");
+        let parked = dt.mid.is_some();
+        match dt.mid {
+            Some(mid) => {
+                s.negotiation.removes.push(mid);
+                s.negotiation.reactivate.retain(|m| *m != mid);
+                let kept = ParkedDownTrack {
+                    mid,
+                    forwarder: dt.forwarder,
+                    vp8: dt.vp8,
+                    pt_map: dt.pt_map,
+                };
+                s.negotiation.parked.insert(tkey, kept);
+            }
+            None => s.negotiation.adds.retain(|k| *k != tkey),
+        }
+        if let Some(t) = self.tracks.get_mut(&tkey) {
+            t.subscribers.retain(|k| *k != sub);
+            if parked {
+                t.parked_by.push(sub);
+            }
+        }
+        self.update_wish(tkey);
+        self.negotiate(sub);
+    }
+
+    /// Apply a subscription request (from the client, or the Room API on its behalf).
+    pub(crate) fn on_update_subscription(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        sids: &[TrackSid],
+        subscribe: bool,
+    ) {
+        for sid in sids {
+            let Some(&tkey) = self.track_sids.get(sid) else {
+                continue;
+            };
+            if !subscribe {
+                self.unsubscribe(key, tkey);
+            } else if self.may_subscribe(key, tkey) {
+                self.subscribe(now, key, tkey);
+            } else if let Some(t) = self.tracks.get(&tkey) {
+                let upd = lk::SubscriptionPermissionUpdate {
+                    participant_sid: t.owner_sid.as_str().to_string(),
+                    track_sid: sid.as_str().to_string(),
+                    allowed: false,
+                };
+                self.send_to(key, Resp::SubscriptionPermissionUpdate(upd));
+            }
+        }
+    }
+
+    /// After `owner`'s subscription permission changed: unsubscribe (and tell) whoever may
+    /// no longer receive its tracks here, auto-subscribe whoever now may.
+    pub(crate) fn enforce_subscription_permission(&mut self, now: Instant, owner: ParticipantKey) {
+        let tracks: Vec<TrackKey> = match (self.participants.get(&owner), self.remotes.get(&owner)) {
+            (Some(p), _) => p.tracks.clone(),
+            (None, Some(m)) => m.tracks.clone(),
+            _ => return,
+        };
+        for &tkey in &tracks {
+            let Some(t) = self.tracks.get(&tkey) else {
+                continue;
+            };
+            let (owner_sid, track_sid) = (t.owner_sid.as_str().to_string(), t.sid.as_str().to_string());
+            for sub in t.subscribers.clone() {
+                if !self.may_subscribe(sub, tkey) {
+                    self.unsubscribe(sub, tkey);
+                    let upd = lk::SubscriptionPermissionUpdate {
+                        participant_sid: owner_sid.clone(),
+                        track_sid: track_sid.clone(),
+                        allowed: false,
+                    };
+                    self.send_to(sub, Resp::SubscriptionPermissionUpdate(upd));
+                }
+            }
+        }
+        self.auto_subscribe_to_tracks(now, &tracks);
+    }
+
+    /// Make (or schedule) a subscriber offer carrying every queued change.
+    pub(crate) fn negotiate(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let Some(sd) = p.negotiation.offer(&mut p.subscriber.rtc, &mut p.downtracks) else {
+            return;
+        };
+        let session = p.session;
+        self.send(session, Resp::Offer(sd));
+        let peer = PeerRef {
+            key,
+            pc: PcKind::Subscriber,
+        };
+        self.remember_ufrag(peer);
+        self.dirty.push(peer);
+    }
+
+    /// After an answer: size the new send streams' resend caches, then start each new
+    /// receiver (a keyframe from its publisher, and the layers it needs from the origin).
+    pub(crate) fn start_new_downtracks(&mut self, now: Instant, key: ParticipantKey) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        let fresh: Vec<(TrackKey, Mid, MediaKind)> = p
+            .downtracks
+            .values_mut()
+            .filter(|d| d.awaiting_answer)
+            .filter_map(|d| {
+                let mid = d.mid?;
+                d.awaiting_answer = false;
+                Some((d.track, mid, d.kind))
+            })
+            .collect();
+        // Resends are kept for the NACK window only (str0m's default, 3 s and 1,024 packets per
+        // stream, was most of the memory per subscribed video track); audio is never resent.
+        let mut api = p.subscriber.rtc.direct_api();
+        for &(_, mid, kind) in &fresh {
+            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                let (packets, age) = if kind.is_video() {
+                    RTX_CACHE_VIDEO
+                } else {
+                    RTX_CACHE_AUDIO
+                };
+                tx.set_rtx_cache(packets, age, Some(0.15));
+            }
+        }
+        for (tkey, _, _) in fresh {
+            self.update_wish(tkey);
+            self.request_keyframe(now, tkey);
+        }
+    }
+
+    /// Ask for a keyframe of a track, throttled per track: from the publisher (every layer it
+    /// sends) if it is hosted here, else from the place that relays it.
+    pub(crate) fn request_keyframe(&mut self, now: Instant, tkey: TrackKey) {
+        let Some(t) = self.tracks.get_mut(&tkey) else {
+            return;
+        };
+        if !t.keyframe_request_due(now) {
+            return;
+        }
+        let owner = t.owner;
+        match &t.origin {
+            Origin::Relayed { place, id, .. } => {
+                let msg = RelayMessage::Keyframe { track: *id };
+                let place = *place;
+                self.relay(place, msg);
+            }
+            Origin::Local { mid, rids, .. } => {
+                let (mid, rids) = (*mid, *rids);
+                let Some(p) = self.participants.get_mut(&owner) else {
+                    return;
+                };
+                let mut api = p.publisher.rtc.direct_api();
+                let mut any = false;
+                for rid in rids.iter().flatten() {
+                    if let Some(rx) = api.stream_rx_by_mid(mid, Some(*rid)) {
+                        rx.request_keyframe(KeyframeRequestKind::Pli);
+                        any = true;
+                    }
+                }
+                if !any {
+                    if let Some(rx) = api.stream_rx_by_mid(mid, None) {
+                        rx.request_keyframe(KeyframeRequestKind::Pli);
+                        any = true;
+                    }
+                }
+                debug!(publisher = %p.sid, %mid, sent = any, "keyframe request");
+                self.dirty.push(PeerRef {
+                    key: owner,
+                    pc: PcKind::Publisher,
+                });
+            }
+        }
+    }
+
+    /// For a relayed track: tell its origin which layers the receivers here need, when that
+    /// changed (none: stop relaying it here).
+    pub(crate) fn update_wish(&mut self, tkey: TrackKey) {
+        let Some(t) = self.tracks.get(&tkey) else {
+            return;
+        };
+        let Origin::Relayed {
+            place, id, wished, ..
+        } = t.origin
+        else {
+            return;
+        };
+        let wanted = t
+            .subscribers
+            .iter()
+            .filter_map(|s| self.participants.get(s)?.downtracks.get(&tkey))
+            .fold(LayerMask::NONE, |m, d| m.union(d.wanted_layers()));
+        if wanted == wished {
+            return;
+        }
+        if let Some(Origin::Relayed { wished, .. }) = self.tracks.get_mut(&tkey).map(|t| &mut t.origin) {
+            *wished = wanted;
+        }
+        self.relay(
+            place,
+            RelayMessage::Wish {
+                track: id,
+                layers: wanted,
+            },
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! Tracks: what a participant publishes (here, or mirrored from another place), who receives
+//! it here, which places it is relayed to, and each local receiver's forwarding state.
+
+use std::time::{Duration, Instant};
+
+use livekit_protocol as lk;
+use str0m::media::{MediaKind, Mid, Pt, Rid};
+
+use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
+use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
+use crate::keyframe::VideoCodec;
+use crate::vp8_munger::Vp8Munger;
+
+/// Keyframe requests to one track are sent at most this often (per place: the origin
+/// throttles again what relays ask for).
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A layer that sent nothing for this long is treated as gone (the publisher dropped it).
+pub const LAYER_STALE: Duration = Duration::from_millis(1500);
+
+/// A set of simulcast layers (bit `l` = layer `l`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LayerMask(pub u8);
+
+impl LayerMask {
+    pub const NONE: LayerMask = LayerMask(0);
+
+    pub fn with(self, layer: Layer) -> LayerMask {
+        LayerMask(self.0 | 1 << layer)
+    }
+
+    /// Layers `0..=top`.
+    pub fn up_to(top: Layer) -> LayerMask {
+        LayerMask(((1u16 << (top + 1)) - 1) as u8)
+    }
+
+    pub fn contains(self, layer: Layer) -> bool {
+        self.0 & (1 << layer) != 0
+    }
+
+    pub fn union(self, other: LayerMask) -> LayerMask {
+        LayerMask(self.0 | other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// A place that receives this track over a relay, and the layers it asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sink {
+    pub place: PlaceId,
+    pub layers: LayerMask,
+}
+
+/// Where a track's packets come from.
+#[derive(Debug)]
+pub enum Origin {
+    /// Published by a participant hosted here, received on its publisher connection.
+    Local {
+        mid: Mid,
+        /// When each layer last delivered a packet with media.
+        layer_seen: [Option<Instant>; MAX_LAYERS],
+        /// The rid each layer arrives with (for per-layer keyframe requests).
+        rids: [Option<Rid>; MAX_LAYERS],
+    },
+    /// Published at another place and relayed here.
+    Relayed {
+        place: PlaceId,
+        id: RelayTrackId,
+        /// The best live layer as the origin last stamped it on a packet.
+        best: Option<Layer>,
+        /// The layers last asked of the origin (the union of local receivers' needs).
+        wished: LayerMask,
+    },
+}
+
+/// One published track.
+pub struct Track {
+    pub key: TrackKey,
+    pub sid: TrackSid,
+    /// The publishing participant (hosted here or a mirror).
+    pub owner: ParticipantKey,
+    pub owner_sid: ParticipantSid,
+    pub room: RoomName,
+    pub kind: MediaKind,
+    pub codec: VideoCodec,
+    pub info: lk::TrackInfo,
+    pub origin: Origin,
+    /// Local participants subscribed (each holds a [`DownTrack`] under this key).
+    pub subscribers: Vec<ParticipantKey>,
+    /// Places this track is relayed to.
+    pub sinks: Vec<Sink>,
+    /// Local participants keeping a parked media section for this track.
+    pub parked_by: Vec<ParticipantKey>,
+    pub last_keyframe_request: Option<Instant>,
+}
+
+impl Track {
+    /// The best layer that is live: for a local track, the best that delivered a packet in the
+    /// last [`LAYER_STALE`]; for a relayed one, what the origin says.
+    pub fn best_layer(&self, now: Instant) -> Option<Layer> {
+        match &self.origin {
+            Origin::Local { layer_seen, .. } => (0..MAX_LAYERS)
+                .rev()
+                .find(|&l| layer_seen[l].is_some_and(|t| now.saturating_duration_since(t) < LAYER_STALE))
+                .map(|l| l as Layer),
+            Origin::Relayed { best, .. } => *best,
+        }
+    }
+
+    /// Whether a keyframe request may go out now (throttled per track); records it if so.
+    pub fn keyframe_request_due(&mut self, now: Instant) -> bool {
+        if self.kind.is_audio()
+            || self
+                .last_keyframe_request
+                .is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL)
+        {
+            return false;
+        }
+        self.last_keyframe_request = Some(now);
+        true
+    }
+
+    /// Set what `place` wants of this track; an empty mask removes the sink. Returns whether
+    /// the place is new (it needs a keyframe to start).
+    pub fn set_sink(&mut self, place: PlaceId, layers: LayerMask) -> bool {
+        let existing = self.sinks.iter().position(|s| s.place == place);
+        match (existing, layers.is_empty()) {
+            (Some(i), true) => {
+                self.sinks.swap_remove(i);
+                false
+            }
+            (Some(i), false) => {
+                self.sinks[i].layers = layers;
+                false
+            }
+            (None, true) => false,
+            (None, false) => {
+                self.sinks.push(Sink { place, layers });
+                true
+            }
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.origin, Origin::Local { .. })
+    }
+}
+
+/// The codec a track's mime type names.
+pub fn codec_from_mime(mime: &str) -> VideoCodec {
+    match mime.to_ascii_lowercase().as_str() {
+        "video/vp8" => VideoCodec::Vp8,
+        "video/vp9" => VideoCodec::Vp9,
+        "video/h264" => VideoCodec::H264,
+        "video/av1" => VideoCodec::Av1,
+        _ => VideoCodec::Other,
+    }
+}
+
+/// A track one local participant receives: its media section and forwarding state.
+pub struct DownTrack {
+    pub track: TrackKey,
+    pub track_sid: TrackSid,
+    pub publisher_sid: ParticipantSid,
+    pub kind: MediaKind,
+    /// Set once the track's media section is in an offer.
+    pub mid: Option<Mid>,
+    pub forwarder: Forwarder,
+    /// VP8 picture numbering kept continuous across layer switches.
+    pub vp8: Vp8Munger,
+    /// Publisher payload type → subscriber payload type, learnt on first use.
+    pub pt_map: Vec<(Pt, Option<Pt>)>,
+    /// The subscriber turned this track off (UpdateTrackSettings.disabled).
+    pub disabled: bool,
+    /// Set until the first answer that contains this track's media section.
+    pub awaiting_answer: bool,
+}
+
+impl DownTrack {
+    /// The layers this receiver needs to see: while nothing is forwarded yet, every layer up
+    /// to the target (it starts on the first keyframe of any); after that, the current layer
+    /// and the one it converges to.
+    pub fn wanted_layers(&self) -> LayerMask {
+        if self.disabled || self.mid.is_none() {
+            return LayerMask::NONE;
+        }
+        let f = &self.forwarder;
+        match (f.current(), f.target()) {
+            // Resubscribed and waiting for its first target: any layer may start it.
+            (_, None) => LayerMask::up_to(MAX_LAYERS as Layer - 1),
+            (None, Some(t)) => LayerMask::up_to(t),
+            (Some(c), Some(t)) => LayerMask::NONE.with(c).with(t),
+        }
+    }
+}
+
+/// What is kept of an unsubscribed track's media section.
+#[derive(Debug)]
+pub struct ParkedDownTrack {
+    pub mid: Mid,
+    pub forwarder: Forwarder,
+    pub vp8: Vp8Munger,
+    pub pt_map: Vec<(Pt, Option<Pt>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_masks() {
+        assert_eq!(LayerMask::up_to(0), LayerMask(0b1));
+        assert_eq!(LayerMask::up_to(2), LayerMask(0b111));
+        let m = LayerMask::NONE.with(2).with(0);
+        assert!(m.contains(0) && m.contains(2) && !m.contains(1));
+    }
+}
