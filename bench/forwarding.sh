@@ -3,6 +3,8 @@
 # (counting allocator) per forwarded packet, one publisher to N subscribers, in memory.
 #
 #   bench/forwarding.sh [N ...]        default: 1 5 10 25
+#   PLACES=2 bench/forwarding.sh 10    subscribers spread over two shards (a room across two
+#                                      worker threads): the relay hand-off is in the count
 #
 # Prints a Markdown table. Instruction counts repeat exactly for the same binary and inputs,
 # so a regression shows as a number, not noise.
@@ -19,16 +21,18 @@ sizes=("$@")
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(1 5 10 25)
 packets=1000
 
-echo "| subscribers | packets in | datagrams out | instructions / forwarded packet | heap allocations / forwarded packet | bytes allocated / forwarded packet |"
-echo "|---:|---:|---:|---:|---:|---:|"
+places=${PLACES:-1}
+
+echo "| subscribers | places | packets in | datagrams out | instructions / forwarded packet | heap allocations / forwarded packet | bytes allocated / forwarded packet |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
 for n in "${sizes[@]}"; do
   json=$(valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
-    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --packets "$packets" 2>/dev/null)
+    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" 2>/dev/null)
   ir=$(grep -E '^(summary|totals):' "$out/cg.$n" | head -1 | awk '{print $2}')
   python3 - "$json" "$ir" "$n" "$packets" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1]); ir = int(sys.argv[2]); n = sys.argv[3]; packets = sys.argv[4]
 out = r["datagrams_out"]
-print(f"| {n} | {packets} | {out} | {ir / out:,.0f} | {r['allocations_per_forwarded_packet']:.2f} | {r['allocated_bytes_per_forwarded_packet']:.0f} |")
+print(f"| {n} | {r['places']} | {packets} | {out} | {ir / out:,.0f} | {r['allocations_per_forwarded_packet']:.2f} | {r['allocated_bytes_per_forwarded_packet']:.0f} |")
 PY
 done

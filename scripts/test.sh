@@ -30,6 +30,15 @@ scripts/setup-node.sh   # the demo page serves livekit-client from node_modules
 mkdir -p test-output
 .venv/bin/python -m pytest tests/e2e -v --junitxml=test-output/e2e.xml
 
+# The same suite twice more: every room spread over the workers from its second participant
+# on (a room's participants on different worker threads must behave exactly as on one), and
+# with a single worker (`rtc.workers: 1`).
+step "python SDK end-to-end tests, rooms spread over workers"
+PYLON_E2E_SPREAD=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-spread.xml
+
+step "python SDK end-to-end tests, one worker"
+PYLON_E2E_WORKERS=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-one-worker.xml
+
 step "node server SDK end-to-end tests"
 scripts/node-tests.sh
 

@@ -72,10 +72,16 @@ class PylonServer:
         OUTPUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUTPUT / f"{name}.log"
         self.config_path = OUTPUT / f"{name}.yaml"
+        rtc = {"udp_port": self.udp_port, "node_ip": "127.0.0.1"}
+        # The whole suite runs again with these set (scripts/test.sh): one worker, and a room
+        # spread over workers from its second participant on.
+        for key, env in (("workers", "PYLON_E2E_WORKERS"), ("room_spread_threshold", "PYLON_E2E_SPREAD")):
+            if os.environ.get(env):
+                rtc[key] = int(os.environ[env])
         config = {
             "port": self.http_port,
             "bind_addresses": ["127.0.0.1"],
-            "rtc": {"udp_port": self.udp_port, "node_ip": "127.0.0.1"},
+            "rtc": rtc,
             "keys": {API_KEY: API_SECRET},
             "logging": {"level": "debug"},
         }

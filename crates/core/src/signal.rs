@@ -24,22 +24,13 @@ impl Shard {
     /// queued for `params.session`.
     pub fn join(&mut self, now: Instant, params: JoinParams) -> Result<ParticipantSid, JoinError> {
         let unix_ms = self.unix_ms(now);
-        self.ensure_room(now, &params.room, &params.placement);
         let duplicate = self.find_identity(&params.room, &params.identity);
-        let refused = if duplicate.is_none() && self.rooms[&params.room].is_full() {
-            Err(JoinError::RoomFull)
-        } else {
-            self.peers
-                .build(now)
-                .and_then(|p| Ok((p, self.peers.build(now)?)))
-        };
-        let (publisher, subscriber) = match refused {
-            Ok(peers) => peers,
-            Err(e) => {
-                self.close_instance_if_unused(&params.room);
-                return Err(e);
-            }
-        };
+        let full = self.rooms.get(&params.room).is_some_and(|r| r.is_full());
+        if duplicate.is_none() && full {
+            return Err(JoinError::RoomFull);
+        }
+        let publisher = self.peers.build(now)?;
+        let subscriber = self.peers.build(now)?;
         if let Some(old) = duplicate {
             self.remove_participant(
                 now,
@@ -48,6 +39,8 @@ impl Shard {
                 Some(lk::leave_request::Action::Disconnect),
             );
         }
+        // After the replaced session is gone: an instance that ended with it starts again.
+        self.ensure_room(now, &params.room, &params.placement);
         let key = self.next_participant_key();
         let sid = ParticipantSid::generate(&mut self.rng);
         let p = Participant {

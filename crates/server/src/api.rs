@@ -25,11 +25,10 @@ use pylon_core::data::{DataKind, Destinations};
 use pylon_core::ids::{ParticipantIdentity, RoomName, TrackSid};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tracing::info;
 
 use crate::http::AppState;
-use crate::worker::Command;
+use crate::node::NodeError;
 
 /// Largest Room API request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -451,13 +450,12 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// Apply one request on the media worker.
+/// Apply one request on the node.
 async fn admin(app: &AppState, req: AdminRequest) -> Result<AdminResponse, TwirpError> {
-    let (reply, answer) = oneshot::channel();
-    app.worker.send(Command::Admin { req, reply });
-    Ok(answer
-        .await
-        .map_err(|_| TwirpError::new(TwirpCode::Unavailable, "media worker unavailable"))??)
+    app.node.admin(req).await.map_err(|e| match e {
+        NodeError::Admin(e) => e.into(),
+        NodeError::Unavailable => TwirpError::new(TwirpCode::Unavailable, "media worker unavailable"),
+    })
 }
 
 /// How long the token handed to a moved participant is valid (the SDKs' default TTL).

@@ -68,6 +68,11 @@ pub struct RtcFile {
     pub use_external_ip: Option<bool>,
     pub port_range_start: Option<u16>,
     pub port_range_end: Option<u16>,
+    /// Pylon's own: media worker threads (0 or absent: one per available core).
+    pub workers: Option<usize>,
+    /// Pylon's own: participants a room's instance on one worker takes before the room spreads
+    /// to another worker.
+    pub room_spread_threshold: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,9 +129,19 @@ pub struct Config {
     pub demo: Option<crate::demo::DemoConfig>,
     /// Serve Prometheus metrics on this port (same bind address), as LiveKit does.
     pub prometheus_port: Option<u16>,
+    /// Media worker threads (at least 1).
+    pub workers: usize,
+    /// Participants on one worker's instance of a room before the room spreads.
+    pub room_spread_threshold: usize,
 }
 
 pub const DEFAULT_HTTP_PORT: u16 = 7880;
+/// A room stays on one worker up to this many participants there, then spreads: a worker
+/// forwards a meeting of this size (every participant publishing audio and video) with room
+/// to spare, and big rooms (webinars, town halls) use every core.
+pub const DEFAULT_ROOM_SPREAD_THRESHOLD: usize = 16;
+/// More workers than this is a configuration mistake (and more threads than any node has).
+const MAX_WORKERS: usize = 256;
 pub const DEFAULT_UDP_PORT: u16 = 7882;
 /// The key pair `--dev` accepts, as LiveKit's `--dev` does.
 pub const DEV_API_KEY: &str = "devkey";
@@ -173,6 +188,26 @@ impl Config {
             });
         }
         let webhook = resolve_webhook(f.webhook.as_ref(), &keys)?;
+        let workers = match f.rtc.workers {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) if n > MAX_WORKERS => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.workers",
+                    why: format!("{n} is more than {MAX_WORKERS}"),
+                })
+            }
+            Some(n) => n,
+        };
+        let room_spread_threshold = match f.rtc.room_spread_threshold {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.room_spread_threshold",
+                    why: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => DEFAULT_ROOM_SPREAD_THRESHOLD,
+        };
         let demo = f.demo.enabled.unwrap_or(dev).then(|| crate::demo::DemoConfig {
             client_js: f
                 .demo
@@ -208,6 +243,8 @@ impl Config {
             webhook,
             demo,
             prometheus_port: f.prometheus_port,
+            workers,
+            room_spread_threshold,
             region: f.region.unwrap_or_default(),
             dev,
         })
@@ -225,6 +262,7 @@ impl Config {
         let mut c = ShardConfig::new(SocketAddr::new(self.node_ip, self.udp_port));
         c.room = self.room.clone();
         c.region = self.region.clone();
+        c.rooms_closed_by_runtime = true;
         c
     }
 }
@@ -451,6 +489,22 @@ mod tests {
         let f = parse_yaml("redis:\n  address: localhost:6379\n").unwrap();
         let e = Config::resolve(f, &dev()).unwrap_err().to_string();
         assert!(e.contains("redis"), "{e}");
+    }
+
+    #[test]
+    fn workers_default_to_the_cores_and_are_bounded() {
+        let c = Config::resolve(FileConfig::default(), &dev()).unwrap();
+        assert!(c.workers >= 1);
+        assert_eq!(c.room_spread_threshold, DEFAULT_ROOM_SPREAD_THRESHOLD);
+        let f = parse_yaml("rtc:\n  workers: 3\n  room_spread_threshold: 2\n").unwrap();
+        let c = Config::resolve(f, &dev()).unwrap();
+        assert_eq!((c.workers, c.room_spread_threshold), (3, 2));
+        let f = parse_yaml("rtc:\n  workers: 100000\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("rtc.workers"), "{e}");
+        let f = parse_yaml("rtc:\n  room_spread_threshold: 0\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("rtc.room_spread_threshold"), "{e}");
     }
 
     #[test]

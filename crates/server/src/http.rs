@@ -19,16 +19,19 @@ use axum::routing::get;
 use axum::Router;
 use pylon_auth::{Claims, KeySet, TokenError};
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, RoomName, SessionId};
-use pylon_core::{JoinError, JoinParams, ResumeParams};
-use tokio::sync::{mpsc, oneshot};
+use pylon_core::{JoinParams, ResumeParams};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::health::Health;
+use crate::node::Node;
 use crate::session;
-use crate::worker::{Command, WorkerHandle, SESSION_QUEUE};
+use crate::worker::SESSION_QUEUE;
 
 pub struct AppState {
     pub keys: KeySet,
-    pub worker: WorkerHandle,
+    pub node: Arc<Node>,
+    pub health: Arc<Health>,
     pub next_session: AtomicU64,
 }
 
@@ -37,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(health))
         .route("/healthz", get(health))
         .route("/readyz", get(health))
+        .merge(crate::fault::router())
         .route("/rtc", get(rtc))
         .route("/rtc/validate", get(validate))
         .route("/rtc/v1", get(not_found))
@@ -50,8 +54,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn health() -> &'static str {
-    "OK"
+/// Alive unless a media worker died or stopped turning (then 503 until the process exits).
+async fn health(State(app): State<Arc<AppState>>) -> Response {
+    if app.health.alive() {
+        (StatusCode::OK, "OK").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "a media worker failed").into_response()
+    }
 }
 
 async fn not_found() -> Response {
@@ -237,7 +246,7 @@ async fn rtc(
     };
     let session = SessionId(app.next_session.fetch_add(1, Ordering::Relaxed));
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-    match req.resume.clone() {
+    let worker = match req.resume.clone() {
         Some(sid) => {
             let params = ResumeParams {
                 session,
@@ -245,17 +254,19 @@ async fn rtc(
                 identity: req.identity,
                 sid,
             };
-            app.worker.send(Command::Resume { params, out: tx });
+            app.node.resume(params, tx)
         }
-        None => {
-            if let Err(r) = join(&app, session, req, tx).await {
+        None => match join(&app, session, req, tx).await {
+            Ok(w) => w,
+            Err(r) => {
                 warn!(status = %r.status, "join failed: {}", r.msg);
                 return r.into_response();
             }
-        }
-    }
-    let guard = session::CloseGuard::new(app.worker.clone(), session);
-    ws.on_upgrade(move |socket| session::run(socket, session, rx, guard))
+        },
+    };
+    let guard = session::CloseGuard::new(worker, session);
+    let failing = app.health.subscribe();
+    ws.on_upgrade(move |socket| session::run(socket, session, rx, guard, failing))
 }
 
 async fn join(
@@ -263,7 +274,7 @@ async fn join(
     session: SessionId,
     req: RtcRequest,
     out: mpsc::Sender<crate::worker::SessionEvent>,
-) -> Result<(), Refusal> {
+) -> Result<crate::worker::WorkerHandle, Refusal> {
     let grant = req.claims.video();
     let params = JoinParams {
         session,
@@ -278,20 +289,10 @@ async fn join(
         protocol: req.protocol,
         placement: Default::default(),
     };
-    let (reply, answer) = oneshot::channel();
-    app.worker.send(Command::Join { params, out, reply });
-    match answer.await {
-        Ok(Ok(_sid)) => Ok(()),
-        Ok(Err(JoinError::RoomFull)) => Err(Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            JoinError::RoomFull.to_string(),
-        )),
-        Ok(Err(e)) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        Err(_) => Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "media worker unavailable",
-        )),
-    }
+    app.node
+        .join(params, out)
+        .await
+        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// The token's `kind` claim (lowercase LiveKit enum name) as `ParticipantInfo.Kind`.

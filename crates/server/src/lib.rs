@@ -1,19 +1,25 @@
-//! Pylon's runtime: configuration, the HTTP/WebSocket edge and the media worker, wired
-//! together by [`run`].
+//! Pylon's runtime: configuration, the HTTP/WebSocket edge, the node's directory and its
+//! media workers, wired together by [`run`].
 
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod demux;
+pub mod directory;
 pub mod egress;
+mod fault;
+pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod node;
 pub mod session;
 pub mod webhook;
 pub mod wire;
 pub mod worker;
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context;
 use tracing::info;
@@ -22,18 +28,42 @@ pub use config::{Config, ConfigError, Overrides};
 
 /// Run a node until the process is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let udp = std::net::UdpSocket::bind(config.udp_bind_addr())
-        .with_context(|| format!("binding UDP media port {}", config.udp_bind_addr()))?;
     let notifier = match &config.webhook {
         Some(w) => webhook::Notifier::spawn(w.clone()),
         None => webhook::Notifier::disabled(),
     };
+    let directory = Arc::new(Mutex::new(directory::Directory::new(
+        config.workers,
+        config.room_spread_threshold,
+        config.room.clone(),
+    )));
     let metrics = metrics::Metrics {
-        shard: Default::default(),
+        workers: (0..config.workers).map(|_| Default::default()).collect(),
         webhook: notifier.stats.clone(),
+        directory: Some(directory.clone()),
     };
-    let worker = worker::spawn(config.shard_config(), udp, notifier, metrics.shard.clone())
-        .context("starting media worker")?;
+    let shared = worker::Shared {
+        directory: directory.clone(),
+        notifier,
+        epoch: Instant::now(),
+    };
+    let workers = worker::spawn(
+        config.workers,
+        config.udp_bind_addr(),
+        config.shard_config(),
+        shared.clone(),
+        &metrics.workers,
+    )
+    .with_context(|| format!("binding UDP media port {}", config.udp_bind_addr()))?;
+    let health = Arc::new(health::Health::new(
+        workers.handles.iter().map(|h| h.health.clone()).collect(),
+        shared.epoch,
+    ));
+    tokio::spawn(health::watchdog(health.clone(), workers.threads));
+    let node = Arc::new(node::Node {
+        workers: workers.handles,
+        directory,
+    });
     if let Some(port) = config.prometheus_port {
         let addr = std::net::SocketAddr::new(config.bind, port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -48,7 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let state = Arc::new(http::AppState {
         keys: config.keys.clone(),
-        worker,
+        node,
+        health,
         next_session: AtomicU64::new(1),
     });
     let listener = tokio::net::TcpListener::bind(config.http_addr())
@@ -58,6 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http = %config.http_addr(),
         udp = %config.udp_bind_addr(),
         node_ip = %config.node_ip,
+        workers = config.workers,
         dev = config.dev,
         "pylon listening"
     );

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::header;
@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::directory::Directory;
 use crate::webhook::WebhookStats;
 
 /// What the media worker publishes: its shard's counters and sizes.
@@ -23,6 +24,10 @@ pub struct ShardGauges {
     pub rtp_in: AtomicU64,
     pub rtp_out: AtomicU64,
     pub data_forwarded: AtomicU64,
+    pub relay_in: AtomicU64,
+    pub relay_out: AtomicU64,
+    pub handed_off: AtomicU64,
+    pub media_dropped: AtomicU64,
     pub rooms: AtomicU64,
     pub participants: AtomicU64,
 }
@@ -30,8 +35,11 @@ pub struct ShardGauges {
 /// Everything the endpoint reports.
 #[derive(Clone, Default)]
 pub struct Metrics {
-    pub shard: Arc<ShardGauges>,
+    /// One per media worker.
+    pub workers: Vec<Arc<ShardGauges>>,
     pub webhook: Arc<WebhookStats>,
+    /// Counts rooms once however many workers hold them (read on each scrape).
+    pub directory: Option<Arc<Mutex<Directory>>>,
 }
 
 pub fn router(metrics: Metrics) -> Router {
@@ -40,45 +48,84 @@ pub fn router(metrics: Metrics) -> Router {
 
 async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let s = &m.shard;
+    let sum = |f: fn(&ShardGauges) -> &AtomicU64| m.workers.iter().map(|g| get(f(g))).sum::<u64>();
     let w = &m.webhook;
-    let rows: [(&str, &str, &str, u64); 11] = [
-        ("pylon_rooms", "gauge", "Open rooms.", get(&s.rooms)),
+    let rooms = match &m.directory {
+        Some(d) => d.lock().map_or(0, |d| d.room_count() as u64),
+        None => sum(|g| &g.rooms),
+    };
+    let rows: [(&str, &str, &str, u64); 16] = [
+        (
+            "pylon_rooms",
+            "gauge",
+            "Open rooms (a room spread over several workers counts once).",
+            rooms,
+        ),
         (
             "pylon_participants",
             "gauge",
-            "Participants in all rooms.",
-            get(&s.participants),
+            "Participants hosted by this node.",
+            sum(|g| &g.participants),
+        ),
+        (
+            "pylon_workers",
+            "gauge",
+            "Media worker threads.",
+            m.workers.len() as u64,
         ),
         (
             "pylon_datagrams_received_total",
             "counter",
             "UDP datagrams received on the media port.",
-            get(&s.datagrams_in),
+            sum(|g| &g.datagrams_in),
         ),
         (
             "pylon_datagrams_dropped_total",
             "counter",
             "Datagrams that matched no peer or were not parseable.",
-            get(&s.datagrams_dropped),
+            sum(|g| &g.datagrams_dropped),
         ),
         (
             "pylon_rtp_packets_received_total",
             "counter",
             "RTP packets received from publishers.",
-            get(&s.rtp_in),
+            sum(|g| &g.rtp_in),
         ),
         (
             "pylon_rtp_packets_forwarded_total",
             "counter",
             "RTP packets written to subscribers.",
-            get(&s.rtp_out),
+            sum(|g| &g.rtp_out),
         ),
         (
             "pylon_data_packets_forwarded_total",
             "counter",
             "Data packets delivered to participants.",
-            get(&s.data_forwarded),
+            sum(|g| &g.data_forwarded),
+        ),
+        (
+            "pylon_worker_relay_messages_sent_total",
+            "counter",
+            "Messages sent to other workers for rooms spread over workers (state, media, feedback).",
+            sum(|g| &g.relay_out),
+        ),
+        (
+            "pylon_worker_relay_messages_received_total",
+            "counter",
+            "Messages received from other workers for rooms spread over workers.",
+            sum(|g| &g.relay_in),
+        ),
+        (
+            "pylon_datagrams_handed_off_total",
+            "counter",
+            "Datagrams that landed on one worker's socket and were handed to the worker owning their peer.",
+            sum(|g| &g.handed_off),
+        ),
+        (
+            "pylon_worker_media_dropped_total",
+            "counter",
+            "Media messages dropped because the receiving worker was too far behind.",
+            sum(|g| &g.media_dropped),
         ),
         (
             "pylon_webhook_events_queued_total",
@@ -108,6 +155,14 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     let mut body = String::with_capacity(2048);
     for (name, kind, help, value) in rows {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+    let name = "pylon_worker_participants";
+    let _ = writeln!(
+        body,
+        "# HELP {name} Participants hosted by each media worker.\n# TYPE {name} gauge"
+    );
+    for (i, g) in m.workers.iter().enumerate() {
+        let _ = writeln!(body, "{name}{{worker=\"{i}\"}} {}", get(&g.participants));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -2,11 +2,12 @@
 //! frames out. A frame we cannot decode disconnects this participant only.
 
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::FutureExt;
 use futures_util::{SinkExt, StreamExt};
 use livekit_protocol as lk;
 use prost::Message as _;
 use pylon_core::ids::SessionId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 use crate::worker::{Command, SessionEvent, WorkerHandle};
@@ -39,11 +40,18 @@ pub async fn run(
     session: SessionId,
     mut rx: mpsc::Receiver<SessionEvent>,
     guard: CloseGuard,
+    mut failing: watch::Receiver<bool>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut json = false;
     loop {
         tokio::select! {
+            // The node is failing (a media worker died): the client should come back through
+            // the load balancer, to this node once restarted or to another.
+            Ok(()) = failing.wait_for(|f| *f).map(|r| r.map(|_| ())) => {
+                leave_and_close(&mut sink, &mut stream, json).await;
+                break;
+            }
             ev = rx.recv() => match ev {
                 Some(SessionEvent::Message(msg)) => {
                     let frame = if json {
@@ -58,8 +66,13 @@ pub async fn run(
                         break;
                     }
                 }
-                Some(SessionEvent::Close) | None => {
+                Some(SessionEvent::Close) => {
                     close_cleanly(&mut sink, &mut stream).await;
+                    break;
+                }
+                // The worker dropped the session without closing it: it died.
+                None => {
+                    leave_and_close(&mut sink, &mut stream, json).await;
                     break;
                 }
             },
@@ -88,6 +101,33 @@ pub async fn run(
     // Flush what the worker already queued (e.g. a Leave) is best effort; the guard's drop
     // tells the worker the session is gone.
     drop(guard);
+}
+
+/// Tell the client to reconnect (LiveKit `Leave`, action RECONNECT), then close.
+async fn leave_and_close<S, R>(sink: &mut S, stream: &mut R, json: bool)
+where
+    S: futures_util::Sink<Message> + Unpin,
+    R: futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let leave = lk::SignalResponse {
+        message: Some(lk::signal_response::Message::Leave(lk::LeaveRequest {
+            can_reconnect: true,
+            reason: lk::DisconnectReason::ServerShutdown as i32,
+            action: lk::leave_request::Action::Reconnect as i32,
+            regions: None,
+        })),
+    };
+    let frame = if json {
+        serde_json::to_string(&leave)
+            .map(|s| Message::Text(s.into()))
+            .ok()
+    } else {
+        Some(Message::Binary(leave.encode_to_vec().into()))
+    };
+    if let Some(frame) = frame {
+        let _ = sink.send(frame).await;
+    }
+    close_cleanly(sink, stream).await;
 }
 
 /// How long the client gets to answer our Close frame.

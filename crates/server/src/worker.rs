@@ -1,27 +1,38 @@
-//! The media worker: one thread that owns a [`Shard`] and the UDP media socket.
+//! Media workers: one thread per core (`pylon-media-<i>`), each owning a [`Shard`] and its own
+//! `SO_REUSEPORT` socket on the node's one UDP media port.
 //!
-//! Signalling tasks talk to it only through [`Command`] messages; it answers through each
-//! session's bounded channel. The shard is driven with `Instant::now()` read here, at the
-//! edge, never inside the core.
+//! Everything reaches a worker as a message in its inbox: commands from the signalling and
+//! API edge, relay messages from the shards of other workers (a room spread over workers),
+//! datagrams that landed on another worker's socket (hand-off, see `demux.rs`), and routing
+//! updates. A worker answers sessions through each session's bounded channel. The shard is
+//! driven with `Instant::now()` read here, at the edge, never inside the core. Nothing on the
+//! media path takes a lock: the inbox is a lock-free queue, hand-off buffers go home through
+//! a bounded lock-free queue, and the directory's mutex is taken only for joins, departures
+//! and idle rooms.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as lk;
-use pylon_core::ids::{ParticipantSid, SessionId};
-use pylon_core::{JoinError, JoinParams, Output, ResumeParams, Shard, ShardConfig};
+use pylon_core::admin::{AdminError, AdminRequest, AdminResponse};
+use pylon_core::ids::{PlaceId, SessionId};
+use pylon_core::relay::RelayMessage;
+use pylon_core::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardConfig, ShardEvent};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::demux::Demux;
+use crate::directory::{Directory, WorkerId};
 use crate::egress::{Batch, Batcher};
 use crate::metrics::ShardGauges;
 
-/// Messages a session's WebSocket pump receives from the worker.
+/// Messages a session's WebSocket pump receives from its worker.
 #[derive(Debug)]
 pub enum SessionEvent {
     Message(Box<lk::SignalResponse>),
@@ -31,22 +42,39 @@ pub enum SessionEvent {
 /// How many signal messages may wait for a slow WebSocket before the session is cut.
 pub const SESSION_QUEUE: usize = 1024;
 
-/// Datagrams read per wake-up before outputs are flushed: bounds latency added by batching.
-const RECV_BATCH: usize = 64;
+/// Inbox messages handled per wake-up before the socket gets a turn: bounds the latency one
+/// busy source adds to the others.
+const INBOX_BATCH: usize = 256;
 
-/// Largest datagram we accept; WebRTC keeps packets under the path MTU.
+/// Receive calls (each up to quinn-udp's batch of datagrams) per wake-up before outputs are
+/// flushed: bounds the latency added by batching.
+const RECV_CALLS: usize = 4;
+
+/// Largest coalesced receive buffer: the kernel's GRO limit for one UDP socket read.
+const RECV_BUF: usize = 64 * 1024;
+
+/// Largest datagram handed to another worker; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
+
+/// Media messages (relayed RTP, handed-off datagrams) that may wait in one worker's inbox;
+/// beyond this the sender drops them, as a congested network would, rather than grow memory
+/// behind a stuck worker.
+const MAX_QUEUED_MEDIA: usize = 16_384;
+
+/// Hand-off buffers a worker keeps for reuse.
+const HANDOFF_POOL: usize = 1024;
+
 /// How often the shard's counters are copied to the metrics endpoint.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 pub type SessionTx = mpsc::Sender<SessionEvent>;
 
-/// Requests from signalling tasks to the worker.
+/// Requests from signalling tasks and the API to a worker.
 pub enum Command {
     Join {
-        params: JoinParams,
+        params: Box<JoinParams>,
         out: SessionTx,
-        reply: oneshot::Sender<Result<ParticipantSid, JoinError>>,
+        reply: oneshot::Sender<Result<(), JoinError>>,
     },
     Resume {
         params: ResumeParams,
@@ -64,111 +92,299 @@ pub enum Command {
         session: SessionId,
     },
     Admin {
-        req: pylon_core::admin::AdminRequest,
-        reply: oneshot::Sender<Result<pylon_core::admin::AdminResponse, pylon_core::admin::AdminError>>,
+        req: Box<AdminRequest>,
+        reply: oneshot::Sender<Result<AdminResponse, AdminError>>,
     },
 }
 
-/// Handle to send commands to the worker.
+/// A datagram that landed on another worker's socket.
+pub struct Handoff {
+    pub from: WorkerId,
+    pub source: SocketAddr,
+    /// The datagram (a pooled buffer of the landing worker, returned after use).
+    pub buf: Vec<u8>,
+}
+
+/// A routing fact for the receiving worker's demux.
+#[derive(Debug)]
+pub enum Route {
+    Ufrag(String, Option<WorkerId>),
+    Address(SocketAddr, Option<WorkerId>),
+}
+
+/// A fault tests can inject (debug builds only).
+#[cfg(debug_assertions)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The worker thread panics.
+    Panic,
+    /// The worker thread stops turning (blocks for an hour).
+    Stall,
+}
+
+/// Everything a worker's inbox carries.
+pub enum Inbox {
+    Command(Command),
+    Relay {
+        from: WorkerId,
+        msg: RelayMessage,
+    },
+    Datagram(Handoff),
+    Route(Route),
+    #[cfg(debug_assertions)]
+    Fault(Fault),
+}
+
+/// A worker's liveness, read by the node's watchdog.
+#[derive(Default)]
+pub struct WorkerHealth {
+    /// Milliseconds since the process's epoch at the worker's last loop turn.
+    pub last_turn_ms: AtomicU64,
+}
+
+/// Handle to send to a worker. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    tx: mpsc::UnboundedSender<Command>,
+    pub id: WorkerId,
+    tx: mpsc::UnboundedSender<Inbox>,
+    /// Media messages waiting in the inbox.
+    queued_media: Arc<AtomicUsize>,
+    /// Where hand-off buffers borrowed from this worker go back.
+    pool: SyncSender<Vec<u8>>,
+    pub health: Arc<WorkerHealth>,
 }
 
 impl WorkerHandle {
     pub fn send(&self, cmd: Command) {
-        // The worker outlives every session; a failed send means the node is shutting down.
-        let _ = self.tx.send(cmd);
+        // A failed send means the worker is gone; the watchdog takes the node down.
+        let _ = self.tx.send(Inbox::Command(cmd));
+    }
+
+    /// Control messages (state, routes) are never dropped.
+    fn send_control(&self, msg: Inbox) {
+        let _ = self.tx.send(msg);
+    }
+
+    /// Media is dropped when the worker is this far behind.
+    fn send_media(&self, msg: Inbox) -> bool {
+        if self.queued_media.load(Ordering::Relaxed) >= MAX_QUEUED_MEDIA {
+            return false;
+        }
+        self.queued_media.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(msg).is_err() {
+            self.queued_media.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    #[cfg(debug_assertions)]
+    pub fn fault(&self, fault: Fault) {
+        let _ = self.tx.send(Inbox::Fault(fault));
     }
 }
 
-/// Start the worker thread on `socket`, advertising `config.udp_candidate`.
-pub fn spawn(
-    config: ShardConfig,
-    socket: std::net::UdpSocket,
-    notifier: crate::webhook::Notifier,
-    gauges: Arc<ShardGauges>,
-) -> std::io::Result<WorkerHandle> {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// What every worker shares with the node.
+#[derive(Clone)]
+pub struct Shared {
+    pub directory: Arc<Mutex<Directory>>,
+    pub notifier: crate::webhook::Notifier,
+    /// The time `WorkerHealth::last_turn_ms` counts from.
+    pub epoch: Instant,
+}
+
+/// The node's workers.
+pub struct Workers {
+    pub handles: Vec<WorkerHandle>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// A UDP socket on `addr` that other workers' sockets may share (`SO_REUSEPORT`).
+fn media_socket(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
-    std::thread::Builder::new()
-        .name("pylon-media".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("current-thread runtime builds");
-            rt.block_on(async move {
-                let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
-                Worker::new(config, socket, notifier, gauges).run(rx).await;
-            });
-        })?;
-    Ok(WorkerHandle { tx })
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Start `count` workers on the media port `bind`, advertising `config.udp_candidate`.
+pub fn spawn(
+    count: usize,
+    bind: SocketAddr,
+    config: ShardConfig,
+    shared: Shared,
+    gauges: &[Arc<ShardGauges>],
+) -> std::io::Result<Workers> {
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count {
+        sockets.push(media_socket(bind, count > 1)?);
+    }
+    let mut handles = Vec::with_capacity(count);
+    let mut parts = Vec::with_capacity(count);
+    for id in 0..count {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (pool_tx, pool_rx) = sync_channel(HANDOFF_POOL);
+        let handle = WorkerHandle {
+            id: id as WorkerId,
+            tx,
+            queued_media: Arc::default(),
+            pool: pool_tx,
+            health: Arc::default(),
+        };
+        handles.push(handle);
+        parts.push((rx, pool_rx));
+    }
+    let mut threads = Vec::with_capacity(count);
+    for (id, ((rx, pool_rx), socket)) in parts.into_iter().zip(sockets).enumerate() {
+        let peers = handles.clone();
+        let (config, shared, gauges) = (config.clone(), shared.clone(), gauges[id].clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("pylon-media-{id}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("current-thread runtime builds");
+                rt.block_on(async move {
+                    let socket = UdpSocket::from_std(socket).expect("socket registers with tokio");
+                    let parts = Parts {
+                        id: id as WorkerId,
+                        config,
+                        socket,
+                        peers,
+                        pool: pool_rx,
+                        shared,
+                        gauges,
+                    };
+                    Worker::new(parts).run(rx).await;
+                });
+            })?;
+        threads.push(thread);
+    }
+    Ok(Workers { handles, threads })
+}
+
+struct Parts {
+    id: WorkerId,
+    config: ShardConfig,
+    socket: UdpSocket,
+    peers: Vec<WorkerHandle>,
+    pool: Receiver<Vec<u8>>,
+    shared: Shared,
+    gauges: Arc<ShardGauges>,
 }
 
 struct Worker {
+    id: WorkerId,
     shard: Shard,
     socket: UdpSocket,
     local: SocketAddr,
     sessions: HashMap<SessionId, SessionTx>,
-    buf: Vec<u8>,
-    notifier: crate::webhook::Notifier,
+    /// Receive buffers (one per datagram of a batch, each big enough for a GRO read).
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<quinn_udp::RecvMeta>,
+    peers: Vec<WorkerHandle>,
+    /// Hand-off buffers of ours that came back.
+    pool: Receiver<Vec<u8>>,
+    demux: Demux,
+    /// STUN requests handed to us this turn: source → the worker they landed on.
+    landed: HashMap<SocketAddr, WorkerId>,
+    /// Addresses we told another worker are ours: address → that worker.
+    routed: HashMap<SocketAddr, WorkerId>,
+    shared: Shared,
     gauges: Arc<ShardGauges>,
     next_publish: Instant,
-    /// Kernel UDP features of the media socket (GSO).
+    /// Kernel UDP features of the media socket (GSO, GRO).
     udp: quinn_udp::UdpSocketState,
     egress: Batcher,
+    counters: WorkerCounters,
+    /// Reused list of the shard's events to act on after a drain.
+    events: Vec<ShardEvent>,
+}
+
+/// What the worker counts beyond its shard.
+#[derive(Default, Clone, Copy)]
+struct WorkerCounters {
+    /// Datagrams no worker owns.
+    unroutable: u64,
+    handed_off: u64,
+    media_dropped: u64,
+}
+
+fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Worker {
-    fn new(
-        config: ShardConfig,
-        socket: UdpSocket,
-        notifier: crate::webhook::Notifier,
-        gauges: Arc<ShardGauges>,
-    ) -> Self {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let local = config.udp_candidate;
+    fn new(p: Parts) -> Self {
+        let local = p.config.udp_candidate;
         let seed = rand::random();
-        let udp = quinn_udp::UdpSocketState::new((&socket).into()).expect("UDP socket state");
+        let udp = quinn_udp::UdpSocketState::new((&p.socket).into()).expect("UDP socket state");
         let egress = Batcher::new(udp.max_gso_segments());
-        info!(gso_segments = udp.max_gso_segments(), "egress batching");
+        let batch = quinn_udp::BATCH_SIZE;
+        info!(
+            worker = p.id,
+            gso_segments = udp.max_gso_segments(),
+            gro_segments = udp.gro_segments(),
+            "media worker starting"
+        );
         Self {
+            id: p.id,
             udp,
             egress,
-            shard: Shard::new(config, Instant::now(), unix_ms, seed),
-            socket,
+            shard: Shard::new(p.config, Instant::now(), unix_ms_now(), seed),
+            socket: p.socket,
             local,
             sessions: HashMap::new(),
-            buf: vec![0; MAX_DATAGRAM],
-            notifier,
-            gauges,
+            bufs: (0..batch).map(|_| vec![0; RECV_BUF]).collect(),
+            meta: vec![quinn_udp::RecvMeta::default(); batch],
+            peers: p.peers,
+            pool: p.pool,
+            demux: Demux::default(),
+            landed: HashMap::new(),
+            routed: HashMap::new(),
+            shared: p.shared,
+            gauges: p.gauges,
             next_publish: Instant::now(),
+            counters: WorkerCounters::default(),
+            events: Vec::new(),
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        info!(udp = %self.local, "media worker running");
+    fn me(&self) -> &WorkerHandle {
+        &self.peers[self.id as usize]
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Inbox>) {
+        info!(worker = self.id, udp = %self.local, "media worker running");
         loop {
             self.flush();
+            self.beat();
             let deadline = tokio::time::Instant::from_std(self.shard.poll_timeout());
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
+                msg = rx.recv() => match msg {
+                    Some(msg) => {
+                        self.inbox(msg);
+                        for _ in 1..INBOX_BATCH {
+                            match rx.try_recv() {
+                                Ok(msg) => self.inbox(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
-                r = self.socket.recv_from(&mut self.buf) => {
-                    match r {
-                        Ok((n, src)) => {
-                            let _ = self.shard.receive(Instant::now(), src, self.local, &self.buf[..n]);
-                            self.drain_socket();
-                        }
-                        Err(e) => debug!("udp recv error: {e}"),
-                    }
-                }
+                r = self.socket.readable() => match r {
+                    Ok(()) => self.receive(),
+                    Err(e) => debug!("udp readiness error: {e}"),
+                },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now = Instant::now();
@@ -180,47 +396,142 @@ impl Worker {
                 self.publish_gauges();
             }
         }
-        info!("media worker stopped");
+        info!(worker = self.id, "media worker stopped");
+    }
+
+    /// Record a loop turn for the watchdog.
+    fn beat(&self) {
+        let ms = self.shared.epoch.elapsed().as_millis() as u64;
+        self.me().health.last_turn_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Copy the shard's counters to the metrics endpoint (about once a second).
     fn publish_gauges(&self) {
         let s = self.shard.stats();
         let g = &self.gauges;
-        g.datagrams_in.store(s.datagrams_in, Ordering::Relaxed);
-        g.datagrams_dropped.store(s.datagrams_dropped, Ordering::Relaxed);
+        let c = self.counters;
+        g.datagrams_in
+            .store(s.datagrams_in + c.unroutable, Ordering::Relaxed);
+        g.datagrams_dropped
+            .store(s.datagrams_dropped + c.unroutable, Ordering::Relaxed);
         g.rtp_in.store(s.rtp_in, Ordering::Relaxed);
         g.rtp_out.store(s.rtp_out, Ordering::Relaxed);
         g.data_forwarded
             .store(s.data_packets_forwarded, Ordering::Relaxed);
+        g.relay_in.store(s.relay_in, Ordering::Relaxed);
+        g.relay_out.store(s.relay_out, Ordering::Relaxed);
+        g.handed_off.store(c.handed_off, Ordering::Relaxed);
+        g.media_dropped.store(c.media_dropped, Ordering::Relaxed);
         g.rooms.store(self.shard.room_count() as u64, Ordering::Relaxed);
         g.participants
             .store(self.shard.participant_count() as u64, Ordering::Relaxed);
     }
 
-    /// Read what is already queued on the socket, up to a batch, without waiting.
-    fn drain_socket(&mut self) {
-        for _ in 1..RECV_BATCH {
-            match self.socket.try_recv_from(&mut self.buf) {
-                Ok((n, src)) => {
-                    let _ = self
-                        .shard
-                        .receive(Instant::now(), src, self.local, &self.buf[..n]);
+    /// Read what the socket holds (batched, GRO-coalesced), up to a bound.
+    fn receive(&mut self) {
+        for _ in 0..RECV_CALLS {
+            let n = {
+                let (socket, udp, bufs, meta) = (&self.socket, &self.udp, &mut self.bufs, &mut self.meta);
+                let mut slices: [std::io::IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
+                    let mut it = bufs.iter_mut();
+                    std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
+                };
+                match socket.try_io(Interest::READABLE, || udp.recv(socket.into(), &mut slices, meta)) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        debug!("udp recv error: {e}");
+                        return;
+                    }
                 }
-                Err(_) => return,
+            };
+            let now = Instant::now();
+            for i in 0..n {
+                let m = self.meta[i];
+                let stride = m.stride.max(1);
+                let mut at = 0;
+                while at < m.len {
+                    let end = (at + stride).min(m.len);
+                    let buf = std::mem::take(&mut self.bufs[i]);
+                    self.datagram(now, m.addr, &buf[at..end]);
+                    self.bufs[i] = buf;
+                    at = end;
+                }
             }
         }
     }
 
-    fn command(&mut self, cmd: Command) {
+    /// One datagram from our socket: ours, another worker's, or nobody's.
+    fn datagram(&mut self, now: Instant, source: SocketAddr, bytes: &[u8]) {
+        if self.shard.receive(now, source, self.local, bytes) == Received::Handled {
+            return;
+        }
+        match self.demux.owner(source, bytes) {
+            Some(owner) if owner != self.id => self.hand_off(owner, source, bytes),
+            _ => self.counters.unroutable += 1,
+        }
+    }
+
+    fn hand_off(&mut self, owner: WorkerId, source: SocketAddr, bytes: &[u8]) {
+        if bytes.len() > MAX_DATAGRAM {
+            self.counters.unroutable += 1;
+            return;
+        }
+        let mut buf = self
+            .pool
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(MAX_DATAGRAM));
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        let handoff = Handoff {
+            from: self.id,
+            source,
+            buf,
+        };
+        if self.peers[owner as usize].send_media(Inbox::Datagram(handoff)) {
+            self.counters.handed_off += 1;
+        } else {
+            self.counters.media_dropped += 1;
+        }
+    }
+
+    fn inbox(&mut self, msg: Inbox) {
         let now = Instant::now();
+        match msg {
+            Inbox::Command(cmd) => self.command(now, cmd),
+            Inbox::Relay { from, msg } => {
+                if matches!(msg, RelayMessage::Rtp(_)) {
+                    self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.shard.relay_input(now, PlaceId::worker(from), msg);
+            }
+            Inbox::Datagram(h) => {
+                self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
+                // A STUN request (RFC 7983: first byte 0..=3) may teach the shard the address;
+                // the worker it landed on is then told.
+                if h.buf.first().is_some_and(|b| *b < 4) {
+                    self.landed.insert(h.source, h.from);
+                }
+                let _ = self.shard.receive(now, h.source, self.local, &h.buf);
+                let _ = self.peers[h.from as usize].pool.try_send(h.buf);
+            }
+            Inbox::Route(Route::Ufrag(ufrag, owner)) => self.demux.set_ufrag(ufrag, owner),
+            Inbox::Route(Route::Address(addr, owner)) => self.demux.set_address(addr, owner),
+            #[cfg(debug_assertions)]
+            Inbox::Fault(f) => inject(self.id, f),
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Join { params, out, reply } => {
-                let session = params.session;
+                let (session, room, identity) =
+                    (params.session, params.room.clone(), params.identity.clone());
                 self.sessions.insert(session, out);
-                let result = self.shard.join(now, params);
+                let result = self.shard.join(now, *params).map(|_| ());
                 if result.is_err() {
                     self.sessions.remove(&session);
+                    self.directory().participant_left(&room, &identity, self.id);
                 }
                 let _ = reply.send(result);
             }
@@ -231,7 +542,7 @@ impl Worker {
             Command::Signal { session, cmd } => self.shard.signal(now, session, *cmd),
             Command::Violation { session, why } => self.shard.protocol_violation(now, session, &why),
             Command::Admin { req, reply } => {
-                let _ = reply.send(self.shard.admin(now, req));
+                let _ = reply.send(self.shard.admin(now, *req));
             }
             Command::Closed { session } => {
                 self.sessions.remove(&session);
@@ -240,9 +551,43 @@ impl Worker {
         }
     }
 
+    fn directory(&self) -> std::sync::MutexGuard<'_, Directory> {
+        // A panic while holding the lock takes the node down (the watchdog sees the dead
+        // worker); the directory itself stays consistent enough to answer until then.
+        self.shared.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn flush(&mut self) {
         let now = Instant::now();
         let mut cut = Vec::new();
+        let mut events = std::mem::take(&mut self.events);
+        loop {
+            self.drain_outputs(&mut cut, &mut events);
+            if events.is_empty() {
+                break;
+            }
+            // Events may make the shard say more (closing an idle room): drain again.
+            for e in events.drain(..) {
+                self.event(now, e);
+            }
+        }
+        self.events = events;
+        // quinn-udp turns GSO off when the path refuses it; batch no larger from then on.
+        if self.udp.max_gso_segments() < self.egress.max_segments() {
+            warn!("the network path refused UDP GSO; sending datagrams one by one from now on");
+            self.egress.set_max_segments(self.udp.max_gso_segments());
+        }
+        self.landed.clear();
+        for session in cut {
+            if let Some(tx) = self.sessions.remove(&session) {
+                let _ = tx.try_send(SessionEvent::Close);
+            }
+            self.shard.session_closed(now, session);
+        }
+    }
+
+    /// Hand every output of the shard to where it goes; events are kept for the caller.
+    fn drain_outputs(&mut self, cut: &mut Vec<SessionId>, events: &mut Vec<ShardEvent>) {
         let (socket, udp) = (&self.socket, &self.udp);
         let mut send = |b: Batch<'_>| send_batch(socket, udp, &b);
         while let Some(out) = self.shard.poll_output() {
@@ -257,27 +602,76 @@ impl Worker {
                         cut.push(session);
                     }
                 }
-                Output::Webhook(event) => self.notifier.notify(event),
-                Output::Relay(..) | Output::Event(_) => {}
+                Output::Webhook(event) => self.shared.notifier.notify(event),
                 Output::Close(session) => {
                     if let Some(tx) = self.sessions.remove(&session) {
                         let _ = tx.try_send(SessionEvent::Close);
                     }
                 }
+                Output::Relay(place, msg) => {
+                    let Some(peer) = self.peers.get(place.index as usize) else {
+                        continue;
+                    };
+                    let from = self.id;
+                    if matches!(msg, RelayMessage::Rtp(_)) {
+                        if !peer.send_media(Inbox::Relay { from, msg }) {
+                            self.counters.media_dropped += 1;
+                        }
+                    } else {
+                        peer.send_control(Inbox::Relay { from, msg });
+                    }
+                }
+                Output::Event(e) => events.push(e),
             }
         }
         self.egress.finish(&mut send);
-        // quinn-udp turns GSO off when the path refuses it; batch no larger from then on.
-        if self.udp.max_gso_segments() < self.egress.max_segments() {
-            warn!("the network path refused UDP GSO; sending datagrams one by one from now on");
-            self.egress.set_max_segments(self.udp.max_gso_segments());
-        }
-        for session in cut {
-            if let Some(tx) = self.sessions.remove(&session) {
-                let _ = tx.try_send(SessionEvent::Close);
+    }
+
+    fn event(&mut self, now: Instant, e: ShardEvent) {
+        match e {
+            ShardEvent::ParticipantLeft { room, identity } => {
+                self.directory().participant_left(&room, &identity, self.id)
             }
-            self.shard.session_closed(now, session);
+            ShardEvent::ParticipantMoved { from, to, identity } => {
+                self.directory().participant_moved(&from, &to, &identity, self.id)
+            }
+            ShardEvent::RoomIdle { room, sid } => {
+                let granted = self.directory().room_idle(&room, &sid);
+                if granted {
+                    self.shard.close_room(now, &room);
+                }
+            }
+            ShardEvent::RoomClosed { .. } => {}
+            ShardEvent::AddressLearned(addr) => {
+                if let Some(&w) = self.landed.get(&addr) {
+                    self.peers[w as usize].send_control(Inbox::Route(Route::Address(addr, Some(self.id))));
+                    self.routed.insert(addr, w);
+                }
+            }
+            ShardEvent::AddressForgotten(addr) => {
+                if let Some(w) = self.routed.remove(&addr) {
+                    self.peers[w as usize].send_control(Inbox::Route(Route::Address(addr, None)));
+                }
+            }
+            ShardEvent::UfragAdded(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), Some(self.id))),
+            ShardEvent::UfragRemoved(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), None)),
         }
+    }
+
+    fn tell_others(&self, route: impl Fn() -> Route) {
+        for p in self.peers.iter().filter(|p| p.id != self.id) {
+            p.send_control(Inbox::Route(route()));
+        }
+    }
+}
+
+/// Carry out an injected fault (only debug builds can send one).
+#[cfg(debug_assertions)]
+fn inject(worker: WorkerId, fault: Fault) {
+    warn!(worker, ?fault, "injected fault");
+    match fault {
+        Fault::Panic => panic!("injected fault: worker {worker} panics"),
+        Fault::Stall => std::thread::sleep(Duration::from_secs(3600)),
     }
 }
 

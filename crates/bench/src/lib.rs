@@ -1,0 +1,5 @@
+//! Deterministic harnesses for Pylon's media path: an in-memory network of shards and str0m
+//! clients on a virtual clock ([`sim`]), used by the forwarding micro-benchmark and by tests
+//! of rooms spread over several places.
+
+pub mod sim;

@@ -1,0 +1,525 @@
+//! An in-memory network of shards and str0m clients on a virtual clock.
+//!
+//! No sockets, no threads, no wall time: clients and shards exchange datagrams by function
+//! call, and shards exchange relay messages the way worker threads do, so a room spread over
+//! several places runs deterministically. The harness plays the node's directory: the first
+//! shard a room's participant joins becomes the room's home, later instances are linked to
+//! the earlier ones. Used by the forwarding micro-benchmark and by the relay tests.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use livekit_protocol as lk;
+use lk::signal_request::Message as Req;
+use lk::signal_response::Message as Resp;
+use pylon_core::ids::{PlaceId, RoomName, RoomSid, SessionId};
+use pylon_core::relay::RelayMessage;
+use pylon_core::{
+    JoinParams, Output, Placement, RoomDefaults, RoomRecord, Shard, ShardConfig, SignalCommand,
+};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelConfig, ChannelId};
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Event, Input, Rtc};
+
+/// Virtual time advanced per step of [`Net::run_for`].
+pub const STEP: Duration = Duration::from_millis(2);
+
+/// A datagram in flight: source, destination, bytes.
+pub type Datagram = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// One client-side peer connection.
+pub struct Peer {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub connected: bool,
+    pub media: Vec<Mid>,
+    pub rtp_received: u64,
+    pub channels: Vec<(ChannelId, String)>,
+    pub data_received: Vec<Vec<u8>>,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr, now: Instant) -> Peer {
+        // A loopback-style test address always makes a valid host candidate.
+        let rtc = pylon_testkit::client_rtc(addr, None, now).expect("host candidate");
+        Peer {
+            rtc,
+            addr,
+            connected: false,
+            media: Vec::new(),
+            rtp_received: 0,
+            channels: Vec::new(),
+            data_received: Vec::new(),
+        }
+    }
+}
+
+/// A participant's client: its two peer connections and what the server told it.
+pub struct Client {
+    pub shard: usize,
+    pub session: SessionId,
+    pub identity: String,
+    pub publisher: Peer,
+    pub subscriber: Peer,
+    pub pending_offer: Option<SdpPendingOffer>,
+    next_offer_id: u32,
+    /// Every signal message the server sent, in order.
+    pub signals: Vec<Resp>,
+    pub closed: bool,
+}
+
+impl Client {
+    /// The participants this client was last told about (by identity) and their state.
+    pub fn known_participants(&self) -> HashMap<String, lk::ParticipantInfo> {
+        let mut known = HashMap::new();
+        for s in &self.signals {
+            let infos = match s {
+                Resp::Join(j) => j.other_participants.clone(),
+                Resp::Update(u) => u.participants.clone(),
+                _ => continue,
+            };
+            for p in infos {
+                let newer = known
+                    .get(&p.identity)
+                    .is_none_or(|old: &lk::ParticipantInfo| p.version >= old.version || p.sid != old.sid);
+                if newer {
+                    known.insert(p.identity.clone(), p);
+                }
+            }
+        }
+        known
+            .into_iter()
+            .filter(|(_, p)| p.state != lk::participant_info::State::Disconnected as i32)
+            .collect()
+    }
+}
+
+struct RoomEntry {
+    record: RoomRecord,
+    home: usize,
+    instances: Vec<usize>,
+}
+
+/// The whole in-memory network: shards, clients, the virtual clock.
+pub struct Net {
+    pub shards: Vec<Shard>,
+    pub clients: Vec<Client>,
+    pub now: Instant,
+    rooms: HashMap<String, RoomEntry>,
+    /// Datagrams shards transmitted, waiting for delivery to clients.
+    pub to_clients: VecDeque<Datagram>,
+    /// Datagrams clients transmitted, waiting for delivery to a shard.
+    pub to_shards: VecDeque<Datagram>,
+    /// Relay messages in flight: from, to, message.
+    pub relays: VecDeque<(usize, usize, RelayMessage)>,
+    /// Every webhook the shards emitted.
+    pub webhooks: Vec<lk::WebhookEvent>,
+    /// RTP packets relayed between shards: (from, to) → count.
+    pub relayed_rtp: HashMap<(usize, usize), u64>,
+    next_sid: u64,
+}
+
+/// The address shard `i` advertises.
+pub fn shard_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1 + i as u8], 7882))
+}
+
+impl Net {
+    pub fn new(shards: usize, now: Instant) -> Net {
+        let shards = (0..shards)
+            .map(|i| {
+                let mut config = ShardConfig::new(shard_addr(i));
+                config.rooms_closed_by_runtime = false;
+                Shard::new(config, now, 1_800_000_000_000, i as u64 + 1)
+            })
+            .collect();
+        Net {
+            shards,
+            clients: Vec::new(),
+            now,
+            rooms: HashMap::new(),
+            to_clients: VecDeque::new(),
+            to_shards: VecDeque::new(),
+            relays: VecDeque::new(),
+            webhooks: Vec::new(),
+            relayed_rtp: HashMap::new(),
+            next_sid: 1,
+        }
+    }
+
+    /// Where a new participant of `room` on `shard` sits, as a node's directory decides.
+    fn place(&mut self, room: &str, shard: usize) -> Placement {
+        let next_sid = &mut self.next_sid;
+        let entry = self.rooms.entry(room.to_string()).or_insert_with(|| {
+            *next_sid += 1;
+            RoomEntry {
+                record: RoomRecord {
+                    sid: RoomSid::new(format!("RM_sim{next_sid}")),
+                    creation_unix_ms: 1_800_000_000_000,
+                    metadata: String::new(),
+                    settings: RoomDefaults::default(),
+                },
+                home: shard,
+                instances: Vec::new(),
+            }
+        });
+        let peers = entry
+            .instances
+            .iter()
+            .filter(|i| **i != shard)
+            .map(|i| PlaceId::worker(*i as u32))
+            .collect();
+        if !entry.instances.contains(&shard) {
+            entry.instances.push(shard);
+        }
+        Placement {
+            record: Some(entry.record.clone()),
+            home: entry.home == shard,
+            peers,
+        }
+    }
+
+    /// Join `identity` to `room` on `shard`; returns the client's index.
+    pub fn join(&mut self, shard: usize, room: &str, identity: &str) -> usize {
+        let i = self.clients.len();
+        let session = SessionId(i as u64 + 1);
+        let mut params = JoinParams::standard(session, room, identity);
+        params.placement = self.place(room, shard);
+        let now = self.now;
+        self.shards[shard].join(now, params).expect("join");
+        let base = 10_000 + 2 * i as u16;
+        let addr = |port: u16| SocketAddr::from(([10, 0, 1, 1], port));
+        self.clients.push(Client {
+            shard,
+            session,
+            identity: identity.to_string(),
+            publisher: Peer::new(addr(base), now),
+            subscriber: Peer::new(addr(base + 1), now),
+            pending_offer: None,
+            next_offer_id: 1,
+            signals: Vec::new(),
+            closed: false,
+        });
+        i
+    }
+
+    /// Send a request from client `c` through the signalling edge's parser.
+    pub fn signal(&mut self, c: usize, msg: Req) {
+        let req = lk::SignalRequest { message: Some(msg) };
+        let session = self.clients[c].session;
+        let shard = self.clients[c].shard;
+        let now = self.now;
+        match pylon_server::wire::signal_command(req) {
+            Ok(cmd) => self.shards[shard].signal(now, session, cmd),
+            Err(e) => self.shards[shard].protocol_violation(now, session, &e.to_string()),
+        }
+    }
+
+    /// Send a core command from client `c` directly.
+    pub fn command(&mut self, c: usize, cmd: SignalCommand) {
+        let (session, shard, now) = (self.clients[c].session, self.clients[c].shard, self.now);
+        self.shards[shard].signal(now, session, cmd);
+    }
+
+    fn client_by_session(&mut self, shard: usize, session: SessionId) -> Option<usize> {
+        self.clients
+            .iter()
+            .position(|c| c.shard == shard && c.session == session)
+    }
+
+    /// Handle what shard `s` asked for: answer offers, apply answers, queue datagrams and
+    /// relay messages.
+    fn drain_shard(&mut self, s: usize) {
+        while let Some(out) = self.shards[s].poll_output() {
+            match out {
+                Output::Transmit(t) => {
+                    self.to_clients
+                        .push_back((t.source, t.destination, t.contents.to_vec()))
+                }
+                Output::Relay(place, msg) => {
+                    let to = place.index as usize;
+                    if matches!(msg, RelayMessage::Rtp(_)) {
+                        *self.relayed_rtp.entry((s, to)).or_default() += 1;
+                    }
+                    self.relays.push_back((s, to, msg));
+                }
+                Output::Webhook(w) => self.webhooks.push(*w),
+                Output::Event(_) => {}
+                Output::Close(session) => {
+                    if let Some(c) = self.client_by_session(s, session) {
+                        self.clients[c].closed = true;
+                    }
+                }
+                Output::Signal(session, resp) => {
+                    let Some(c) = self.client_by_session(s, session) else {
+                        continue;
+                    };
+                    let Some(msg) = resp.message else { continue };
+                    self.on_signal(c, &msg);
+                    self.clients[c].signals.push(msg);
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self, c: usize, msg: &Resp) {
+        match msg {
+            Resp::Offer(sd) => {
+                let offer = SdpOffer::from_sdp_string(&sd.sdp).expect("server offer parses");
+                let answer = self.clients[c]
+                    .subscriber
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .expect("accept offer");
+                let reply = lk::SessionDescription {
+                    r#type: "answer".into(),
+                    sdp: answer.to_sdp_string(),
+                    id: sd.id,
+                    ..Default::default()
+                };
+                self.signal(c, Req::Answer(reply));
+            }
+            Resp::Answer(sd) => {
+                let answer = SdpAnswer::from_sdp_string(&sd.sdp).expect("server answer parses");
+                if let Some(pending) = self.clients[c].pending_offer.take() {
+                    self.clients[c]
+                        .publisher
+                        .rtc
+                        .sdp_api()
+                        .accept_answer(pending, answer)
+                        .expect("accept answer");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn peer_by_addr(&mut self, addr: SocketAddr) -> Option<&mut Peer> {
+        self.clients.iter_mut().find_map(|c| {
+            if c.publisher.addr == addr {
+                Some(&mut c.publisher)
+            } else if c.subscriber.addr == addr {
+                Some(&mut c.subscriber)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Poll one client peer until it times out, queueing what it transmits.
+    pub fn poll_peer(peer: &mut Peer, to_shards: &mut VecDeque<Datagram>) {
+        loop {
+            match peer.rtc.poll_output().expect("client rtc") {
+                str0m::Output::Timeout(_) => return,
+                str0m::Output::Transmit(t) => {
+                    to_shards.push_back((t.source, t.destination, t.contents.to_vec()))
+                }
+                str0m::Output::Event(e) => match e {
+                    Event::Connected => peer.connected = true,
+                    Event::MediaAdded(m) => peer.media.push(m.mid),
+                    Event::RtpPacket(_) => peer.rtp_received += 1,
+                    Event::ChannelOpen(id, label) => peer.channels.push((id, label)),
+                    Event::ChannelData(d) => peer.data_received.push(d.data),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn shard_by_addr(addr: SocketAddr) -> usize {
+        usize::from(match addr.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets()[3].saturating_sub(1),
+            std::net::IpAddr::V6(_) => 0,
+        })
+    }
+
+    /// Deliver everything queued, in every direction, until the network is quiet.
+    pub fn settle(&mut self) {
+        loop {
+            for s in 0..self.shards.len() {
+                self.drain_shard(s);
+            }
+            let mut moved = false;
+            while let Some((src, dst, data)) = self.to_clients.pop_front() {
+                moved = true;
+                let now = self.now;
+                let mut to_shards = std::mem::take(&mut self.to_shards);
+                if let Some(peer) = self.peer_by_addr(dst) {
+                    if let Ok(r) = Receive::new(Protocol::Udp, src, dst, &data) {
+                        peer.rtc
+                            .handle_input(Input::Receive(now, r))
+                            .expect("client input");
+                    }
+                    // RTP mode keeps one received packet: poll after every datagram.
+                    Self::poll_peer(peer, &mut to_shards);
+                }
+                self.to_shards = to_shards;
+            }
+            for c in &mut self.clients {
+                Self::poll_peer(&mut c.publisher, &mut self.to_shards);
+                Self::poll_peer(&mut c.subscriber, &mut self.to_shards);
+            }
+            while let Some((src, dst, data)) = self.to_shards.pop_front() {
+                moved = true;
+                let s = Self::shard_by_addr(dst);
+                let _ = self.shards[s].receive(self.now, src, dst, &data);
+            }
+            while let Some((from, to, msg)) = self.relays.pop_front() {
+                moved = true;
+                let now = self.now;
+                self.shards[to].relay_input(now, PlaceId::worker(from as u32), msg);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Advance the virtual clock by `d` in steps, driving every timer.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            let now = self.now;
+            for s in &mut self.shards {
+                if s.poll_timeout() <= now {
+                    s.handle_timeout(now);
+                }
+            }
+            for c in &mut self.clients {
+                c.publisher
+                    .rtc
+                    .handle_input(Input::Timeout(now))
+                    .expect("timeout");
+                c.subscriber
+                    .rtc
+                    .handle_input(Input::Timeout(now))
+                    .expect("timeout");
+            }
+            self.settle();
+        }
+    }
+
+    /// Send the offer `apply` produced for client `c`'s publisher.
+    fn send_offer(&mut self, c: usize, offer: SdpOffer, pending: SdpPendingOffer) {
+        let client = &mut self.clients[c];
+        client.pending_offer = Some(pending);
+        let id = client.next_offer_id;
+        client.next_offer_id += 1;
+        let sd = lk::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id,
+            ..Default::default()
+        };
+        self.signal(c, Req::Offer(sd));
+    }
+
+    /// AddTrack, then offer a send-only m-line of `kind` (with the client's data channels the
+    /// first time); returns its mid once negotiated.
+    pub fn publish(&mut self, c: usize, kind: MediaKind, cid: &str) -> Mid {
+        let (ty, source) = if kind.is_video() {
+            (lk::TrackType::Video, lk::TrackSource::Camera)
+        } else {
+            (lk::TrackType::Audio, lk::TrackSource::Microphone)
+        };
+        let add = lk::AddTrackRequest {
+            cid: cid.into(),
+            name: cid.into(),
+            r#type: ty as i32,
+            source: source as i32,
+            width: 1280,
+            height: 720,
+            ..Default::default()
+        };
+        self.signal(c, Req::AddTrack(add));
+        let client = &mut self.clients[c];
+        let mut api = client.publisher.rtc.sdp_api();
+        let first = client.publisher.media.is_empty() && client.next_offer_id == 1;
+        if first {
+            for label in [pylon_core::data::RELIABLE_LABEL, pylon_core::data::LOSSY_LABEL] {
+                api.add_channel_with_config(ChannelConfig {
+                    label: label.into(),
+                    ..Default::default()
+                });
+            }
+        }
+        let mid = api.add_media(
+            kind,
+            Direction::SendOnly,
+            Some("s".into()),
+            Some(cid.into()),
+            None,
+        );
+        let (offer, pending) = api.apply().expect("an offer");
+        self.send_offer(c, offer, pending);
+        mid
+    }
+
+    /// Stop sending on `mid` (the SDKs unpublish by renegotiating the section inactive).
+    pub fn unpublish(&mut self, c: usize, mid: Mid) {
+        let mut api = self.clients[c].publisher.rtc.sdp_api();
+        api.set_direction(mid, Direction::Inactive);
+        let (offer, pending) = api.apply().expect("an offer");
+        self.send_offer(c, offer, pending);
+    }
+
+    /// Send one RTP packet on the client's publisher `mid` (VP8 for video, a token Opus
+    /// payload for audio).
+    pub fn write_rtp(&mut self, c: usize, mid: Mid, seq: u64, ts: u32, payload: Vec<u8>) {
+        let now = self.now;
+        let rtc = &mut self.clients[c].publisher.rtc;
+        let kind = rtc.media(mid).map(|m| m.kind()).expect("published mid");
+        let codec = if kind.is_video() {
+            str0m::format::Codec::Vp8
+        } else {
+            str0m::format::Codec::Opus
+        };
+        let pt = rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+            .expect("codec negotiated");
+        let mut api = rtc.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), ts, now, payload)
+                .marker(true)
+                .nackable(kind.is_video()),
+        );
+    }
+
+    /// Send a data packet on the client's reliable publisher channel.
+    pub fn send_data(&mut self, c: usize, bytes: &[u8]) -> bool {
+        let peer = &mut self.clients[c].publisher;
+        let Some((id, _)) = peer
+            .channels
+            .iter()
+            .find(|(_, l)| l == pylon_core::data::RELIABLE_LABEL)
+            .cloned()
+        else {
+            return false;
+        };
+        peer.rtc
+            .channel(id)
+            .is_some_and(|mut ch| ch.write(true, bytes).is_ok())
+    }
+
+    /// Every room this harness placed, with its instances.
+    pub fn room_instances(&self, room: &str) -> Vec<usize> {
+        self.rooms
+            .get(room)
+            .map(|r| r.instances.clone())
+            .unwrap_or_default()
+    }
+
+    /// The room's name as a typed id.
+    pub fn room(name: &str) -> RoomName {
+        RoomName::new(name)
+    }
+}
