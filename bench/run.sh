@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Run one load shape against a local Pylon and record the server's cost.
 #
-#   bench/run.sh meeting-10|webinar|audio-room|meeting-N [--duration 20s]
+#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--out NAME]
+#
+# shapes: meeting-N, webinar, audio-room, townhall, small-rooms (bench/shapes.sh).
+# --workers sets rtc.workers (default: one per core), --spread rtc.room_spread_threshold;
+# --out names the result file (default: the shape).
 #
 # Builds the release binary, starts `pylon serve --dev` pinned to CPU 0 and `pylon load-test`
 # pinned to CPU 1 (real WebRTC participants: simulcast VP8 + Opus), and measures the server's
@@ -11,10 +15,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-shape=${1:?usage: bench/run.sh <shape> [--duration 20s]}
+shape=${1:?usage: bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--out NAME]}
 shift
 duration=20s
-if [[ "${1:-}" == "--duration" ]]; then duration=$2; fi
+workers=0
+spread=""
+out=$shape
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
+    --spread) spread=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
 
 source bench/shapes.sh
 shape_args "$shape"
@@ -23,8 +38,16 @@ cargo build --release --locked -q -p pylon
 bin=target/release/pylon
 mkdir -p bench/results test-output/bench
 port=$((20000 + RANDOM % 20000))
-taskset -c 0 "$bin" serve --dev --port "$port" --udp-port $((port + 1)) \
-  > "test-output/bench/$shape-server.log" 2>&1 &
+config=test-output/bench/$out.yaml
+{
+  echo "logging:"
+  echo "  level: info"
+  echo "rtc:"
+  echo "  workers: $workers"
+  [[ -z "$spread" ]] || echo "  room_spread_threshold: $spread"
+} > "$config"
+taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) \
+  > "test-output/bench/$out-server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -34,5 +57,5 @@ done
 
 taskset -c 1 "$bin" load-test --url "ws://127.0.0.1:$port" --room "$shape" \
   "${args[@]}" --duration "$duration" --server-pid "$server" --json \
-  > "bench/results/$shape.json" 2> "test-output/bench/$shape-load.log"
-cat "bench/results/$shape.json"
+  > "bench/results/$out.json" 2> "test-output/bench/$out-load.log"
+cat "bench/results/$out.json"

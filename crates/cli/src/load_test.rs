@@ -172,10 +172,12 @@ impl MediaPlan {
 }
 
 /// CPU time and resident memory of a process, from /proc.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ProcSample {
     cpu_s: f64,
     rss_kb: u64,
+    /// CPU seconds of each media worker thread (`pylon-media-<i>`), by worker index.
+    workers_cpu_s: Vec<f64>,
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -188,15 +190,43 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn sample(pid: u32, ticks: f64) -> anyhow::Result<ProcSample> {
-    let stat =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
-    // Fields after the command name (which may hold spaces) start at ") ".
+/// The command name and CPU ticks (user + system) of a `/proc/.../stat` line.
+fn stat_cpu_ticks(stat: &str) -> (&str, f64) {
+    // The command name is in parentheses and may hold spaces; fields after it follow ") ".
+    let name = stat
+        .split_once('(')
+        .and_then(|(_, r)| r.rsplit_once(')'))
+        .map_or("", |(n, _)| n);
     let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    let cpu: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (name, ticks)
+}
+
+/// CPU ticks of each `pylon-media-<i>` thread of `pid`, by `i`.
+fn worker_ticks(pid: u32) -> Vec<f64> {
+    let mut workers: Vec<(usize, f64)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (name, ticks) = stat_cpu_ticks(&stat);
+            let i = name.strip_prefix("pylon-media-")?.parse().ok()?;
+            Some((i, ticks))
+        })
+        .collect();
+    workers.sort_by_key(|(i, _)| *i);
+    workers.into_iter().map(|(_, t)| t).collect()
+}
+
+fn sample(pid: u32, ticks: f64) -> anyhow::Result<ProcSample> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
+    let (_, cpu) = stat_cpu_ticks(&stat);
+    let workers_cpu_s = worker_ticks(pid).into_iter().map(|t| t / ticks).collect();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let rss_kb = status
         .lines()
@@ -207,6 +237,7 @@ fn sample(pid: u32, ticks: f64) -> anyhow::Result<ProcSample> {
     Ok(ProcSample {
         cpu_s: cpu / ticks,
         rss_kb,
+        workers_cpu_s,
     })
 }
 
@@ -334,6 +365,10 @@ struct Summary {
     server_rss_growth_kb: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     server_rss_kb: Option<u64>,
+    /// With --server-pid against Pylon: each media worker's share of the workers' CPU while
+    /// media flowed (how evenly the forwarding is spread).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    server_worker_cpu_share: Vec<f64>,
     errors: Vec<String>,
 }
 
@@ -613,18 +648,45 @@ fn summarize(total: usize, c: Collected) -> Summary {
         latency_ms_p50: percentile(&lat, 0.5),
         latency_ms_p99: percentile(&lat, 0.99),
         latency_ms_max: lat.last().copied().unwrap_or(0.0),
-        server_cpu_s: media_start.zip(media_end).map(|(a, b)| b.cpu_s - a.cpu_s),
+        server_cpu_s: media_start
+            .as_ref()
+            .zip(media_end.as_ref())
+            .map(|(a, b)| b.cpu_s - a.cpu_s),
         server_cpu_us_per_packet: media_start
-            .zip(media_end)
+            .as_ref()
+            .zip(media_end.as_ref())
             .filter(|_| packets > 0)
             .map(|(a, b)| (b.cpu_s - a.cpu_s) * 1e6 / packets as f64),
         server_rss_growth_kb: before_join
-            .zip(media_end)
+            .as_ref()
+            .zip(media_end.as_ref())
             .map(|(a, b)| b.rss_kb.saturating_sub(a.rss_kb)),
-        server_rss_kb: media_end.map(|s| s.rss_kb),
+        server_rss_kb: media_end.as_ref().map(|s| s.rss_kb),
+        server_worker_cpu_share: worker_shares(media_start.as_ref(), media_end.as_ref()),
         errors,
     };
     summary
+}
+
+/// Each worker's share of the workers' CPU between two samples.
+fn worker_shares(start: Option<&ProcSample>, end: Option<&ProcSample>) -> Vec<f64> {
+    let (Some(a), Some(b)) = (start, end) else {
+        return Vec::new();
+    };
+    if a.workers_cpu_s.len() != b.workers_cpu_s.len() {
+        return Vec::new();
+    }
+    let used: Vec<f64> = a
+        .workers_cpu_s
+        .iter()
+        .zip(&b.workers_cpu_s)
+        .map(|(x, y)| (y - x).max(0.0))
+        .collect();
+    let total: f64 = used.iter().sum();
+    if total <= 0.0 {
+        return Vec::new();
+    }
+    used.iter().map(|u| u / total).collect()
 }
 
 fn print_table(s: &Summary) {
@@ -661,6 +723,14 @@ fn print_table(s: &Summary) {
             "8 server CPU per packet",
             format!("{us:.2} us ({:.2} CPU s)", s.server_cpu_s.unwrap_or(0.0)),
         )
+    }))
+    .chain((!s.server_worker_cpu_share.is_empty()).then(|| {
+        let shares: Vec<String> = s
+            .server_worker_cpu_share
+            .iter()
+            .map(|x| format!("{:.0} %", x * 100.0))
+            .collect();
+        ("8 media CPU per worker", shares.join(" / "))
     }))
     .chain(s.server_rss_kb.map(|kb| {
         (

@@ -247,6 +247,14 @@ impl Shard {
         });
     }
 
+    /// The runtime refused to close an idle room (a participant was placed in it meanwhile):
+    /// keep it, and report it again if it is still idle at the next check.
+    pub fn keep_room(&mut self, name: &RoomName) {
+        if let Some(r) = self.rooms.get_mut(name) {
+            r.idle_reported = false;
+        }
+    }
+
     /// Home instances' idle deadlines, for tests: the earliest time a room may close.
     pub fn next_room_deadline(&self) -> Option<Instant> {
         self.rooms.values().filter_map(Room::next_deadline).min()

@@ -130,13 +130,17 @@ impl Node {
     pub async fn admin(&self, req: AdminRequest) -> Result<AdminResponse, NodeError> {
         match req {
             AdminRequest::CreateRoom { name, options, .. } => {
-                let (home, record) = self.directory().place_room(&name, &options, unix_ms());
-                let req = AdminRequest::CreateRoom {
-                    name,
-                    options,
-                    record: Some(record),
+                let answer = {
+                    let mut d = self.directory();
+                    let (home, record) = d.place_room(&name, &options, unix_ms());
+                    let req = AdminRequest::CreateRoom {
+                        name,
+                        options,
+                        record: Some(record),
+                    };
+                    self.send_all(&[home], &req).pop().expect("one worker asked")
                 };
-                self.ask(home, req).await
+                first_ok(Self::collect(vec![answer]).await?)
             }
             AdminRequest::ListRooms { names } => {
                 let all: Vec<WorkerId> = (0..self.workers.len() as WorkerId).collect();
@@ -232,34 +236,39 @@ impl Node {
                 token,
                 ..
             } => {
-                let plan = self
-                    .directory()
-                    .place_move(&room, &destination, &identity, unix_ms())
-                    .map_err(|e| match e {
-                        PlaceError::IdentityTaken => AdminError::AlreadyExists(
-                            "a participant with this identity is already in the destination room".into(),
-                        ),
-                        PlaceError::RoomFull => {
-                            AdminError::FailedPrecondition("room has exceeded its max participants".into())
+                let answer = {
+                    let mut d = self.directory();
+                    let plan =
+                        d.place_move(&room, &destination, &identity, unix_ms())
+                            .map_err(|e| match e {
+                                PlaceError::IdentityTaken => AdminError::AlreadyExists(
+                                    "a participant with this identity is already in the destination room"
+                                        .into(),
+                                ),
+                                PlaceError::RoomFull => AdminError::FailedPrecondition(
+                                    "room has exceeded its max participants".into(),
+                                ),
+                            })?;
+                    let Some(plan) = plan else {
+                        return Err(if d.exists(&room) {
+                            AdminError::ParticipantNotFound
+                        } else {
+                            AdminError::RoomNotFound
                         }
-                    })?;
-                let Some(plan) = plan else {
-                    let exists = self.directory().exists(&room);
-                    return Err(if exists {
-                        AdminError::ParticipantNotFound
-                    } else {
-                        AdminError::RoomNotFound
-                    }
-                    .into());
+                        .into());
+                    };
+                    let req = AdminRequest::MoveParticipant {
+                        room,
+                        identity,
+                        destination: destination.clone(),
+                        token,
+                        placement: plan.placement,
+                    };
+                    self.send_all(&[plan.worker], &req)
+                        .pop()
+                        .expect("one worker asked")
                 };
-                let req = AdminRequest::MoveParticipant {
-                    room,
-                    identity,
-                    destination: destination.clone(),
-                    token,
-                    placement: plan.placement,
-                };
-                let result = self.ask(plan.worker, req).await;
+                let result = first_ok(Self::collect(vec![answer]).await?);
                 if result.is_err() {
                     self.directory().forget_if_unused(&destination);
                 }

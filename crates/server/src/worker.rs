@@ -639,6 +639,9 @@ impl Worker {
                 let granted = self.directory().room_idle(&room, &sid);
                 if granted {
                     self.shard.close_room(now, &room);
+                } else {
+                    // Someone is on their way (placed, not yet joined): ask again later.
+                    self.shard.keep_room(&room);
                 }
             }
             ShardEvent::RoomClosed { .. } => {}
