@@ -34,9 +34,12 @@ done
 source bench/shapes.sh
 shape_args "$shape"
 
-cargo build --release --locked -q -p pylon
-bin=target/release/pylon
-mkdir -p bench/results test-output/bench
+# $PYLON_BIN: a binary built beforehand (bench/workers.sh runs one build for all its runs).
+if [[ -z "${PYLON_BIN:-}" ]]; then
+  cargo build --release --locked -q -p pylon
+fi
+bin=${PYLON_BIN:-target/release/pylon}
+mkdir -p "$(dirname "bench/results/$out")" "$(dirname "test-output/bench/$out")"
 port=$((20000 + RANDOM % 20000))
 config=test-output/bench/$out.yaml
 {

@@ -25,6 +25,11 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 mkdir -p bench/results/workers
+# One build for every run, copied so that editing the tree meanwhile changes nothing.
+cargo build --release --locked -q -p pylon
+PYLON_BIN=$(mktemp -d)/pylon
+cp target/release/pylon "$PYLON_BIN"
+export PYLON_BIN
 run() { # <out> <shape> [run.sh options]
   local out=$1
   shift

@@ -266,7 +266,9 @@ async fn rtc(
     };
     let guard = session::CloseGuard::new(worker, session);
     let failing = app.health.subscribe();
-    ws.on_upgrade(move |socket| session::run(socket, session, rx, guard, failing))
+    ws.read_buffer_size(session::READ_BUFFER)
+        .write_buffer_size(session::WRITE_BUFFER)
+        .on_upgrade(move |socket| session::run(socket, session, rx, guard, failing))
 }
 
 async fn join(

@@ -8,6 +8,7 @@ pub mod demux;
 pub mod directory;
 pub mod egress;
 mod fault;
+pub mod handoff;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -15,6 +15,13 @@ use crate::worker::{Command, SessionEvent, WorkerHandle};
 /// Largest signal frame accepted; SDP with many tracks stays well below this.
 pub const MAX_FRAME: usize = 1 << 20;
 
+/// A WebSocket's read buffer: signal frames are small (an SDP offer is a few KiB); a larger
+/// frame grows it for its own read. The library's default, 128 KiB, per participant was a
+/// noticeable share of a node's memory.
+pub const READ_BUFFER: usize = 16 * 1024;
+/// The most a WebSocket buffers before writing; every message is flushed at once anyway.
+pub const WRITE_BUFFER: usize = 16 * 1024;
+
 /// Tells the worker the session ended, even if the upgrade never happened.
 pub struct CloseGuard {
     worker: WorkerHandle,

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::demux::Demux;
 use crate::directory::{Directory, WorkerId};
 use crate::egress::{Batch, Batcher};
+use crate::handoff::{give_back, Handoff, Pool};
 use crate::metrics::ShardGauges;
 
 /// Messages a session's WebSocket pump receives from its worker.
@@ -53,16 +54,10 @@ const RECV_CALLS: usize = 4;
 /// Largest coalesced receive buffer: the kernel's GRO limit for one UDP socket read.
 const RECV_BUF: usize = 64 * 1024;
 
-/// Largest datagram handed to another worker; WebRTC keeps packets under the path MTU.
-const MAX_DATAGRAM: usize = 2048;
-
 /// Media messages (relayed RTP, handed-off datagrams) that may wait in one worker's inbox;
 /// beyond this the sender drops them, as a congested network would, rather than grow memory
 /// behind a stuck worker.
 const MAX_QUEUED_MEDIA: usize = 16_384;
-
-/// Hand-off buffers a worker keeps for reuse.
-const HANDOFF_POOL: usize = 1024;
 
 /// How often the shard's counters are copied to the metrics endpoint.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
@@ -95,14 +90,6 @@ pub enum Command {
         req: Box<AdminRequest>,
         reply: oneshot::Sender<Result<AdminResponse, AdminError>>,
     },
-}
-
-/// A datagram that landed on another worker's socket.
-pub struct Handoff {
-    pub from: WorkerId,
-    pub source: SocketAddr,
-    /// The datagram (a pooled buffer of the landing worker, returned after use).
-    pub buf: Vec<u8>,
 }
 
 /// A routing fact for the receiving worker's demux.
@@ -150,7 +137,7 @@ pub struct WorkerHandle {
     /// Media messages waiting in the inbox.
     queued_media: Arc<AtomicUsize>,
     /// Where hand-off buffers borrowed from this worker go back.
-    pool: SyncSender<Vec<u8>>,
+    returns: SyncSender<Vec<u8>>,
     pub health: Arc<WorkerHealth>,
 }
 
@@ -227,19 +214,19 @@ pub fn spawn(
     let mut parts = Vec::with_capacity(count);
     for id in 0..count {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (pool_tx, pool_rx) = sync_channel(HANDOFF_POOL);
+        let pool = Pool::default();
         let handle = WorkerHandle {
             id: id as WorkerId,
             tx,
             queued_media: Arc::default(),
-            pool: pool_tx,
+            returns: pool.returns(),
             health: Arc::default(),
         };
         handles.push(handle);
-        parts.push((rx, pool_rx));
+        parts.push((rx, pool));
     }
     let mut threads = Vec::with_capacity(count);
-    for (id, ((rx, pool_rx), socket)) in parts.into_iter().zip(sockets).enumerate() {
+    for (id, ((rx, pool), socket)) in parts.into_iter().zip(sockets).enumerate() {
         let peers = handles.clone();
         let (config, shared, gauges) = (config.clone(), shared.clone(), gauges[id].clone());
         let thread = std::thread::Builder::new()
@@ -256,7 +243,7 @@ pub fn spawn(
                         config,
                         socket,
                         peers,
-                        pool: pool_rx,
+                        pool,
                         shared,
                         gauges,
                     };
@@ -273,7 +260,7 @@ struct Parts {
     config: ShardConfig,
     socket: UdpSocket,
     peers: Vec<WorkerHandle>,
-    pool: Receiver<Vec<u8>>,
+    pool: Pool,
     shared: Shared,
     gauges: Arc<ShardGauges>,
 }
@@ -288,8 +275,8 @@ struct Worker {
     bufs: Vec<Vec<u8>>,
     meta: Vec<quinn_udp::RecvMeta>,
     peers: Vec<WorkerHandle>,
-    /// Hand-off buffers of ours that came back.
-    pool: Receiver<Vec<u8>>,
+    /// Our hand-off buffers.
+    pool: Pool,
     demux: Demux,
     /// STUN requests handed to us this turn: source → the worker they landed on.
     landed: HashMap<SocketAddr, WorkerId>,
@@ -473,20 +460,9 @@ impl Worker {
     }
 
     fn hand_off(&mut self, owner: WorkerId, source: SocketAddr, bytes: &[u8]) {
-        if bytes.len() > MAX_DATAGRAM {
+        let Some(handoff) = self.pool.package(self.id, source, bytes) else {
             self.counters.unroutable += 1;
             return;
-        }
-        let mut buf = self
-            .pool
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(MAX_DATAGRAM));
-        buf.clear();
-        buf.extend_from_slice(bytes);
-        let handoff = Handoff {
-            from: self.id,
-            source,
-            buf,
         };
         if self.peers[owner as usize].send_media(Inbox::Datagram(handoff)) {
             self.counters.handed_off += 1;
@@ -513,7 +489,7 @@ impl Worker {
                     self.landed.insert(h.source, h.from);
                 }
                 let _ = self.shard.receive(now, h.source, self.local, &h.buf);
-                let _ = self.peers[h.from as usize].pool.try_send(h.buf);
+                give_back(&self.peers[h.from as usize].returns, h.buf);
             }
             Inbox::Route(Route::Ufrag(ufrag, owner)) => self.demux.set_ufrag(ufrag, owner),
             Inbox::Route(Route::Address(addr, owner)) => self.demux.set_address(addr, owner),
