@@ -24,6 +24,11 @@ cargo build --workspace --all-targets --locked
 step "rust tests"
 cargo test --workspace --locked
 
+# The integration tests that start the real binary, again with every room spread over the
+# workers from its second participant on (see the Python suite below).
+step "rust tests, rooms spread over workers"
+PYLON_TEST_SPREAD=1 cargo test --locked -p pylon --tests
+
 step "python SDK end-to-end tests"
 scripts/setup-python.sh
 scripts/setup-node.sh   # the demo page serves livekit-client from node_modules
@@ -34,13 +39,16 @@ mkdir -p test-output
 # on (a room's participants on different worker threads must behave exactly as on one), and
 # with a single worker (`rtc.workers: 1`).
 step "python SDK end-to-end tests, rooms spread over workers"
-PYLON_E2E_SPREAD=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-spread.xml
+PYLON_TEST_SPREAD=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-spread.xml
 
 step "python SDK end-to-end tests, one worker"
-PYLON_E2E_WORKERS=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-one-worker.xml
+PYLON_TEST_WORKERS=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-one-worker.xml
 
 step "node server SDK end-to-end tests"
 scripts/node-tests.sh
+
+step "node server SDK end-to-end tests, rooms spread over workers"
+PYLON_TEST_SPREAD=1 scripts/node-tests.sh
 
 step "browser end-to-end tests (livekit-client in Chromium)"
 scripts/browser-tests.sh

@@ -75,7 +75,7 @@ class PylonServer:
         rtc = {"udp_port": self.udp_port, "node_ip": "127.0.0.1"}
         # The whole suite runs again with these set (scripts/test.sh): one worker, and a room
         # spread over workers from its second participant on.
-        for key, env in (("workers", "PYLON_E2E_WORKERS"), ("room_spread_threshold", "PYLON_E2E_SPREAD")):
+        for key, env in (("workers", "PYLON_TEST_WORKERS"), ("room_spread_threshold", "PYLON_TEST_SPREAD")):
             if os.environ.get(env):
                 rtc[key] = int(os.environ[env])
         config = {

@@ -73,6 +73,14 @@ function safeName(name) {
 }
 
 /** Start a server for test `name` with `extra` config merged over the defaults. */
+/** Worker settings scripts/test.sh varies between runs of a suite. */
+function rtcFromEnv() {
+  const rtc = {};
+  if (process.env.PYLON_TEST_WORKERS) rtc.workers = Number(process.env.PYLON_TEST_WORKERS);
+  if (process.env.PYLON_TEST_SPREAD) rtc.room_spread_threshold = Number(process.env.PYLON_TEST_SPREAD);
+  return rtc;
+}
+
 export async function startPylon(name, extra = {}) {
   const bin = process.env.PYLON_BIN || path.join(ROOT, 'target', 'debug', 'pylon');
   if (!fs.existsSync(bin)) throw new Error(`${bin} does not exist; run \`cargo build -p pylon\` first`);
@@ -82,7 +90,7 @@ export async function startPylon(name, extra = {}) {
   const config = {
     port: httpPort,
     bind_addresses: ['127.0.0.1'],
-    rtc: { udp_port: udpPort, node_ip: '127.0.0.1' },
+    rtc: { udp_port: udpPort, node_ip: '127.0.0.1', ...rtcFromEnv() },
     keys: { [API_KEY]: API_SECRET },
     logging: { level: 'debug' },
   };

@@ -187,3 +187,32 @@ fn publishers_on_both_places_reach_everyone() {
         "bob receives alice across places"
     );
 }
+
+#[test]
+fn a_join_on_a_new_place_lists_everyone_already_in_the_room() {
+    use livekit_protocol::signal_response::Message as Resp;
+    let mut net = setup(2);
+    let _alice = net.join(0, "r", "alice");
+    let _carol = net.join(0, "r", "carol");
+    net.run_for(Duration::from_millis(100));
+    // Bob's instance on place 1 is new: its join response waits for place 0's snapshot.
+    let bob = net.join(1, "r", "bob");
+    net.run_for(Duration::from_millis(20));
+    let Some(Resp::Join(join)) = net.clients[bob].signals.first() else {
+        panic!(
+            "the join response comes first: {:?}",
+            net.clients[bob]
+                .signals
+                .iter()
+                .map(std::mem::discriminant)
+                .collect::<Vec<_>>()
+        )
+    };
+    let mut others: Vec<_> = join
+        .other_participants
+        .iter()
+        .map(|p| p.identity.as_str())
+        .collect();
+    others.sort();
+    assert_eq!(others, ["alice", "carol"]);
+}

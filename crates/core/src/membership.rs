@@ -12,6 +12,10 @@ use crate::relay::{ParticipantState, RelayMessage};
 use crate::room::{Placement, Room, RoomRecord};
 use crate::shard::{event, leave_msg, update, Output, Shard, ShardEvent};
 
+/// How long a join into a new instance waits for the room's other places to send their
+/// snapshots. In-process they answer in microseconds; the bound covers a place that is gone.
+pub const LINK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Shard {
     /// A fresh record for a room this shard is the only place of.
     pub(crate) fn mint_record(&mut self, now: Instant) -> RoomRecord {
@@ -41,6 +45,11 @@ impl Shard {
         for &place in &placement.peers {
             let room = self.rooms.get_mut(name).expect("ensured above");
             if room.link(place) {
+                // Joins here wait (briefly) for the place's snapshot, so their join response
+                // lists the participants hosted there too.
+                room.awaiting.push(place);
+                let until = *room.awaiting_until.get_or_insert(now + LINK_WAIT);
+                self.link_deadline = Some(self.link_deadline.map_or(until, |d| d.min(until)));
                 let participants = self.snapshot(name);
                 let hello = RelayMessage::Hello {
                     room: name.clone(),
@@ -50,6 +59,42 @@ impl Shard {
                 self.relay(place, hello);
             }
         }
+    }
+
+    /// Send the join responses (and first subscriber offers) that waited for the room's
+    /// linked places to answer.
+    pub(crate) fn finish_joins(&mut self, now: Instant, name: &RoomName) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let joining = std::mem::take(&mut room.joining);
+        for key in joining {
+            self.send_join_response(key);
+        }
+        self.drain_dirty(now);
+    }
+
+    /// Rooms whose linked places did not answer within [`LINK_WAIT`]: their joins go ahead
+    /// (participants of those places appear as their snapshots arrive).
+    pub(crate) fn expire_link_waits(&mut self, now: Instant) {
+        if self.link_deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        let expired: Vec<RoomName> = self
+            .rooms
+            .values_mut()
+            .filter(|r| r.awaiting_until.is_some_and(|t| t <= now))
+            .map(|r| {
+                debug!(room = %r.name, places = ?r.awaiting, "linked places did not answer in time");
+                r.awaiting.clear();
+                r.awaiting_until = None;
+                r.name.clone()
+            })
+            .collect();
+        for name in expired {
+            self.finish_joins(now, &name);
+        }
+        self.link_deadline = self.rooms.values().filter_map(|r| r.awaiting_until).min();
     }
 
     /// What a link to another place of `room` is told about the participants hosted here.

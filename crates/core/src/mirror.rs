@@ -69,11 +69,15 @@ impl Shard {
         participants: Vec<ParticipantState>,
     ) {
         let Some(r) = self.rooms.get_mut(&room) else {
-            // Our instance closed meanwhile; the sender learns of the next one's Hello.
-            debug!(%room, place = %from, "hello for a room not held here; ignored");
+            // Our instance closed meanwhile: say so, so the sender does not wait for us.
+            debug!(%room, place = %from, "hello for a room not held here");
+            if reply {
+                self.relay(from, RelayMessage::Bye { room });
+            }
             return;
         };
         let fresh = r.link(from);
+        let settled = r.answered(from);
         info!(%room, place = %from, fresh, "room linked");
         // A Hello is a snapshot: mirrors of that place it no longer lists are gone.
         let listed: Vec<ParticipantSid> = participants
@@ -103,11 +107,14 @@ impl Shard {
         if reply {
             let participants = self.snapshot(&room);
             let hello = RelayMessage::Hello {
-                room,
+                room: room.clone(),
                 reply: false,
                 participants,
             };
             self.relay(from, hello);
+        }
+        if settled {
+            self.finish_joins(now, &room);
         }
     }
 
@@ -116,6 +123,12 @@ impl Shard {
             return;
         };
         r.links.retain(|p| *p != from);
+        if r.answered(from) {
+            self.finish_joins(now, room);
+        }
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
         info!(%room, place = %from, "room unlinked");
         let theirs: Vec<ParticipantKey> = r
             .remotes

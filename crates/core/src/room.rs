@@ -64,6 +64,12 @@ pub struct Room {
     pub ever_joined: bool,
     /// Set once `RoomIdle` was reported for the current idle episode.
     pub idle_reported: bool,
+    /// Places asked for their snapshot that have not answered yet (until `awaiting_until`):
+    /// the join responses of `joining` wait for them, so they list everyone in the room.
+    pub awaiting: Vec<PlaceId>,
+    pub awaiting_until: Option<Instant>,
+    /// Participants hosted here whose join response waits for `awaiting`.
+    pub joining: Vec<ParticipantKey>,
 }
 
 /// Why a room ends.
@@ -91,6 +97,9 @@ impl Room {
             vacated_at: None,
             ever_joined: false,
             idle_reported: false,
+            awaiting: Vec::new(),
+            awaiting_until: None,
+            joining: Vec::new(),
         }
     }
 
@@ -122,10 +131,22 @@ impl Room {
 
     pub fn remove(&mut self, key: ParticipantKey, now: Instant) {
         self.members.retain(|k| *k != key);
+        self.joining.retain(|k| *k != key);
         self.remotes.retain(|k| *k != key);
         if self.population() == 0 && self.vacated_at.is_none() {
             self.vacated_at = Some(now);
         }
+    }
+
+    /// `place` answered (its snapshot, or that it holds no instance): stop waiting for it.
+    /// Returns whether that was the last place waited for.
+    pub fn answered(&mut self, place: PlaceId) -> bool {
+        let waited = !self.awaiting.is_empty();
+        self.awaiting.retain(|p| *p != place);
+        if self.awaiting.is_empty() {
+            self.awaiting_until = None;
+        }
+        waited && self.awaiting.is_empty()
     }
 
     pub fn link(&mut self, place: PlaceId) -> bool {

@@ -206,6 +206,8 @@ pub struct Shard {
     pub(crate) fanout: Vec<ParticipantKey>,
     /// Reused buffer of the relay sinks a packet goes to.
     pub(crate) sinks: Vec<crate::track::Sink>,
+    /// The earliest time a room stops waiting for its linked places' snapshots.
+    pub(crate) link_deadline: Option<Instant>,
 }
 
 impl Shard {
@@ -236,6 +238,7 @@ impl Shard {
             logged_stats: ShardStats::default(),
             fanout: Vec::new(),
             sinks: Vec::new(),
+            link_deadline: None,
         }
     }
 
@@ -283,10 +286,11 @@ impl Shard {
 
     /// The next instant at which [`Shard::handle_timeout`] must be called.
     pub fn poll_timeout(&mut self) -> Instant {
-        match self.timers.next_deadline() {
+        let t = match self.timers.next_deadline() {
             Some(t) => t.min(self.next_housekeeping),
             None => self.next_housekeeping,
-        }
+        };
+        self.link_deadline.map_or(t, |d| d.min(t))
     }
 
     pub(crate) fn emit(&mut self, event: ShardEvent) {
@@ -310,7 +314,8 @@ impl Shard {
         self.send(session, msg);
     }
 
-    /// Send `msg` to every connected participant of `room` hosted here, except `except`.
+    /// Send `msg` to every connected participant of `room` hosted here, except `except` and
+    /// those still waiting for their join response (which will carry the news).
     pub(crate) fn broadcast(
         &mut self,
         room: &RoomName,
@@ -319,7 +324,7 @@ impl Shard {
     ) {
         let Some(r) = self.rooms.get(room) else { return };
         for key in &r.members {
-            if Some(*key) == except {
+            if Some(*key) == except || r.joining.contains(key) {
                 continue;
             }
             if let Some(s) = self.participants.get(key).and_then(|p| p.session) {
@@ -436,6 +441,7 @@ impl Shard {
             self.drain(now, peer);
         }
         self.drain_dirty(now);
+        self.expire_link_waits(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             self.housekeeping(now);

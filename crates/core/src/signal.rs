@@ -91,17 +91,14 @@ impl Shard {
             .add(key);
         // participant_joined is sent when the participant becomes active (media connected),
         // as LiveKit does; one that never connects gets participant_connection_aborted only.
-        let join = self.join_response(key);
-        self.send(Some(params.session), Resp::Join(join));
-        let p = &self.participants[&key];
-        let (can_subscribe, hidden, info) = (
-            p.permission.can_subscribe,
-            p.permission.hidden,
-            p.info(&self.tracks),
-        );
-        if can_subscribe {
-            self.negotiate(key);
+        let room = self.rooms.get_mut(&params.room).expect("room ensured above");
+        if room.awaiting.is_empty() {
+            self.send_join_response(key);
+        } else {
+            room.joining.push(key);
         }
+        let p = &self.participants[&key];
+        let (hidden, info) = (p.permission.hidden, p.info(&self.tracks));
         if !hidden {
             self.broadcast(&params.room, update(vec![info]), Some(key));
             self.relay_participant(key);
@@ -159,6 +156,20 @@ impl Shard {
             .filter_map(|k| self.remotes.get(k))
             .map(|m| m.info.clone());
         hosted.chain(mirrored).collect()
+    }
+
+    /// The JoinResponse (everyone already in the room, here and at linked places), then the
+    /// first subscriber offer.
+    pub(crate) fn send_join_response(&mut self, key: ParticipantKey) {
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        let (session, can_subscribe) = (p.session, p.permission.can_subscribe);
+        let join = self.join_response(key);
+        self.send(session, Resp::Join(join));
+        if can_subscribe {
+            self.negotiate(key);
+        }
     }
 
     fn join_response(&self, key: ParticipantKey) -> lk::JoinResponse {

@@ -53,6 +53,21 @@ impl ServerOptions {
     }
 }
 
+/// Worker settings `scripts/test.sh` varies between runs of a suite: `PYLON_TEST_WORKERS`
+/// (`rtc.workers`) and `PYLON_TEST_SPREAD` (`rtc.room_spread_threshold`).
+fn rtc_from_env() -> String {
+    let mut yaml = String::new();
+    for (key, env) in [
+        ("workers", "PYLON_TEST_WORKERS"),
+        ("room_spread_threshold", "PYLON_TEST_SPREAD"),
+    ] {
+        if let Some(n) = std::env::var(env).ok().and_then(|v| v.parse::<usize>().ok()) {
+            yaml.push_str(&format!("  {key}: {n}\n"));
+        }
+    }
+    yaml
+}
+
 /// A running `pylon serve --dev`. Killed on drop.
 pub struct Server {
     child: Child,
@@ -96,7 +111,8 @@ impl Server {
         let config_path = dir.join(format!("{stem}.yaml"));
         let log_path = dir.join(format!("{stem}.log"));
         let yaml = format!(
-            "port: {http_port}\nrtc:\n  udp_port: {udp_port}\nkeys:\n  {TEST_API_KEY}: {TEST_API_SECRET}\n{}",
+            "port: {http_port}\nrtc:\n  udp_port: {udp_port}\n{}keys:\n  {TEST_API_KEY}: {TEST_API_SECRET}\n{}",
+            rtc_from_env(),
             opts.extra_yaml
         );
         std::fs::write(&config_path, yaml)
