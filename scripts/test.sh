@@ -53,5 +53,8 @@ PYLON_TEST_SPREAD=1 scripts/node-tests.sh
 step "browser end-to-end tests (livekit-client in Chromium)"
 scripts/browser-tests.sh
 
+step "browser end-to-end tests, rooms spread over workers"
+PYLON_TEST_SPREAD=1 scripts/browser-tests.sh
+
 step "load-test against Janus (videoroom mode smoke run, servers in a network namespace)"
 PYLON_BIN=target/debug/pylon bench/compare.sh meeting-2 --duration 3s --out test-output/bench-smoke
