@@ -49,29 +49,33 @@ async def test_published_audio_and_video_reach_present_and_late_subscribers(pylo
         await b.close()
 
 
+async def assert_mute_unpublish_and_leave_seen(a: Peer, b: Peer, pub: Publisher):
+    """A publishes through `pub`; B sees A's mute, unmute, unpublish and leave."""
+    await wait_for(lambda: b.video_frames("A/camera") > 5, 20, "B to decode A's video")
+    pub.audio_track.mute()
+    await wait_for(lambda: b.saw("muted", "A", "microphone"), 10, "B to see A's microphone muted")
+    remote = b.room.remote_participants["A"].track_publications[pub.audio_pub.sid]
+    assert remote.muted
+    pub.audio_track.unmute()
+    await wait_for(lambda: b.saw("unmuted", "A", "microphone"), 10, "B to see it unmuted")
+
+    await a.room.local_participant.unpublish_track(pub.video_pub.sid)
+    await wait_for(lambda: b.saw("unpublished", "A", "camera"), 10, "B to see A's camera unpublished")
+    assert pub.video_pub.sid not in b.room.remote_participants["A"].track_publications
+    assert pub.audio_pub.sid in b.room.remote_participants["A"].track_publications
+
+    pub.stop()
+    await a.close()
+    await wait_for(lambda: b.saw("left", "A"), 10, "B to see A leave")
+    assert "A" not in b.room.remote_participants
+
+
 async def test_mute_unpublish_and_leave_are_seen_by_others(pylon):
     b = await Peer("B").connect(pylon.url, pylon.token("B"))
     a = await Peer("A").connect(pylon.url, pylon.token("A"))
     pub = await Publisher(a.room).publish()
     try:
-        await wait_for(lambda: b.video_frames("A/camera") > 5, 20, "B to decode A's video")
-
-        pub.audio_track.mute()
-        await wait_for(lambda: b.saw("muted", "A", "microphone"), 10, "B to see A's microphone muted")
-        remote = b.room.remote_participants["A"].track_publications[pub.audio_pub.sid]
-        assert remote.muted
-        pub.audio_track.unmute()
-        await wait_for(lambda: b.saw("unmuted", "A", "microphone"), 10, "B to see it unmuted")
-
-        await a.room.local_participant.unpublish_track(pub.video_pub.sid)
-        await wait_for(lambda: b.saw("unpublished", "A", "camera"), 10, "B to see A's camera unpublished")
-        assert pub.video_pub.sid not in b.room.remote_participants["A"].track_publications
-        assert pub.audio_pub.sid in b.room.remote_participants["A"].track_publications
-
-        pub.stop()
-        await a.close()
-        await wait_for(lambda: b.saw("left", "A"), 10, "B to see A leave")
-        assert "A" not in b.room.remote_participants
+        await assert_mute_unpublish_and_leave_seen(a, b, pub)
     finally:
         pub.stop()
         await b.close()

@@ -20,7 +20,8 @@ from livekit import api, rtc
 from conftest import API_KEY, API_SECRET, PylonServer, _test_name, free_port
 from peers import Peer, Publisher, wait_for
 from proxy import CuttableProxy
-from test_media import assert_receives_av
+from test_media import assert_mute_unpublish_and_leave_seen, assert_receives_av
+from test_signalling import assert_resumes
 from test_metrics import scrape
 
 SPREAD = {"workers": 2, "room_spread_threshold": 1}
@@ -96,19 +97,7 @@ async def test_mute_unpublish_and_leave_cross_workers(pylon_factory, http):
     pub = await Publisher(a.room).publish()
     try:
         await assert_spread(http, port, [1, 1])
-        await wait_for(lambda: b.video_frames("A/camera") > 5, 20, "B to decode A's video")
-        pub.audio_track.mute()
-        await wait_for(lambda: b.saw("muted", "A", "microphone"), 10, "B to see A's microphone muted")
-        pub.audio_track.unmute()
-        await wait_for(lambda: b.saw("unmuted", "A", "microphone"), 10, "B to see it unmuted")
-        await a.room.local_participant.unpublish_track(pub.video_pub.sid)
-        await wait_for(lambda: b.saw("unpublished", "A", "camera"), 10, "B to see A's camera unpublished")
-        assert pub.video_pub.sid not in b.room.remote_participants["A"].track_publications
-        assert pub.audio_pub.sid in b.room.remote_participants["A"].track_publications
-        pub.stop()
-        await a.close()
-        await wait_for(lambda: b.saw("left", "A"), 10, "B to see A leave")
-        assert "A" not in b.room.remote_participants
+        await assert_mute_unpublish_and_leave_seen(a, b, pub)
         await assert_spread_gone(http, port)
     finally:
         pub.stop()
@@ -128,21 +117,9 @@ async def test_resume_keeps_the_sid_and_media_crosses_workers(pylon_factory, htt
     b = await Peer("B").connect(pylon.url, pylon.token("B"))
     a = await Peer("A").connect(proxy.url, pylon.token("A", can_update_own_metadata=True))
     pub = await Publisher(a.room).publish()
-    reconnected = []
-    a.room.on("reconnected", lambda: reconnected.append(True))
     try:
         await assert_spread(http, port, [1, 1])
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 20, "B to decode A's video")
-        sid = b.room.remote_participants["A"].sid
-        proxy.cut()
-        await wait_for(lambda: reconnected, 20, "A's SDK to report it reconnected")
-        assert any("reconnect=1" in line for line in proxy.request_lines), proxy.request_lines
-        assert not b.saw("left", "A"), "B saw A leave during a resume"
-        assert b.room.remote_participants["A"].sid == sid == a.room.local_participant.sid
-        before = b.video_frames("A/camera")
-        await wait_for(lambda: b.video_frames("A/camera") > before + 15, 10, "A's video to keep flowing")
-        await a.room.local_participant.set_metadata("after-resume")
-        await wait_for(lambda: b.saw("metadata", "A", "after-resume"), 10, "B to see A's new metadata")
+        await assert_resumes(a, b, proxy)
     finally:
         pub.stop()
         await a.close()

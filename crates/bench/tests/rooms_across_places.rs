@@ -12,17 +12,21 @@ use pylon_core::ids::TrackSid;
 use pylon_testkit::vp8;
 use str0m::media::{MediaKind, Mid};
 
+/// The `i`th packet of a small VP8 stream: a keyframe every 30.
+fn vp8_packet(i: u64) -> Vec<u8> {
+    let body = [0x42u8; 200];
+    if i.is_multiple_of(30) {
+        vp8::keyframe_start(320, 180, &body)
+    } else {
+        vp8::delta_start(&body)
+    }
+}
+
 /// Publish VP8 from `c` until every client in `watchers` received media (or give up).
 fn stream_until_received(net: &mut Net, c: usize, mid: Mid, watchers: &[usize], packets: u64) -> u64 {
     let mut sent = 0;
     for i in 0..packets {
-        let body = vec![0x42u8; 200];
-        let payload = if i % 30 == 0 {
-            vp8::keyframe_start(320, 180, &body)
-        } else {
-            vp8::delta_start(&body)
-        };
-        net.write_rtp(c, mid, 1000 + i, (i as u32) * 3000, payload);
+        net.write_rtp(c, mid, 1000 + i, (i as u32) * 3000, vp8_packet(i));
         sent += 1;
         net.run_for(Duration::from_millis(10));
         if i > 50
@@ -160,13 +164,7 @@ fn publishers_on_both_places_reach_everyone() {
     net.run_for(Duration::from_secs(2));
     for i in 0..300u64 {
         for (c, mid) in [(alice, a), (bob, b)] {
-            let body = vec![0x42u8; 200];
-            let payload = if i % 30 == 0 {
-                vp8::keyframe_start(320, 180, &body)
-            } else {
-                vp8::delta_start(&body)
-            };
-            net.write_rtp(c, mid, 1000 + i, (i as u32) * 3000, payload);
+            net.write_rtp(c, mid, 1000 + i, (i as u32) * 3000, vp8_packet(i));
         }
         net.run_for(Duration::from_millis(10));
     }

@@ -7,7 +7,6 @@
 //! Hot path: nothing here allocates per packet. The payload is an `Arc` shared by every
 //! receiver and every relay; rewrites are patches str0m applies while serialising.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
@@ -15,27 +14,13 @@ use str0m::media::Pt;
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 use tracing::debug;
 
-use crate::forwarder::{layer_for_rid, Decision, Layer};
+use crate::forwarder::{layer_for_rid, Decision};
 use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, Tier, TrackKey};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::peer::{PcKind, PeerRef};
-use crate::relay::{MediaExtensions, RelayMessage, RelayRtp};
+use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::Shard;
 use crate::track::{Origin, Sink};
-
-/// One identified media packet of a track, ready for its sinks.
-pub(crate) struct MediaPacket {
-    pub layer: Layer,
-    /// The best live layer of the track (what receivers converge to).
-    pub best: Option<Layer>,
-    pub seq: u64,
-    pub timestamp: u32,
-    pub marker: bool,
-    pub keyframe: bool,
-    pub params: Option<PayloadParams>,
-    pub ext: MediaExtensions,
-    pub payload: Arc<[u8]>,
-}
 
 impl Shard {
     /// Identify an RTP packet from a hosted publisher and fan it out.
@@ -92,20 +77,9 @@ impl Shard {
             return;
         };
         if let Some(Origin::Relayed { best, .. }) = self.tracks.get_mut(&tkey).map(|t| &mut t.origin) {
-            *best = r.best;
+            *best = r.packet.best;
         }
-        let media = MediaPacket {
-            layer: r.layer,
-            best: r.best,
-            seq: r.seq,
-            timestamp: r.timestamp,
-            marker: r.marker,
-            keyframe: r.keyframe,
-            params: r.params,
-            ext: r.ext,
-            payload: r.payload,
-        };
-        self.fan_out(now, tkey, &media, Some(from.tier));
+        self.fan_out(now, tkey, &r.packet, Some(from.tier));
     }
 
     /// Send one packet to every sink of the track. `arrived_over` is the tier of the link it
@@ -203,17 +177,10 @@ impl Shard {
     }
 
     fn relay_rtp(&mut self, sink: Sink, tkey: TrackKey, m: &MediaPacket) {
+        // The payload is an `Arc`: cloning the packet copies no media.
         let r = RelayRtp {
             track: RelayTrackId::from(tkey),
-            layer: m.layer,
-            best: m.best,
-            seq: m.seq,
-            timestamp: m.timestamp,
-            marker: m.marker,
-            keyframe: m.keyframe,
-            params: m.params,
-            ext: m.ext,
-            payload: m.payload.clone(),
+            packet: m.clone(),
         };
         self.relay(sink.place, RelayMessage::Rtp(r));
     }

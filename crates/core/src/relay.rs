@@ -85,10 +85,17 @@ pub struct DataOut {
     pub from: Option<ParticipantSid>,
 }
 
-/// One RTP packet of a relayed track, as the origin received and identified it.
+/// One RTP packet of a relayed track.
 #[derive(Debug, Clone)]
 pub struct RelayRtp {
     pub track: RelayTrackId,
+    pub packet: MediaPacket,
+}
+
+/// One media packet of a track as identified where it entered the room (a publisher's
+/// connection, or a relay): what every sink needs to forward it.
+#[derive(Debug, Clone)]
+pub struct MediaPacket {
     pub layer: Layer,
     /// The best live layer at the origin (what receivers converge to).
     pub best: Option<Layer>,
