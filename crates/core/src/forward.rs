@@ -93,7 +93,7 @@ impl Shard {
         let mut sinks = std::mem::take(&mut self.sinks);
         sinks.clear();
         sinks.extend(t.sinks.iter().filter(|s| {
-            let onward = arrived_over.is_none_or(|tier| s.place.tier < tier);
+            let onward = arrived_over.is_none_or(|tier| s.place.tier != tier);
             onward && (s.layers.contains(m.layer) || Some(m.layer) == m.best)
         }));
         let mut fanout = std::mem::take(&mut self.fanout);

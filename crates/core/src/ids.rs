@@ -114,9 +114,9 @@ impl From<TrackKey> for RelayTrackId {
     }
 }
 
-/// The kind of link between two places of a room. Ordered: media and state that arrive over
-/// a link of one tier travel on only over links of a lower tier (split horizon), so nothing
-/// loops and each track crosses each link once.
+/// The kind of link between two places of a room. The places of one tier are fully meshed, so
+/// media and state that arrive over a link of one tier never travel on over a link of the same
+/// tier (split horizon): nothing loops and each track crosses each link once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tier {
     /// Another media worker thread of this node (in-process hand-off).

@@ -44,7 +44,7 @@ impl Shard {
                 let Some(t) = self
                     .tracks
                     .get_mut(&tkey)
-                    .filter(|t| t.is_local() || t.origin_tier_above(from))
+                    .filter(|t| t.is_local() || t.relayable_to(from))
                 else {
                     return;
                 };
@@ -309,9 +309,9 @@ impl Shard {
 }
 
 impl Track {
-    /// Whether this track came in over a link of a higher tier than `place`'s (so it may be
-    /// relayed on to that place).
-    pub(crate) fn origin_tier_above(&self, place: PlaceId) -> bool {
-        matches!(self.origin, Origin::Relayed { place: origin, .. } if origin.tier > place.tier)
+    /// Whether this relayed track may be relayed on to `place`: never over a link of the tier
+    /// it came in on (the places of one tier are fully meshed, each has it from the origin).
+    pub(crate) fn relayable_to(&self, place: PlaceId) -> bool {
+        matches!(self.origin, Origin::Relayed { place: origin, .. } if origin.tier != place.tier)
     }
 }

@@ -11,10 +11,13 @@
 //!   (`Wish`) and keyframe requests (`Keyframe`); NACKs and congestion control stay per hop;
 //! - **data packets** for the far side's participants (`Data`).
 //!
-//! Split horizon: what arrives over a link of one [`Tier`](crate::ids::Tier) travels on only
-//! over links of a lower tier, so nothing loops. The messages are plain values: in-process
-//! they move between worker threads as they are (payloads shared, not copied); node and
-//! region links serialise them.
+//! Split horizon: the places of one [`Tier`](crate::ids::Tier) that hold a room are fully
+//! meshed (workers of a node; nodes of a region, through one anchor worker each; regions,
+//! through one gateway each), so what arrives over a link of one tier never travels on over a
+//! link of the same tier — it may go up or down a tier (a node's anchor sends what its other
+//! workers publish to the other nodes, and what the other nodes send to its other workers),
+//! and nothing loops. The messages are plain values: in-process they move between worker
+//! threads as they are (payloads shared, not copied); node and region links serialise them.
 
 use std::sync::Arc;
 
