@@ -1,0 +1,133 @@
+//! The node's relay endpoint: one UDP socket (`relay.port`) that accepts links from other
+//! nodes and dials them, authenticates every connection, and hands established links to the
+//! node.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::auth::{self, Peer};
+use crate::link::{self, close, RelayStats};
+use crate::{tls, Inbound, RelayError};
+
+/// What a node's relay endpoint needs.
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Where to listen (UDP).
+    pub bind: SocketAddr,
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    pub region: String,
+    /// The cluster's shared secret: only nodes that hold it may link.
+    pub secret: Vec<u8>,
+}
+
+/// A node's relay endpoint.
+pub struct Relay {
+    endpoint: quinn::Endpoint,
+    me: Peer,
+    secret: Arc<[u8]>,
+    inbound: Arc<dyn Inbound>,
+    stats: Arc<RelayStats>,
+}
+
+impl Relay {
+    /// Bind the endpoint and start accepting links. Needs a tokio runtime.
+    pub fn bind(config: RelayConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<Relay>, RelayError> {
+        if config.secret.is_empty() {
+            return Err(RelayError::Setup("the relay secret is empty".into()));
+        }
+        let mut endpoint = quinn::Endpoint::server(tls::server_config()?, config.bind)
+            .map_err(|e| RelayError::Setup(format!("binding relay port {}: {e}", config.bind)))?;
+        endpoint.set_default_client_config(tls::client_config()?);
+        let relay = Arc::new(Relay {
+            endpoint,
+            me: Peer {
+                node: config.node,
+                region: config.region,
+            },
+            secret: config.secret.into(),
+            inbound,
+            stats: Arc::default(),
+        });
+        tokio::spawn(relay.clone().accept_loop());
+        Ok(relay)
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, RelayError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| RelayError::Setup(e.to_string()))
+    }
+
+    pub fn stats(&self) -> &Arc<RelayStats> {
+        &self.stats
+    }
+
+    /// Dial `addr` and, once both sides proved the secret, report the link to the node.
+    pub fn dial(self: &Arc<Self>, addr: SocketAddr) {
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let connecting = relay
+                    .endpoint
+                    .connect(addr, "pylon-relay")
+                    .map_err(|e| auth::Refusal::Io(e.to_string()))?;
+                let conn = connecting.await.map_err(|e| auth::Refusal::Io(e.to_string()))?;
+                match auth::dial(&conn, &relay.secret, &relay.me).await {
+                    Ok(peer) => Ok((conn, peer)),
+                    Err(why) => {
+                        conn.close(close::REFUSED.into(), why.to_string().as_bytes());
+                        Err(why)
+                    }
+                }
+            }
+            .await;
+            match result {
+                Ok((conn, peer)) => relay.established(conn, peer, addr),
+                Err(why) => {
+                    relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(%addr, "relay link to {addr} not established: {why}");
+                }
+            }
+        });
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let relay = self.clone();
+            tokio::spawn(async move {
+                let from = incoming.remote_address();
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        warn!(%from, "relay connection refused: {e}");
+                        return;
+                    }
+                };
+                match auth::accept(&conn, &relay.secret, &relay.me).await {
+                    Ok(peer) => relay.established(conn, peer, from),
+                    Err(why) => {
+                        relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        warn!(%from, "relay link refused: {why}");
+                        conn.close(close::REFUSED.into(), why.to_string().as_bytes());
+                    }
+                }
+            });
+        }
+    }
+
+    fn established(&self, conn: quinn::Connection, peer: Peer, addr: SocketAddr) {
+        info!(peer = %peer.node, region = %peer.region, %addr, "relay link up");
+        let handle = link::start(conn, peer, self.inbound.clone(), self.stats.clone());
+        self.inbound.link_up(handle);
+    }
+
+    /// Close every link and stop accepting.
+    pub fn close(&self) {
+        self.endpoint.close(close::DONE.into(), b"node stopping");
+    }
+}

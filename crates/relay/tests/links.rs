@@ -1,0 +1,233 @@
+//! Node links over real QUIC on loopback: two nodes holding the secret link up and exchange
+//! state and media; anyone else — a wrong secret, a replayed handshake, garbage, an oversized
+//! frame — is refused, and the refusal is logged and counted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use livekit_protocol as lk;
+use pylon_core::ids::{RelayTrackId, RoomName, TrackSid};
+use pylon_core::relay::{MediaExtensions, MediaPacket, ParticipantState, RelayMessage, RelayRtp};
+use pylon_relay::{Inbound, LinkHandle, Peer, Relay, RelayConfig};
+use tokio::sync::mpsc;
+
+/// What a node's relay reported, in order.
+#[derive(Debug)]
+enum Event {
+    Up(LinkHandle),
+    Down(Peer),
+    Message(Peer, RelayMessage),
+}
+
+struct Events(mpsc::UnboundedSender<Event>);
+
+impl Inbound for Events {
+    fn link_up(&self, link: LinkHandle) {
+        let _ = self.0.send(Event::Up(link));
+    }
+    fn link_down(&self, peer: &Peer) {
+        let _ = self.0.send(Event::Down(peer.clone()));
+    }
+    fn message(&self, peer: &Peer, msg: RelayMessage) {
+        let _ = self.0.send(Event::Message(peer.clone(), msg));
+    }
+}
+
+fn node(name: &str, secret: &[u8]) -> (Arc<Relay>, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let config = RelayConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        node: name.into(),
+        region: "test".into(),
+        secret: secret.to_vec(),
+    };
+    (
+        Relay::bind(config, Arc::new(Events(tx))).expect("relay binds"),
+        rx,
+    )
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("the relay is alive")
+}
+
+async fn up(rx: &mut mpsc::UnboundedReceiver<Event>) -> LinkHandle {
+    match next(rx).await {
+        Event::Up(l) => l,
+        other => panic!("link up expected, got {other:?}"),
+    }
+}
+
+fn addr(r: &Relay) -> SocketAddr {
+    r.local_addr().unwrap()
+}
+
+fn rtp(seq: u64) -> RelayMessage {
+    let params = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_vp8(true)
+        .codec_config()
+        .params()[0];
+    RelayMessage::Rtp(RelayRtp {
+        track: RelayTrackId(3),
+        packet: MediaPacket {
+            layer: 0,
+            best: Some(0),
+            seq,
+            timestamp: seq as u32 * 3000,
+            marker: true,
+            keyframe: seq == 0,
+            params: Some(params),
+            ext: MediaExtensions::default(),
+            payload: Arc::from(vec![0x5a; 1100]),
+        },
+    })
+}
+
+#[tokio::test]
+async fn two_nodes_link_and_exchange_state_and_media() {
+    let (a, mut a_rx) = node("node-a", b"cluster secret");
+    let (b, mut b_rx) = node("node-b", b"cluster secret");
+    a.dial(addr(&b));
+    let to_b = up(&mut a_rx).await;
+    let to_a = up(&mut b_rx).await;
+    assert_eq!(to_b.peer().node, "node-b");
+    assert_eq!(to_a.peer().node, "node-a");
+
+    let info = lk::ParticipantInfo {
+        sid: "PA_alice".into(),
+        identity: "alice".into(),
+        version: 3,
+        ..Default::default()
+    };
+    let hello = RelayMessage::Hello {
+        room: RoomName::new("town"),
+        reply: true,
+        participants: vec![ParticipantState {
+            info: info.clone(),
+            tracks: vec![(TrackSid::new("TR_cam"), RelayTrackId(3))],
+            subscribe_allow: None,
+        }],
+    };
+    assert!(to_b.send(hello));
+    match next(&mut b_rx).await {
+        Event::Message(
+            from,
+            RelayMessage::Hello {
+                room, participants, ..
+            },
+        ) => {
+            assert_eq!(from.node, "node-a");
+            assert_eq!(room.as_str(), "town");
+            assert_eq!(participants[0].info, info);
+        }
+        other => panic!("hello expected, got {other:?}"),
+    }
+
+    // Media as datagrams: the first may overtake its codec's announcement and be dropped;
+    // the rest arrive, each once.
+    for seq in 0..50 {
+        assert!(to_b.send(rtp(seq)));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 45 {
+        if let Event::Message(_, RelayMessage::Rtp(r)) = next(&mut b_rx).await {
+            assert_eq!(r.packet.payload.len(), 1100);
+            assert!(r.packet.params.is_some(), "the codec crossed");
+            seqs.push(r.packet.seq);
+        }
+    }
+    seqs.dedup();
+    assert!(seqs.len() >= 45, "{seqs:?}");
+    let stats = b.stats();
+    assert!(stats.packets_received.load(std::sync::atomic::Ordering::Relaxed) >= 45);
+
+    // Feedback the other way.
+    assert!(to_a.send(RelayMessage::Keyframe {
+        track: RelayTrackId(3)
+    }));
+    match next(&mut a_rx).await {
+        Event::Message(_, RelayMessage::Keyframe { track }) => assert_eq!(track, RelayTrackId(3)),
+        other => panic!("keyframe expected, got {other:?}"),
+    }
+
+    // A node that goes away is seen as a link down.
+    b.close();
+    loop {
+        if let Event::Down(p) = next(&mut a_rx).await {
+            assert_eq!(p.node, "node-b");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_on_both_sides() {
+    let (a, mut a_rx) = node("node-a", b"one secret");
+    let (b, mut b_rx) = node("node-b", b"another secret");
+    a.dial(addr(&b));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a_rx.try_recv().is_err(), "no link for the dialler");
+    assert!(b_rx.try_recv().is_err(), "no link for the acceptor");
+    let refused = |r: &Relay| r.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((refused(&a), refused(&b)), (1, 1));
+}
+
+#[tokio::test]
+async fn garbage_on_the_relay_port_links_nobody() {
+    let (b, mut b_rx) = node("node-b", b"secret");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for len in [0usize, 1, 20, 1200, 1500] {
+        let _ = socket.send_to(&vec![0x42; len], addr(&b)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b_rx.try_recv().is_err());
+    // And the endpoint still links honest nodes.
+    let (a, mut a_rx) = node("node-a", b"secret");
+    a.dial(addr(&b));
+    up(&mut a_rx).await;
+    up(&mut b_rx).await;
+}
+
+#[tokio::test]
+async fn a_node_cannot_link_to_itself_under_its_own_name() {
+    let (a, mut a_rx) = node("node-a", b"secret");
+    let (b, mut b_rx) = node("node-a", b"secret");
+    a.dial(addr(&b));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a_rx.try_recv().is_err() && b_rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_the_link() {
+    let (b, mut b_rx) = node("node-b", b"secret");
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(pylon_relay::tls::client_config().unwrap());
+    let conn = client.connect(addr(&b), "pylon-relay").unwrap().await.unwrap();
+    let me = Peer {
+        node: "node-x".into(),
+        region: "test".into(),
+    };
+    pylon_relay::auth::dial(&conn, b"secret", &me)
+        .await
+        .expect("a member's handshake");
+    up(&mut b_rx).await;
+    let mut stream = conn.open_uni().await.unwrap();
+    // A length prefix of 1 GiB.
+    stream.write_all(&[0x80, 0x80, 0x80, 0x80, 0x04]).await.unwrap();
+    loop {
+        if let Event::Down(p) = next(&mut b_rx).await {
+            assert_eq!(p.node, "node-x");
+            break;
+        }
+    }
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("closed");
+    assert!(reason.to_string().contains("exceeds"), "{reason}");
+}
