@@ -133,7 +133,7 @@ impl Net {
         let shards = (0..shards)
             .map(|i| {
                 let mut config = ShardConfig::new(shard_addr(i));
-                config.rooms_closed_by_runtime = false;
+                config.key_base = (i as u64) << 48;
                 Shard::new(config, now, 1_800_000_000_000, i as u64 + 1)
             })
             .collect();

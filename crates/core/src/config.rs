@@ -36,6 +36,10 @@ pub struct ShardConfig {
     pub resume_window: Duration,
     /// A participant with no media-path packets for this long is considered gone.
     pub transport_timeout: Duration,
+    /// The first participant and track key this shard hands out. Keys name tracks on relays,
+    /// so the shards of one node start far apart (worker `i` at `i << 48`) and every track key
+    /// is unique in the node: a node link carries tracks of several of its workers.
+    pub key_base: u64,
     /// A home room instance that is idle reports `RoomIdle` and waits for the runtime's
     /// `close_room` (a node's directory may be placing a participant in it meanwhile);
     /// otherwise the shard closes it itself.
@@ -51,6 +55,7 @@ impl ShardConfig {
             node_id: String::new(),
             resume_window: Duration::from_secs(15),
             transport_timeout: Duration::from_secs(10),
+            key_base: 0,
             rooms_closed_by_runtime: false,
         }
     }

@@ -213,6 +213,7 @@ pub struct Shard {
 impl Shard {
     /// `unix_ms` is the wall-clock time at `now`; `seed` seeds sid generation.
     pub fn new(config: ShardConfig, now: Instant, unix_ms: i64, seed: u64) -> Self {
+        let key_base = config.key_base;
         Self {
             peers: PeerFactory::new(config.udp_candidate),
             config,
@@ -227,7 +228,7 @@ impl Shard {
             sessions: FxHashMap::default(),
             ufrags: HashMap::new(),
             addrs: HashMap::new(),
-            next_key: 1,
+            next_key: key_base + 1,
             outputs: VecDeque::new(),
             dirty: Vec::new(),
             last_receive: now,

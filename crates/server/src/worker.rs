@@ -228,7 +228,8 @@ pub fn spawn(
     let mut threads = Vec::with_capacity(count);
     for (id, ((rx, pool), socket)) in parts.into_iter().zip(sockets).enumerate() {
         let peers = handles.clone();
-        let (config, shared, gauges) = (config.clone(), shared.clone(), gauges[id].clone());
+        let (mut config, shared, gauges) = (config.clone(), shared.clone(), gauges[id].clone());
+        config.key_base = (id as u64) << 48;
         let thread = std::thread::Builder::new()
             .name(format!("pylon-media-{id}"))
             .spawn(move || {
