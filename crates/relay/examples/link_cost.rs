@@ -51,13 +51,20 @@ async fn main() {
             region: "bench".into(),
             secret: b"bench secret".to_vec(),
         };
-        (Relay::bind(config, Arc::new(Count(received.clone(), tx))).unwrap(), rx)
+        (
+            Relay::bind(config, Arc::new(Count(received.clone(), tx))).unwrap(),
+            rx,
+        )
     };
     let (a, mut a_rx) = node("a");
     let (b, _b_rx) = node("b");
     a.dial(b.local_addr().unwrap());
     let link = a_rx.recv().await.unwrap();
-    let params = str0m::RtcConfig::new().clear_codecs().enable_vp8(true).codec_config().params()[0];
+    let params = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_vp8(true)
+        .codec_config()
+        .params()[0];
     let payload: Arc<[u8]> = Arc::from(vec![0x5a; 1100]);
     let msg = |seq: u64| {
         RelayMessage::Rtp(RelayRtp {
