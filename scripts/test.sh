@@ -22,6 +22,7 @@ step "build"
 cargo build --workspace --all-targets --locked
 
 step "rust tests"
+scripts/setup-redis.sh   # the region directory's tests start their own redis-server
 cargo test --workspace --locked
 
 # The integration tests that start the real binary, again with every room spread over the

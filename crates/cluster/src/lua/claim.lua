@@ -1,0 +1,27 @@
+-- Open a room on a node. ARGV: prefix, node, room, sid, metadata, empty_timeout,
+-- departure_timeout, max_participants.
+-- No record: create it with this node as home and a new epoch -> {'created', record}.
+-- A record whose home's lease expired: this node becomes home, new epoch -> {'took_over', record}.
+-- A record with a live home: leave it -> {'joined', record}.
+-- In every case the node gets an instance of the room.
+local node, room = ARGV[2], ARGV[3]
+local key = room_key(room)
+local outcome
+if redis.call('EXISTS', key) == 1 then
+  local home = redis.call('HGET', key, 'home')
+  if home and (home == node or is_live(home)) then
+    outcome = 'joined'
+  else
+    redis.call('HSET', key, 'home', node, 'epoch', next_epoch())
+    outcome = 'took_over'
+  end
+else
+  local t = redis.call('TIME')
+  local created = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HSET', key, 'sid', ARGV[4], 'created_ms', created, 'metadata', ARGV[5],
+    'empty_timeout', ARGV[6], 'departure_timeout', ARGV[7], 'max_participants', ARGV[8],
+    'home', node, 'epoch', next_epoch())
+  outcome = 'created'
+end
+attach(room, node)
+return {outcome, redis.call('HGETALL', key)}
