@@ -1,10 +1,12 @@
 //! An in-memory network of shards and str0m clients on a virtual clock.
 //!
 //! No sockets, no threads, no wall time: clients and shards exchange datagrams by function
-//! call, and shards exchange relay messages the way worker threads do, so a room spread over
-//! several places runs deterministically. The harness plays the node's directory: the first
-//! shard a room's participant joins becomes the room's home, later instances are linked to
-//! the earlier ones. Used by the forwarding micro-benchmark and by the relay tests.
+//! call, and shards exchange relay messages the way worker threads and nodes do, so a room
+//! spread over several places runs deterministically. Shards are grouped into nodes: shards of
+//! one node link at the worker tier, and each node's anchor (its first shard holding the room)
+//! links to the other nodes' anchors at the node tier. The harness plays the directories: the
+//! first shard a room's participant joins becomes the room's home, later instances are linked
+//! to the earlier ones. Used by the forwarding micro-benchmark and by the relay tests.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use lk::signal_response::Message as Resp;
-use pylon_core::ids::{PlaceId, RoomName, RoomSid, SessionId};
+use pylon_core::ids::{PlaceId, RoomName, RoomSid, SessionId, Tier};
 use pylon_core::relay::RelayMessage;
 use pylon_core::{
     JoinParams, Output, Placement, RoomDefaults, RoomRecord, Shard, ShardConfig, SignalCommand,
@@ -107,6 +109,8 @@ struct RoomEntry {
 /// The whole in-memory network: shards, clients, the virtual clock.
 pub struct Net {
     pub shards: Vec<Shard>,
+    /// The node each shard belongs to.
+    node_of: Vec<usize>,
     pub clients: Vec<Client>,
     pub now: Instant,
     rooms: HashMap<String, RoomEntry>,
@@ -129,8 +133,19 @@ pub fn shard_addr(i: usize) -> SocketAddr {
 }
 
 impl Net {
+    /// `shards` shards on one node (worker links only).
     pub fn new(shards: usize, now: Instant) -> Net {
-        let shards = (0..shards)
+        Self::with_nodes(&[shards], now)
+    }
+
+    /// Shards on several nodes: `nodes[n]` shards on node `n`, numbered in order.
+    pub fn with_nodes(nodes: &[usize], now: Instant) -> Net {
+        let node_of: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(n, count)| std::iter::repeat_n(n, *count))
+            .collect();
+        let shards = (0..node_of.len())
             .map(|i| {
                 let mut config = ShardConfig::new(shard_addr(i));
                 config.key_base = (i as u64) << 48;
@@ -139,6 +154,7 @@ impl Net {
             .collect();
         Net {
             shards,
+            node_of,
             clients: Vec::new(),
             now,
             rooms: HashMap::new(),
@@ -151,7 +167,18 @@ impl Net {
         }
     }
 
-    /// Where a new participant of `room` on `shard` sits, as a node's directory decides.
+    /// The tier of the link between two shards.
+    pub fn tier(&self, a: usize, b: usize) -> Tier {
+        if self.node_of[a] == self.node_of[b] {
+            Tier::Worker
+        } else {
+            Tier::Node
+        }
+    }
+
+    /// Where a new participant of `room` on `shard` sits, as the directories decide: linked to
+    /// the room's other instances on its node, and, if it is its node's anchor, to the other
+    /// nodes' anchors.
     fn place(&mut self, room: &str, shard: usize) -> Placement {
         let next_sid = &mut self.next_sid;
         let entry = self.rooms.entry(room.to_string()).or_insert_with(|| {
@@ -167,14 +194,25 @@ impl Net {
                 instances: Vec::new(),
             }
         });
-        let peers = entry
-            .instances
-            .iter()
-            .filter(|i| **i != shard)
-            .map(|i| PlaceId::worker(*i as u32))
-            .collect();
         if !entry.instances.contains(&shard) {
             entry.instances.push(shard);
+        }
+        let node_of = &self.node_of;
+        let anchor = |node: usize| entry.instances.iter().copied().find(|i| node_of[*i] == node);
+        let me_anchor = anchor(node_of[shard]) == Some(shard);
+        let mut peers = Vec::new();
+        for &i in &entry.instances {
+            if i == shard {
+                continue;
+            }
+            if node_of[i] == node_of[shard] {
+                peers.push(PlaceId::worker(i as u32));
+            } else if me_anchor && anchor(node_of[i]) == Some(i) {
+                peers.push(PlaceId {
+                    tier: Tier::Node,
+                    index: i as u32,
+                });
+            }
         }
         Placement {
             record: Some(entry.record.clone()),
@@ -372,7 +410,11 @@ impl Net {
             while let Some((from, to, msg)) = self.relays.pop_front() {
                 moved = true;
                 let now = self.now;
-                self.shards[to].relay_input(now, PlaceId::worker(from as u32), msg);
+                let place = PlaceId {
+                    tier: self.tier(from, to),
+                    index: from as u32,
+                };
+                self.shards[to].relay_input(now, place, msg);
             }
             if !moved {
                 return;

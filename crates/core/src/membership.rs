@@ -6,7 +6,7 @@ use std::time::Instant;
 use livekit_protocol as lk;
 use tracing::{debug, info};
 
-use crate::ids::{ParticipantKey, RelayTrackId, RoomName, RoomSid};
+use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, RoomName, RoomSid};
 use crate::participant::departed;
 use crate::relay::{ParticipantState, RelayMessage};
 use crate::room::{Placement, Room, RoomRecord};
@@ -50,7 +50,7 @@ impl Shard {
                 room.awaiting.push(place);
                 let until = *room.awaiting_until.get_or_insert(now + LINK_WAIT);
                 self.link_deadline = Some(self.link_deadline.map_or(until, |d| d.min(until)));
-                let participants = self.snapshot(name);
+                let participants = self.snapshot(name, place);
                 let hello = RelayMessage::Hello {
                     room: name.clone(),
                     reply: true,
@@ -97,14 +97,49 @@ impl Shard {
         self.link_deadline = self.rooms.values().filter_map(|r| r.awaiting_until).min();
     }
 
-    /// What a link to another place of `room` is told about the participants hosted here.
-    pub(crate) fn snapshot(&self, room: &RoomName) -> Vec<ParticipantState> {
+    /// What a link to `to` is told of `room`: the participants hosted here, and the mirrors
+    /// that came over links of another tier than `to`'s (split horizon: an anchor passes its
+    /// node's workers' participants to other nodes, and other nodes' to its workers).
+    pub(crate) fn snapshot(&self, room: &RoomName, to: PlaceId) -> Vec<ParticipantState> {
         let Some(r) = self.rooms.get(room) else {
             return Vec::new();
         };
-        r.members
+        let hosted = r.members.iter().filter_map(|k| self.participant_state(*k));
+        let mirrored = r
+            .remotes
             .iter()
-            .filter_map(|k| self.participant_state(*k))
+            .filter(|k| self.remotes.get(k).is_some_and(|m| m.place.tier != to.tier))
+            .filter_map(|k| self.mirror_state(*k));
+        hosted.chain(mirrored).collect()
+    }
+
+    /// A mirror as this place relays it on: its host's description, its tracks under the keys
+    /// they have here.
+    pub(crate) fn mirror_state(&self, key: ParticipantKey) -> Option<ParticipantState> {
+        let m = self.remotes.get(&key)?;
+        let tracks = m
+            .tracks
+            .iter()
+            .filter_map(|k| self.tracks.get(k))
+            .map(|t| (t.sid.clone(), RelayTrackId::from(t.key)))
+            .collect();
+        Some(ParticipantState {
+            info: m.info.clone(),
+            tracks,
+            subscribe_allow: m.subscribe_allow.clone(),
+        })
+    }
+
+    /// The room's links a message that arrived from `from` may travel on (every link when it
+    /// originated here).
+    pub(crate) fn onward_links(&self, room: &RoomName, from: Option<PlaceId>) -> Vec<PlaceId> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        r.links
+            .iter()
+            .copied()
+            .filter(|p| from.is_none_or(|f| *p != f && p.tier != f.tier))
             .collect()
     }
 
@@ -133,8 +168,7 @@ impl Shard {
             return;
         };
         let room = self.participants[&key].room.clone();
-        let links = self.rooms.get(&room).map(|r| r.links.clone()).unwrap_or_default();
-        for place in links {
+        for place in self.onward_links(&room, None) {
             let msg = RelayMessage::Participant {
                 room: room.clone(),
                 state: Box::new(state.clone()),
@@ -249,17 +283,26 @@ impl Shard {
         self.drain_dirty(now);
     }
 
-    /// An instance that is not the room's home ends with its last hosted participant: it
-    /// exists only to serve them.
+    /// An instance that is not the room's home ends when it serves nobody: no participant
+    /// hosted here, and no bridge between tiers (an anchor relaying its node's workers'
+    /// participants to other nodes stays while those workers host someone).
     pub(crate) fn close_instance_if_unused(&mut self, name: &RoomName) {
         let unused = self
             .rooms
             .get(name)
-            .is_some_and(|r| !r.home && r.members.is_empty());
+            .is_some_and(|r| !r.home && r.members.is_empty() && !self.bridges(r));
         if unused {
-            debug!(room = %name, "last hosted participant left; instance closes");
+            debug!(room = %name, "instance serves nobody; it closes");
             self.end_instance(name);
         }
+    }
+
+    /// Whether the instance relays mirrors that came over one tier onto links of another.
+    fn bridges(&self, r: &Room) -> bool {
+        r.remotes
+            .iter()
+            .filter_map(|k| self.remotes.get(k))
+            .any(|m| r.links.iter().any(|l| l.tier != m.place.tier && *l != m.place))
     }
 
     /// Close a room (its home instance): tell the notifier. Members must already be gone.

@@ -38,7 +38,16 @@ impl Shard {
                     self.remove_mirror(now, key, *info);
                 }
             }
-            RelayMessage::Data { room, packet } => self.deliver_data(&room, &packet),
+            RelayMessage::Data { room, packet } => {
+                self.deliver_data(&room, &packet);
+                for place in self.onward_links(&room, Some(from)) {
+                    let msg = RelayMessage::Data {
+                        room: room.clone(),
+                        packet: packet.clone(),
+                    };
+                    self.relay(place, msg);
+                }
+            }
             RelayMessage::Wish { track, layers } => {
                 let tkey = TrackKey(track.0);
                 let Some(t) = self
@@ -54,6 +63,8 @@ impl Shard {
                     t.last_keyframe_request = None;
                     self.request_keyframe(now, tkey);
                 }
+                // A relayed track asks its own origin for what its sinks want too.
+                self.update_wish(tkey);
             }
             RelayMessage::Keyframe { track } => self.request_keyframe(now, TrackKey(track.0)),
         }
@@ -105,7 +116,7 @@ impl Shard {
             self.upsert_mirror(now, from, &room, state);
         }
         if reply {
-            let participants = self.snapshot(&room);
+            let participants = self.snapshot(&room, from);
             let hello = RelayMessage::Hello {
                 room: room.clone(),
                 reply: false,
@@ -143,23 +154,25 @@ impl Shard {
             );
             self.remove_mirror(now, key, info);
         }
-        // The place wants nothing relayed any more.
-        let members = self
-            .rooms
-            .get(room)
-            .map(|r| r.members.clone())
-            .unwrap_or_default();
-        for key in members {
-            let tracks = self
-                .participants
-                .get(&key)
-                .map(|p| p.tracks.clone())
-                .unwrap_or_default();
-            for t in tracks {
-                if let Some(t) = self.tracks.get_mut(&t) {
-                    t.set_sink(from, crate::track::LayerMask::NONE);
-                }
+        // The place wants nothing relayed any more: its sinks go, and relayed tracks ask
+        // their origins for less.
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let owners: Vec<ParticipantKey> = r.members.iter().chain(&r.remotes).copied().collect();
+        let tracks: Vec<TrackKey> = owners
+            .iter()
+            .flat_map(|k| {
+                let hosted = self.participants.get(k).map(|p| p.tracks.as_slice());
+                let mirrored = self.remotes.get(k).map(|m| m.tracks.as_slice());
+                hosted.or(mirrored).unwrap_or_default().iter().copied()
+            })
+            .collect();
+        for tkey in tracks {
+            if let Some(t) = self.tracks.get_mut(&tkey) {
+                t.set_sink(from, crate::track::LayerMask::NONE);
             }
+            self.update_wish(tkey);
         }
     }
 
@@ -174,6 +187,9 @@ impl Shard {
 
     /// Create or update the mirror of a participant hosted at `from`.
     fn upsert_mirror(&mut self, now: Instant, from: PlaceId, room: &RoomName, state: ParticipantState) {
+        if !self.rooms.contains_key(room) {
+            return;
+        }
         let Some(sid) = ParticipantSid::parse(&state.info.sid) else {
             debug!(place = %from, "relayed participant without a valid sid; ignored");
             return;
@@ -215,6 +231,15 @@ impl Shard {
         };
         let added = self.reconcile_mirror_tracks(key, from, &state.info, &state.tracks);
         self.broadcast(room, update(vec![state.info]), None);
+        if let Some(onward) = self.mirror_state(key) {
+            for place in self.onward_links(room, Some(from)) {
+                let msg = RelayMessage::Participant {
+                    room: room.clone(),
+                    state: Box::new(onward.clone()),
+                };
+                self.relay(place, msg);
+            }
+        }
         if permission_changed {
             self.enforce_subscription_permission(now, key);
         } else if !added.is_empty() {
@@ -287,15 +312,29 @@ impl Shard {
         added
     }
 
-    /// A mirrored participant is gone: its tracks go, the room is told `info`.
+    /// A mirrored participant is gone: its tracks go, the room and the places it was relayed
+    /// on to are told `info`.
     fn remove_mirror(&mut self, now: Instant, key: ParticipantKey, info: lk::ParticipantInfo) {
+        let Some(m) = self.remotes.get(&key) else {
+            return;
+        };
+        let (from, sid) = (m.place, m.sid.clone());
         let Some(room) = self.drop_mirror(key) else {
             return;
         };
         if let Some(r) = self.rooms.get_mut(&room) {
             r.remove(key, now);
         }
+        for place in self.onward_links(&room, Some(from)) {
+            let msg = RelayMessage::Left {
+                room: room.clone(),
+                sid: sid.clone(),
+                info: Box::new(info.clone()),
+            };
+            self.relay(place, msg);
+        }
         self.broadcast(&room, update(vec![info]), None);
+        self.close_instance_if_unused(&room);
     }
 
     /// Forget a mirror and its tracks; returns its room.

@@ -334,8 +334,8 @@ impl Shard {
         }
     }
 
-    /// For a relayed track: tell its origin which layers the receivers here need, when that
-    /// changed (none: stop relaying it here).
+    /// For a relayed track: tell its origin which layers the receivers here and the places it
+    /// is relayed on to need, when that changed (none: stop relaying it here).
     pub(crate) fn update_wish(&mut self, tkey: TrackKey) {
         let Some(t) = self.tracks.get(&tkey) else {
             return;
@@ -346,11 +346,13 @@ impl Shard {
         else {
             return;
         };
-        let wanted = t
+        let receivers = t
             .subscribers
             .iter()
             .filter_map(|s| self.participants.get(s)?.downtracks.get(&tkey))
             .fold(LayerMask::NONE, |m, d| m.union(d.wanted_layers()));
+        // Places it is relayed on to want their layers from the origin too.
+        let wanted = t.sinks.iter().fold(receivers, |m, s| m.union(s.layers));
         if wanted == wished {
             return;
         }
