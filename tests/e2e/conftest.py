@@ -92,6 +92,8 @@ class PylonServer:
                 config[k] = v
         self.config_path.write_text(to_yaml(config) + "\n")
         self.proc: subprocess.Popen | None = None
+        # Set by `kill()`: the factory's teardown then does not fail because the process died.
+        self.expect_dead = False
 
     @property
     def url(self) -> str:
@@ -132,6 +134,13 @@ class PylonServer:
                 self.proc.wait()
         return self.proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL the process, as a crashed node (no shutdown, no deregistration)."""
+        self.expect_dead = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -162,13 +171,17 @@ def pylon_factory(request):
         return s
 
     yield start
+    # Stop every server before failing for any one of them (no process outlives its test).
+    problems = []
     for s in started:
         alive = s.proc is not None and s.proc.poll() is None
         s.stop()
-        if not alive:
-            pytest.fail(f"pylon died during the test (exit {s.proc.returncode}); see {s.log_path}")
-        if "panicked" in s.log():
-            pytest.fail(f"pylon panicked during the test; see {s.log_path}")
+        if not alive and not s.expect_dead:
+            problems.append(f"pylon died during the test (exit {s.proc.returncode}); see {s.log_path}")
+        elif "panicked" in s.log():
+            problems.append(f"pylon panicked during the test; see {s.log_path}")
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
 @pytest.fixture

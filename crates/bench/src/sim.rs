@@ -217,6 +217,7 @@ impl Net {
         Placement {
             record: Some(entry.record.clone()),
             home: entry.home == shard,
+            anchor: me_anchor,
             peers,
         }
     }

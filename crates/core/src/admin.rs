@@ -299,6 +299,7 @@ impl Shard {
             let placement = Placement {
                 record: Some(record),
                 home: true,
+                anchor: false,
                 peers: Vec::new(),
             };
             self.ensure_room(now, &name, &placement);

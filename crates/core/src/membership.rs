@@ -34,7 +34,7 @@ impl Shard {
                 Some(r) => r.clone(),
                 None => self.mint_record(now),
             };
-            let room = Room::new(name.clone(), record, placement.home, now);
+            let room = Room::new(name.clone(), record, placement.home, placement.anchor, now);
             info!(room = %name, sid = %room.sid, home = room.home, "room instance created");
             self.rooms.insert(name.clone(), room);
             if placement.home {
@@ -59,6 +59,67 @@ impl Shard {
                 self.relay(place, hello);
             }
         }
+    }
+
+    /// Link this instance of `name` to more places (learnt after it was created): each is
+    /// sent a snapshot and asked for its own. Unknown rooms and linked places are skipped.
+    pub fn link_room(&mut self, now: Instant, name: &RoomName, places: &[PlaceId]) {
+        for &place in places {
+            let Some(room) = self.rooms.get_mut(name) else {
+                return;
+            };
+            if room.link(place) {
+                let participants = self.snapshot(name, place);
+                let hello = RelayMessage::Hello {
+                    room: name.clone(),
+                    reply: true,
+                    participants,
+                };
+                self.relay(place, hello);
+            }
+        }
+        self.drain_dirty(now);
+    }
+
+    /// The link to `place` is down (the place may be gone, or only the path to it): the
+    /// participants hosted there leave every room here, and their wishes go. The rooms stay
+    /// linked to the place, so they exchange snapshots again when it is back ([`Shard::place_up`]).
+    pub fn place_down(&mut self, now: Instant, place: PlaceId) {
+        let rooms: Vec<RoomName> = self
+            .rooms
+            .values()
+            .filter(|r| r.links.contains(&place))
+            .map(|r| r.name.clone())
+            .collect();
+        for room in rooms {
+            info!(%room, %place, "link down: its participants leave the room here");
+            if self.rooms.get_mut(&room).is_some_and(|r| r.answered(place)) {
+                self.finish_joins(now, &room);
+            }
+            self.forget_place(now, place, &room);
+        }
+        self.drain_dirty(now);
+    }
+
+    /// The link to `place` is up (again): every room linked to it sends its snapshot and asks
+    /// for the place's (a place that no longer holds the room answers `Bye`).
+    pub fn place_up(&mut self, now: Instant, place: PlaceId) {
+        let rooms: Vec<RoomName> = self
+            .rooms
+            .values()
+            .filter(|r| r.links.contains(&place))
+            .map(|r| r.name.clone())
+            .collect();
+        for room in rooms {
+            let participants = self.snapshot(&room, place);
+            let hello = RelayMessage::Hello {
+                room,
+                reply: true,
+                participants,
+            };
+            self.relay(place, hello);
+        }
+        self.drain_dirty(now);
     }
 
     /// Send the join responses (and first subscriber offers) that waited for the room's
@@ -286,11 +347,12 @@ impl Shard {
     /// An instance that is not the room's home ends when it serves nobody: no participant
     /// hosted here, and no bridge between tiers (an anchor relaying its node's workers'
     /// participants to other nodes stays while those workers host someone).
+    /// A node's anchor is closed by the runtime instead (see [`Shard::anchor_idle`]).
     pub(crate) fn close_instance_if_unused(&mut self, name: &RoomName) {
         let unused = self
             .rooms
             .get(name)
-            .is_some_and(|r| !r.home && r.members.is_empty() && !self.bridges(r));
+            .is_some_and(|r| !r.home && !r.anchor && r.members.is_empty() && !self.bridges(r));
         if unused {
             debug!(room = %name, "instance serves nobody; it closes");
             self.end_instance(name);
@@ -305,10 +367,30 @@ impl Shard {
             .any(|m| r.links.iter().any(|l| l.tier != m.place.tier && *l != m.place))
     }
 
+    /// Whether a node's anchor that is not the room's home serves nobody on its node: no
+    /// member here and no mirror of a participant on another worker of the node. It then
+    /// reports `RoomIdle`, and the runtime closes it unless someone was placed meanwhile.
+    pub(crate) fn anchor_idle(&self, r: &Room) -> bool {
+        r.anchor
+            && !r.home
+            && r.members.is_empty()
+            && r.joining.is_empty()
+            && !r
+                .remotes
+                .iter()
+                .filter_map(|k| self.remotes.get(k))
+                .any(|m| m.place.tier == crate::ids::Tier::Worker)
+    }
+
     /// Close a room (its home instance): tell the notifier. Members must already be gone.
+    /// For a node's anchor that is not the home, the runtime grants what it reported idle.
     pub fn close_room(&mut self, now: Instant, name: &RoomName) {
         let Some(r) = self.rooms.get(name) else { return };
         if !r.home {
+            if r.anchor && self.anchor_idle(r) {
+                self.end_instance(name);
+                return;
+            }
             return self.close_instance_if_unused(name);
         }
         let info = self.room_info(name);

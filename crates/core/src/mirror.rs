@@ -137,10 +137,16 @@ impl Shard {
         if r.answered(from) {
             self.finish_joins(now, room);
         }
-        let Some(r) = self.rooms.get_mut(room) else {
+        info!(%room, place = %from, "room unlinked");
+        self.forget_place(now, from, room);
+    }
+
+    /// The participants hosted at `from` leave `room` here, and `from` wants nothing relayed
+    /// any more.
+    pub(crate) fn forget_place(&mut self, now: Instant, from: PlaceId, room: &RoomName) {
+        let Some(r) = self.rooms.get(room) else {
             return;
         };
-        info!(%room, place = %from, "room unlinked");
         let theirs: Vec<ParticipantKey> = r
             .remotes
             .iter()

@@ -29,6 +29,9 @@ pub struct Placement {
     pub record: Option<RoomRecord>,
     /// Whether this shard's instance is the room's home.
     pub home: bool,
+    /// Whether this shard's instance is its node's anchor for the room (holds the room's
+    /// links to other nodes): it then closes only when the runtime says so, like a home.
+    pub anchor: bool,
     /// The places that already have an instance of the room.
     pub peers: Vec<PlaceId>,
 }
@@ -39,6 +42,7 @@ impl Default for Placement {
         Self {
             record: None,
             home: true,
+            anchor: false,
             peers: Vec::new(),
         }
     }
@@ -53,6 +57,8 @@ pub struct Room {
     pub created_at: Instant,
     pub creation_unix_ms: i64,
     pub home: bool,
+    /// The node's anchor for the room (see [`Placement::anchor`]).
+    pub anchor: bool,
     /// Participants hosted here, in join order.
     pub members: Vec<ParticipantKey>,
     /// Mirrors of participants hosted at linked places.
@@ -82,7 +88,7 @@ pub enum CloseReason {
 }
 
 impl Room {
-    pub fn new(name: RoomName, record: RoomRecord, home: bool, now: Instant) -> Self {
+    pub fn new(name: RoomName, record: RoomRecord, home: bool, anchor: bool, now: Instant) -> Self {
         Self {
             name,
             sid: record.sid,
@@ -91,6 +97,7 @@ impl Room {
             created_at: now,
             creation_unix_ms: record.creation_unix_ms,
             home,
+            anchor,
             members: Vec::new(),
             remotes: Vec::new(),
             links: Vec::new(),
@@ -217,7 +224,7 @@ mod tests {
                 max_participants: 2,
             },
         };
-        Room::new(RoomName::new("r"), record, home, now)
+        Room::new(RoomName::new("r"), record, home, false, now)
     }
 
     #[test]

@@ -142,6 +142,9 @@ pub enum JoinError {
     RoomFull,
     #[error("could not create peer connection: {0}")]
     Rtc(String),
+    /// A service the node depends on to place the join is unreachable (the runtime's).
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Whether a datagram belonged to this shard.
@@ -492,13 +495,15 @@ impl Shard {
         }
         let idle: Vec<(RoomName, RoomSid)> = self
             .rooms
-            .values_mut()
-            .filter(|r| !r.idle_reported && r.should_close(now).is_some())
-            .map(|r| {
-                r.idle_reported = true;
-                (r.name.clone(), r.sid.clone())
-            })
+            .values()
+            .filter(|r| !r.idle_reported && (r.should_close(now).is_some() || self.anchor_idle(r)))
+            .map(|r| (r.name.clone(), r.sid.clone()))
             .collect();
+        for (room, _) in &idle {
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.idle_reported = true;
+            }
+        }
         for (room, sid) in idle {
             info!(%room, "room idle");
             if self.config.rooms_closed_by_runtime {

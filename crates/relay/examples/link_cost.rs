@@ -10,17 +10,23 @@ use std::time::{Duration, Instant};
 
 use pylon_core::ids::RelayTrackId;
 use pylon_core::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
-use pylon_relay::{Inbound, LinkHandle, Peer, Relay, RelayConfig};
+use pylon_relay::{Inbound, LinkHandle, Receiver, Relay, RelayConfig};
 use tokio::sync::mpsc;
 
 struct Count(Arc<AtomicU64>, mpsc::UnboundedSender<LinkHandle>);
 
+struct Counter(Arc<AtomicU64>);
+
 impl Inbound for Count {
-    fn link_up(&self, link: LinkHandle) {
+    fn link_up(&self, link: LinkHandle) -> Box<dyn Receiver> {
         let _ = self.1.send(link);
+        Box::new(Counter(self.0.clone()))
     }
-    fn link_down(&self, _: &Peer) {}
-    fn message(&self, _: &Peer, msg: RelayMessage) {
+    fn link_down(&self, _: &LinkHandle) {}
+}
+
+impl Receiver for Counter {
+    fn message(&mut self, msg: RelayMessage) {
         if matches!(msg, RelayMessage::Rtp(_)) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }

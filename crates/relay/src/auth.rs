@@ -249,14 +249,18 @@ mod replay {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{tls, Inbound, LinkHandle, Relay, RelayConfig};
+    use crate::{tls, Inbound, LinkHandle, Receiver, Relay, RelayConfig};
     use pylon_core::relay::RelayMessage;
 
     struct Nobody;
     impl Inbound for Nobody {
-        fn link_up(&self, _: LinkHandle) {}
-        fn link_down(&self, _: &Peer) {}
-        fn message(&self, _: &Peer, _: RelayMessage) {}
+        fn link_up(&self, _: LinkHandle) -> Box<dyn Receiver> {
+            Box::new(Nobody)
+        }
+        fn link_down(&self, _: &LinkHandle) {}
+    }
+    impl Receiver for Nobody {
+        fn message(&mut self, _: RelayMessage) {}
     }
 
     /// A dialler's side written by hand: the hello with `nonce`, and then `forced` as its

@@ -86,7 +86,7 @@ impl Relay {
             }
             .await;
             match result {
-                Ok((conn, peer)) => relay.established(conn, peer, addr),
+                Ok((conn, peer)) => relay.established(conn, peer, addr, true),
                 Err(why) => {
                     relay.stats.refused.fetch_add(1, Ordering::Relaxed);
                     warn!(%addr, "relay link to {addr} not established: {why}");
@@ -109,7 +109,7 @@ impl Relay {
                     }
                 };
                 match auth::accept(&conn, &relay.secret, &relay.me).await {
-                    Ok(peer) => relay.established(conn, peer, from),
+                    Ok(peer) => relay.established(conn, peer, from, false),
                     Err(why) => {
                         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
                         warn!(%from, "relay link refused: {why}");
@@ -120,10 +120,14 @@ impl Relay {
         }
     }
 
-    fn established(&self, conn: quinn::Connection, peer: Peer, addr: SocketAddr) {
-        info!(peer = %peer.node, region = %peer.region, %addr, "relay link up");
-        let handle = link::start(conn, peer, self.inbound.clone(), self.stats.clone());
-        self.inbound.link_up(handle);
+    fn established(&self, conn: quinn::Connection, peer: Peer, addr: SocketAddr, dialed: bool) {
+        info!(peer = %peer.node, region = %peer.region, %addr, dialed, "relay link up");
+        link::start(conn, peer, dialed, self.inbound.clone(), self.stats.clone());
+    }
+
+    /// This node as it introduces itself to peers.
+    pub fn me(&self) -> &Peer {
+        &self.me
     }
 
     /// Close every link and stop accepting.

@@ -8,8 +8,8 @@
 //! - `link`: an established link — state on a reliable stream, media as datagrams;
 //! - `endpoint`: the node's relay socket, accepting and dialling.
 //!
-//! Not wired into `pylon serve` yet: the node directory (Redis) that tells nodes whom to link
-//! to comes with it.
+//! `pylon serve` uses it when a `redis:` block makes it a node of a region
+//! (`pylon_server::cluster`).
 
 pub mod auth;
 pub mod endpoint;
@@ -30,10 +30,18 @@ pub enum RelayError {
     Setup(String),
 }
 
-/// Where established links, their messages and their ends are reported (the node routes them
-/// to its workers). Called from the links' tasks: implementations must not block.
+/// Where established links and their ends are reported (the node routes their messages to
+/// its workers). Called from the links' tasks: implementations must not block.
 pub trait Inbound: Send + Sync + 'static {
-    fn link_up(&self, link: LinkHandle);
-    fn link_down(&self, peer: &Peer);
-    fn message(&self, peer: &Peer, msg: RelayMessage);
+    /// A link is up. What it delivers goes to the returned receiver, which the link's reader
+    /// task owns: per-link routing state needs no lock.
+    fn link_up(&self, link: LinkHandle) -> Box<dyn Receiver>;
+    /// The link ended (the handle says which one, should two links to one peer overlap).
+    fn link_down(&self, link: &LinkHandle);
+}
+
+/// The messages of one link, in the order the peer sent them (state and feedback; media
+/// datagrams may overtake them).
+pub trait Receiver: Send + 'static {
+    fn message(&mut self, msg: RelayMessage);
 }

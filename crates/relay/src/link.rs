@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Peer;
 use crate::wire::{self, CodecTable, Frame, WireError, MAX_FRAME};
-use crate::Inbound;
+use crate::{Inbound, Receiver};
 
 /// Media messages that may wait in a link's queue; beyond this they are dropped, as a
 /// congested path would, instead of growing memory behind a slow link.
@@ -57,6 +57,11 @@ fn add(counter: &AtomicU64, n: usize) {
 #[derive(Clone)]
 pub struct LinkHandle {
     peer: Peer,
+    /// This connection's id, unique in the endpoint.
+    id: usize,
+    /// Whether this end dialled the connection.
+    dialed: bool,
+    conn: quinn::Connection,
     tx: mpsc::UnboundedSender<RelayMessage>,
     queued_media: Arc<AtomicUsize>,
 }
@@ -89,7 +94,22 @@ impl LinkHandle {
 
     /// Whether the link is still up.
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        !self.tx.is_closed() && self.conn.close_reason().is_none()
+    }
+
+    /// The connection's id (two links to one peer have different ones).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Whether this end dialled the link (else the peer did).
+    pub fn dialed(&self) -> bool {
+        self.dialed
+    }
+
+    /// Close the link (both ends see it down).
+    pub fn close(&self, why: &str) {
+        self.conn.close(close::DONE.into(), why.as_bytes());
     }
 }
 
@@ -97,20 +117,24 @@ impl LinkHandle {
 pub(crate) fn start(
     conn: quinn::Connection,
     peer: Peer,
+    dialed: bool,
     inbound: Arc<dyn Inbound>,
     stats: Arc<RelayStats>,
-) -> LinkHandle {
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let queued_media = Arc::new(AtomicUsize::new(0));
     let handle = LinkHandle {
-        peer: peer.clone(),
+        peer,
+        id: conn.stable_id(),
+        dialed,
+        conn: conn.clone(),
         tx,
         queued_media: queued_media.clone(),
     };
     stats.links_up.fetch_add(1, Ordering::Relaxed);
+    let receiver = inbound.link_up(handle.clone());
     tokio::spawn(write(conn.clone(), rx, queued_media, stats.clone()));
-    tokio::spawn(read(conn, peer, inbound, stats));
-    handle
+    tokio::spawn(read(conn, handle, receiver, inbound, stats));
 }
 
 async fn write(
@@ -187,14 +211,21 @@ fn send_datagram(conn: &quinn::Connection, bytes: &[u8], stats: &RelayStats) {
     add(&stats.media_dropped, 1);
 }
 
-async fn read(conn: quinn::Connection, peer: Peer, inbound: Arc<dyn Inbound>, stats: Arc<RelayStats>) {
+async fn read(
+    conn: quinn::Connection,
+    link: LinkHandle,
+    mut receiver: Box<dyn Receiver>,
+    inbound: Arc<dyn Inbound>,
+    stats: Arc<RelayStats>,
+) {
+    let peer = &link.peer;
     let why = match conn.accept_uni().await {
-        Ok(stream) => read_loop(&conn, stream, &peer, &*inbound, &stats).await,
+        Ok(stream) => read_loop(&conn, stream, peer, &mut *receiver, &stats).await,
         Err(e) => e.to_string(),
     };
     info!(peer = %peer.node, region = %peer.region, "relay link down: {why}");
     stats.links_up.fetch_sub(1, Ordering::Relaxed);
-    inbound.link_down(&peer);
+    inbound.link_down(&link);
 }
 
 /// Read the peer's frames until the link ends; returns why it ended.
@@ -202,7 +233,7 @@ async fn read_loop(
     conn: &quinn::Connection,
     mut stream: quinn::RecvStream,
     peer: &Peer,
-    inbound: &dyn Inbound,
+    receiver: &mut dyn Receiver,
     stats: &RelayStats,
 ) -> String {
     let mut codecs = CodecTable::default();
@@ -220,7 +251,7 @@ async fn read_loop(
                 };
                 add(&stats.messages_received, 1);
                 match wire::decode(frame, &mut codecs) {
-                    Ok(Some(msg)) => inbound.message(peer, msg),
+                    Ok(Some(msg)) => receiver.message(msg),
                     Ok(None) => {}
                     Err(e) => {
                         let why = format!("invalid frame: {e}");
@@ -240,7 +271,7 @@ async fn read_loop(
                 match decoded {
                     Ok(Some(msg @ RelayMessage::Rtp(_))) => {
                         add(&stats.packets_received, 1);
-                        inbound.message(peer, msg);
+                        receiver.message(msg);
                     }
                     // Media may overtake its codec's announcement on the stream: dropped.
                     Err(WireError::UnknownCodec(_)) => add(&stats.media_dropped, 1),

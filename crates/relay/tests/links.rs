@@ -9,7 +9,7 @@ use std::time::Duration;
 use livekit_protocol as lk;
 use pylon_core::ids::{RelayTrackId, RoomName, TrackSid};
 use pylon_core::relay::{MediaExtensions, MediaPacket, ParticipantState, RelayMessage, RelayRtp};
-use pylon_relay::{Inbound, LinkHandle, Peer, Relay, RelayConfig};
+use pylon_relay::{Inbound, LinkHandle, Peer, Receiver, Relay, RelayConfig};
 use tokio::sync::mpsc;
 
 /// What a node's relay reported, in order.
@@ -22,15 +22,22 @@ enum Event {
 
 struct Events(mpsc::UnboundedSender<Event>);
 
+struct Messages(Peer, mpsc::UnboundedSender<Event>);
+
+impl Receiver for Messages {
+    fn message(&mut self, msg: RelayMessage) {
+        let _ = self.1.send(Event::Message(self.0.clone(), msg));
+    }
+}
+
 impl Inbound for Events {
-    fn link_up(&self, link: LinkHandle) {
+    fn link_up(&self, link: LinkHandle) -> Box<dyn Receiver> {
+        let peer = link.peer().clone();
         let _ = self.0.send(Event::Up(link));
+        Box::new(Messages(peer, self.0.clone()))
     }
-    fn link_down(&self, peer: &Peer) {
-        let _ = self.0.send(Event::Down(peer.clone()));
-    }
-    fn message(&self, peer: &Peer, msg: RelayMessage) {
-        let _ = self.0.send(Event::Message(peer.clone(), msg));
+    fn link_down(&self, link: &LinkHandle) {
+        let _ = self.0.send(Event::Down(link.peer().clone()));
     }
 }
 

@@ -41,7 +41,10 @@ pub struct FileConfig {
     pub logging: LoggingFile,
     pub region: Option<String>,
     pub development: Option<bool>,
-    pub redis: Option<serde_yaml::Value>,
+    pub redis: Option<pylon_cluster::RedisConfig>,
+    /// Pylon's own: links to the other nodes of the region (used with `redis`).
+    #[serde(default)]
+    pub relay: RelayFile,
     pub webhook: Option<WebhookFile>,
     pub turn: Option<serde_yaml::Value>,
     pub prometheus_port: Option<u16>,
@@ -73,6 +76,18 @@ pub struct RtcFile {
     /// Pylon's own: participants a room's instance on one worker takes before the room spreads
     /// to another worker.
     pub room_spread_threshold: Option<usize>,
+}
+
+/// Pylon's own `relay:` block: how the nodes of a region reach each other.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// UDP port of the node-to-node listener (QUIC). Default 7890.
+    pub port: Option<u16>,
+    /// What other nodes dial: `host` or `host:port` (default: `rtc.node_ip` and `relay.port`).
+    pub address: Option<String>,
+    /// This node's name in the region (default: the host name and the relay port).
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,7 +148,39 @@ pub struct Config {
     pub workers: usize,
     /// Participants on one worker's instance of a room before the room spreads.
     pub room_spread_threshold: usize,
+    /// Set when a `redis:` block makes this node one of a region's.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// A node of a region: its directory in Redis and its links to the other nodes.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    pub redis: pylon_cluster::Target,
+    /// The region's name in Redis keys (`region`, or `default` when unset).
+    pub region: pylon_cluster::RegionName,
+    pub node: pylon_cluster::NodeId,
+    /// Where the relay listens.
+    pub relay_bind: SocketAddr,
+    /// What other nodes dial.
+    pub relay_address: pylon_cluster::RelayAddr,
+    /// Nodes prove membership with this (derived from the API secret every node shares).
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis", &self.redis)
+            .field("region", &self.region)
+            .field("node", &self.node)
+            .field("relay_bind", &self.relay_bind)
+            .field("relay_address", &self.relay_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node-to-node relay's default UDP port.
+pub const DEFAULT_RELAY_PORT: u16 = 7890;
 
 pub const DEFAULT_HTTP_PORT: u16 = 7880;
 /// A room stays on one worker up to this many participants there, then spreads: a worker
@@ -217,6 +264,7 @@ impl Config {
                 .into(),
             mint: dev.then(|| first_key(&keys)).flatten(),
         });
+        let cluster = resolve_cluster(&f, &keys, bind, node_ip)?;
         let defaults = RoomDefaults::default();
         let room = RoomDefaults {
             empty_timeout: f
@@ -245,6 +293,7 @@ impl Config {
             prometheus_port: f.prometheus_port,
             workers,
             room_spread_threshold,
+            cluster,
             region: f.region.unwrap_or_default(),
             dev,
         })
@@ -277,7 +326,6 @@ pub fn parse_yaml(text: &str) -> Result<FileConfig, ConfigError> {
 
 fn refuse_unsupported(f: &FileConfig) -> Result<(), ConfigError> {
     let unsupported = [
-        (f.redis.is_some(), "redis"),
         (f.turn.is_some(), "turn"),
         (f.rtc.tcp_port.is_some(), "rtc.tcp_port"),
         (f.rtc.port_range_start.is_some(), "rtc.port_range_start"),
@@ -289,6 +337,94 @@ fn refuse_unsupported(f: &FileConfig) -> Result<(), ConfigError> {
     match unsupported.iter().find(|(present, _)| *present) {
         Some((_, key)) => Err(ConfigError::Unsupported(key)),
         None => Ok(()),
+    }
+}
+
+/// The `redis:` and `relay:` blocks, when `redis` is set.
+fn resolve_cluster(
+    f: &FileConfig,
+    keys: &KeySet,
+    bind: IpAddr,
+    node_ip: IpAddr,
+) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(redis) = &f.redis else {
+        if f.relay.port.is_some() || f.relay.address.is_some() || f.relay.node_name.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "relay",
+                why: "links between nodes need a region directory: set `redis` too".into(),
+            });
+        }
+        return Ok(None);
+    };
+    let invalid = |key: &'static str| {
+        move |e: pylon_cluster::InvalidName| ConfigError::Invalid {
+            key,
+            why: e.to_string(),
+        }
+    };
+    let target = redis.target().map_err(|e| ConfigError::Invalid {
+        key: "redis",
+        why: e.to_string(),
+    })?;
+    let region = match f.region.as_deref() {
+        None | Some("") => "default",
+        Some(r) => r,
+    };
+    let region = pylon_cluster::RegionName::parse(region).map_err(invalid("region"))?;
+    let port = f.relay.port.unwrap_or(DEFAULT_RELAY_PORT);
+    if port == 0 {
+        return Err(ConfigError::Invalid {
+            key: "relay.port",
+            why: "must not be 0".into(),
+        });
+    }
+    let address = match f.relay.address.as_deref() {
+        None => SocketAddr::new(node_ip, port).to_string(),
+        Some(a) if a.parse::<IpAddr>().is_ok() => {
+            SocketAddr::new(a.parse().expect("checked"), port).to_string()
+        }
+        Some(a) if a.contains(':') => a.to_string(),
+        Some(host) => format!("{host}:{port}"),
+    };
+    let relay_address = pylon_cluster::RelayAddr::parse(&address).map_err(invalid("relay.address"))?;
+    let name = match &f.relay.node_name {
+        Some(n) => n.clone(),
+        None => format!("{}-{port}", host_name()),
+    };
+    let node = pylon_cluster::NodeId::parse(&name).map_err(invalid("relay.node_name"))?;
+    let (_, secret) = first_key(keys).ok_or(ConfigError::Invalid {
+        key: "keys",
+        why: "nodes of a region prove membership with the API secret: configure keys".into(),
+    })?;
+    Ok(Some(ClusterConfig {
+        redis: target,
+        region,
+        node,
+        relay_bind: SocketAddr::new(bind, port),
+        relay_address,
+        secret: secret.into_bytes(),
+    }))
+}
+
+/// The machine's host name (a pod's name on Kubernetes), reduced to what a node name allows.
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(48)
+        .collect();
+    if name.is_empty() {
+        "pylon".into()
+    } else {
+        name
     }
 }
 
@@ -486,9 +622,9 @@ mod tests {
 
     #[test]
     fn unsupported_features_are_refused_by_name() {
-        let f = parse_yaml("redis:\n  address: localhost:6379\n").unwrap();
+        let f = parse_yaml("turn:\n  enabled: true\n").unwrap();
         let e = Config::resolve(f, &dev()).unwrap_err().to_string();
-        assert!(e.contains("redis"), "{e}");
+        assert!(e.contains("turn"), "{e}");
     }
 
     #[test]

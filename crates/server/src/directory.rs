@@ -18,6 +18,8 @@ use pylon_core::admin::{room_settings, RoomOptions};
 use pylon_core::ids::{ParticipantIdentity, PlaceId, RoomName, RoomSid};
 use pylon_core::{Placement, RoomDefaults, RoomRecord};
 use rand::rngs::StdRng;
+
+use crate::cluster::{ClusterRoom, OpenedRoom};
 use rand::SeedableRng;
 
 /// A worker's index.
@@ -25,7 +27,13 @@ pub type WorkerId = u32;
 
 struct RoomEntry {
     record: RoomRecord,
+    /// The room's home instance on this node; with a region, also its anchor (the worker
+    /// holding the room's links to other nodes).
     home: WorkerId,
+    /// With a region: the room as opened in the region's directory, and the other nodes'
+    /// instances the anchor links to.
+    cluster: Option<ClusterRoom>,
+    node_peers: Vec<PlaceId>,
     /// Participants placed on each worker that has an instance (the home always listed).
     hosted: Vec<(WorkerId, usize)>,
 }
@@ -52,6 +60,15 @@ impl RoomEntry {
 pub struct Plan {
     pub worker: WorkerId,
     pub placement: Placement,
+}
+
+/// The answer to an idle room's home.
+#[derive(Debug)]
+pub enum Idle {
+    /// Someone was placed meanwhile: the room stays.
+    Busy,
+    /// The room is gone from the node (with how it was opened in the region, if it was).
+    Closed(Option<ClusterRoom>),
 }
 
 /// Why a join or move could not be placed.
@@ -112,20 +129,29 @@ impl Directory {
                 settings,
             },
             home,
+            cluster: None,
+            node_peers: Vec::new(),
             hosted: vec![(home, 0)],
         }
     }
 
     fn placement(entry: &RoomEntry, worker: WorkerId) -> Placement {
+        let anchor = entry.home == worker;
+        let mut peers: Vec<PlaceId> = entry
+            .hosted
+            .iter()
+            .filter(|(w, n)| *w != worker && (*n > 0 || *w == entry.home))
+            .map(|(w, _)| PlaceId::worker(*w))
+            .collect();
+        if anchor {
+            peers.extend(&entry.node_peers);
+        }
         Placement {
             record: Some(entry.record.clone()),
-            home: entry.home == worker,
-            peers: entry
-                .hosted
-                .iter()
-                .filter(|(w, n)| *w != worker && (*n > 0 || *w == entry.home))
-                .map(|(w, _)| PlaceId::worker(*w))
-                .collect(),
+            // With a region, only the home node's anchor is the room's home.
+            home: anchor && entry.cluster.as_ref().is_none_or(|c| c.home),
+            anchor: anchor && entry.cluster.is_some(),
+            peers,
         }
     }
 
@@ -148,15 +174,22 @@ impl Directory {
 
     /// Place a joining participant; the room is created (homed on the least-loaded worker)
     /// if it does not exist.
+    /// With a region, `opened` is the room as opened there (used if the room is new here).
     pub fn place_join(
         &mut self,
         room: &RoomName,
         identity: &ParticipantIdentity,
         unix_ms: i64,
+        opened: Option<&OpenedRoom>,
     ) -> Result<Plan, PlaceError> {
         if !self.rooms.contains_key(room) {
             let home = self.least_loaded();
-            let entry = self.new_entry(home, self.defaults.clone(), String::new(), unix_ms);
+            let mut entry = self.new_entry(home, self.defaults.clone(), String::new(), unix_ms);
+            if let Some(o) = opened {
+                entry.record = o.record.clone();
+                entry.cluster = Some(o.room.clone());
+                entry.node_peers = o.peers.clone();
+            }
             self.rooms.insert(room.clone(), entry);
         }
         let replacing = self.identities.contains_key(&(room.clone(), identity.clone()));
@@ -264,17 +297,40 @@ impl Directory {
         (e.home, e.record.clone())
     }
 
-    /// A room's home instance is idle: it may close unless someone was placed meanwhile.
-    /// Granting removes the room.
-    pub fn room_idle(&mut self, room: &RoomName, sid: &RoomSid) -> bool {
+    /// A room's home instance (or, with a region, its anchor) is idle: it may close unless
+    /// someone was placed meanwhile. Granting removes the room here.
+    pub fn room_idle(&mut self, room: &RoomName, sid: &RoomSid) -> Idle {
         let idle = self
             .rooms
             .get(room)
             .is_some_and(|e| &e.record.sid == sid && e.total() == 0);
-        if idle {
-            self.rooms.remove(room);
+        match idle.then(|| self.rooms.remove(room)).flatten() {
+            Some(e) => Idle::Closed(e.cluster),
+            None => Idle::Busy,
         }
-        idle
+    }
+
+    /// More nodes hold an instance of `room` (its anchor is told separately).
+    pub fn add_node_peers(&mut self, room: &RoomName, places: &[PlaceId]) {
+        if let Some(e) = self.rooms.get_mut(room) {
+            for p in places {
+                if !e.node_peers.contains(p) {
+                    e.node_peers.push(*p);
+                }
+            }
+        }
+    }
+
+    /// Every room here, with how it was opened in the region (for re-registration).
+    pub fn cluster_rooms(&self) -> Vec<(RoomName, Option<ClusterRoom>)> {
+        (self.rooms.iter())
+            .map(|(name, e)| (name.clone(), e.cluster.clone()))
+            .collect()
+    }
+
+    /// Participants placed on this node.
+    pub fn participants(&self) -> usize {
+        self.load.iter().sum()
     }
 
     /// Remove a room (DeleteRoom); returns the workers holding its instances.
@@ -347,7 +403,11 @@ mod tests {
         for r in 0..6 {
             let name = room(&format!("r{r}"));
             let ws: Vec<_> = (0..4)
-                .map(|i| d.place_join(&name, &id(&format!("p{i}")), 0).unwrap().worker)
+                .map(|i| {
+                    d.place_join(&name, &id(&format!("p{i}")), 0, None)
+                        .unwrap()
+                        .worker
+                })
                 .collect();
             assert!(
                 ws.iter().all(|w| *w == ws[0]),
@@ -367,7 +427,7 @@ mod tests {
         let mut d = Directory::new(2, 3, RoomDefaults::default());
         let r = room("townhall");
         let plans: Vec<_> = (0..8)
-            .map(|i| d.place_join(&r, &id(&format!("p{i}")), 0).unwrap())
+            .map(|i| d.place_join(&r, &id(&format!("p{i}")), 0, None).unwrap())
             .collect();
         let on0 = plans.iter().filter(|p| p.worker == 0).count();
         assert_eq!(on0, 4, "{:?}", plans.iter().map(|p| p.worker).collect::<Vec<_>>());
@@ -382,9 +442,9 @@ mod tests {
     fn a_duplicate_identity_goes_where_the_first_is() {
         let mut d = Directory::new(4, 1, RoomDefaults::default());
         let r = room("r");
-        let first = d.place_join(&r, &id("alice"), 0).unwrap().worker;
-        d.place_join(&r, &id("bob"), 0).unwrap();
-        assert_eq!(d.place_join(&r, &id("alice"), 0).unwrap().worker, first);
+        let first = d.place_join(&r, &id("alice"), 0, None).unwrap().worker;
+        d.place_join(&r, &id("bob"), 0, None).unwrap();
+        assert_eq!(d.place_join(&r, &id("alice"), 0, None).unwrap().worker, first);
         // The replaced session reports leaving; the new one is still known.
         d.participant_left(&r, &id("alice"), first);
         assert_eq!(d.worker_of(&r, &id("alice")), Some(first));
@@ -398,19 +458,25 @@ mod tests {
         };
         let mut d = Directory::new(2, 1, defaults);
         let r = room("r");
-        let a = d.place_join(&r, &id("a"), 0).unwrap();
-        let b = d.place_join(&r, &id("b"), 0).unwrap();
+        let a = d.place_join(&r, &id("a"), 0, None).unwrap();
+        let b = d.place_join(&r, &id("b"), 0, None).unwrap();
         assert_ne!(a.worker, b.worker);
-        assert_eq!(d.place_join(&r, &id("c"), 0).unwrap_err(), PlaceError::RoomFull);
+        assert_eq!(
+            d.place_join(&r, &id("c"), 0, None).unwrap_err(),
+            PlaceError::RoomFull
+        );
         let sid = a.placement.record.unwrap().sid;
-        assert!(!d.room_idle(&r, &sid), "participants are still placed");
+        assert!(
+            matches!(d.room_idle(&r, &sid), Idle::Busy),
+            "participants are still placed"
+        );
         d.participant_left(&r, &id("a"), a.worker);
         d.participant_left(&r, &id("b"), b.worker);
         assert!(
-            !d.room_idle(&r, &RoomSid::new("RM_other")),
+            matches!(d.room_idle(&r, &RoomSid::new("RM_other")), Idle::Busy),
             "another incarnation's sid"
         );
-        assert!(d.room_idle(&r, &sid));
+        assert!(matches!(d.room_idle(&r, &sid), Idle::Closed(None)));
         assert!(!d.exists(&r));
     }
 }

@@ -39,7 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(health))
         .route("/healthz", get(health))
-        .route("/readyz", get(health))
+        .route("/readyz", get(ready))
         .merge(crate::fault::router())
         .route("/rtc", get(rtc))
         .route("/rtc/validate", get(validate))
@@ -60,6 +60,22 @@ async fn health(State(app): State<Arc<AppState>>) -> Response {
         (StatusCode::OK, "OK").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "a media worker failed").into_response()
+    }
+}
+
+/// Ready for new clients: alive, and (with a region) registered in the region's directory.
+/// Kubernetes stops sending clients to a node that is not ready; its rooms go on.
+async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    if !app.health.alive() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "a media worker failed").into_response();
+    }
+    match &app.node.cluster {
+        Some(c) if !c.ready() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the region's directory (redis) is unreachable",
+        )
+            .into_response(),
+        _ => (StatusCode::OK, "OK").into_response(),
     }
 }
 
@@ -291,10 +307,13 @@ async fn join(
         protocol: req.protocol,
         placement: Default::default(),
     };
-    app.node
-        .join(params, out)
-        .await
-        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    app.node.join(params, out).await.map_err(|e| {
+        let status = match e {
+            pylon_core::JoinError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, e.to_string())
+    })
 }
 
 /// The token's `kind` claim (lowercase LiveKit enum name) as `ParticipantInfo.Kind`.

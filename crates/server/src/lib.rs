@@ -2,6 +2,7 @@
 //! media workers, wired together by [`run`].
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod demux;
@@ -42,9 +43,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         workers: (0..config.workers).map(|_| Default::default()).collect(),
         webhook: notifier.stats.clone(),
         directory: Some(directory.clone()),
+        relay: None,
     };
+    let (cluster_tx, cluster_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = worker::Shared {
         directory: directory.clone(),
+        cluster: config.cluster.is_some().then_some(cluster_tx),
         notifier,
         epoch: Instant::now(),
     };
@@ -61,9 +65,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shared.epoch,
     ));
     tokio::spawn(health::watchdog(health.clone(), workers.threads));
+    let cluster = match &config.cluster {
+        Some(c) => Some(
+            cluster::Cluster::start(
+                c.clone(),
+                workers.handles.clone(),
+                directory.clone(),
+                config.room.clone(),
+                cluster_rx,
+            )
+            .context("starting the node's region membership")?,
+        ),
+        None => None,
+    };
+    let mut metrics = metrics;
+    metrics.relay = cluster.as_ref().and_then(|c| c.relay_stats());
     let node = Arc::new(node::Node {
         workers: workers.handles,
         directory,
+        cluster,
     });
     if let Some(port) = config.prometheus_port {
         let addr = std::net::SocketAddr::new(config.bind, port);

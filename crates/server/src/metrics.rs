@@ -40,6 +40,8 @@ pub struct Metrics {
     pub webhook: Arc<WebhookStats>,
     /// Counts rooms once however many workers hold them (read on each scrape).
     pub directory: Option<Arc<Mutex<Directory>>>,
+    /// The node's links to other nodes (with a region).
+    pub relay: Option<Arc<pylon_relay::RelayStats>>,
 }
 
 pub fn router(metrics: Metrics) -> Router {
@@ -163,6 +165,59 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
     );
     for (i, g) in m.workers.iter().enumerate() {
         let _ = writeln!(body, "{name}{{worker=\"{i}\"}} {}", get(&g.participants));
+    }
+    if let Some(r) = &m.relay {
+        let pairs: [(&str, &str, &AtomicU64, &AtomicU64); 3] = [
+            (
+                "pylon_relay_bytes_total",
+                "Bytes on the links to other nodes (state frames and media datagrams).",
+                &r.bytes_sent,
+                &r.bytes_received,
+            ),
+            (
+                "pylon_relay_packets_total",
+                "Media packets (datagrams) on the links to other nodes.",
+                &r.packets_sent,
+                &r.packets_received,
+            ),
+            (
+                "pylon_relay_messages_total",
+                "State and feedback messages on the links to other nodes.",
+                &r.messages_sent,
+                &r.messages_received,
+            ),
+        ];
+        for (name, help, sent, received) in pairs {
+            let _ = writeln!(
+                body,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{direction=\"sent\"}} {}\n{name}{{direction=\"received\"}} {}",
+                get(sent),
+                get(received)
+            );
+        }
+        let rows = [
+            (
+                "pylon_relay_links",
+                "gauge",
+                "Links to other nodes that are up.",
+                get(&r.links_up),
+            ),
+            (
+                "pylon_relay_media_dropped_total",
+                "counter",
+                "Relayed media not sent or not understood (queue full, too large, unknown codec).",
+                get(&r.media_dropped),
+            ),
+            (
+                "pylon_relay_refused_total",
+                "counter",
+                "Relay connections refused (wrong secret, garbage, replayed handshake, version).",
+                get(&r.refused),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -15,6 +15,7 @@ use pylon_core::ids::RoomName;
 use pylon_core::{JoinError, JoinParams, ResumeParams};
 use tokio::sync::oneshot;
 
+use crate::cluster::Cluster;
 use crate::directory::{Directory, PlaceError, WorkerId};
 use crate::worker::{Command, SessionTx, WorkerHandle};
 
@@ -30,6 +31,8 @@ pub enum NodeError {
 pub struct Node {
     pub workers: Vec<WorkerHandle>,
     pub directory: Arc<Mutex<Directory>>,
+    /// Set when the node is one of a region's.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 fn unix_ms() -> i64 {
@@ -49,16 +52,30 @@ impl Node {
     }
 
     /// Place and admit a participant; returns the worker that hosts it.
+    ///
+    /// With a region, the first participant of a room here opens the room in the region's
+    /// directory first (see `cluster.rs`); while Redis is unreachable, rooms already open here
+    /// take joins and new ones are refused (`/readyz` says so meanwhile).
     pub async fn join(&self, mut params: JoinParams, out: SessionTx) -> Result<WorkerHandle, JoinError> {
+        let opened = match &self.cluster {
+            Some(c) if !self.directory().exists(&params.room) => Some(
+                c.open_room(&params.room)
+                    .await
+                    .map_err(|e| JoinError::Unavailable(format!("region directory: {e}")))?,
+            ),
+            _ => None,
+        };
         let (reply, answer) = oneshot::channel();
+        let params_room;
         let handle = {
             let mut d = self.directory();
             let plan = d
-                .place_join(&params.room, &params.identity, unix_ms())
+                .place_join(&params.room, &params.identity, unix_ms(), opened.as_ref())
                 .map_err(|e| match e {
                     PlaceError::RoomFull | PlaceError::IdentityTaken => JoinError::RoomFull,
                 })?;
             params.placement = plan.placement;
+            params_room = params.room.clone();
             let handle = self.worker(plan.worker).clone();
             handle.send(Command::Join {
                 params: Box::new(params),
@@ -67,6 +84,10 @@ impl Node {
             });
             handle
         };
+        if let (Some(c), Some(o)) = (&self.cluster, opened) {
+            let (c, room) = (c.clone(), params_room);
+            tokio::spawn(async move { c.recheck_room(room, o.peers).await });
+        }
         match answer.await {
             Ok(Ok(())) => Ok(handle),
             Ok(Err(e)) => Err(e),

@@ -19,16 +19,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as lk;
 use pylon_core::admin::{AdminError, AdminRequest, AdminResponse};
-use pylon_core::ids::{PlaceId, SessionId};
+use pylon_core::ids::{PlaceId, RoomName, SessionId, Tier};
 use pylon_core::relay::RelayMessage;
 use pylon_core::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardConfig, ShardEvent};
+use pylon_relay::LinkHandle;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::cluster::ClusterEvent;
 use crate::demux::Demux;
-use crate::directory::{Directory, WorkerId};
+use crate::directory::{Directory, Idle, WorkerId};
 use crate::egress::{Batch, Batcher};
 use crate::handoff::{give_back, Handoff, Pool};
 use crate::metrics::ShardGauges;
@@ -90,6 +92,11 @@ pub enum Command {
         req: Box<AdminRequest>,
         reply: oneshot::Sender<Result<AdminResponse, AdminError>>,
     },
+    /// Link the room's instance here (its node's anchor) to more nodes.
+    LinkRoom {
+        room: RoomName,
+        places: Vec<PlaceId>,
+    },
 }
 
 /// A routing fact for the receiving worker's demux.
@@ -113,8 +120,13 @@ pub enum Fault {
 pub enum Inbox {
     Command(Command),
     Relay {
-        from: WorkerId,
+        from: PlaceId,
         msg: RelayMessage,
+    },
+    /// The node's link to another node (by index) is up, replaced, or down (`None`).
+    NodeLink {
+        index: u32,
+        link: Option<LinkHandle>,
     },
     Datagram(Handoff),
     Route(Route),
@@ -165,6 +177,21 @@ impl WorkerHandle {
         true
     }
 
+    /// A relay message from another place: media may be dropped, state never is.
+    pub fn relay_from(&self, from: PlaceId, msg: RelayMessage) -> bool {
+        if matches!(msg, RelayMessage::Rtp(_)) {
+            self.send_media(Inbox::Relay { from, msg })
+        } else {
+            self.send_control(Inbox::Relay { from, msg });
+            true
+        }
+    }
+
+    /// The node's link to another node changed.
+    pub fn node_link(&self, index: u32, link: Option<LinkHandle>) {
+        self.send_control(Inbox::NodeLink { index, link });
+    }
+
     #[cfg(debug_assertions)]
     pub fn fault(&self, fault: Fault) {
         let _ = self.tx.send(Inbox::Fault(fault));
@@ -175,6 +202,8 @@ impl WorkerHandle {
 #[derive(Clone)]
 pub struct Shared {
     pub directory: Arc<Mutex<Directory>>,
+    /// With a region: where rooms that closed here are reported (unregistered in Redis).
+    pub cluster: Option<mpsc::UnboundedSender<ClusterEvent>>,
     pub notifier: crate::webhook::Notifier,
     /// The time `WorkerHealth::last_turn_ms` counts from.
     pub epoch: Instant,
@@ -292,6 +321,8 @@ struct Worker {
     counters: WorkerCounters,
     /// Reused list of the shard's events to act on after a drain.
     events: Vec<ShardEvent>,
+    /// The node's links to other nodes, by index.
+    node_links: Vec<Option<LinkHandle>>,
 }
 
 /// What the worker counts beyond its shard.
@@ -343,6 +374,7 @@ impl Worker {
             next_publish: Instant::now(),
             counters: WorkerCounters::default(),
             events: Vec::new(),
+            node_links: Vec::new(),
         }
     }
 
@@ -480,8 +512,9 @@ impl Worker {
                 if matches!(msg, RelayMessage::Rtp(_)) {
                     self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
                 }
-                self.shard.relay_input(now, PlaceId::worker(from), msg);
+                self.shard.relay_input(now, from, msg);
             }
+            Inbox::NodeLink { index, link } => self.node_link(now, index, link),
             Inbox::Datagram(h) => {
                 self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
                 // A STUN request (RFC 7983: first byte 0..=3) may teach the shard the address;
@@ -525,6 +558,26 @@ impl Worker {
                 self.sessions.remove(&session);
                 self.shard.session_closed(now, session);
             }
+            Command::LinkRoom { room, places } => self.shard.link_room(now, &room, &places),
+        }
+    }
+
+    /// A node link came up, was replaced, or went down.
+    fn node_link(&mut self, now: Instant, index: u32, link: Option<LinkHandle>) {
+        let i = index as usize;
+        if self.node_links.len() <= i {
+            self.node_links.resize(i + 1, None);
+        }
+        let place = PlaceId {
+            tier: Tier::Node,
+            index,
+        };
+        let up = link.is_some();
+        let was_up = std::mem::replace(&mut self.node_links[i], link).is_some();
+        match (was_up, up) {
+            (_, true) => self.shard.place_up(now, place),
+            (true, false) => self.shard.place_down(now, place),
+            (false, false) => {}
         }
     }
 
@@ -586,16 +639,21 @@ impl Worker {
                     }
                 }
                 Output::Relay(place, msg) => {
-                    let Some(peer) = self.peers.get(place.index as usize) else {
-                        continue;
+                    let sent = match place.tier {
+                        Tier::Worker => match self.peers.get(place.index as usize) {
+                            Some(peer) => peer.relay_from(PlaceId::worker(self.id), msg),
+                            None => true,
+                        },
+                        // A link that is down takes nothing; the rooms exchange snapshots
+                        // again when it is back.
+                        Tier::Node => match self.node_links.get(place.index as usize) {
+                            Some(Some(link)) => link.send(msg) || !link.is_open(),
+                            _ => true,
+                        },
+                        Tier::Region => true,
                     };
-                    let from = self.id;
-                    if matches!(msg, RelayMessage::Rtp(_)) {
-                        if !peer.send_media(Inbox::Relay { from, msg }) {
-                            self.counters.media_dropped += 1;
-                        }
-                    } else {
-                        peer.send_control(Inbox::Relay { from, msg });
+                    if !sent {
+                        self.counters.media_dropped += 1;
                     }
                 }
                 Output::Event(e) => events.push(e),
@@ -613,12 +671,16 @@ impl Worker {
                 self.directory().participant_moved(&from, &to, &identity, self.id)
             }
             ShardEvent::RoomIdle { room, sid } => {
-                let granted = self.directory().room_idle(&room, &sid);
-                if granted {
-                    self.shard.close_room(now, &room);
-                } else {
+                let idle = self.directory().room_idle(&room, &sid);
+                match idle {
+                    Idle::Closed(opened) => {
+                        self.shard.close_room(now, &room);
+                        if let Some(tx) = &self.shared.cluster {
+                            let _ = tx.send(ClusterEvent::RoomClosed { room, opened });
+                        }
+                    }
                     // Someone is on their way (placed, not yet joined): ask again later.
-                    self.shard.keep_room(&room);
+                    Idle::Busy => self.shard.keep_room(&room),
                 }
             }
             ShardEvent::RoomClosed { .. } => {}
