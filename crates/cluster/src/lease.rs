@@ -28,6 +28,10 @@ pub const RENEW_INTERVAL: Duration = Duration::from_secs(1);
 pub struct NodeInfo {
     /// Where the other nodes of the region open relay links to this one.
     pub relay_addr: RelayAddr,
+    /// Where the other nodes reach this node's Room API (`host:port`), to forward requests
+    /// about the participants it hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_addr: Option<String>,
     /// Participants this node hosts (for placement).
     pub participants: u32,
     /// When the node started, unix milliseconds.

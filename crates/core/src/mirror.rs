@@ -209,6 +209,7 @@ impl Shard {
                 key
             }
             None => {
+                self.replace_older_duplicate(now, room, &state.info);
                 let key = self.next_participant_key();
                 let m = RemoteParticipant {
                     key,
@@ -250,6 +251,29 @@ impl Shard {
             self.enforce_subscription_permission(now, key);
         } else if !added.is_empty() {
             self.auto_subscribe_to_tracks(now, &added);
+        }
+    }
+
+    /// A participant hosted elsewhere has the identity of one hosted here: the newer session
+    /// wins, as on one node (the older one is told `DUPLICATE_IDENTITY`). The host of the
+    /// older session does the removing, so each side decides alone and both agree.
+    fn replace_older_duplicate(&mut self, now: Instant, room: &RoomName, info: &lk::ParticipantInfo) {
+        let identity = ParticipantIdentity::new(info.identity.clone());
+        let Some(key) = self.find_identity(room, &identity) else {
+            return;
+        };
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
+        let ours = (p.joined_at_ms, p.sid.as_str());
+        if ours < (info.joined_at_ms, info.sid.as_str()) {
+            info!(%room, %identity, "the identity joined again at another place: the older session here leaves");
+            self.remove_participant(
+                now,
+                key,
+                lk::DisconnectReason::DuplicateIdentity,
+                Some(lk::leave_request::Action::Disconnect),
+            );
         }
     }
 

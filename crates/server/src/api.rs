@@ -228,7 +228,15 @@ pub async fn twirp(
         Ok(c) => c,
         Err(resp) => return *resp,
     };
-    match handle(&app, &method, &claims, &headers, &body).await {
+    // With a region, a request covers the room on every node (unless it was forwarded by
+    // another node, which asks for this node's part only).
+    let result = match &app.node.cluster {
+        Some(c) if !headers.contains_key(crate::region_api::SCOPE_HEADER) => {
+            crate::region_api::handle_region(&app, c, &method, &claims, &headers, &body).await
+        }
+        _ => handle(&app, &method, &claims, &headers, &body).await,
+    };
+    match result {
         Ok(resp) => resp,
         Err(e) => {
             info!(method, code = e.code.as_str(), "room api error: {}", e.msg);
@@ -237,7 +245,7 @@ pub async fn twirp(
     }
 }
 
-async fn handle(
+pub(crate) async fn handle(
     app: &AppState,
     method: &str,
     claims: &Claims,
@@ -455,6 +463,7 @@ async fn admin(app: &AppState, req: AdminRequest) -> Result<AdminResponse, Twirp
     app.node.admin(req).await.map_err(|e| match e {
         NodeError::Admin(e) => e.into(),
         NodeError::Unavailable => TwirpError::new(TwirpCode::Unavailable, "media worker unavailable"),
+        NodeError::Region(e) => TwirpError::new(TwirpCode::Unavailable, e),
     })
 }
 

@@ -83,6 +83,8 @@ struct Links {
     current: Vec<Option<LinkHandle>>,
     /// Relay addresses of the live nodes, from their leases.
     addrs: HashMap<NodeId, String>,
+    /// Room API addresses of the live nodes.
+    apis: HashMap<NodeId, String>,
     dialing: HashSet<NodeId>,
 }
 
@@ -119,6 +121,8 @@ pub struct Cluster {
     /// The lease is live (Redis answered the last renewal).
     ready: AtomicBool,
     started_at_ms: u64,
+    /// Forwards Room API requests to other nodes.
+    pub http: crate::region_api::HttpClient,
 }
 
 fn unix_ms() -> u64 {
@@ -157,6 +161,7 @@ impl Cluster {
             defaults,
             ready: AtomicBool::new(false),
             started_at_ms: unix_ms(),
+            http: crate::region_api::client(),
         });
         let relay = Relay::bind(
             RelayConfig {
@@ -323,18 +328,69 @@ impl Cluster {
 
     /// Refresh the live nodes' relay addresses from their leases; returns them.
     async fn refresh_nodes(&self) -> Vec<NodeId> {
+        self.live_nodes().await.unwrap_or_default()
+    }
+
+    /// The region's live nodes (None if Redis cannot say); their addresses are noted.
+    pub async fn live_nodes(&self) -> Option<Vec<NodeId>> {
         match self.dir.nodes().await {
             Ok(nodes) => {
                 let mut links = self.links();
                 links.addrs = (nodes.iter())
                     .map(|n| (n.id.clone(), n.info.relay_addr.as_str().to_string()))
                     .collect();
-                nodes.into_iter().map(|n| n.id).collect()
+                links.apis = (nodes.iter())
+                    .filter_map(|n| Some((n.id.clone(), n.info.api_addr.clone()?)))
+                    .collect();
+                Some(nodes.into_iter().map(|n| n.id).collect())
             }
             Err(e) => {
                 debug!("listing the region's nodes failed: {e}");
-                Vec::new()
+                None
             }
+        }
+    }
+
+    /// The nodes holding an instance of `room` (None if Redis cannot say).
+    pub async fn room_nodes(&self, room: &RoomName) -> Option<Vec<NodeId>> {
+        let nodes = self.dir.instances(room).await.ok()?;
+        if nodes
+            .iter()
+            .any(|n| n != self.node() && !self.links().apis.contains_key(n))
+        {
+            self.live_nodes().await;
+        }
+        Some(nodes)
+    }
+
+    /// Where `node`'s Room API listens.
+    pub fn api_addr(&self, node: &NodeId) -> Option<String> {
+        self.links().apis.get(node).cloned()
+    }
+
+    /// A Room API request changed the room everywhere: keep its record in step.
+    pub async fn room_changed(&self, method: &str, room: &RoomName, json_body: bool, body: &[u8]) {
+        let result = match method {
+            "DeleteRoom" => self.dir.delete_room(room, None).await.map(|_| ()),
+            "UpdateRoomMetadata" => {
+                let metadata = if json_body {
+                    serde_json::from_slice::<livekit_protocol::UpdateRoomMetadataRequest>(body)
+                        .map(|r| r.metadata)
+                        .ok()
+                } else {
+                    <livekit_protocol::UpdateRoomMetadataRequest as prost::Message>::decode(body)
+                        .map(|r| r.metadata)
+                        .ok()
+                };
+                match metadata {
+                    Some(m) => self.dir.update_metadata(room, &m).await.map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            debug!(%room, method, "updating the room's record failed: {e}");
         }
     }
 
@@ -347,6 +403,7 @@ impl Cluster {
             tick.tick().await;
             let info = NodeInfo {
                 relay_addr: self.config.relay_address.clone(),
+                api_addr: Some(self.config.api_address.clone()),
                 participants: self.local().participants() as u32,
                 started_at_ms: self.started_at_ms,
             };

@@ -163,6 +163,8 @@ pub struct ClusterConfig {
     pub relay_bind: SocketAddr,
     /// What other nodes dial.
     pub relay_address: pylon_cluster::RelayAddr,
+    /// Where other nodes forward Room API requests (the relay address's host, `port`).
+    pub api_address: String,
     /// Nodes prove membership with this (derived from the API secret every node shares).
     pub secret: Vec<u8>,
 }
@@ -264,7 +266,7 @@ impl Config {
                 .into(),
             mint: dev.then(|| first_key(&keys)).flatten(),
         });
-        let cluster = resolve_cluster(&f, &keys, bind, node_ip)?;
+        let cluster = resolve_cluster(&f, &keys, bind, node_ip, http_port)?;
         let defaults = RoomDefaults::default();
         let room = RoomDefaults {
             empty_timeout: f
@@ -346,6 +348,7 @@ fn resolve_cluster(
     keys: &KeySet,
     bind: IpAddr,
     node_ip: IpAddr,
+    http_port: u16,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(redis) = &f.redis else {
         if f.relay.port.is_some() || f.relay.address.is_some() || f.relay.node_name.is_some() {
@@ -387,6 +390,11 @@ fn resolve_cluster(
         Some(host) => format!("{host}:{port}"),
     };
     let relay_address = pylon_cluster::RelayAddr::parse(&address).map_err(invalid("relay.address"))?;
+    let host = match address.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => address.as_str(),
+    };
+    let api_address = format!("{host}:{http_port}");
     let name = match &f.relay.node_name {
         Some(n) => n.clone(),
         None => format!("{}-{port}", host_name()),
@@ -402,6 +410,7 @@ fn resolve_cluster(
         node,
         relay_bind: SocketAddr::new(bind, port),
         relay_address,
+        api_address,
         secret: secret.into_bytes(),
     }))
 }

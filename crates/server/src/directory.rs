@@ -43,6 +43,15 @@ impl RoomEntry {
         self.hosted.iter().map(|(_, n)| n).sum()
     }
 
+    /// Take the room as opened in the region (if it was).
+    fn open(&mut self, opened: Option<&OpenedRoom>) {
+        if let Some(o) = opened {
+            self.record = o.record.clone();
+            self.cluster = Some(o.room.clone());
+            self.node_peers = o.peers.clone();
+        }
+    }
+
     fn count_mut(&mut self, w: WorkerId) -> &mut usize {
         let i = match self.hosted.iter().position(|(x, _)| *x == w) {
             Some(i) => i,
@@ -185,11 +194,7 @@ impl Directory {
         if !self.rooms.contains_key(room) {
             let home = self.least_loaded();
             let mut entry = self.new_entry(home, self.defaults.clone(), String::new(), unix_ms);
-            if let Some(o) = opened {
-                entry.record = o.record.clone();
-                entry.cluster = Some(o.room.clone());
-                entry.node_peers = o.peers.clone();
-            }
+            entry.open(opened);
             self.rooms.insert(room.clone(), entry);
         }
         let replacing = self.identities.contains_key(&(room.clone(), identity.clone()));
@@ -246,6 +251,7 @@ impl Directory {
         to: &RoomName,
         identity: &ParticipantIdentity,
         unix_ms: i64,
+        opened: Option<&OpenedRoom>,
     ) -> Result<Option<Plan>, PlaceError> {
         let Some(&(worker, _)) = self.identities.get(&(from.clone(), identity.clone())) else {
             return Ok(None);
@@ -254,7 +260,8 @@ impl Directory {
             return Err(PlaceError::IdentityTaken);
         }
         if !self.rooms.contains_key(to) {
-            let entry = self.new_entry(worker, self.defaults.clone(), String::new(), unix_ms);
+            let mut entry = self.new_entry(worker, self.defaults.clone(), String::new(), unix_ms);
+            entry.open(opened);
             self.rooms.insert(to.clone(), entry);
         }
         let e = &self.rooms[to];
@@ -286,11 +293,13 @@ impl Directory {
         room: &RoomName,
         options: &RoomOptions,
         unix_ms: i64,
+        opened: Option<&OpenedRoom>,
     ) -> (WorkerId, RoomRecord) {
         if !self.rooms.contains_key(room) {
             let home = self.least_loaded();
             let settings = room_settings(self.defaults.clone(), options);
-            let entry = self.new_entry(home, settings, options.metadata.clone(), unix_ms);
+            let mut entry = self.new_entry(home, settings, options.metadata.clone(), unix_ms);
+            entry.open(opened);
             self.rooms.insert(room.clone(), entry);
         }
         let e = &self.rooms[room];

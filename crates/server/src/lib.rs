@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod region_api;
 pub mod session;
 pub mod webhook;
 pub mod wire;

@@ -15,7 +15,7 @@ use pylon_core::ids::RoomName;
 use pylon_core::{JoinError, JoinParams, ResumeParams};
 use tokio::sync::oneshot;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, OpenedRoom};
 use crate::directory::{Directory, PlaceError, WorkerId};
 use crate::worker::{Command, SessionTx, WorkerHandle};
 
@@ -26,6 +26,23 @@ pub enum NodeError {
     Admin(#[from] AdminError),
     #[error("media worker unavailable")]
     Unavailable,
+    #[error("region directory unavailable: {0}")]
+    Region(String),
+}
+
+/// A room's info from its record (a room hosted on other nodes).
+fn record_info(name: &RoomName, r: &pylon_core::RoomRecord) -> lk::Room {
+    lk::Room {
+        sid: r.sid.as_str().to_string(),
+        name: name.as_str().to_string(),
+        empty_timeout: r.settings.empty_timeout.as_secs() as u32,
+        departure_timeout: r.settings.departure_timeout.as_secs() as u32,
+        max_participants: r.settings.max_participants,
+        creation_time: r.creation_unix_ms / 1000,
+        creation_time_ms: r.creation_unix_ms,
+        metadata: r.metadata.clone(),
+        ..Default::default()
+    }
 }
 
 pub struct Node {
@@ -151,9 +168,19 @@ impl Node {
     pub async fn admin(&self, req: AdminRequest) -> Result<AdminResponse, NodeError> {
         match req {
             AdminRequest::CreateRoom { name, options, .. } => {
+                let opened = self.open_in_region(&name).await?;
+                if let Some(o) = opened.as_ref().filter(|o| !o.room.home) {
+                    // The room lives on another node: nothing to create here.
+                    if !self.directory().exists(&name) {
+                        if let Some(c) = &self.cluster {
+                            let _ = c.dir.remove_instance(&name).await;
+                        }
+                    }
+                    return Ok(AdminResponse::Room(record_info(&name, &o.record)));
+                }
                 let answer = {
                     let mut d = self.directory();
-                    let (home, record) = d.place_room(&name, &options, unix_ms());
+                    let (home, record) = d.place_room(&name, &options, unix_ms(), opened.as_ref());
                     let req = AdminRequest::CreateRoom {
                         name,
                         options,
@@ -257,19 +284,23 @@ impl Node {
                 token,
                 ..
             } => {
+                let hosted_here = self.directory().worker_of(&room, &identity).is_some();
+                let opened = match hosted_here {
+                    true => self.open_in_region(&destination).await?,
+                    false => None,
+                };
                 let answer = {
                     let mut d = self.directory();
-                    let plan =
-                        d.place_move(&room, &destination, &identity, unix_ms())
-                            .map_err(|e| match e {
-                                PlaceError::IdentityTaken => AdminError::AlreadyExists(
-                                    "a participant with this identity is already in the destination room"
-                                        .into(),
-                                ),
-                                PlaceError::RoomFull => AdminError::FailedPrecondition(
-                                    "room has exceeded its max participants".into(),
-                                ),
-                            })?;
+                    let plan = d
+                        .place_move(&room, &destination, &identity, unix_ms(), opened.as_ref())
+                        .map_err(|e| match e {
+                            PlaceError::IdentityTaken => AdminError::AlreadyExists(
+                                "a participant with this identity is already in the destination room".into(),
+                            ),
+                            PlaceError::RoomFull => AdminError::FailedPrecondition(
+                                "room has exceeded its max participants".into(),
+                            ),
+                        })?;
                     let Some(plan) = plan else {
                         return Err(if d.exists(&room) {
                             AdminError::ParticipantNotFound
@@ -295,6 +326,18 @@ impl Node {
                 }
                 result
             }
+        }
+    }
+
+    /// With a region, open `room` there if this node does not hold it yet.
+    async fn open_in_region(&self, room: &RoomName) -> Result<Option<OpenedRoom>, NodeError> {
+        match &self.cluster {
+            Some(c) if !self.directory().exists(room) => c
+                .open_room(room)
+                .await
+                .map(Some)
+                .map_err(|e| NodeError::Region(e.to_string())),
+            _ => Ok(None),
         }
     }
 

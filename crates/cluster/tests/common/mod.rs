@@ -162,6 +162,7 @@ pub fn directory(target: &Target, id: &str) -> Directory {
 
 pub fn info(port: u16) -> NodeInfo {
     NodeInfo {
+        api_addr: None,
         relay_addr: RelayAddr::parse(&format!("127.0.0.1:{port}")).expect("relay addr"),
         participants: 0,
         started_at_ms: 1_700_000_000_000,
