@@ -28,6 +28,9 @@ from cluster import (  # noqa: F401 - cluster, party and redis are fixtures
     wait_members,
     wait_ready,
 )
+from livekit import rtc
+
+from conftest import API_KEY
 from peers import Peer, wait_for
 from test_media import assert_receives_av
 from test_metrics import scrape
@@ -273,3 +276,61 @@ async def test_flushall_reregisters(cluster, redis, http, party):
     await wait_sees([c], ["A", "B"])
     await assert_gets_av(c, "A")
     await wait_sees([a], ["C"])
+
+
+async def test_webhooks_once_per_room_from_the_hosting_nodes(cluster, http, party):
+    """Both nodes deliver to one receiver: the room starts and finishes once (from its home),
+    each participant's and track's events come once, from the node hosting it."""
+    from test_webhooks import Receiver
+
+    receiver = await Receiver().start()
+    try:
+        config = {
+            "webhook": {"api_key": API_KEY, "urls": [receiver.url]},
+            "room": {"empty_timeout": 2, "departure_timeout": 1},
+        }
+        n0, n1 = cluster(2, config)
+        await wait_all_ready(http, [n0, n1])
+        a = await party.join(n0, "A", "hooks")
+        b = await party.join(n1, "B", "hooks", publish=False)
+        await assert_gets_av(b, "A")
+        await party.leave(b)
+        await party.leave(a)
+        await wait_for(lambda: receiver.find("room_finished"), 20, "room_finished to be delivered")
+        await asyncio.sleep(1.5)  # anything duplicated would arrive meanwhile
+        got = sorted((e.event, e.participant.identity) for e in receiver.accepted())
+        assert receiver.rejected == [], [x.error for x in receiver.rejected]
+        assert got == sorted(
+            [
+                ("room_started", ""),
+                ("room_finished", ""),
+                ("participant_joined", "A"),
+                ("participant_joined", "B"),
+                ("participant_left", "A"),
+                ("participant_left", "B"),
+                ("track_published", "A"),
+                ("track_published", "A"),
+                ("track_unpublished", "A"),
+                ("track_unpublished", "A"),
+            ]
+        ), got
+        sids = {e.room.sid for e in receiver.accepted()}
+        assert len(sids) == 1, f"one room sid on both nodes, got {sids}"
+    finally:
+        await receiver.stop()
+
+
+async def test_duplicate_identity_on_another_node_replaces_the_older_session(cluster, http, party):
+    n0, n1 = cluster(2)
+    await wait_all_ready(http, [n0, n1])
+    a = await party.join(n0, "A", "dup")
+    old = await party.join(n0, "X", "dup", publish=False)
+    await wait_sees([a], ["X"])
+    new = await party.join(n1, "X", "dup", publish=False)
+    await wait_for(lambda: old.disconnect_reason is not None, 15, "the older X to be disconnected")
+    assert old.disconnect_reason == rtc.DisconnectReason.DUPLICATE_IDENTITY, old.disconnect_reason
+    await assert_gets_av(new, "A")
+    await asyncio.sleep(1)
+    assert "X" in a.room.remote_participants, "A sees the new X"
+    assert a.room.remote_participants["X"].sid == new.room.local_participant.sid
+    assert new.room.connection_state == rtc.ConnectionState.CONN_CONNECTED

@@ -69,8 +69,16 @@ pub struct LoadTestArgs {
     pub(crate) json: bool,
     /// A server process on this host to measure: CPU seconds it spends while media flows
     /// (from /proc, so its own rusage, not wall time) and resident memory per participant.
+    /// Repeat it for the nodes of a region: their CPU and memory are summed.
     #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    pub(crate) server_pid: Vec<u32>,
+    /// More servers (nodes of one region): participants are assigned round-robin over --url
+    /// and these.
+    #[arg(long)]
+    pub(crate) also_url: Vec<String>,
+    /// Subscribe-only participants join this server instead (e.g. another node of the region).
+    #[arg(long)]
+    pub(crate) subscriber_url: Option<String>,
     /// The server is Janus (videoroom plugin); --url is its WebSocket API, e.g.
     /// ws://10.203.0.2:8188. The same shape of load, for side-by-side benchmarks.
     #[arg(long)]
@@ -83,13 +91,25 @@ pub struct LoadTestArgs {
 
 /// A server process measured from /proc.
 pub(crate) struct ServerProbe {
-    pid: u32,
+    pids: Vec<u32>,
     ticks: f64,
 }
 
 impl ServerProbe {
+    /// Every measured process together.
     pub(crate) fn sample(&self) -> anyhow::Result<ProcSample> {
-        sample(self.pid, self.ticks)
+        let mut total = ProcSample {
+            cpu_s: 0.0,
+            rss_kb: 0,
+            workers_cpu_s: Vec::new(),
+        };
+        for pid in &self.pids {
+            let s = sample(*pid, self.ticks)?;
+            total.cpu_s += s.cpu_s;
+            total.rss_kb += s.rss_kb;
+            total.workers_cpu_s.extend(s.workers_cpu_s);
+        }
+        Ok(total)
     }
 }
 
@@ -439,8 +459,8 @@ async fn send_media(
 pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
     let total = args.rooms * (args.publishers + args.subscribers);
     anyhow::ensure!(total > 0, "nothing to do: no publishers or subscribers");
-    let probe = args.server_pid.map(|pid| ServerProbe {
-        pid,
+    let probe = (!args.server_pid.is_empty()).then(|| ServerProbe {
+        pids: args.server_pid.clone(),
         ticks: clock_ticks_per_second(),
     });
     eprintln!(
@@ -492,11 +512,20 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
         for n in 0..args.publishers + args.subscribers {
             let publisher = n < args.publishers;
             let identity = format!("{}-{room_i}-{n}", if publisher { "pub" } else { "sub" });
+            let url = match &args.subscriber_url {
+                Some(u) if !publisher => u,
+                _ => {
+                    let urls = 1 + args.also_url.len();
+                    match n % urls {
+                        0 => &args.url,
+                        i => &args.also_url[i - 1],
+                    }
+                }
+            };
             let started = Instant::now();
             let joined = async {
                 let mut c =
-                    Client::connect_with(&args.url, &creds.join_token(&room, &identity), opts.clone())
-                        .await?;
+                    Client::connect_with(url, &creds.join_token(&room, &identity), opts.clone()).await?;
                 c.wait_until("the subscriber connection", |o| o.subscriber_ready())
                     .await?;
                 let tracks = if publisher {
