@@ -5,10 +5,15 @@ the multi-node end-to-end tests (`test_nodes.py`).
   be stopped and started again on the same port (an outage, a restart that lost everything).
 - `cluster(n, extra=None, workers=2)`: n nodes (`node-0`, `node-1`, ...) of region `e2e`,
   each with its own relay (QUIC, UDP) port and Prometheus port, all pointing at `redis`.
-- `party`: connects SDK participants (optionally publishing) and closes them all at teardown,
-  even those whose node was killed.
+- `party`: connects SDK participants (optionally publishing; `Peer` or a subclass such as
+  `WatchPeer`) and closes them all at teardown, even those whose node was killed.
 - `wait_ready(http, server, status)`: polls `/readyz` (200 when the node is registered in
   Redis, 503 when Redis is unreachable).
+- `balancer(servers)`: a real HAProxy (`scripts/setup-haproxy.sh`) in front of the nodes'
+  HTTP ports, as a Kubernetes Service or cloud load balancer would be: TCP round robin, with
+  `GET /readyz` health checks taking a dead or unready node out. Its `url` is what clients
+  connect to; `server_states()` reads its view of the nodes from its stats socket.
+- `hosted(http, nodes)`: each node's `pylon_participants` (the participants it hosts).
 
 The multi-node tests run once: `NOT_IN_VARIANT_RUNS` skips them in the reruns of the suite
 with `PYLON_TEST_SPREAD` / `PYLON_TEST_WORKERS` (scripts/test.sh).
@@ -31,11 +36,14 @@ import pytest
 
 from conftest import OUTPUT, PylonServer, _test_name, free_port
 from peers import Peer, Publisher
+from test_metrics import scrape
 
 REGION = "e2e"
 PREFIX = f"pylon:{{{REGION}}}:"
 REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_CLI = "/usr/bin/redis-cli"
+# Debian puts haproxy in /usr/sbin, which is not on every user's PATH.
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 NOT_IN_VARIANT_RUNS = pytest.mark.skipif(
     bool(os.environ.get("PYLON_TEST_SPREAD") or os.environ.get("PYLON_TEST_WORKERS")),
@@ -259,8 +267,11 @@ class Party:
     def __init__(self):
         self.peers: list[Peer] = []
 
-    async def join(self, server: PylonServer, identity: str, room: str, *, publish: bool = True) -> Peer:
-        peer = await Peer(identity).connect(server.url, server.token(identity, room=room))
+    async def join(
+        self, server: PylonServer, identity: str, room: str, *, publish: bool = True, peer_class: type = Peer
+    ) -> Peer:
+        """`server` is a node, or anything with `url` and `token()` (a `Balancer`)."""
+        peer = await peer_class(identity).connect(server.url, server.token(identity, room=room))
         peer.pub = None
         self.peers.append(peer)
         if publish:
@@ -285,3 +296,187 @@ async def party():
     p = Party()
     yield p
     await p.close()
+
+
+class Balancer:
+    """HAProxy in front of `servers` (their HTTP ports, where signalling and the APIs are), in
+    TCP mode with round robin: every TCP connection (a signalling WebSocket, an API call, the
+    SDK's `/rtc/v1` probe before it falls back to `/rtc`) goes to the next node that is up.
+    Health checks (`GET /readyz` every 500 ms, 2 failures down, 2 successes up) take a node
+    out. Media does not pass through it: ICE goes to the node's own UDP port. WebSockets live
+    for an hour (`timeout client/server/tunnel`). A connection refused by a dead node that the
+    checks have not caught yet is retried on another (`option redispatch`).
+
+    Runs in the foreground (`haproxy -db`), logging to test-output/e2e/<test>-haproxy.log
+    (health check transitions and one line per connection with the node it went to)."""
+
+    def __init__(self, name: str, servers: list[PylonServer]):
+        assert servers, "a balancer needs servers"
+        self.servers = list(servers)
+        self.port = free_port(socket.SOCK_STREAM)
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        self.config_path = OUTPUT / f"{name}-haproxy.cfg"
+        self.log_path = OUTPUT / f"{name}-haproxy.log"
+        # A unix socket path must stay short (108 bytes): keep it out of the deep output dir.
+        self.dir = Path(tempfile.mkdtemp(prefix="pylon-e2e-haproxy-"))
+        self.stats_socket = self.dir / "stats.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def server_name(self, server: PylonServer) -> str:
+        return getattr(server, "node_name", None) or f"pylon-{self.servers.index(server)}"
+
+    def config(self) -> str:
+        lines = [
+            "global",
+            "    log stdout format raw local0 info",
+            f"    stats socket {self.stats_socket} mode 600 level admin",
+            "    maxconn 2000",
+            "",
+            "defaults",
+            "    mode tcp",
+            "    log global",
+            "    option tcplog",
+            "    option redispatch",
+            "    retries 2",
+            "    timeout connect 2s",
+            "    timeout check 2s",
+            "    timeout client 1h",
+            "    timeout server 1h",
+            "    timeout tunnel 1h",
+            "",
+            "frontend pylon",
+            f"    bind 127.0.0.1:{self.port}",
+            "    default_backend nodes",
+            "",
+            "backend nodes",
+            "    balance roundrobin",
+            "    option httpchk GET /readyz",
+            "    default-server inter 500ms fall 2 rise 2",
+        ]
+        for server in self.servers:
+            lines.append(f"    server {self.server_name(server)} 127.0.0.1:{server.http_port} check")
+        return "\n".join(lines) + "\n"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, identity: str, room: str = "e2e", **kwargs) -> str:
+        """A join token any node accepts (they share the key), so `party.join(balancer, ...)`
+        works as with a node."""
+        return self.servers[0].token(identity, room, **kwargs)
+
+    def start(self) -> "Balancer":
+        if not Path(HAPROXY).exists():
+            pytest.fail(f"{HAPROXY} is not installed: run scripts/setup-haproxy.sh")
+        self.config_path.write_text(self.config())
+        check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy rejects {self.config_path}: {check.stdout}{check.stderr}")
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [HAPROXY, "-db", "-f", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"haproxy did not listen within 20 s; see {self.log_path}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, cmd: str) -> str:
+        """One command on HAProxy's stats socket (`show stat`, `show servers state`, ...)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            s.connect(str(self.stats_socket))
+            s.sendall(cmd.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def server_states(self) -> dict[str, str]:
+        """HAProxy's view of each node: `UP`, `DOWN`, `UP 1/2` (going down), `DOWN 1/2` (coming
+        up), ... by server name (the node's name)."""
+        lines = self.command("show stat").splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        states = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            if row.get("pxname") == "nodes" and row.get("svname") not in (None, "BACKEND"):
+                states[row["svname"]] = row["status"]
+        return states
+
+    async def wait_states(self, want: dict[str, str], timeout: float = 10) -> None:
+        """Poll until HAProxy sees each named node in the given state (`UP` or `DOWN`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.server_states()
+            if all(states.get(name) == state for name, state in want.items()):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"haproxy sees {states} after {timeout} s, want {want}; see {self.log_path}")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def balancer(request):
+    """`balancer(servers) -> Balancer`: HAProxy in front of `servers`, listening; killed after
+    the test."""
+    started: list[Balancer] = []
+
+    def start(servers: list[PylonServer]) -> Balancer:
+        name = _test_name(request) + (f"-{len(started)}" if started else "")
+        b = Balancer(name, servers)
+        started.append(b)
+        return b.start()
+
+    yield start
+    for b in started:
+        b.stop()
+
+
+async def hosted(http: aiohttp.ClientSession, nodes: list[PylonServer]) -> list[int]:
+    """Each node's `pylon_participants` gauge (participants it hosts), in `nodes`' order."""
+    counts = []
+    for node in nodes:
+        m = await scrape(http, node.metrics_port)
+        counts.append(int(m["pylon_participants"]))
+    return counts
+
+
+async def wait_hosted(
+    http: aiohttp.ClientSession, nodes: list[PylonServer], total: int, timeout: float = 10
+) -> list[int]:
+    """Poll until the nodes' `pylon_participants` add up to `total`; returns them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await hosted(http, nodes)
+        if sum(counts) == total:
+            return counts
+        if time.monotonic() > deadline:
+            names = [getattr(n, "node_name", n.http_url) for n in nodes]
+            raise AssertionError(f"nodes {names} host {counts} participants after {timeout} s, want {total} in all")
+        await asyncio.sleep(0.1)

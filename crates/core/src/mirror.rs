@@ -209,7 +209,12 @@ impl Shard {
                 key
             }
             None => {
-                self.replace_older_duplicate(now, room, &state.info);
+                if !self.replace_older_duplicate(now, room, &state.info)
+                    || !self.drop_older_mirrors(now, room, &state.info)
+                {
+                    debug!(%room, participant = %sid, "a newer session of the identity is here; ignored");
+                    return;
+                }
                 let key = self.next_participant_key();
                 let m = RemoteParticipant {
                     key,
@@ -256,25 +261,65 @@ impl Shard {
 
     /// A participant hosted elsewhere has the identity of one hosted here: the newer session
     /// wins, as on one node (the older one is told `DUPLICATE_IDENTITY`). The host of the
-    /// older session does the removing, so each side decides alone and both agree.
-    fn replace_older_duplicate(&mut self, now: Instant, room: &RoomName, info: &lk::ParticipantInfo) {
+    /// older session does the removing, so each side decides alone and both agree. Returns
+    /// false if the session hosted here is the newer one (the other is not mirrored).
+    fn replace_older_duplicate(&mut self, now: Instant, room: &RoomName, info: &lk::ParticipantInfo) -> bool {
         let identity = ParticipantIdentity::new(info.identity.clone());
         let Some(key) = self.find_identity(room, &identity) else {
-            return;
+            return true;
         };
         let Some(p) = self.participants.get(&key) else {
-            return;
+            return true;
         };
         let ours = (p.joined_at_ms, p.sid.as_str());
-        if ours < (info.joined_at_ms, info.sid.as_str()) {
-            info!(%room, %identity, "the identity joined again at another place: the older session here leaves");
-            self.remove_participant(
-                now,
-                key,
-                lk::DisconnectReason::DuplicateIdentity,
-                Some(lk::leave_request::Action::Disconnect),
-            );
+        if ours > (info.joined_at_ms, info.sid.as_str()) {
+            return false;
         }
+        info!(%room, %identity, "the identity joined again at another place: the older session here leaves");
+        self.remove_participant(
+            now,
+            key,
+            lk::DisconnectReason::DuplicateIdentity,
+            Some(lk::leave_request::Action::Disconnect),
+        );
+        true
+    }
+
+    /// Mirrors of `info`'s identity (another session, hosted elsewhere) that joined before it
+    /// leave the room here, before it is announced: clients key participants by identity, so
+    /// the older one's departure must come first. A session whose host died keeps its mirror
+    /// until the link to that host times out; a rejoin elsewhere must not wait for that.
+    /// Returns false if a newer session of the identity is mirrored here already.
+    pub(crate) fn drop_older_mirrors(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        info: &lk::ParticipantInfo,
+    ) -> bool {
+        let Some(r) = self.rooms.get(room) else {
+            return true;
+        };
+        let theirs = (info.joined_at_ms, info.sid.as_str());
+        let mut older = Vec::new();
+        for k in &r.remotes {
+            let Some(m) = self.remotes.get(k) else { continue };
+            if m.identity.as_str() != info.identity || m.sid.as_str() == info.sid {
+                continue;
+            }
+            if (m.info.joined_at_ms, m.sid.as_str()) > theirs {
+                return false;
+            }
+            older.push(*k);
+        }
+        for key in older {
+            let info = departed(
+                self.remotes[&key].info.clone(),
+                lk::DisconnectReason::DuplicateIdentity,
+            );
+            info!(%room, identity = %info.identity, "the identity joined again elsewhere: its older session's mirror leaves");
+            self.remove_mirror(now, key, info);
+        }
+        true
     }
 
     /// Make the mirror's relayed tracks match what its host says it publishes; returns the

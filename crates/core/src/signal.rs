@@ -39,6 +39,14 @@ impl Shard {
                 Some(lk::leave_request::Action::Disconnect),
             );
         }
+        // A session of the identity hosted elsewhere (its host may be dead, its link not yet
+        // timed out) leaves too: this one is the newest.
+        let newest = lk::ParticipantInfo {
+            identity: params.identity.as_str().to_string(),
+            joined_at_ms: i64::MAX,
+            ..Default::default()
+        };
+        self.drop_older_mirrors(now, &params.room, &newest);
         // After the replaced session is gone: an instance that ended with it starts again.
         self.ensure_room(now, &params.room, &params.placement);
         let key = self.next_participant_key();
