@@ -81,16 +81,18 @@ impl Shard {
         self.drain_dirty(now);
     }
 
+    fn rooms_linked_to(&self, place: PlaceId) -> Vec<RoomName> {
+        (self.rooms.values())
+            .filter(|r| r.links.contains(&place))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
     /// The link to `place` is down (the place may be gone, or only the path to it): the
     /// participants hosted there leave every room here, and their wishes go. The rooms stay
     /// linked to the place, so they exchange snapshots again when it is back ([`Shard::place_up`]).
     pub fn place_down(&mut self, now: Instant, place: PlaceId) {
-        let rooms: Vec<RoomName> = self
-            .rooms
-            .values()
-            .filter(|r| r.links.contains(&place))
-            .map(|r| r.name.clone())
-            .collect();
+        let rooms = self.rooms_linked_to(place);
         for room in rooms {
             info!(%room, %place, "link down: its participants leave the room here");
             if self.rooms.get_mut(&room).is_some_and(|r| r.answered(place)) {
@@ -104,12 +106,7 @@ impl Shard {
     /// The link to `place` is up (again): every room linked to it sends its snapshot and asks
     /// for the place's (a place that no longer holds the room answers `Bye`).
     pub fn place_up(&mut self, now: Instant, place: PlaceId) {
-        let rooms: Vec<RoomName> = self
-            .rooms
-            .values()
-            .filter(|r| r.links.contains(&place))
-            .map(|r| r.name.clone())
-            .collect();
+        let rooms = self.rooms_linked_to(place);
         for room in rooms {
             let participants = self.snapshot(&room, place);
             let hello = RelayMessage::Hello {

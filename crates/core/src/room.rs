@@ -22,6 +22,23 @@ pub struct RoomRecord {
     pub settings: RoomDefaults,
 }
 
+impl RoomRecord {
+    /// What clients and the Room API are told of the room (participant counts left at 0).
+    pub fn info(&self, name: &RoomName) -> lk::Room {
+        lk::Room {
+            sid: self.sid.as_str().to_string(),
+            name: name.as_str().to_string(),
+            empty_timeout: self.settings.empty_timeout.as_secs() as u32,
+            departure_timeout: self.settings.departure_timeout.as_secs() as u32,
+            max_participants: self.settings.max_participants,
+            creation_time: self.creation_unix_ms / 1000,
+            creation_time_ms: self.creation_unix_ms,
+            metadata: self.metadata.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Where a joining participant's room instance sits among the room's others.
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -192,18 +209,16 @@ impl Room {
     }
 
     pub fn info(&self, num_publishers: u32) -> lk::Room {
-        lk::Room {
-            sid: self.sid.as_str().to_string(),
-            name: self.name.as_str().to_string(),
-            empty_timeout: self.settings.empty_timeout.as_secs() as u32,
-            departure_timeout: self.settings.departure_timeout.as_secs() as u32,
-            max_participants: self.settings.max_participants,
-            creation_time: self.creation_unix_ms / 1000,
-            creation_time_ms: self.creation_unix_ms,
+        let record = RoomRecord {
+            sid: self.sid.clone(),
+            creation_unix_ms: self.creation_unix_ms,
             metadata: self.metadata.clone(),
+            settings: self.settings.clone(),
+        };
+        lk::Room {
             num_participants: self.population() as u32,
             num_publishers,
-            ..Default::default()
+            ..record.info(&self.name)
         }
     }
 }

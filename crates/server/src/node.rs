@@ -30,21 +30,6 @@ pub enum NodeError {
     Region(String),
 }
 
-/// A room's info from its record (a room hosted on other nodes).
-fn record_info(name: &RoomName, r: &pylon_core::RoomRecord) -> lk::Room {
-    lk::Room {
-        sid: r.sid.as_str().to_string(),
-        name: name.as_str().to_string(),
-        empty_timeout: r.settings.empty_timeout.as_secs() as u32,
-        departure_timeout: r.settings.departure_timeout.as_secs() as u32,
-        max_participants: r.settings.max_participants,
-        creation_time: r.creation_unix_ms / 1000,
-        creation_time_ms: r.creation_unix_ms,
-        metadata: r.metadata.clone(),
-        ..Default::default()
-    }
-}
-
 pub struct Node {
     pub workers: Vec<WorkerHandle>,
     pub directory: Arc<Mutex<Directory>>,
@@ -176,7 +161,7 @@ impl Node {
                             let _ = c.dir.remove_instance(&name).await;
                         }
                     }
-                    return Ok(AdminResponse::Room(record_info(&name, &o.record)));
+                    return Ok(AdminResponse::Room(o.record.info(&name)));
                 }
                 let answer = {
                     let mut d = self.directory();
