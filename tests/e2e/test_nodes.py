@@ -337,3 +337,36 @@ async def test_duplicate_identity_on_another_node_replaces_the_older_session(clu
     assert "X" in a.room.remote_participants, "A sees the new X"
     assert a.room.remote_participants["X"].sid == new.room.local_participant.sid
     assert new.room.connection_state == rtc.ConnectionState.CONN_CONNECTED
+
+
+async def test_a_survivor_takes_over_the_room_of_a_killed_home_node(cluster, http, party):
+    """The home node (the first to open the room) is killed: a surviving node takes the home
+    role once the dead lease lapses, so the room still finishes, once, when the survivors
+    leave."""
+    from test_webhooks import Receiver
+
+    receiver = await Receiver().start()
+    try:
+        config = {
+            "webhook": {"api_key": API_KEY, "urls": [receiver.url]},
+            "room": {"empty_timeout": 2, "departure_timeout": 1},
+        }
+        n0, n1 = cluster(2, config)
+        await wait_all_ready(http, [n0, n1])
+        a = await party.join(n0, "A", "orphan")
+        b = await party.join(n1, "B", "orphan", publish=False)
+        await assert_gets_av(b, "A")
+        await wait_for(lambda: receiver.find("room_started"), 10, "room_started")
+        n0.kill()
+        await wait_for(lambda: "A" not in b.room.remote_participants, 12, "B to see A gone with its node")
+        await asyncio.sleep(7)  # the dead lease lapses (4 s) and the survivor claims the room
+        await party.leave(b)
+        await wait_for(lambda: receiver.find("room_finished"), 15, "room_finished from the survivor")
+        await asyncio.sleep(1.5)
+        assert len(receiver.find("room_started")) == 1
+        assert len(receiver.find("room_finished")) == 1
+        assert {e.room.sid for e in receiver.accepted()} == {receiver.find("room_started")[0].room.sid}
+        assert "took over" in n1.log() or "home now" in n1.log(), "the survivor says it took over"
+        del a
+    finally:
+        await receiver.stop()

@@ -81,6 +81,18 @@ impl Shard {
         self.drain_dirty(now);
     }
 
+    /// The instance here becomes the room's home (the former home's place is gone): it owns
+    /// the room's timeouts and sends `room_finished` from now on.
+    pub fn become_home(&mut self, now: Instant, name: &RoomName) {
+        if let Some(r) = self.rooms.get_mut(name) {
+            info!(room = %name, "this instance is the room's home now");
+            r.home = true;
+            if r.population() == 0 && r.vacated_at.is_none() {
+                r.vacated_at = Some(now);
+            }
+        }
+    }
+
     fn rooms_linked_to(&self, place: PlaceId) -> Vec<RoomName> {
         (self.rooms.values())
             .filter(|r| r.links.contains(&place))

@@ -44,6 +44,9 @@ use crate::config::ClusterConfig;
 use crate::directory::{Directory, WorkerId};
 use crate::worker::{Command, WorkerHandle};
 
+/// Dead nodes' entries are reaped every this many lease renewals.
+const REAP_EVERY: u64 = 10;
+
 /// How long a join waits for the links to the room's other nodes.
 const LINK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -208,9 +211,10 @@ impl Cluster {
 
     /// Open `room` on this node (its first participant here is about to be placed): claim
     /// it in the region, find its other instances and link to them.
-    pub async fn open_room(&self, room: &RoomName) -> Result<OpenedRoom, DirectoryError> {
+    /// What this node proposes when it claims a room that may not exist yet.
+    fn new_room(&self) -> NewRoom {
         let d = &self.defaults;
-        let new = NewRoom {
+        NewRoom {
             sid: RoomSid::generate(&mut rand::rng()),
             metadata: String::new(),
             settings: RoomSettings {
@@ -218,8 +222,11 @@ impl Cluster {
                 departure_timeout_secs: d.departure_timeout.as_secs() as u32,
                 max_participants: d.max_participants,
             },
-        };
-        let claim = self.dir.claim_room(room, &new).await?;
+        }
+    }
+
+    pub async fn open_room(&self, room: &RoomName) -> Result<OpenedRoom, DirectoryError> {
+        let claim = self.dir.claim_room(room, &self.new_room()).await?;
         if let Claim::TookOver(r) = &claim {
             info!(%room, epoch = %r.epoch, "room's home node is gone: this node is its home now");
         }
@@ -399,8 +406,16 @@ impl Cluster {
     async fn maintain(self: Arc<Self>) {
         let mut tick = tokio::time::interval(pylon_cluster::RENEW_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for turn in 0u64.. {
             tick.tick().await;
+            if turn % REAP_EVERY == REAP_EVERY - 1 {
+                // Dead nodes' entries are ignored by readers; this frees them.
+                if let Ok(reaped) = self.dir.reap_dead_nodes().await {
+                    if !reaped.is_empty() {
+                        info!(?reaped, "forgot the entries of nodes whose lease expired");
+                    }
+                }
+            }
             let info = NodeInfo {
                 relay_addr: self.config.relay_address.clone(),
                 api_addr: Some(self.config.api_address.clone()),
@@ -426,6 +441,46 @@ impl Cluster {
                     self.dial(&node);
                 }
             }
+        }
+    }
+
+    /// A link to `dead` went down: once its lease has had time to lapse, claim the rooms it
+    /// was home of that this node holds. Redis decides atomically: if `dead` is alive (only the
+    /// link broke) nothing changes; of several survivors exactly one becomes home, and its
+    /// anchor then owns the room's timeouts and sends `room_finished`.
+    async fn take_over_from(&self, dead: NodeId) {
+        tokio::time::sleep(pylon_cluster::LEASE_TTL + Duration::from_secs(1)).await;
+        let rooms: Vec<RoomName> = (self.local().cluster_rooms().into_iter())
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| !o.home && o.record.home == dead))
+            .map(|(name, _)| name)
+            .collect();
+        for room in rooms {
+            match self.dir.claim_room(&room, &self.new_room()).await {
+                Ok(Claim::TookOver(record)) | Ok(Claim::Created(record)) => {
+                    info!(%room, epoch = %record.epoch, former = %dead, "the room's home node is gone: this node is its home now");
+                    let anchor = self.local().became_home(&room, record);
+                    if let Some(w) = anchor {
+                        self.workers[w as usize].send(Command::BecomeHome { room });
+                    }
+                }
+                Ok(Claim::Joined(record)) => {
+                    debug!(%room, home = %record.home, "the room's home is still alive or another node took over");
+                    self.local().set_cluster_record(&room, record);
+                }
+                Err(e) => debug!(%room, "taking over the room failed: {e}"),
+            }
+        }
+    }
+
+    /// The node stops: its links close (peers drop its participants at once instead of after
+    /// the link timeout) and it leaves the region's directory.
+    pub async fn shutdown(&self) {
+        if let Some(relay) = self.relay.get() {
+            relay.close();
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.dir.leave()).await {
+            Ok(Ok(())) => info!("left the region's directory"),
+            _ => warn!("could not leave the region's directory; the lease expires on its own"),
         }
     }
 
@@ -569,6 +624,9 @@ impl Inbound for Cluster {
         };
         warn!(peer = %node, "node link down: its participants leave this node's rooms");
         self.broadcast(index, None);
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move { me.take_over_from(node).await });
+        }
     }
 }
 

@@ -653,6 +653,69 @@ mod tests {
     }
 
     #[test]
+    fn a_region_node_reads_livekits_redis_block_and_pylons_relay_block() {
+        let f = parse_yaml(
+            "keys:\n  k: a-secret\nregion: eu-west\nredis:\n  address: redis.svc:6380\n  db: 2\nrelay:\n  port: 7999\n  address: pylon-0.pylon\n  node_name: pylon-0\n",
+        )
+        .unwrap();
+        let c = Config::resolve(f, &dev())
+            .unwrap()
+            .cluster
+            .expect("a node of a region");
+        assert_eq!(c.region.as_str(), "eu-west");
+        assert_eq!(c.node.as_str(), "pylon-0");
+        assert_eq!(c.relay_address.as_str(), "pylon-0.pylon:7999");
+        assert_eq!(c.api_address, format!("pylon-0.pylon:{DEFAULT_HTTP_PORT}"));
+        assert_eq!(c.relay_bind.port(), 7999);
+        assert_eq!(c.secret, b"a-secret");
+    }
+
+    #[test]
+    fn relay_defaults_follow_node_ip_and_the_host_name() {
+        let f = parse_yaml("keys:\n  k: s\nredis:\n  address: 127.0.0.1:6379\n").unwrap();
+        let c = Config::resolve(f, &dev()).unwrap().cluster.unwrap();
+        assert_eq!(c.region.as_str(), "default");
+        assert_eq!(
+            c.relay_address.as_str(),
+            format!("127.0.0.1:{DEFAULT_RELAY_PORT}")
+        );
+        assert!(
+            c.node.as_str().ends_with(&format!("-{DEFAULT_RELAY_PORT}")),
+            "{}",
+            c.node.as_str()
+        );
+    }
+
+    #[test]
+    fn region_misconfigurations_are_named() {
+        let cases = [
+            ("keys:\n  k: s\nredis:\n  cluster_addresses: [a:1]\n", "cluster"),
+            ("keys:\n  k: s\nredis:\n  address: \"\"\n", "redis.address"),
+            ("keys:\n  k: s\nrelay:\n  port: 7890\n", "redis"),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  node_name: \"bad name\"\n",
+                "relay.node_name",
+            ),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nregion: \"eu west\"\n",
+                "region",
+            ),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  port: 0\n",
+                "relay.port",
+            ),
+            ("keys:\n  k: s\nredis:\n  address: r:1\n  bogus: 1\n", "bogus"),
+        ];
+        for (yaml, named) in cases {
+            let e = parse_yaml(yaml)
+                .and_then(|f| Config::resolve(f, &dev()))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(e.to_string().contains(named), "{yaml:?}: {e}");
+        }
+    }
+
+    #[test]
     fn production_needs_keys_and_node_ip() {
         let e = Config::resolve(FileConfig::default(), &Overrides::default())
             .unwrap_err()

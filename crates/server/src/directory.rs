@@ -319,6 +319,21 @@ impl Directory {
         }
     }
 
+    /// This node took over as the room's home (its former home died); returns the anchor.
+    pub fn became_home(&mut self, room: &RoomName, record: pylon_cluster::RoomRecord) -> Option<WorkerId> {
+        let e = self.rooms.get_mut(room)?;
+        e.cluster = Some(ClusterRoom { record, home: true });
+        Some(e.home)
+    }
+
+    /// The room's record as the region has it now (another node is its home).
+    pub fn set_cluster_record(&mut self, room: &RoomName, record: pylon_cluster::RoomRecord) {
+        if let Some(c) = self.rooms.get_mut(room).and_then(|e| e.cluster.as_mut()) {
+            c.home = false;
+            c.record = record;
+        }
+    }
+
     /// More nodes hold an instance of `room` (its anchor is told separately).
     pub fn add_node_peers(&mut self, room: &RoomName, places: &[PlaceId]) {
         if let Some(e) = self.rooms.get_mut(room) {

@@ -84,7 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node = Arc::new(node::Node {
         workers: workers.handles,
         directory,
-        cluster,
+        cluster: cluster.clone(),
     });
     if let Some(port) = config.prometheus_port {
         let addr = std::net::SocketAddr::new(config.bind, port);
@@ -123,6 +123,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("http server")?;
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
     Ok(())
 }
 

@@ -92,6 +92,10 @@ pub enum Command {
         req: Box<AdminRequest>,
         reply: oneshot::Sender<Result<AdminResponse, AdminError>>,
     },
+    /// The room's instance here (its node's anchor) is the room's home now.
+    BecomeHome {
+        room: RoomName,
+    },
     /// Link the room's instance here (its node's anchor) to more nodes.
     LinkRoom {
         room: RoomName,
@@ -559,6 +563,7 @@ impl Worker {
                 self.shard.session_closed(now, session);
             }
             Command::LinkRoom { room, places } => self.shard.link_room(now, &room, &places),
+            Command::BecomeHome { room } => self.shard.become_home(now, &room),
         }
     }
 
