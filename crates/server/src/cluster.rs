@@ -209,8 +209,6 @@ impl Cluster {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Open `room` on this node (its first participant here is about to be placed): claim
-    /// it in the region, find its other instances and link to them.
     /// What this node proposes when it claims a room that may not exist yet.
     fn new_room(&self) -> NewRoom {
         let d = &self.defaults;
@@ -225,6 +223,8 @@ impl Cluster {
         }
     }
 
+    /// Open `room` on this node (its first participant here is about to be placed): claim
+    /// it in the region, find its other instances and link to them.
     pub async fn open_room(&self, room: &RoomName) -> Result<OpenedRoom, DirectoryError> {
         let claim = self.dir.claim_room(room, &self.new_room()).await?;
         if let Claim::TookOver(r) = &claim {
