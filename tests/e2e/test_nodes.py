@@ -268,9 +268,17 @@ async def test_flushall_reregisters(cluster, redis, http, party):
     await wait_keys(redis, wanted, 8, "the directory before FLUSHALL")
     await wait_members(redis, instances_key(room), {"node-0", "node-1"}, 8, "both instances before FLUSHALL")
 
+    # Each identity names its node and session.
+    sessions = {
+        "A": f"node-0 {a.room.local_participant.sid}",
+        "B": f"node-1 {b.room.local_participant.sid}",
+    }
+    await wait_for(lambda: identities(redis, room) == sessions, 8, "identities before FLUSHALL")
+
     redis.flushall()
     await wait_keys(redis, wanted, 8, "the directory after FLUSHALL")
     await wait_members(redis, instances_key(room), {"node-0", "node-1"}, 8, "both instances after FLUSHALL")
+    await wait_for(lambda: identities(redis, room) == sessions, 8, "identities re-registered after FLUSHALL")
     for n in (n0, n1):
         assert await http_status(http, n, "/readyz") == 200
 
@@ -279,6 +287,17 @@ async def test_flushall_reregisters(cluster, redis, http, party):
     await wait_sees([c], ["A", "B"])
     await assert_gets_av(c, "A")
     await wait_sees([a], ["C"])
+
+    # A session that ends clears its identity.
+    await party.leave(b)
+    await wait_for(lambda: "B" not in identities(redis, room), 8, "B's identity cleared when B left")
+    assert identities(redis, room)["C"] == f"node-1 {c.room.local_participant.sid}"
+
+
+def identities(redis, room: str) -> dict[str, str]:
+    """The region's identity map of `room` (identity → "<node> <participant sid>")."""
+    flat = redis.cli("HGETALL", f"{PREFIX}identities:{room}").splitlines()
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def test_webhooks_once_per_room_from_the_hosting_nodes(cluster, http, party):

@@ -527,6 +527,7 @@ impl Shard {
             from: room.clone(),
             to: dest.clone(),
             identity: identity.clone(),
+            sid: sid.clone(),
         });
         let room_info = self.room_info(&dest);
         self.webhook(

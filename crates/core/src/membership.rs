@@ -348,6 +348,7 @@ impl Shard {
         self.emit(ShardEvent::ParticipantLeft {
             room: room.clone(),
             identity,
+            sid: sid.clone(),
         });
         self.close_instance_if_unused(&room);
         self.drain_dirty(now);

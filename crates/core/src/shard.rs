@@ -59,12 +59,14 @@ pub enum ShardEvent {
     ParticipantLeft {
         room: RoomName,
         identity: ParticipantIdentity,
+        sid: ParticipantSid,
     },
     /// A participant hosted here moved to another room.
     ParticipantMoved {
         from: RoomName,
         to: RoomName,
         identity: ParticipantIdentity,
+        sid: ParticipantSid,
     },
     /// A home instance has been empty past its timeout. With a runtime that places rooms
     /// ([`ShardConfig::rooms_closed_by_runtime`]) it stays until [`Shard::close_room`].

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pylon_cluster::{Claim, DirectoryError, HeldRoom, Lease, NewRoom, NodeId, NodeInfo, RoomSettings};
-use pylon_core::ids::{ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
+use pylon_core::ids::{ParticipantIdentity, ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
 use pylon_core::relay::{ParticipantState, RelayMessage};
 use pylon_core::{RoomDefaults, RoomRecord};
 use pylon_relay::{Inbound, LinkHandle, Receiver, Relay, RelayConfig};
@@ -75,6 +75,18 @@ pub enum ClusterEvent {
     RoomClosed {
         room: RoomName,
         opened: Option<ClusterRoom>,
+    },
+    /// A participant session is hosted here (joined, or moved in).
+    Joined {
+        room: RoomName,
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
+    },
+    /// ... and is not any more (left, replaced, moved out).
+    Left {
+        room: RoomName,
+        identity: ParticipantIdentity,
+        sid: ParticipantSid,
     },
 }
 
@@ -124,6 +136,8 @@ pub struct Cluster {
     /// The lease is live (Redis answered the last renewal).
     ready: AtomicBool,
     started_at_ms: u64,
+    /// The sessions hosted here, by room and identity (what re-registration tells Redis).
+    sessions: Mutex<HashMap<RoomName, HashMap<ParticipantIdentity, ParticipantSid>>>,
     /// Forwards Room API requests to other nodes.
     pub http: crate::region_api::HttpClient,
 }
@@ -164,6 +178,7 @@ impl Cluster {
             defaults,
             ready: AtomicBool::new(false),
             started_at_ms: unix_ms(),
+            sessions: Mutex::default(),
             http: crate::region_api::client(),
         });
         let relay = Relay::bind(
@@ -203,6 +218,10 @@ impl Cluster {
 
     fn links(&self) -> MutexGuard<'_, Links> {
         self.links.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<RoomName, HashMap<ParticipantIdentity, ParticipantSid>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn local(&self) -> MutexGuard<'_, Directory> {
@@ -486,13 +505,19 @@ impl Cluster {
 
     /// Tell the directory everything this node holds (after Redis lost it).
     async fn reregister(&self, info: &NodeInfo) -> Result<(), DirectoryError> {
-        let rooms: Vec<HeldRoom> = (self.local().cluster_rooms().into_iter())
-            .map(|(name, opened)| HeldRoom {
-                name,
-                record: opened.filter(|o| o.home).map(|o| o.record),
-                participants: Vec::new(),
-            })
-            .collect();
+        let held = self.local().cluster_rooms();
+        let rooms: Vec<HeldRoom> = {
+            let sessions = self.sessions();
+            (held.into_iter())
+                .map(|(name, opened)| HeldRoom {
+                    participants: (sessions.get(&name).into_iter().flatten())
+                        .map(|(i, s)| (i.clone(), s.clone()))
+                        .collect(),
+                    name,
+                    record: opened.filter(|o| o.home).map(|o| o.record),
+                })
+                .collect()
+        };
         let n = rooms.len();
         let r = self.dir.reregister(info, &rooms).await?;
         info!(
@@ -506,6 +531,28 @@ impl Cluster {
     async fn handle_events(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<ClusterEvent>) {
         while let Some(e) = events.recv().await {
             match e {
+                ClusterEvent::Joined { room, identity, sid } => {
+                    (self.sessions().entry(room.clone()).or_default()).insert(identity.clone(), sid.clone());
+                    if let Err(e) = self.dir.set_identity(&room, &identity, &sid).await {
+                        debug!(%room, %identity, "registering the identity failed: {e}");
+                    }
+                }
+                ClusterEvent::Left { room, identity, sid } => {
+                    {
+                        let mut sessions = self.sessions();
+                        if let Some(r) = sessions.get_mut(&room) {
+                            if r.get(&identity) == Some(&sid) {
+                                r.remove(&identity);
+                            }
+                            if r.is_empty() {
+                                sessions.remove(&room);
+                            }
+                        }
+                    }
+                    if let Err(e) = self.dir.clear_identity(&room, &identity, &sid).await {
+                        debug!(%room, %identity, "clearing the identity failed: {e}");
+                    }
+                }
                 ClusterEvent::RoomClosed { room, opened } => {
                     let result = match opened {
                         Some(o) if o.home => self

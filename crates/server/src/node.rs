@@ -91,7 +91,7 @@ impl Node {
             tokio::spawn(async move { c.recheck_room(room, o.peers).await });
         }
         match answer.await {
-            Ok(Ok(())) => Ok(handle),
+            Ok(Ok(_)) => Ok(handle),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(JoinError::Rtc("media worker unavailable".into())),
         }

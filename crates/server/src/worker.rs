@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as lk;
 use pylon_core::admin::{AdminError, AdminRequest, AdminResponse};
-use pylon_core::ids::{PlaceId, RoomName, SessionId, Tier};
+use pylon_core::ids::{ParticipantSid, PlaceId, RoomName, SessionId, Tier};
 use pylon_core::relay::RelayMessage;
 use pylon_core::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardConfig, ShardEvent};
 use pylon_relay::LinkHandle;
@@ -71,7 +71,7 @@ pub enum Command {
     Join {
         params: Box<JoinParams>,
         out: SessionTx,
-        reply: oneshot::Sender<Result<(), JoinError>>,
+        reply: oneshot::Sender<Result<ParticipantSid, JoinError>>,
     },
     Resume {
         params: ResumeParams,
@@ -542,10 +542,17 @@ impl Worker {
                 let (session, room, identity) =
                     (params.session, params.room.clone(), params.identity.clone());
                 self.sessions.insert(session, out);
-                let result = self.shard.join(now, *params).map(|_| ());
-                if result.is_err() {
-                    self.sessions.remove(&session);
-                    self.directory().participant_left(&room, &identity, self.id);
+                let result = self.shard.join(now, *params);
+                match &result {
+                    Ok(sid) => self.tell_cluster(ClusterEvent::Joined {
+                        room,
+                        identity,
+                        sid: sid.clone(),
+                    }),
+                    Err(_) => {
+                        self.sessions.remove(&session);
+                        self.directory().participant_left(&room, &identity, self.id);
+                    }
                 }
                 let _ = reply.send(result);
             }
@@ -669,20 +676,34 @@ impl Worker {
 
     fn event(&mut self, now: Instant, e: ShardEvent) {
         match e {
-            ShardEvent::ParticipantLeft { room, identity } => {
-                self.directory().participant_left(&room, &identity, self.id)
+            ShardEvent::ParticipantLeft { room, identity, sid } => {
+                self.directory().participant_left(&room, &identity, self.id);
+                self.tell_cluster(ClusterEvent::Left { room, identity, sid });
             }
-            ShardEvent::ParticipantMoved { from, to, identity } => {
-                self.directory().participant_moved(&from, &to, &identity, self.id)
+            ShardEvent::ParticipantMoved {
+                from,
+                to,
+                identity,
+                sid,
+            } => {
+                self.directory().participant_moved(&from, &to, &identity, self.id);
+                self.tell_cluster(ClusterEvent::Left {
+                    room: from,
+                    identity: identity.clone(),
+                    sid: sid.clone(),
+                });
+                self.tell_cluster(ClusterEvent::Joined {
+                    room: to,
+                    identity,
+                    sid,
+                });
             }
             ShardEvent::RoomIdle { room, sid } => {
                 let idle = self.directory().room_idle(&room, &sid);
                 match idle {
                     Idle::Closed(opened) => {
                         self.shard.close_room(now, &room);
-                        if let Some(tx) = &self.shared.cluster {
-                            let _ = tx.send(ClusterEvent::RoomClosed { room, opened });
-                        }
+                        self.tell_cluster(ClusterEvent::RoomClosed { room, opened });
                     }
                     // Someone is on their way (placed, not yet joined): ask again later.
                     Idle::Busy => self.shard.keep_room(&room),
@@ -702,6 +723,13 @@ impl Worker {
             }
             ShardEvent::UfragAdded(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), Some(self.id))),
             ShardEvent::UfragRemoved(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), None)),
+        }
+    }
+
+    /// With a region: what Redis must learn (sent to the cluster's task, never awaited here).
+    fn tell_cluster(&self, event: ClusterEvent) {
+        if let Some(tx) = &self.shared.cluster {
+            let _ = tx.send(event);
         }
     }
 
