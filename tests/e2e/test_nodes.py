@@ -30,10 +30,10 @@ from cluster import (  # noqa: F401 - cluster, party and redis are fixtures
 )
 from livekit import rtc
 
-from conftest import API_KEY
 from peers import Peer, wait_for
 from test_media import assert_receives_av
 from test_metrics import scrape
+from test_webhooks import receiver, webhook_config  # noqa: F401 - receiver is a fixture
 
 pytestmark = NOT_IN_VARIANT_RUNS
 
@@ -300,46 +300,36 @@ def identities(redis, room: str) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-async def test_webhooks_once_per_room_from_the_hosting_nodes(cluster, http, party):
+async def test_webhooks_once_per_room_from_the_hosting_nodes(cluster, http, party, receiver):
     """Both nodes deliver to one receiver: the room starts and finishes once (from its home),
     each participant's and track's events come once, from the node hosting it."""
-    from test_webhooks import Receiver
-
-    receiver = await Receiver().start()
-    try:
-        config = {
-            "webhook": {"api_key": API_KEY, "urls": [receiver.url]},
-            "room": {"empty_timeout": 2, "departure_timeout": 1},
-        }
-        n0, n1 = cluster(2, config)
-        await wait_all_ready(http, [n0, n1])
-        a = await party.join(n0, "A", "hooks")
-        b = await party.join(n1, "B", "hooks", publish=False)
-        await assert_gets_av(b, "A")
-        await party.leave(b)
-        await party.leave(a)
-        await wait_for(lambda: receiver.find("room_finished"), 20, "room_finished to be delivered")
-        await asyncio.sleep(1.5)  # anything duplicated would arrive meanwhile
-        got = sorted((e.event, e.participant.identity) for e in receiver.accepted())
-        assert receiver.rejected == [], [x.error for x in receiver.rejected]
-        assert got == sorted(
-            [
-                ("room_started", ""),
-                ("room_finished", ""),
-                ("participant_joined", "A"),
-                ("participant_joined", "B"),
-                ("participant_left", "A"),
-                ("participant_left", "B"),
-                ("track_published", "A"),
-                ("track_published", "A"),
-                ("track_unpublished", "A"),
-                ("track_unpublished", "A"),
-            ]
-        ), got
-        sids = {e.room.sid for e in receiver.accepted()}
-        assert len(sids) == 1, f"one room sid on both nodes, got {sids}"
-    finally:
-        await receiver.stop()
+    n0, n1 = cluster(2, webhook_config(receiver))
+    await wait_all_ready(http, [n0, n1])
+    a = await party.join(n0, "A", "hooks")
+    b = await party.join(n1, "B", "hooks", publish=False)
+    await assert_gets_av(b, "A")
+    await party.leave(b)
+    await party.leave(a)
+    await wait_for(lambda: receiver.find("room_finished"), 20, "room_finished to be delivered")
+    await asyncio.sleep(1.5)  # anything duplicated would arrive meanwhile
+    got = sorted((e.event, e.participant.identity) for e in receiver.accepted())
+    assert receiver.rejected == [], [x.error for x in receiver.rejected]
+    assert got == sorted(
+        [
+            ("room_started", ""),
+            ("room_finished", ""),
+            ("participant_joined", "A"),
+            ("participant_joined", "B"),
+            ("participant_left", "A"),
+            ("participant_left", "B"),
+            ("track_published", "A"),
+            ("track_published", "A"),
+            ("track_unpublished", "A"),
+            ("track_unpublished", "A"),
+        ]
+    ), got
+    sids = {e.room.sid for e in receiver.accepted()}
+    assert len(sids) == 1, f"one room sid on both nodes, got {sids}"
 
 
 async def test_duplicate_identity_on_another_node_replaces_the_older_session(cluster, http, party):
@@ -358,34 +348,23 @@ async def test_duplicate_identity_on_another_node_replaces_the_older_session(clu
     assert new.room.connection_state == rtc.ConnectionState.CONN_CONNECTED
 
 
-async def test_a_survivor_takes_over_the_room_of_a_killed_home_node(cluster, http, party):
+async def test_a_survivor_takes_over_the_room_of_a_killed_home_node(cluster, http, party, receiver):
     """The home node (the first to open the room) is killed: a surviving node takes the home
     role once the dead lease lapses, so the room still finishes, once, when the survivors
     leave."""
-    from test_webhooks import Receiver
-
-    receiver = await Receiver().start()
-    try:
-        config = {
-            "webhook": {"api_key": API_KEY, "urls": [receiver.url]},
-            "room": {"empty_timeout": 2, "departure_timeout": 1},
-        }
-        n0, n1 = cluster(2, config)
-        await wait_all_ready(http, [n0, n1])
-        a = await party.join(n0, "A", "orphan")
-        b = await party.join(n1, "B", "orphan", publish=False)
-        await assert_gets_av(b, "A")
-        await wait_for(lambda: receiver.find("room_started"), 10, "room_started")
-        n0.kill()
-        await wait_for(lambda: "A" not in b.room.remote_participants, 12, "B to see A gone with its node")
-        await asyncio.sleep(7)  # the dead lease lapses (4 s) and the survivor claims the room
-        await party.leave(b)
-        await wait_for(lambda: receiver.find("room_finished"), 15, "room_finished from the survivor")
-        await asyncio.sleep(1.5)
-        assert len(receiver.find("room_started")) == 1
-        assert len(receiver.find("room_finished")) == 1
-        assert {e.room.sid for e in receiver.accepted()} == {receiver.find("room_started")[0].room.sid}
-        assert "took over" in n1.log() or "home now" in n1.log(), "the survivor says it took over"
-        del a
-    finally:
-        await receiver.stop()
+    n0, n1 = cluster(2, webhook_config(receiver))
+    await wait_all_ready(http, [n0, n1])
+    await party.join(n0, "A", "orphan")
+    b = await party.join(n1, "B", "orphan", publish=False)
+    await assert_gets_av(b, "A")
+    await wait_for(lambda: receiver.find("room_started"), 10, "room_started")
+    n0.kill()
+    await wait_for(lambda: "A" not in b.room.remote_participants, 12, "B to see A gone with its node")
+    await asyncio.sleep(7)  # the dead lease lapses (4 s) and the survivor claims the room
+    await party.leave(b)
+    await wait_for(lambda: receiver.find("room_finished"), 15, "room_finished from the survivor")
+    await asyncio.sleep(1.5)
+    assert len(receiver.find("room_started")) == 1
+    assert len(receiver.find("room_finished")) == 1
+    assert {e.room.sid for e in receiver.accepted()} == {receiver.find("room_started")[0].room.sid}
+    assert "took over" in n1.log() or "home now" in n1.log(), "the survivor says it took over"

@@ -50,13 +50,7 @@ impl Shard {
                 room.awaiting.push(place);
                 let until = *room.awaiting_until.get_or_insert(now + LINK_WAIT);
                 self.link_deadline = Some(self.link_deadline.map_or(until, |d| d.min(until)));
-                let participants = self.snapshot(name, place);
-                let hello = RelayMessage::Hello {
-                    room: name.clone(),
-                    reply: true,
-                    participants,
-                };
-                self.relay(place, hello);
+                self.ask_snapshot(name, place);
             }
         }
     }
@@ -69,13 +63,7 @@ impl Shard {
                 return;
             };
             if room.link(place) {
-                let participants = self.snapshot(name, place);
-                let hello = RelayMessage::Hello {
-                    room: name.clone(),
-                    reply: true,
-                    participants,
-                };
-                self.relay(place, hello);
+                self.ask_snapshot(name, place);
             }
         }
         self.drain_dirty(now);
@@ -120,15 +108,20 @@ impl Shard {
     pub fn place_up(&mut self, now: Instant, place: PlaceId) {
         let rooms = self.rooms_linked_to(place);
         for room in rooms {
-            let participants = self.snapshot(&room, place);
-            let hello = RelayMessage::Hello {
-                room,
-                reply: true,
-                participants,
-            };
-            self.relay(place, hello);
+            self.ask_snapshot(&room, place);
         }
         self.drain_dirty(now);
+    }
+
+    /// Send `place` this instance's snapshot of `room`, asking for its own in return.
+    fn ask_snapshot(&mut self, room: &RoomName, place: PlaceId) {
+        let participants = self.snapshot(room, place);
+        let hello = RelayMessage::Hello {
+            room: room.clone(),
+            reply: true,
+            participants,
+        };
+        self.relay(place, hello);
     }
 
     /// Send the join responses (and first subscriber offers) that waited for the room's

@@ -122,12 +122,12 @@ impl From<AdminError> for TwirpError {
 
 /// How the body (and so the response) is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Encoding {
+pub(crate) enum Encoding {
     Protobuf,
     Json,
 }
 
-fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
+pub(crate) fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -143,7 +143,10 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(enc: Encoding, body: &[u8]) -> Result<T, TwirpError> {
+pub(crate) fn decode<T: Message + Default + DeserializeOwned>(
+    enc: Encoding,
+    body: &[u8],
+) -> Result<T, TwirpError> {
     match enc {
         Encoding::Protobuf => T::decode(body).map_err(|e| {
             TwirpError::new(
@@ -167,7 +170,7 @@ fn decode<T: Message + Default + DeserializeOwned>(enc: Encoding, body: &[u8]) -
     }
 }
 
-fn encode<T: Message + Serialize>(enc: Encoding, msg: &T) -> Response {
+pub(crate) fn encode<T: Message + Serialize>(enc: Encoding, msg: &T) -> Response {
     match enc {
         Encoding::Protobuf => (
             [(header::CONTENT_TYPE, "application/protobuf")],

@@ -40,6 +40,7 @@ use pylon_relay::{Inbound, LinkHandle, Receiver, Relay, RelayConfig};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+use crate::api::{decode, Encoding};
 use crate::config::ClusterConfig;
 use crate::directory::{Directory, WorkerId};
 use crate::worker::{Command, WorkerHandle};
@@ -311,7 +312,7 @@ impl Cluster {
                 return;
             }
             if !self.links().addrs.contains_key(node) {
-                self.refresh_nodes().await;
+                self.live_nodes().await;
             }
             self.dial(node);
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -352,11 +353,6 @@ impl Cluster {
         });
     }
 
-    /// Refresh the live nodes' relay addresses from their leases; returns them.
-    async fn refresh_nodes(&self) -> Vec<NodeId> {
-        self.live_nodes().await.unwrap_or_default()
-    }
-
     /// The region's live nodes (None if Redis cannot say); their addresses are noted.
     pub async fn live_nodes(&self) -> Option<Vec<NodeId>> {
         match self.dir.nodes().await {
@@ -395,24 +391,13 @@ impl Cluster {
     }
 
     /// A Room API request changed the room everywhere: keep its record in step.
-    pub async fn room_changed(&self, method: &str, room: &RoomName, json_body: bool, body: &[u8]) {
+    pub(crate) async fn room_changed(&self, method: &str, room: &RoomName, enc: Encoding, body: &[u8]) {
         let result = match method {
             "DeleteRoom" => self.dir.delete_room(room, None).await.map(|_| ()),
-            "UpdateRoomMetadata" => {
-                let metadata = if json_body {
-                    serde_json::from_slice::<livekit_protocol::UpdateRoomMetadataRequest>(body)
-                        .map(|r| r.metadata)
-                        .ok()
-                } else {
-                    <livekit_protocol::UpdateRoomMetadataRequest as prost::Message>::decode(body)
-                        .map(|r| r.metadata)
-                        .ok()
-                };
-                match metadata {
-                    Some(m) => self.dir.update_metadata(room, &m).await.map(|_| ()),
-                    None => Ok(()),
-                }
-            }
+            "UpdateRoomMetadata" => match decode::<livekit_protocol::UpdateRoomMetadataRequest>(enc, body) {
+                Ok(r) => self.dir.update_metadata(room, &r.metadata).await.map(|_| ()),
+                Err(_) => Ok(()),
+            },
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -455,7 +440,7 @@ impl Cluster {
             if renewed.is_err() {
                 continue;
             }
-            for node in self.refresh_nodes().await {
+            for node in self.live_nodes().await.unwrap_or_default() {
                 if node.as_str() > self.node().as_str() && !self.links().is_up(&node) {
                     self.dial(&node);
                 }

@@ -155,13 +155,13 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
         ),
     ];
     let mut body = String::with_capacity(2048);
-    for (name, kind, help, value) in rows {
-        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    }
+    write_rows(&mut body, &rows);
     let name = "pylon_worker_participants";
-    let _ = writeln!(
-        body,
-        "# HELP {name} Participants hosted by each media worker.\n# TYPE {name} gauge"
+    help_and_type(
+        &mut body,
+        name,
+        "gauge",
+        "Participants hosted by each media worker.",
     );
     for (i, g) in m.workers.iter().enumerate() {
         let _ = writeln!(body, "{name}{{worker=\"{i}\"}} {}", get(&g.participants));
@@ -188,11 +188,11 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
             ),
         ];
         for (name, help, sent, received) in pairs {
+            help_and_type(&mut body, name, "counter", help);
+            let (sent, received) = (get(sent), get(received));
             let _ = writeln!(
                 body,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{direction=\"sent\"}} {}\n{name}{{direction=\"received\"}} {}",
-                get(sent),
-                get(received)
+                "{name}{{direction=\"sent\"}} {sent}\n{name}{{direction=\"received\"}} {received}"
             );
         }
         let rows = [
@@ -215,9 +215,20 @@ async fn render(State(m): State<Metrics>) -> impl IntoResponse {
                 get(&r.refused),
             ),
         ];
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
+        write_rows(&mut body, &rows);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn help_and_type(body: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Metrics without labels: (name, kind, help, value).
+fn write_rows(body: &mut String, rows: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, value) in rows {
+        help_and_type(body, name, kind, help);
+        let _ = writeln!(body, "{name} {value}");
+    }
 }

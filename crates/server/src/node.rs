@@ -59,14 +59,10 @@ impl Node {
     /// directory first (see `cluster.rs`); while Redis is unreachable, rooms already open here
     /// take joins and new ones are refused (`/readyz` says so meanwhile).
     pub async fn join(&self, mut params: JoinParams, out: SessionTx) -> Result<WorkerHandle, JoinError> {
-        let opened = match &self.cluster {
-            Some(c) if !self.directory().exists(&params.room) => Some(
-                c.open_room(&params.room)
-                    .await
-                    .map_err(|e| JoinError::Unavailable(format!("region directory: {e}")))?,
-            ),
-            _ => None,
-        };
+        let opened = self.open_in_region(&params.room).await.map_err(|e| match e {
+            NodeError::Region(e) => JoinError::Unavailable(format!("region directory: {e}")),
+            e => JoinError::Unavailable(e.to_string()),
+        })?;
         let (reply, answer) = oneshot::channel();
         let params_room;
         let handle = {

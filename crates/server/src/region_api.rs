@@ -17,13 +17,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use livekit_protocol as lk;
-use prost::Message;
 use pylon_auth::Claims;
 use pylon_cluster::NodeId;
 use pylon_core::ids::RoomName;
 use tracing::debug;
 
-use crate::api::{handle, TwirpCode, TwirpError};
+use crate::api::{decode, encode, encoding, handle, Encoding, TwirpCode, TwirpError};
 use crate::cluster::Cluster;
 use crate::http::AppState;
 
@@ -63,56 +62,19 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
 }
 
-fn json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"))
-}
-
-fn decode<T: Message + Default + serde::de::DeserializeOwned>(json_body: bool, body: &[u8]) -> Option<T> {
-    if json_body {
-        let body = if body.iter().all(u8::is_ascii_whitespace) {
-            b"{}".as_slice()
-        } else {
-            body
-        };
-        serde_json::from_slice(body).ok()
-    } else {
-        T::decode(body).ok()
-    }
-}
-
-fn encode<T: Message + serde::Serialize>(json_body: bool, msg: &T) -> Response {
-    if json_body {
-        match serde_json::to_vec(msg) {
-            Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v).into_response(),
-            Err(e) => TwirpError::new(TwirpCode::Internal, e.to_string()).into_response(),
-        }
-    } else {
-        (
-            [(header::CONTENT_TYPE, "application/protobuf")],
-            msg.encode_to_vec(),
-        )
-            .into_response()
-    }
-}
-
 /// The room a request is about (None for `ListRooms`, `CreateRoom` and undecodable bodies,
 /// which the local handler refuses precisely).
-fn room_of(method: &str, json_body: bool, body: &[u8]) -> Option<RoomName> {
+fn room_of(method: &str, enc: Encoding, body: &[u8]) -> Option<RoomName> {
     let room = match method {
-        "DeleteRoom" => decode::<lk::DeleteRoomRequest>(json_body, body)?.room,
-        "ListParticipants" => decode::<lk::ListParticipantsRequest>(json_body, body)?.room,
-        "GetParticipant" | "RemoveParticipant" => {
-            decode::<lk::RoomParticipantIdentity>(json_body, body)?.room
-        }
-        "MutePublishedTrack" => decode::<lk::MuteRoomTrackRequest>(json_body, body)?.room,
-        "UpdateParticipant" => decode::<lk::UpdateParticipantRequest>(json_body, body)?.room,
-        "UpdateSubscriptions" => decode::<lk::UpdateSubscriptionsRequest>(json_body, body)?.room,
-        "SendData" => decode::<lk::SendDataRequest>(json_body, body)?.room,
-        "UpdateRoomMetadata" => decode::<lk::UpdateRoomMetadataRequest>(json_body, body)?.room,
-        "MoveParticipant" => decode::<lk::MoveParticipantRequest>(json_body, body)?.room,
+        "DeleteRoom" => decode::<lk::DeleteRoomRequest>(enc, body).ok()?.room,
+        "ListParticipants" => decode::<lk::ListParticipantsRequest>(enc, body).ok()?.room,
+        "GetParticipant" | "RemoveParticipant" => decode::<lk::RoomParticipantIdentity>(enc, body).ok()?.room,
+        "MutePublishedTrack" => decode::<lk::MuteRoomTrackRequest>(enc, body).ok()?.room,
+        "UpdateParticipant" => decode::<lk::UpdateParticipantRequest>(enc, body).ok()?.room,
+        "UpdateSubscriptions" => decode::<lk::UpdateSubscriptionsRequest>(enc, body).ok()?.room,
+        "SendData" => decode::<lk::SendDataRequest>(enc, body).ok()?.room,
+        "UpdateRoomMetadata" => decode::<lk::UpdateRoomMetadataRequest>(enc, body).ok()?.room,
+        "MoveParticipant" => decode::<lk::MoveParticipantRequest>(enc, body).ok()?.room,
         _ => return None,
     };
     (!room.is_empty()).then(|| RoomName::new(room))
@@ -127,8 +89,11 @@ pub async fn handle_region(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, TwirpError> {
-    let json_body = json(headers);
-    let room = room_of(method, json_body, body);
+    // A body the local handler cannot read is refused by it, precisely.
+    let Ok(enc) = encoding(headers) else {
+        return handle(app, method, claims, headers, body).await;
+    };
+    let room = room_of(method, enc, body);
     // Which nodes to ask (None: this node alone).
     let nodes: Option<Vec<NodeId>> = match (method, &room) {
         ("ListRooms", _) => cluster.live_nodes().await,
@@ -154,9 +119,9 @@ pub async fn handle_region(
     let mut answers = vec![local_answer(local).await];
     answers.extend(remote.into_iter().flatten());
     if let (Some(room), "DeleteRoom" | "UpdateRoomMetadata") = (&room, method) {
-        cluster.room_changed(method, room, json_body, body).await;
+        cluster.room_changed(method, room, enc, body).await;
     }
-    Ok(merge(method, json_body, answers))
+    Ok(merge(method, enc, answers))
 }
 
 async fn local_answer(r: Result<Response, TwirpError>) -> Answer {
@@ -217,12 +182,12 @@ async fn forward(
 }
 
 /// One answer from several nodes' answers (this node's first).
-fn merge(method: &str, json_body: bool, answers: Vec<Answer>) -> Response {
+fn merge(method: &str, enc: Encoding, answers: Vec<Answer>) -> Response {
     match method {
         "ListRooms" => {
             let mut rooms: Vec<lk::Room> = Vec::new();
             for a in answers.iter().filter(|a| a.ok()) {
-                let Some(r) = decode::<lk::ListRoomsResponse>(json_body, &a.body) else {
+                let Ok(r) = decode::<lk::ListRoomsResponse>(enc, &a.body) else {
                     continue;
                 };
                 for room in r.rooms {
@@ -236,12 +201,12 @@ fn merge(method: &str, json_body: bool, answers: Vec<Answer>) -> Response {
                 }
             }
             rooms.sort_by(|a, b| a.name.cmp(&b.name));
-            encode(json_body, &lk::ListRoomsResponse { rooms })
+            encode(enc, &lk::ListRoomsResponse { rooms })
         }
         "ListParticipants" => {
             let mut all: Vec<lk::ParticipantInfo> = Vec::new();
             for a in answers.iter().filter(|a| a.ok()) {
-                if let Some(r) = decode::<lk::ListParticipantsResponse>(json_body, &a.body) {
+                if let Ok(r) = decode::<lk::ListParticipantsResponse>(enc, &a.body) {
                     for p in r.participants {
                         if !all.iter().any(|x| x.sid == p.sid) {
                             all.push(p);
@@ -250,7 +215,7 @@ fn merge(method: &str, json_body: bool, answers: Vec<Answer>) -> Response {
                 }
             }
             all.sort_by_key(|p| p.joined_at_ms);
-            encode(json_body, &lk::ListParticipantsResponse { participants: all })
+            encode(enc, &lk::ListParticipantsResponse { participants: all })
         }
         // About one participant (its host answers), or the room everywhere (any success).
         _ => {
