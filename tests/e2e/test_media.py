@@ -16,14 +16,28 @@ from peers import FRAME_RGB, HEIGHT, TONE_HZ, WIDTH, Peer, Publisher, wait_for
 HERE = Path(__file__).parent
 
 
-def assert_receives_av(peer: Peer, sender: str):
+async def assert_receives_av(peer: Peer, sender: str):
+    """`peer` decodes `sender`'s video at the size and colour sent, and hears the tone sent.
+    The tone is judged on the last half second and may take a few seconds to come right:
+    while the receiver's jitter buffer settles (a 2-core machine running servers and several
+    SDK clients) it stretches audio, read once in a few runs as 420-424 Hz. A wrong tone that
+    stays wrong for 10 s fails, naming the last reading."""
     video = peer.video[f"{sender}/camera"]
     assert video.size == (WIDTH, HEIGHT), f"{peer.identity} decoded frames of {video.size}"
     assert video.mean_rgb is not None
     for got, want in zip(video.mean_rgb, FRAME_RGB):
         assert abs(got - want) < 25, f"{peer.identity} sees colour {video.mean_rgb}, sent {FRAME_RGB}"
-    hz = peer.audio[f"{sender}/microphone"].dominant_hz()
-    assert hz is not None and abs(hz - TONE_HZ) < 15, f"{peer.identity} hears {hz} Hz, sent {TONE_HZ} Hz"
+    audio = peer.audio[f"{sender}/microphone"]
+    readings: list[float | None] = []
+
+    def tone_right() -> bool:
+        readings.append(audio.dominant_hz())
+        return readings[-1] is not None and abs(readings[-1] - TONE_HZ) < 15
+
+    try:
+        await wait_for(tone_right, 10, f"{peer.identity} to hear {TONE_HZ} Hz from {sender}", 0.25)
+    except AssertionError as e:
+        raise AssertionError(f"{peer.identity} hears {readings[-3:]} Hz, sent {TONE_HZ} Hz") from e
 
 
 async def test_published_audio_and_video_reach_present_and_late_subscribers(pylon):
@@ -33,12 +47,12 @@ async def test_published_audio_and_video_reach_present_and_late_subscribers(pylo
     try:
         await wait_for(lambda: b.video_frames("A/camera") > 30, 20, "B to decode 30 of A's video frames")
         await wait_for(lambda: b.audio_frames("A/microphone") > 100, 10, "B to get 1 s of A's audio")
-        assert_receives_av(b, "A")
+        await assert_receives_av(b, "A")
 
         c = await Peer("C").connect(pylon.url, pylon.token("C"))
         await wait_for(lambda: c.video_frames("A/camera") > 30, 20, "late joiner C to decode A's video")
         await wait_for(lambda: c.audio_frames("A/microphone") > 100, 10, "C to get 1 s of A's audio")
-        assert_receives_av(c, "A")
+        await assert_receives_av(c, "A")
         # B keeps receiving while C joins.
         before = b.video_frames("A/camera")
         await wait_for(lambda: b.video_frames("A/camera") > before + 15, 10, "B's frames to keep rising")

@@ -39,15 +39,12 @@ pytestmark = NOT_IN_VARIANT_RUNS
 
 
 async def assert_gets_av(peer: Peer, sender: str):
-    """`peer` decodes `sender`'s camera and microphone, with the right colour and tone. The tone
-    is judged on the last half second once two seconds arrived: on this 2-core machine running
-    several nodes and SDK clients, the receiver's jitter buffer may still be settling in the
-    first second (seen as a 420-424 Hz reading once in a few runs, never in steady state)."""
+    """`peer` decodes `sender`'s camera and microphone, with the right colour and tone."""
     await wait_for(lambda: peer.video_frames(f"{sender}/camera") > 30, 20, f"{peer.identity} to decode {sender}'s video")
     await wait_for(
         lambda: peer.audio_frames(f"{sender}/microphone") > 200, 20, f"{peer.identity} to get 2 s of {sender}'s audio"
     )
-    assert_receives_av(peer, sender)
+    await assert_receives_av(peer, sender)
 
 
 async def assert_still_flowing(peer: Peer, sender: str, when: str):

@@ -63,14 +63,14 @@ async def test_media_and_data_cross_workers_as_within_one(pylon_factory, http):
         for peer, sender in ((b, "A"), (a, "B")):
             await wait_for(lambda: peer.video_frames(f"{sender}/camera") > 30, 20, f"{peer.identity} to decode {sender}")
             await wait_for(lambda: peer.audio_frames(f"{sender}/microphone") > 100, 10, f"{peer.identity} audio")
-            assert_receives_av(peer, sender)
+            await assert_receives_av(peer, sender)
 
         # A late joiner (placed by load: one participant on each worker) gets both.
         c = await Peer("C").connect(pylon.url, pylon.token("C"))
         await wait_for(lambda: c.video_frames("A/camera") > 30 and c.video_frames("B/camera") > 30, 20, "C video")
         await wait_for(lambda: c.audio_frames("A/microphone") > 100, 10, "C to hear A")
-        assert_receives_av(c, "A")
-        assert_receives_av(c, "B")
+        await assert_receives_av(c, "A")
+        await assert_receives_av(c, "B")
         assert sorted(await per_worker(http, port)) == [1, 2]
 
         # Data packets: to everyone, to one identity, from either worker.
