@@ -44,6 +44,9 @@ pub struct ShardConfig {
     /// `close_room` (a node's directory may be placing a participant in it meanwhile);
     /// otherwise the shard closes it itself.
     pub rooms_closed_by_runtime: bool,
+    /// The participants of a region whose link went down are kept this long (shown with
+    /// connection quality `LOST`), so a short partition does not make them leave and rejoin.
+    pub region_grace: Duration,
 }
 
 impl ShardConfig {
@@ -57,6 +60,7 @@ impl ShardConfig {
             transport_timeout: Duration::from_secs(10),
             key_base: 0,
             rooms_closed_by_runtime: false,
+            region_grace: Duration::from_secs(15),
         }
     }
 }

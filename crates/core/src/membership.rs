@@ -6,7 +6,7 @@ use std::time::Instant;
 use livekit_protocol as lk;
 use tracing::{debug, info};
 
-use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, RoomName, RoomSid};
+use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
 use crate::participant::departed;
 use crate::relay::{ParticipantState, RelayMessage};
 use crate::room::{Placement, Room, RoomRecord};
@@ -91,8 +91,26 @@ impl Shard {
     /// The link to `place` is down (the place may be gone, or only the path to it): the
     /// participants hosted there leave every room here, and their wishes go. The rooms stay
     /// linked to the place, so they exchange snapshots again when it is back ([`Shard::place_up`]).
+    ///
+    /// A region's participants are kept for `region_grace` instead (shown with connection
+    /// quality `LOST`): the region may only be cut off for a while, and its participants
+    /// should not leave and rejoin for every short partition.
     pub fn place_down(&mut self, now: Instant, place: PlaceId) {
         let rooms = self.rooms_linked_to(place);
+        if place.tier == Tier::Region {
+            if !self.silent_places.iter().any(|(p, _)| *p == place) {
+                self.silent_places.push((place, now + self.config.region_grace));
+            }
+            for room in rooms {
+                info!(%room, %place, "region link down: its participants are kept for the grace period");
+                if self.rooms.get_mut(&room).is_some_and(|r| r.answered(place)) {
+                    self.finish_joins(now, &room);
+                }
+                self.announce_quality(&room, place, lk::ConnectionQuality::Lost);
+            }
+            self.drain_dirty(now);
+            return;
+        }
         for room in rooms {
             info!(%room, %place, "link down: its participants leave the room here");
             if self.rooms.get_mut(&room).is_some_and(|r| r.answered(place)) {
@@ -106,11 +124,52 @@ impl Shard {
     /// The link to `place` is up (again): every room linked to it sends its snapshot and asks
     /// for the place's (a place that no longer holds the room answers `Bye`).
     pub fn place_up(&mut self, now: Instant, place: PlaceId) {
+        let was_silent = self.silent_places.iter().any(|(p, _)| *p == place);
+        self.silent_places.retain(|(p, _)| *p != place);
         let rooms = self.rooms_linked_to(place);
         for room in rooms {
+            if was_silent {
+                self.announce_quality(&room, place, lk::ConnectionQuality::Excellent);
+            }
             self.ask_snapshot(&room, place);
         }
         self.drain_dirty(now);
+    }
+
+    /// Region places silent for their whole grace period: their participants leave.
+    pub(crate) fn expire_silent_places(&mut self, now: Instant) {
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.silent_places)
+            .into_iter()
+            .partition(|(_, until)| *until <= now);
+        self.silent_places = kept;
+        for (place, _) in gone {
+            for room in self.rooms_linked_to(place) {
+                info!(%room, %place, "region silent for the grace period: its participants leave");
+                self.forget_place(now, place, &room);
+            }
+        }
+        self.drain_dirty(now);
+    }
+
+    /// Tell the room's local participants the connection quality of the participants hosted
+    /// at `place` (what clients show for a region that went silent, and came back).
+    fn announce_quality(&mut self, room: &RoomName, place: PlaceId, quality: lk::ConnectionQuality) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let updates: Vec<lk::ConnectionQualityInfo> = (r.remotes.iter())
+            .filter_map(|k| self.remotes.get(k))
+            .filter(|m| m.place == place)
+            .map(|m| lk::ConnectionQualityInfo {
+                participant_sid: m.sid.as_str().to_string(),
+                quality: quality as i32,
+                score: if quality == lk::ConnectionQuality::Lost { 0.0 } else { 5.0 },
+            })
+            .collect();
+        if !updates.is_empty() {
+            let msg = lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
+            self.broadcast(room, msg, None);
+        }
     }
 
     /// Send `place` this instance's snapshot of `room`, asking for its own in return.

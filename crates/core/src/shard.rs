@@ -213,6 +213,8 @@ pub struct Shard {
     pub(crate) sinks: Vec<crate::track::Sink>,
     /// The earliest time a room stops waiting for its linked places' snapshots.
     pub(crate) link_deadline: Option<Instant>,
+    /// Region places whose link is down, and when their participants go.
+    pub(crate) silent_places: Vec<(PlaceId, Instant)>,
 }
 
 impl Shard {
@@ -245,6 +247,7 @@ impl Shard {
             fanout: Vec::new(),
             sinks: Vec::new(),
             link_deadline: None,
+            silent_places: Vec::new(),
         }
     }
 
@@ -455,6 +458,7 @@ impl Shard {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.expire_silent_places(now);
         if self.stats != self.logged_stats {
             let s = &self.stats;
             debug!(

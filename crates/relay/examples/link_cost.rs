@@ -55,7 +55,7 @@ async fn main() {
             bind: "127.0.0.1:0".parse().unwrap(),
             node: name.into(),
             region: "bench".into(),
-            secret: b"bench secret".to_vec(),
+            secrets: pylon_relay::Secrets::cluster(b"bench secret"),
         };
         (
             Relay::bind(config, Arc::new(Count(received.clone(), tx))).unwrap(),

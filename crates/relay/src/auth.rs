@@ -1,4 +1,6 @@
-//! Proving membership of the cluster: both ends of a link show they hold the shared secret.
+//! Proving membership of the cluster: both ends of a link show they hold the shared secret —
+//! the cluster's (the region's API secret) between nodes of one region, `relay.secret`
+//! between regions ([`Secrets`]).
 //!
 //! On the first bidirectional stream of a new QUIC connection:
 //! ```text
@@ -34,6 +36,39 @@ pub struct Peer {
     pub region: String,
 }
 
+/// The secrets a node proves membership with.
+#[derive(Clone)]
+pub struct Secrets {
+    /// Between nodes of the node's own region.
+    pub cluster: Vec<u8>,
+    /// Between regions (`relay.secret`); None: links from other regions are refused.
+    pub regions: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+impl Secrets {
+    /// Only the cluster's secret (no region links).
+    pub fn cluster(secret: &[u8]) -> Secrets {
+        Secrets {
+            cluster: secret.to_vec(),
+            regions: None,
+        }
+    }
+
+    /// The secret a link between `mine` and `theirs` (regions) is proven with.
+    fn between(&self, mine: &str, theirs: &str) -> Result<&[u8], Refusal> {
+        if mine == theirs {
+            return Ok(&self.cluster);
+        }
+        (self.regions.as_deref()).ok_or_else(|| Refusal::NoRegionLinks(theirs.to_string()))
+    }
+}
+
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
@@ -47,6 +82,8 @@ pub enum Refusal {
     Malformed(&'static str),
     #[error("the peer calls itself by our own name")]
     Myself,
+    #[error("a node of region {0:?} linked, but this node has no relay secret for other regions")]
+    NoRegionLinks(String),
     #[error("handshake timed out")]
     Timeout,
     #[error("connection failed during the handshake: {0}")]
@@ -155,7 +192,7 @@ fn verify(expected: &[u8; 32], got: &[u8; 32]) -> Result<(), Refusal> {
 }
 
 /// Our side of a handshake on a connection we dialled.
-pub async fn dial(conn: &quinn::Connection, secret: &[u8], me: &Peer) -> Result<Peer, Refusal> {
+pub async fn dial(conn: &quinn::Connection, secrets: &Secrets, me: &Peer) -> Result<Peer, Refusal> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(io)?;
         let mine = Hello {
@@ -165,11 +202,12 @@ pub async fn dial(conn: &quinn::Connection, secret: &[u8], me: &Peer) -> Result<
         };
         write_hello(&mut send, true, &mine).await?;
         let theirs = read_hello(&mut recv, false).await?;
+        let secret = secrets.between(&me.region, &theirs.region)?;
         let mut their_proof = [0u8; 32];
         recv.read_exact(&mut their_proof).await.map_err(io)?;
         let ex = exporter(conn)?;
         verify(&proof(secret, b'A', &ex, &mine, &theirs), &their_proof)?;
-        if theirs.node == me.node {
+        if theirs.node == me.node && theirs.region == me.region {
             return Err(Refusal::Myself);
         }
         send.write_all(&proof(secret, b'D', &ex, &mine, &theirs))
@@ -186,13 +224,14 @@ pub async fn dial(conn: &quinn::Connection, secret: &[u8], me: &Peer) -> Result<
 }
 
 /// Our side of a handshake on a connection we accepted.
-pub async fn accept(conn: &quinn::Connection, secret: &[u8], me: &Peer) -> Result<Peer, Refusal> {
+pub async fn accept(conn: &quinn::Connection, secrets: &Secrets, me: &Peer) -> Result<Peer, Refusal> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let (mut send, mut recv) = conn.accept_bi().await.map_err(io)?;
         let theirs = read_hello(&mut recv, true).await?;
-        if theirs.node == me.node {
+        if theirs.node == me.node && theirs.region == me.region {
             return Err(Refusal::Myself);
         }
+        let secret = secrets.between(&me.region, &theirs.region)?;
         let mine = Hello {
             nonce: nonce(),
             node: me.node.clone(),
@@ -289,7 +328,7 @@ mod replay {
             bind: "127.0.0.1:0".parse().unwrap(),
             node: "acceptor".into(),
             region: "r".into(),
-            secret: b"secret".to_vec(),
+            secrets: Secrets::cluster(b"secret"),
         };
         let relay = Relay::bind(config, Arc::new(Nobody)).unwrap();
         let target = relay.local_addr().unwrap();

@@ -20,15 +20,16 @@ pub struct RelayConfig {
     /// This node's name, unique in the cluster.
     pub node: String,
     pub region: String,
-    /// The cluster's shared secret: only nodes that hold it may link.
-    pub secret: Vec<u8>,
+    /// Who may link: nodes of this region holding the cluster's secret, nodes of other
+    /// regions holding the regions' secret.
+    pub secrets: auth::Secrets,
 }
 
 /// A node's relay endpoint.
 pub struct Relay {
     endpoint: quinn::Endpoint,
     me: Peer,
-    secret: Arc<[u8]>,
+    secrets: Arc<auth::Secrets>,
     inbound: Arc<dyn Inbound>,
     stats: Arc<RelayStats>,
 }
@@ -36,8 +37,8 @@ pub struct Relay {
 impl Relay {
     /// Bind the endpoint and start accepting links. Needs a tokio runtime.
     pub fn bind(config: RelayConfig, inbound: Arc<dyn Inbound>) -> Result<Arc<Relay>, RelayError> {
-        if config.secret.is_empty() {
-            return Err(RelayError::Setup("the relay secret is empty".into()));
+        if config.secrets.cluster.is_empty() || config.secrets.regions.as_ref().is_some_and(Vec::is_empty) {
+            return Err(RelayError::Setup("a relay secret is empty".into()));
         }
         let mut endpoint = quinn::Endpoint::server(tls::server_config()?, config.bind)
             .map_err(|e| RelayError::Setup(format!("binding relay port {}: {e}", config.bind)))?;
@@ -48,7 +49,7 @@ impl Relay {
                 node: config.node,
                 region: config.region,
             },
-            secret: config.secret.into(),
+            secrets: Arc::new(config.secrets),
             inbound,
             stats: Arc::default(),
         });
@@ -76,7 +77,7 @@ impl Relay {
                     .connect(addr, "pylon-relay")
                     .map_err(|e| auth::Refusal::Io(e.to_string()))?;
                 let conn = connecting.await.map_err(|e| auth::Refusal::Io(e.to_string()))?;
-                match auth::dial(&conn, &relay.secret, &relay.me).await {
+                match auth::dial(&conn, &relay.secrets, &relay.me).await {
                     Ok(peer) => Ok((conn, peer)),
                     Err(why) => {
                         conn.close(close::REFUSED.into(), why.to_string().as_bytes());
@@ -108,7 +109,7 @@ impl Relay {
                         return;
                     }
                 };
-                match auth::accept(&conn, &relay.secret, &relay.me).await {
+                match auth::accept(&conn, &relay.secrets, &relay.me).await {
                     Ok(peer) => relay.established(conn, peer, from, false),
                     Err(why) => {
                         relay.stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! Links between nodes (and, next, regions): one authenticated, encrypted QUIC connection per
+//! Links between nodes and between regions: one authenticated, encrypted QUIC connection per
 //! pair of places, carrying the core's relay messages (`pylon_core::relay`) for every room
 //! they share.
 //!
@@ -19,7 +19,9 @@ pub mod wire;
 
 pub use auth::{Peer, Refusal};
 pub use endpoint::{Relay, RelayConfig};
+pub use auth::Secrets;
 pub use link::{LinkHandle, RelayStats};
+pub use wire::RoomHome;
 
 use pylon_core::relay::RelayMessage;
 
@@ -44,4 +46,6 @@ pub trait Inbound: Send + Sync + 'static {
 /// datagrams may overtake them).
 pub trait Receiver: Send + 'static {
     fn message(&mut self, msg: RelayMessage);
+    /// Between regions: the peer's region says which of its nodes is home of these rooms.
+    fn homes(&mut self, _homes: Vec<RoomHome>) {}
 }

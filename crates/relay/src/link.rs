@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::auth::Peer;
-use crate::wire::{self, CodecTable, Frame, WireError, MAX_FRAME};
+use crate::wire::{self, Body, CodecTable, Frame, Homes, RoomHome, WireError, MAX_FRAME};
 use crate::{Inbound, Receiver};
 
 /// Media messages that may wait in a link's queue; beyond this they are dropped, as a
@@ -62,8 +62,14 @@ pub struct LinkHandle {
     /// Whether this end dialled the connection.
     dialed: bool,
     conn: quinn::Connection,
-    tx: mpsc::UnboundedSender<RelayMessage>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     queued_media: Arc<AtomicUsize>,
+}
+
+/// What the writer task sends.
+enum Outgoing {
+    Message(RelayMessage),
+    Homes(Vec<RoomHome>),
 }
 
 impl std::fmt::Debug for LinkHandle {
@@ -89,7 +95,12 @@ impl LinkHandle {
         if media {
             self.queued_media.fetch_add(1, Ordering::Relaxed);
         }
-        self.tx.send(msg).is_ok()
+        self.tx.send(Outgoing::Message(msg)).is_ok()
+    }
+
+    /// Tell a peer in another region which node is home of these rooms here.
+    pub fn send_homes(&self, rooms: Vec<RoomHome>) -> bool {
+        self.tx.send(Outgoing::Homes(rooms)).is_ok()
     }
 
     /// Whether the link is still up.
@@ -139,7 +150,7 @@ pub(crate) fn start(
 
 async fn write(
     conn: quinn::Connection,
-    mut rx: mpsc::UnboundedReceiver<RelayMessage>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     queued_media: Arc<AtomicUsize>,
     stats: Arc<RelayStats>,
 ) {
@@ -148,7 +159,19 @@ async fn write(
     };
     let mut codecs = CodecTable::default();
     let mut buf = Vec::with_capacity(1500);
-    while let Some(msg) = rx.recv().await {
+    while let Some(out) = rx.recv().await {
+        let msg = match out {
+            Outgoing::Message(m) => m,
+            Outgoing::Homes(rooms) => {
+                let frame = Frame {
+                    body: Some(Body::Homes(Homes { rooms })),
+                };
+                if write_control(&mut stream, &frame, &mut buf, &stats).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
         let media = matches!(msg, RelayMessage::Rtp(_));
         if media {
             queued_media.fetch_sub(1, Ordering::Relaxed);
@@ -250,6 +273,10 @@ async fn read_loop(
                     }
                 };
                 add(&stats.messages_received, 1);
+                if let Some(Body::Homes(h)) = frame.body {
+                    receiver.homes(h.rooms);
+                    continue;
+                }
                 match wire::decode(frame, &mut codecs) {
                     Ok(Some(msg)) => receiver.message(msg),
                     Ok(None) => {}

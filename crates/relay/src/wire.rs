@@ -44,7 +44,7 @@ pub enum WireError {
 /// One frame.
 #[derive(Clone, PartialEq, Message)]
 pub struct Frame {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub body: Option<Body>,
 }
 
@@ -69,6 +69,27 @@ pub enum Body {
     Rtp(Rtp),
     #[prost(message, tag = "9")]
     Codec(Codec),
+    /// Between regions: which node is the sender region's gateway (home) for which rooms.
+    #[prost(message, tag = "10")]
+    Homes(Homes),
+}
+
+/// Rooms of the sender's region and the node that is each one's home there (its gateway to
+/// other regions), with the address that node's relay is dialled at.
+#[derive(Clone, PartialEq, Message)]
+pub struct Homes {
+    #[prost(message, repeated, tag = "1")]
+    pub rooms: Vec<RoomHome>,
+}
+
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct RoomHome {
+    #[prost(string, tag = "1")]
+    pub room: String,
+    #[prost(string, tag = "2")]
+    pub node: String,
+    #[prost(string, tag = "3")]
+    pub address: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -412,6 +433,8 @@ pub fn decode(frame: Frame, codecs: &mut CodecTable) -> Result<Option<RelayMessa
             codecs.learn(&c)?;
             return Ok(None);
         }
+        // Not a room's message: the link reads it before decoding (`link.rs`).
+        Body::Homes(_) => return Ok(None),
         Body::Rtp(r) => RelayMessage::Rtp(rtp_from_wire(r, codecs)?),
     }))
 }

@@ -1,6 +1,7 @@
 //! Node links over real QUIC on loopback: two nodes holding the secret link up and exchange
 //! state and media; anyone else — a wrong secret, a replayed handshake, garbage, an oversized
-//! frame — is refused, and the refusal is logged and counted.
+//! frame — is refused, and the refusal is logged and counted. Links between regions are
+//! proven with the regions' secret (never the cluster's) and carry the rooms' homes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use livekit_protocol as lk;
 use pylon_core::ids::{RelayTrackId, RoomName, TrackSid};
 use pylon_core::relay::{MediaExtensions, MediaPacket, ParticipantState, RelayMessage, RelayRtp};
-use pylon_relay::{Inbound, LinkHandle, Peer, Receiver, Relay, RelayConfig};
+use pylon_relay::{Inbound, LinkHandle, Peer, Receiver, Relay, RelayConfig, RoomHome, Secrets};
 use tokio::sync::mpsc;
 
 /// What a node's relay reported, in order.
@@ -18,6 +19,7 @@ enum Event {
     Up(LinkHandle),
     Down(Peer),
     Message(Peer, RelayMessage),
+    Homes(Peer, Vec<RoomHome>),
 }
 
 struct Events(mpsc::UnboundedSender<Event>);
@@ -27,6 +29,9 @@ struct Messages(Peer, mpsc::UnboundedSender<Event>);
 impl Receiver for Messages {
     fn message(&mut self, msg: RelayMessage) {
         let _ = self.1.send(Event::Message(self.0.clone(), msg));
+    }
+    fn homes(&mut self, homes: Vec<RoomHome>) {
+        let _ = self.1.send(Event::Homes(self.0.clone(), homes));
     }
 }
 
@@ -42,12 +47,16 @@ impl Inbound for Events {
 }
 
 fn node(name: &str, secret: &[u8]) -> (Arc<Relay>, mpsc::UnboundedReceiver<Event>) {
+    region_node(name, "test", Secrets::cluster(secret))
+}
+
+fn region_node(name: &str, region: &str, secrets: Secrets) -> (Arc<Relay>, mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let config = RelayConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         node: name.into(),
-        region: "test".into(),
-        secret: secret.to_vec(),
+        region: region.into(),
+        secrets,
     };
     (
         Relay::bind(config, Arc::new(Events(tx))).expect("relay binds"),
@@ -220,7 +229,7 @@ async fn an_oversized_frame_closes_the_link() {
         node: "node-x".into(),
         region: "test".into(),
     };
-    pylon_relay::auth::dial(&conn, b"secret", &me)
+    pylon_relay::auth::dial(&conn, &Secrets::cluster(b"secret"), &me)
         .await
         .expect("a member's handshake");
     up(&mut b_rx).await;
@@ -237,4 +246,51 @@ async fn an_oversized_frame_closes_the_link() {
         .await
         .expect("closed");
     assert!(reason.to_string().contains("exceeds"), "{reason}");
+}
+
+fn secrets(cluster: &[u8], regions: Option<&[u8]>) -> Secrets {
+    Secrets {
+        cluster: cluster.to_vec(),
+        regions: regions.map(<[u8]>::to_vec),
+    }
+}
+
+#[tokio::test]
+async fn regions_link_with_the_region_secret_and_tell_each_other_their_homes() {
+    // Same node name in both regions (each cluster names its pods alike): not "myself".
+    let (a, mut a_rx) = region_node("pylon-0", "eu", secrets(b"eu cluster", Some(b"regions")));
+    let (b, mut b_rx) = region_node("pylon-0", "us", secrets(b"us cluster", Some(b"regions")));
+    a.dial(addr(&b));
+    let link = up(&mut a_rx).await;
+    assert_eq!(link.peer().region, "us");
+    up(&mut b_rx).await;
+    let home = RoomHome {
+        room: "town".into(),
+        node: "pylon-0".into(),
+        address: "10.0.0.1:7890".into(),
+    };
+    assert!(link.send_homes(vec![home.clone()]));
+    match next(&mut b_rx).await {
+        Event::Homes(p, homes) => {
+            assert_eq!((p.region.as_str(), homes), ("eu", vec![home]));
+        }
+        other => panic!("homes expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_region_link_is_refused_with_the_cluster_secret_or_without_a_region_secret() {
+    // The other region holds our cluster's secret as its region secret: not enough.
+    let (a, mut a_rx) = region_node("a", "eu", secrets(b"shared", Some(b"regions")));
+    let (b, mut b_rx) = region_node("b", "us", secrets(b"us cluster", Some(b"shared")));
+    a.dial(addr(&b));
+    // A node without `relay.secret` refuses other regions even if the secrets match.
+    let (c, mut c_rx) = region_node("c", "ap", secrets(b"regions", None));
+    a.dial(addr(&c));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for rx in [&mut a_rx, &mut b_rx, &mut c_rx] {
+        assert!(rx.try_recv().is_err(), "no link");
+    }
+    let refused = |r: &Relay| r.stats().refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!((refused(&a), refused(&b), refused(&c)), (2, 1, 1));
 }

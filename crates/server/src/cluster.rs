@@ -32,11 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pylon_cluster::{Claim, DirectoryError, HeldRoom, Lease, NewRoom, NodeId, NodeInfo, RoomSettings};
+use pylon_cluster::{Claim, DirectoryError, HeldRoom, Lease, NewRoom, NodeId, NodeInfo, RegionName, RoomSettings};
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
 use pylon_core::relay::{ParticipantState, RelayMessage};
 use pylon_core::{RoomDefaults, RoomRecord};
-use pylon_relay::{Inbound, LinkHandle, Receiver, Relay, RelayConfig};
+use pylon_relay::{Inbound, LinkHandle, Receiver, Relay, RelayConfig, RoomHome, Secrets};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
@@ -47,6 +47,10 @@ use crate::worker::{Command, WorkerHandle};
 
 /// Dead nodes' entries are reaped every this many lease renewals.
 const REAP_EVERY: u64 = 10;
+
+/// The rooms this node is home of are announced to every peer region every this many lease
+/// renewals (the periodic exchange that repairs missed announcements).
+const ANNOUNCE_EVERY: u64 = 2;
 
 /// How long a join waits for the links to the room's other nodes.
 const LINK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,36 +95,89 @@ pub enum ClusterEvent {
     },
 }
 
-/// The links, by index (an index is never reused).
+/// The other end of a link: a node of this region, or a node of another region (node names
+/// are unique only within a region).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PeerId {
+    Node(NodeId),
+    Region(RegionName, NodeId),
+}
+
+impl PeerId {
+    fn tier(&self) -> Tier {
+        match self {
+            PeerId::Node(_) => Tier::Node,
+            PeerId::Region(..) => Tier::Region,
+        }
+    }
+
+    /// The order that decides which of two links both ends dialled survives.
+    fn key(region: &str, node: &str) -> String {
+        format!("{region}/{node}")
+    }
+}
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerId::Node(n) => write!(f, "{n}"),
+            PeerId::Region(r, n) => write!(f, "{n} (region {r})"),
+        }
+    }
+}
+
+/// The links, by index (an index is never reused; node and region links share the indexes).
 #[derive(Default)]
 struct Links {
-    index: HashMap<NodeId, u32>,
-    names: Vec<NodeId>,
+    index: HashMap<PeerId, u32>,
+    names: Vec<PeerId>,
     current: Vec<Option<LinkHandle>>,
     /// Relay addresses of the live nodes, from their leases.
     addrs: HashMap<NodeId, String>,
     /// Room API addresses of the live nodes.
     apis: HashMap<NodeId, String>,
-    dialing: HashSet<NodeId>,
+    /// Relay addresses of other regions' room homes, from their announcements.
+    region_addrs: HashMap<PeerId, String>,
+    /// Rooms to link over a region link once it is up.
+    pending: HashMap<PeerId, HashSet<RoomName>>,
+    dialing: HashSet<PeerId>,
+    /// Peer regions whose gateway is being dialled.
+    dialing_gateway: HashSet<RegionName>,
 }
 
 impl Links {
-    fn index_of(&mut self, node: &NodeId) -> u32 {
-        if let Some(i) = self.index.get(node) {
+    fn index_of(&mut self, peer: &PeerId) -> u32 {
+        if let Some(i) = self.index.get(peer) {
             return *i;
         }
         let i = self.names.len() as u32;
-        self.index.insert(node.clone(), i);
-        self.names.push(node.clone());
+        self.index.insert(peer.clone(), i);
+        self.names.push(peer.clone());
         self.current.push(None);
         i
     }
 
-    fn is_up(&self, node: &NodeId) -> bool {
+    fn place_of(&mut self, peer: &PeerId) -> PlaceId {
+        PlaceId {
+            tier: peer.tier(),
+            index: self.index_of(peer),
+        }
+    }
+
+    fn is_up(&self, peer: &PeerId) -> bool {
         self.index
-            .get(node)
+            .get(peer)
             .and_then(|i| self.current[*i as usize].as_ref())
             .is_some_and(LinkHandle::is_open)
+    }
+
+    /// An open link to any node of `region`.
+    fn to_region(&self, region: &RegionName) -> Option<LinkHandle> {
+        (self.names.iter().zip(&self.current))
+            .filter(|(p, _)| matches!(p, PeerId::Region(r, _) if r == region))
+            .filter_map(|(_, l)| l.as_ref().filter(|l| l.is_open()))
+            .next()
+            .cloned()
     }
 }
 
@@ -150,12 +207,6 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn node_place(index: u32) -> PlaceId {
-    PlaceId {
-        tier: Tier::Node,
-        index,
-    }
-}
 
 impl Cluster {
     /// Bind the relay and start the lease and link maintenance. Needs a tokio runtime.
@@ -187,7 +238,10 @@ impl Cluster {
                 bind: config.relay_bind,
                 node: config.node.as_str().to_string(),
                 region: config.region.as_str().to_string(),
-                secret: config.secret.clone(),
+                secrets: Secrets {
+                    cluster: config.secret.clone(),
+                    regions: config.regions.as_ref().map(|r| r.secret.clone()),
+                },
             },
             cluster.clone(),
         )?;
@@ -272,7 +326,7 @@ impl Cluster {
             .collect();
         let mut places = Vec::new();
         for node in &nodes {
-            let place = node_place(self.links().index_of(node));
+            let place = self.links().place_of(&PeerId::Node(node.clone()));
             if !known.contains(&place) {
                 places.push(place);
             }
@@ -308,7 +362,7 @@ impl Cluster {
     async fn ensure_link(&self, node: &NodeId, deadline: tokio::time::Instant) {
         loop {
             let notified = self.link_changed.notified();
-            if self.links().is_up(node) {
+            if self.links().is_up(&PeerId::Node(node.clone())) {
                 return;
             }
             if !self.links().addrs.contains_key(node) {
@@ -322,34 +376,37 @@ impl Cluster {
         }
     }
 
-    /// Dial `node` unless a link is up or a dial is under way.
+    /// Dial `node` of this region unless a link is up or a dial is under way.
     fn dial(&self, node: &NodeId) {
-        let addr = {
+        let peer = PeerId::Node(node.clone());
+        let addr = self.links().addrs.get(node).cloned();
+        if let Some(addr) = addr {
+            self.dial_peer(peer, addr);
+        }
+    }
+
+    /// Dial `peer` at `addr` unless a link is up or a dial is under way.
+    fn dial_peer(&self, peer: PeerId, addr: String) {
+        {
             let mut links = self.links();
-            if links.is_up(node) || links.dialing.contains(node) {
+            if links.is_up(&peer) || !links.dialing.insert(peer.clone()) {
                 return;
             }
-            let Some(addr) = links.addrs.get(node).cloned() else {
-                return;
-            };
-            links.dialing.insert(node.clone());
-            addr
-        };
+        }
         let (Some(relay), Some(me)) = (self.relay.get().cloned(), self.me.upgrade()) else {
             return;
         };
-        let node = node.clone();
         tokio::spawn(async move {
             match resolve(&addr).await {
                 Some(sock) => {
-                    debug!(peer = %node, %sock, "dialling");
+                    debug!(%peer, %sock, "dialling");
                     relay.dial(sock);
                     // The dial reports through `link_up`; allow another attempt after a while.
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                None => warn!(peer = %node, %addr, "cannot resolve the node's relay address"),
+                None => warn!(%peer, %addr, "cannot resolve the peer's relay address"),
             }
-            me.links().dialing.remove(&node);
+            me.links().dialing.remove(&peer);
         });
     }
 
@@ -441,10 +498,129 @@ impl Cluster {
                 continue;
             }
             for node in self.live_nodes().await.unwrap_or_default() {
-                if node.as_str() > self.node().as_str() && !self.links().is_up(&node) {
+                if node.as_str() > self.node().as_str() && !self.links().is_up(&PeerId::Node(node.clone())) {
                     self.dial(&node);
                 }
             }
+            if turn % ANNOUNCE_EVERY == 0 {
+                self.announce_homes();
+            }
+        }
+    }
+
+    /// Tell every peer region which rooms this node is home of (over any link to a node of
+    /// that region, else by dialling the region's gateway address).
+    fn announce_homes(&self) {
+        let Some(regions) = &self.config.regions else {
+            return;
+        };
+        let rooms = self.local().home_rooms();
+        if rooms.is_empty() {
+            return;
+        }
+        let homes: Vec<RoomHome> = (rooms.iter())
+            .map(|room| RoomHome {
+                room: room.as_str().to_string(),
+                node: self.node().as_str().to_string(),
+                address: self.config.relay_address.as_str().to_string(),
+            })
+            .collect();
+        for (region, gateway) in &regions.peers {
+            let link = self.links().to_region(region);
+            match link {
+                Some(link) => {
+                    link.send_homes(homes.clone());
+                }
+                None => self.dial_gateway(region, gateway),
+            }
+        }
+    }
+
+    /// Dial a peer region's gateway (any of its nodes answers); the next announcement goes
+    /// over the link.
+    fn dial_gateway(&self, region: &RegionName, gateway: &str) {
+        if !self.links().dialing_gateway.insert(region.clone()) {
+            return;
+        }
+        let (Some(relay), Some(me)) = (self.relay.get().cloned(), self.me.upgrade()) else {
+            return;
+        };
+        let (region, gateway) = (region.clone(), gateway.to_string());
+        tokio::spawn(async move {
+            match resolve(&gateway).await {
+                Some(sock) => {
+                    debug!(%region, %sock, "dialling the region's gateway");
+                    relay.dial(sock);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                None => debug!(%region, %gateway, "cannot resolve the region's gateway"),
+            }
+            me.links().dialing_gateway.remove(&region);
+        });
+    }
+
+    /// A peer region (over `link`) says which of its nodes is home of these rooms. Where
+    /// this node is the room's home here, the two homes link the room (dialling the other
+    /// if no link to it is up); where another node here is, the sender is told which; a
+    /// room this region does not hold is ignored (its first join here will be announced).
+    /// An entry naming another node than the sender is such an answer and is never answered.
+    async fn on_homes(&self, region: RegionName, link: LinkHandle, homes: Vec<RoomHome>) {
+        let mut answers = Vec::new();
+        for h in homes {
+            let room_ok = !h.room.is_empty() && pylon_core::limits::check_room_name(&h.room).is_ok();
+            let (true, Ok(node)) = (room_ok, NodeId::parse(&h.node)) else {
+                debug!(%region, room = %h.room, node = %h.node, "invalid room home announced; ignored");
+                continue;
+            };
+            let room = RoomName::new(h.room);
+            let from_sender = link.peer().node == h.node;
+            let peer = PeerId::Region(region.clone(), node);
+            let gateway = self.local().region_gateway(&room);
+            if let Some(anchor) = gateway {
+                let (place, up) = {
+                    let mut links = self.links();
+                    links.region_addrs.insert(peer.clone(), h.address.clone());
+                    let place = links.place_of(&peer);
+                    let up = links.is_up(&peer);
+                    if !up {
+                        links.pending.entry(peer.clone()).or_default().insert(room.clone());
+                    }
+                    (place, up)
+                };
+                if up {
+                    self.workers[anchor as usize].send(Command::LinkRoom {
+                        room,
+                        places: vec![place],
+                    });
+                } else {
+                    self.dial_peer(peer, h.address);
+                }
+                continue;
+            }
+            if !from_sender {
+                continue;
+            }
+            let home = match self.dir.room(&room).await {
+                Ok(Some(record)) => record.home,
+                Ok(None) => continue,
+                Err(e) => {
+                    debug!(%room, "reading the room's record failed: {e}");
+                    continue;
+                }
+            };
+            if !self.links().addrs.contains_key(&home) {
+                self.live_nodes().await;
+            }
+            if let Some(address) = self.links().addrs.get(&home).cloned() {
+                answers.push(RoomHome {
+                    room: room.as_str().to_string(),
+                    node: home.as_str().to_string(),
+                    address,
+                });
+            }
+        }
+        if !answers.is_empty() {
+            link.send_homes(answers);
         }
     }
 
@@ -557,10 +733,21 @@ impl Cluster {
         }
     }
 
-    fn broadcast(&self, index: u32, link: Option<LinkHandle>) {
+    fn broadcast(&self, place: PlaceId, link: Option<LinkHandle>) {
         for w in &self.workers {
-            w.node_link(index, link.clone());
+            w.node_link(place, link.clone());
         }
+    }
+
+    /// Who a link's peer is, as this node keys its links.
+    fn peer_id(&self, link: &LinkHandle) -> Option<PeerId> {
+        let peer = link.peer();
+        let node = NodeId::parse(&peer.node).ok()?;
+        if peer.region == self.config.region.as_str() {
+            return Some(PeerId::Node(node));
+        }
+        let region = RegionName::parse(&peer.region).ok()?;
+        Some(PeerId::Region(region, node))
     }
 }
 
@@ -587,35 +774,31 @@ async fn resolve(addr: &str) -> Option<SocketAddr> {
 
 impl Inbound for Cluster {
     fn link_up(&self, link: LinkHandle) -> Box<dyn Receiver> {
-        let me = self.node().as_str();
-        let peer = link.peer().node.clone();
-        let receiver = |index: u32, cluster: Option<Arc<Cluster>>, link: LinkHandle| -> Box<dyn Receiver> {
+        let me = PeerId::key(self.config.region.as_str(), self.node().as_str());
+        let receiver = |place: PlaceId, cluster: Option<Arc<Cluster>>, link: LinkHandle| -> Box<dyn Receiver> {
             Box::new(NodeReceiver {
-                place: node_place(index),
+                place,
                 cluster,
                 link,
                 tracks: HashMap::new(),
                 owners: HashMap::new(),
             })
         };
-        let Ok(node) = NodeId::parse(&peer) else {
-            warn!(%peer, "a node with an invalid name linked; closing the link");
+        let Some(peer) = self.peer_id(&link) else {
+            warn!(peer = %link.peer().node, region = %link.peer().region, "a node with an invalid name linked; closing the link");
             link.close("invalid node name");
-            return receiver(u32::MAX, None, link);
+            return receiver(node_place(u32::MAX), None, link);
         };
-        let dialer = |l: &LinkHandle| if l.dialed() { me.to_string() } else { peer.clone() };
-        let (index, keep) = {
+        let theirs = PeerId::key(&link.peer().region, &link.peer().node);
+        let dialer = |l: &LinkHandle| if l.dialed() { me.clone() } else { theirs.clone() };
+        let (place, keep, pending) = {
             let mut links = self.links();
-            let index = links.index_of(&node);
-            links.dialing.remove(&node);
-            let slot = &mut links.current[index as usize];
+            let place = links.place_of(&peer);
+            links.dialing.remove(&peer);
+            let slot = &mut links.current[place.index as usize];
             let keep = match slot.as_ref().filter(|old| old.is_open()) {
                 // Both ends dialled at once: both keep the link the lower name dialled.
-                Some(old)
-                    if dialer(old) != dialer(&link) && dialer(old).as_str() == me.min(peer.as_str()) =>
-                {
-                    false
-                }
+                Some(old) if dialer(old) != dialer(&link) && dialer(old) == me.clone().min(theirs.clone()) => false,
                 Some(old) => {
                     old.close("replaced by a newer link");
                     true
@@ -625,26 +808,36 @@ impl Inbound for Cluster {
             if keep {
                 *slot = Some(link.clone());
             }
-            (index, keep)
+            let pending = if keep { links.pending.remove(&peer) } else { None };
+            (place, keep, pending)
         };
         if keep {
-            info!(peer = %node, index, "node link up");
-            self.broadcast(index, Some(link.clone()));
+            info!(%peer, index = place.index, "link up");
+            self.broadcast(place, Some(link.clone()));
             self.link_changed.notify_waiters();
+            // Rooms both homes hold, waiting for this region link.
+            for room in pending.into_iter().flatten() {
+                if let Some(anchor) = self.local().region_gateway(&room) {
+                    self.workers[anchor as usize].send(Command::LinkRoom {
+                        room,
+                        places: vec![place],
+                    });
+                }
+            }
         } else {
-            debug!(peer = %node, "duplicate link closed");
+            debug!(%peer, "duplicate link closed");
             link.close("duplicate link");
         }
-        receiver(index, self.me.upgrade(), link)
+        receiver(place, self.me.upgrade(), link)
     }
 
     fn link_down(&self, link: &LinkHandle) {
-        let Ok(node) = NodeId::parse(&link.peer().node) else {
+        let Some(peer) = self.peer_id(link) else {
             return;
         };
-        let index = {
+        let place = {
             let mut links = self.links();
-            let Some(&index) = links.index.get(&node) else {
+            let Some(&index) = links.index.get(&peer) else {
                 return;
             };
             let slot = &mut links.current[index as usize];
@@ -652,13 +845,30 @@ impl Inbound for Cluster {
                 return;
             }
             *slot = None;
-            index
+            PlaceId {
+                tier: peer.tier(),
+                index,
+            }
         };
-        warn!(peer = %node, "node link down: its participants leave this node's rooms");
-        self.broadcast(index, None);
-        if let Some(me) = self.me.upgrade() {
-            tokio::spawn(async move { me.take_over_from(node).await });
+        self.broadcast(place, None);
+        match peer {
+            PeerId::Node(node) => {
+                warn!(peer = %node, "node link down: its participants leave this node's rooms");
+                if let Some(me) = self.me.upgrade() {
+                    tokio::spawn(async move { me.take_over_from(node).await });
+                }
+            }
+            PeerId::Region(..) => {
+                warn!(%peer, "region link down: its participants are kept for the grace period");
+            }
         }
+    }
+}
+
+fn node_place(index: u32) -> PlaceId {
+    PlaceId {
+        tier: Tier::Node,
+        index,
     }
 }
 
@@ -699,6 +909,17 @@ impl NodeReceiver {
 }
 
 impl Receiver for NodeReceiver {
+    fn homes(&mut self, homes: Vec<RoomHome>) {
+        let (Some(cluster), Ok(region)) = (self.cluster.clone(), RegionName::parse(&self.link.peer().region)) else {
+            return;
+        };
+        if self.place.tier != Tier::Region {
+            return debug!(peer = %self.link.peer().node, "room homes from a node of this region; ignored");
+        }
+        let link = self.link.clone();
+        tokio::spawn(async move { cluster.on_homes(region, link, homes).await });
+    }
+
     fn message(&mut self, msg: RelayMessage) {
         let Some(cluster) = self.cluster.clone() else {
             return;
@@ -726,7 +947,11 @@ impl Receiver for NodeReceiver {
             | RelayMessage::Left { room, .. }
             | RelayMessage::Data { room, .. } => room.clone(),
         };
-        let anchor = cluster.local().home(&room);
+        // Another region talks to the room's home here (its gateway), and to no other node.
+        let anchor = match place.tier {
+            Tier::Region => cluster.local().region_gateway(&room),
+            _ => cluster.local().home(&room),
+        };
         let Some(anchor) = anchor else {
             // No instance here (it closed): say so, so the sender stops waiting for us.
             if let RelayMessage::Hello { reply: true, .. } = msg {

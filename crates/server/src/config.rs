@@ -88,6 +88,15 @@ pub struct RelayFile {
     pub address: Option<String>,
     /// This node's name in the region (default: the host name and the relay port).
     pub node_name: Option<String>,
+    /// Peer regions: name -> address of that region's relay gateway (`host:port`; in
+    /// Kubernetes a Cilium global service of one name in every cluster).
+    #[serde(default)]
+    pub regions: std::collections::BTreeMap<String, String>,
+    /// Seconds a silent remote region's participants are kept (default 15).
+    pub grace_period: Option<u64>,
+    /// Regions prove membership with this (shared by all regions, distinct from API keys);
+    /// required once `regions` is set.
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,7 +176,31 @@ pub struct ClusterConfig {
     pub api_address: String,
     /// Nodes prove membership with this (derived from the API secret every node shares).
     pub secret: Vec<u8>,
+    /// Links to other regions, when `relay.regions` is set.
+    pub regions: Option<RegionsConfig>,
 }
+
+/// The other regions a region links to (`relay.regions`, `relay.grace_period`, `relay.secret`).
+#[derive(Clone)]
+pub struct RegionsConfig {
+    /// Each peer region's relay gateway address (`host:port`).
+    pub peers: Vec<(pylon_cluster::RegionName, String)>,
+    /// How long a silent remote region's participants are kept.
+    pub grace_period: std::time::Duration,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for RegionsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionsConfig")
+            .field("peers", &self.peers)
+            .field("grace_period", &self.grace_period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A silent remote region's participants are kept this long by default.
+pub const DEFAULT_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,6 +210,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("node", &self.node)
             .field("relay_bind", &self.relay_bind)
             .field("relay_address", &self.relay_address)
+            .field("regions", &self.regions)
             .finish_non_exhaustive()
     }
 }
@@ -314,6 +348,9 @@ impl Config {
         c.room = self.room.clone();
         c.region = self.region.clone();
         c.rooms_closed_by_runtime = true;
+        if let Some(r) = self.cluster.as_ref().and_then(|c| c.regions.as_ref()) {
+            c.region_grace = r.grace_period;
+        }
         c
     }
 }
@@ -351,10 +388,12 @@ fn resolve_cluster(
     http_port: u16,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(redis) = &f.redis else {
-        if f.relay.port.is_some() || f.relay.address.is_some() || f.relay.node_name.is_some() {
+        let r = &f.relay;
+        let any = r.port.is_some() || r.address.is_some() || r.node_name.is_some();
+        if any || !r.regions.is_empty() || r.grace_period.is_some() || r.secret.is_some() {
             return Err(ConfigError::Invalid {
                 key: "relay",
-                why: "links between nodes need a region directory: set `redis` too".into(),
+                why: "links between nodes and regions need a region directory: set `redis` too".into(),
             });
         }
         return Ok(None);
@@ -404,6 +443,7 @@ fn resolve_cluster(
         key: "keys",
         why: "nodes of a region prove membership with the API secret: configure keys".into(),
     })?;
+    let regions = resolve_regions(&f.relay, &region, &secret)?;
     Ok(Some(ClusterConfig {
         redis: target,
         region,
@@ -412,6 +452,69 @@ fn resolve_cluster(
         relay_address,
         api_address,
         secret: secret.into_bytes(),
+        regions,
+    }))
+}
+
+/// `relay.regions`, `relay.grace_period` and `relay.secret`.
+fn resolve_regions(
+    r: &RelayFile,
+    mine: &pylon_cluster::RegionName,
+    api_secret: &str,
+) -> Result<Option<RegionsConfig>, ConfigError> {
+    let invalid = |key: &'static str, why: String| ConfigError::Invalid { key, why };
+    if r.regions.is_empty() {
+        if r.grace_period.is_some() || r.secret.is_some() {
+            return Err(invalid(
+                "relay.regions",
+                "`relay.grace_period` and `relay.secret` are for links to other regions: list them in `relay.regions`".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let secret = match r.secret.as_deref() {
+        None | Some("") => {
+            return Err(invalid(
+                "relay.secret",
+                "regions prove membership with a secret they all share: set `relay.secret`".into(),
+            ))
+        }
+        Some(s) if s == api_secret => {
+            return Err(invalid(
+                "relay.secret",
+                "must differ from the API keys' secret (a client API key must not open region links)".into(),
+            ))
+        }
+        Some(s) => s.as_bytes().to_vec(),
+    };
+    let mut peers = Vec::new();
+    for (name, address) in &r.regions {
+        let region = pylon_cluster::RegionName::parse(name)
+            .map_err(|e| invalid("relay.regions", format!("{name:?}: {e}")))?;
+        if &region == mine {
+            return Err(invalid(
+                "relay.regions",
+                format!("{name:?} is this node's own region (`region`)"),
+            ));
+        }
+        let has_port = address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !has_port {
+            return Err(invalid(
+                "relay.regions",
+                format!("{name}: {address:?} is not host:port"),
+            ));
+        }
+        peers.push((region, address.clone()));
+    }
+    let grace_period = match r.grace_period {
+        None => DEFAULT_GRACE_PERIOD,
+        Some(0) => return Err(invalid("relay.grace_period", "must be at least 1 second".into())),
+        Some(s) => std::time::Duration::from_secs(s),
+    };
+    Ok(Some(RegionsConfig {
+        peers,
+        grace_period,
+        secret,
     }))
 }
 
@@ -671,6 +774,29 @@ mod tests {
     }
 
     #[test]
+    fn regions_are_read_from_pylons_relay_block() {
+        let f = parse_yaml(
+            "keys:\n  k: api-secret\nregion: eu\nredis:\n  address: r:1\nrelay:\n  regions:\n    us-east: pylon-relay-us-east.pylon.svc.cluster.local:7890\n    ap: 10.0.0.9:7890\n  grace_period: 20\n  secret: region-secret\n",
+        )
+        .unwrap();
+        let c = Config::resolve(f, &dev()).unwrap().cluster.unwrap();
+        let r = c.regions.expect("links to other regions");
+        let peers: Vec<(&str, &str)> = r.peers.iter().map(|(n, a)| (n.as_str(), a.as_str())).collect();
+        assert_eq!(
+            peers,
+            [
+                ("ap", "10.0.0.9:7890"),
+                ("us-east", "pylon-relay-us-east.pylon.svc.cluster.local:7890")
+            ]
+        );
+        assert_eq!(r.grace_period, std::time::Duration::from_secs(20));
+        assert_eq!(r.secret, b"region-secret");
+        let f = parse_yaml("keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:1\"}\n  secret: x\n").unwrap();
+        let r = Config::resolve(f, &dev()).unwrap().cluster.unwrap().regions.unwrap();
+        assert_eq!(r.grace_period, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
     fn relay_defaults_follow_node_ip_and_the_host_name() {
         let f = parse_yaml("keys:\n  k: s\nredis:\n  address: 127.0.0.1:6379\n").unwrap();
         let c = Config::resolve(f, &dev()).unwrap().cluster.unwrap();
@@ -705,6 +831,28 @@ mod tests {
                 "relay.port",
             ),
             ("keys:\n  k: s\nredis:\n  address: r:1\n  bogus: 1\n", "bogus"),
+            ("keys:\n  k: s\nrelay:\n  regions: {us: \"g:7890\"}\n", "redis"),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:7890\"}\n",
+                "relay.secret",
+            ),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:7890\"}\n  secret: s\n",
+                "differ from the API",
+            ),
+            (
+                "keys:\n  k: s\nregion: us\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:7890\"}\n  secret: x\n",
+                "own region",
+            ),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"gateway\"}\n  secret: x\n",
+                "host:port",
+            ),
+            (
+                "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:1\"}\n  secret: x\n  grace_period: 0\n",
+                "relay.grace_period",
+            ),
+            ("keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  secret: x\n", "relay.regions"),
         ];
         for (yaml, named) in cases {
             let e = parse_yaml(yaml)

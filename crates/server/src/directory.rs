@@ -395,6 +395,21 @@ impl Directory {
         self.rooms.get(room).map(|e| e.home)
     }
 
+    /// The room's anchor worker if this node is the room's home in the region (its gateway
+    /// to other regions).
+    pub fn region_gateway(&self, room: &RoomName) -> Option<WorkerId> {
+        let e = self.rooms.get(room)?;
+        e.cluster.as_ref().is_some_and(|c| c.home).then_some(e.home)
+    }
+
+    /// The rooms this node is the region's home of.
+    pub fn home_rooms(&self) -> Vec<RoomName> {
+        (self.rooms.iter())
+            .filter(|(_, e)| e.cluster.as_ref().is_some_and(|c| c.home))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     pub fn exists(&self, room: &RoomName) -> bool {
         self.rooms.contains_key(room)
     }

@@ -128,8 +128,10 @@ pub enum Inbox {
         msg: RelayMessage,
     },
     /// The node's link to another node (by index) is up, replaced, or down (`None`).
+    /// A link to another node (tier `Node`) or region (tier `Region`); indexes are shared
+    /// by both tiers.
     NodeLink {
-        index: u32,
+        place: PlaceId,
         link: Option<LinkHandle>,
     },
     Datagram(Handoff),
@@ -192,8 +194,8 @@ impl WorkerHandle {
     }
 
     /// The node's link to another node changed.
-    pub fn node_link(&self, index: u32, link: Option<LinkHandle>) {
-        self.send_control(Inbox::NodeLink { index, link });
+    pub fn node_link(&self, place: PlaceId, link: Option<LinkHandle>) {
+        self.send_control(Inbox::NodeLink { place, link });
     }
 
     #[cfg(debug_assertions)]
@@ -518,7 +520,7 @@ impl Worker {
                 }
                 self.shard.relay_input(now, from, msg);
             }
-            Inbox::NodeLink { index, link } => self.node_link(now, index, link),
+            Inbox::NodeLink { place, link } => self.node_link(now, place, link),
             Inbox::Datagram(h) => {
                 self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
                 // A STUN request (RFC 7983: first byte 0..=3) may teach the shard the address;
@@ -574,16 +576,12 @@ impl Worker {
         }
     }
 
-    /// A node link came up, was replaced, or went down.
-    fn node_link(&mut self, now: Instant, index: u32, link: Option<LinkHandle>) {
-        let i = index as usize;
+    /// A node or region link came up, was replaced, or went down.
+    fn node_link(&mut self, now: Instant, place: PlaceId, link: Option<LinkHandle>) {
+        let i = place.index as usize;
         if self.node_links.len() <= i {
             self.node_links.resize(i + 1, None);
         }
-        let place = PlaceId {
-            tier: Tier::Node,
-            index,
-        };
         let up = link.is_some();
         let was_up = std::mem::replace(&mut self.node_links[i], link).is_some();
         match (was_up, up) {
@@ -658,11 +656,10 @@ impl Worker {
                         },
                         // A link that is down takes nothing; the rooms exchange snapshots
                         // again when it is back.
-                        Tier::Node => match self.node_links.get(place.index as usize) {
+                        Tier::Node | Tier::Region => match self.node_links.get(place.index as usize) {
                             Some(Some(link)) => link.send(msg) || !link.is_open(),
                             _ => true,
                         },
-                        Tier::Region => true,
                     };
                     if !sent {
                         self.counters.media_dropped += 1;
