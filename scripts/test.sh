@@ -24,6 +24,7 @@ cargo build --workspace --all-targets --locked
 step "rust tests"
 scripts/setup-redis.sh   # the region directory's tests start their own redis-server
 scripts/setup-haproxy.sh # the multi-node end-to-end tests put a load balancer in front of the nodes
+scripts/setup-nftables.sh # the region end-to-end tests partition their namespaces with nftables
 cargo test --workspace --locked
 
 # The integration tests that start the real binary, again with every room spread over the

@@ -64,10 +64,12 @@ def instances_key(room: str) -> str:
 
 
 class RedisServer:
-    """One `redis-server` on 127.0.0.1:`port`, without persistence; `stop()` and `start()`
-    again keep the port (and lose the data)."""
+    """One `redis-server` on 127.0.0.1:`port` (or `host` inside network namespace `netns`),
+    without persistence; `stop()` and `start()` again keep the port (and lose the data)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, *, host: str = "127.0.0.1", netns: str | None = None):
+        self.host = host
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.port = free_port(socket.SOCK_STREAM)
         OUTPUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUTPUT / f"{name}-redis.log"
@@ -78,7 +80,7 @@ class RedisServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> "RedisServer":
         assert self.proc is None or self.proc.poll() is not None, "redis-server is already running"
@@ -86,8 +88,11 @@ class RedisServer:
             pytest.fail(f"{REDIS_SERVER} is not installed: run scripts/setup-redis.sh")
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 REDIS_SERVER,
-                "--bind", "127.0.0.1",
+                "--bind", self.host,
+                # Inside a test's namespace the address is not loopback; nothing else reaches it.
+                "--protected-mode", "no",
                 "--port", str(self.port),
                 "--save", "",
                 "--appendonly", "no",
@@ -111,7 +116,7 @@ class RedisServer:
     def ping(self) -> bool:
         """`PING` on a raw connection answers `+PONG`."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
@@ -130,7 +135,7 @@ class RedisServer:
     def cli(self, *args: str) -> str:
         """Run one command through `redis-cli` (raw output, no quoting)."""
         r = subprocess.run(
-            [REDIS_CLI, "-h", "127.0.0.1", "-p", str(self.port), "--raw", *args],
+            [REDIS_CLI, "-h", self.host, "-p", str(self.port), "--raw", *args],
             capture_output=True,
             text=True,
             timeout=10,

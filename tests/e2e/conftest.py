@@ -64,15 +64,18 @@ def to_yaml(d: dict, indent: int = 0) -> str:
 
 
 class PylonServer:
-    """One `pylon serve` process on loopback."""
+    """One `pylon serve` process on loopback, or (`netns`) inside a network namespace the test
+    made, listening on every address there and reached at `host`."""
 
-    def __init__(self, name: str, extra: dict | None = None):
+    def __init__(self, name: str, extra: dict | None = None, *, host: str = "127.0.0.1", netns: str | None = None):
+        self.host = host
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.http_port = free_port(socket.SOCK_STREAM)
         self.udp_port = free_port(socket.SOCK_DGRAM)
         OUTPUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUTPUT / f"{name}.log"
         self.config_path = OUTPUT / f"{name}.yaml"
-        rtc = {"udp_port": self.udp_port, "node_ip": "127.0.0.1"}
+        rtc = {"udp_port": self.udp_port, "node_ip": host}
         # The whole suite runs again with these set (scripts/test.sh): one worker, and a room
         # spread over workers from its second participant on.
         for key, env in (("workers", "PYLON_TEST_WORKERS"), ("room_spread_threshold", "PYLON_TEST_SPREAD")):
@@ -80,7 +83,7 @@ class PylonServer:
                 rtc[key] = int(os.environ[env])
         config = {
             "port": self.http_port,
-            "bind_addresses": ["127.0.0.1"],
+            "bind_addresses": ["0.0.0.0" if netns else host],
             "rtc": rtc,
             "keys": {API_KEY: API_SECRET},
             "logging": {"level": "debug"},
@@ -97,16 +100,16 @@ class PylonServer:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.http_port}"
+        return f"ws://{self.host}:{self.http_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     def start(self) -> "PylonServer":
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(pylon_binary()), "serve", "--config", str(self.config_path)],
+            [*self.prefix, str(pylon_binary()), "serve", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_BACKTRACE": "1", "NO_COLOR": "1"},
@@ -116,7 +119,7 @@ class PylonServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pylon exited with {self.proc.returncode}; see {self.log_path}")
             try:
-                with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
+                with socket.create_connection((self.host, self.http_port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)
@@ -164,9 +167,9 @@ def pylon_factory(request):
     """Start servers with extra config; all are stopped (and checked alive) after the test."""
     started: list[PylonServer] = []
 
-    def start(extra: dict | None = None) -> PylonServer:
+    def start(extra: dict | None = None, **where) -> PylonServer:
         name = _test_name(request) + (f"-{len(started)}" if started else "")
-        s = PylonServer(name, extra).start()
+        s = PylonServer(name, extra, **where).start()
         started.append(s)
         return s
 

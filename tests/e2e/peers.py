@@ -110,6 +110,7 @@ class Peer:
         r.on("data_received", self._on_data)
         r.on("participant_connected", lambda p: self.events.append(("joined", p.identity)))
         r.on("participant_disconnected", lambda p: self.events.append(("left", p.identity)))
+        r.on("connection_quality_changed", lambda p, q: self.events.append(("quality", p.identity, q)))
         r.on("track_muted", lambda p, pub: self.events.append(("muted", p.identity, pub.name)))
         r.on("track_unmuted", lambda p, pub: self.events.append(("unmuted", p.identity, pub.name)))
         r.on("track_unpublished", lambda pub, p: self.events.append(("unpublished", p.identity, pub.name)))

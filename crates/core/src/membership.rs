@@ -365,11 +365,6 @@ impl Shard {
             self.outputs.push_back(Output::Close(s));
             self.sessions.remove(&s);
         }
-        for parked in p.negotiation.parked.keys() {
-            if let Some(t) = self.tracks.get_mut(parked) {
-                t.parked_by.retain(|k| *k != key);
-            }
-        }
         self.forget_peers(&p);
         self.detached.remove(&key);
         p.publisher.rtc.disconnect();

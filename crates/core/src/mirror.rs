@@ -369,7 +369,6 @@ impl Shard {
                 },
                 subscribers: Vec::new(),
                 sinks: Vec::new(),
-                parked_by: Vec::new(),
                 last_keyframe_request: None,
             };
             self.tracks.insert(tkey, track);

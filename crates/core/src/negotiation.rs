@@ -14,7 +14,7 @@ use str0m::media::{Direction, Mid};
 use str0m::Rtc;
 
 use crate::data::{LOSSY_LABEL, RELIABLE_LABEL};
-use crate::ids::TrackKey;
+use crate::ids::{TrackKey, TrackSid};
 use crate::track::{DownTrack, ParkedDownTrack};
 
 /// Server-side offer/answer state of the subscriber peer connection.
@@ -28,10 +28,12 @@ pub struct SubscriberNegotiation {
     pub removes: Vec<Mid>,
     /// Parked media sections to turn back to sendonly in the next offer.
     pub reactivate: Vec<Mid>,
-    /// Media sections of unsubscribed tracks, kept inactive with their forwarding state: a
-    /// resubscription reuses the section (a new one would repeat the track's msid, which
-    /// libwebrtc refuses as a duplicate `a=msid`) and continues its sequence numbers.
-    pub parked: FxHashMap<TrackKey, ParkedDownTrack>,
+    /// Media sections of unsubscribed or vanished tracks, by track SID, kept inactive with
+    /// their forwarding state: subscribing to a track of that SID again — a resubscription, or
+    /// a track relayed from another region that went silent and came back under a new key —
+    /// reuses the section (a new one would repeat the track's msid, which libwebrtc refuses as
+    /// a duplicate `a=msid`) and continues its sequence numbers.
+    pub parked: HashMap<TrackSid, ParkedDownTrack>,
     pub channels_created: bool,
     pub ice_restart: bool,
 }

@@ -92,7 +92,6 @@ impl Shard {
             },
             subscribers: Vec::new(),
             sinks: Vec::new(),
-            parked_by: Vec::new(),
             last_keyframe_request: None,
         };
         p.tracks.push(tkey);
@@ -151,13 +150,9 @@ impl Shard {
         if let Origin::Relayed { place, id, .. } = track.origin {
             self.relayed.remove(&(place, id));
         }
+        // Their sections stay parked under the track's SID (see `SubscriberNegotiation::parked`).
         for &sub in &track.subscribers {
             self.unsubscribe(sub, tkey);
-        }
-        for p in track.subscribers.iter().chain(&track.parked_by) {
-            if let Some(s) = self.participants.get_mut(p) {
-                s.negotiation.parked.remove(&tkey);
-            }
         }
         Some(track)
     }

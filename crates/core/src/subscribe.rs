@@ -114,7 +114,7 @@ impl Shard {
         }
         debug!(subscriber = %s.sid, track = %t.sid, "subscribing");
         let clock_rate = if t.kind.is_audio() { 48_000 } else { 90_000 };
-        let (mid, forwarder, vp8, pt_map) = match s.negotiation.parked.remove(&tkey) {
+        let (mid, forwarder, vp8, pt_map) = match s.negotiation.parked.remove(&t.sid) {
             Some(parked) => {
                 // Resubscription: reuse the parked section; forwarding resumes at the next
                 // keyframe with sequence numbers continuing where they stopped.
@@ -122,7 +122,6 @@ impl Shard {
                 forwarder.set_target(None);
                 s.negotiation.removes.retain(|m| *m != parked.mid);
                 s.negotiation.reactivate.push(parked.mid);
-                t.parked_by.retain(|k| *k != sub);
                 (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
             None => {
@@ -157,7 +156,6 @@ impl Shard {
             return;
         };
         debug!(subscriber = %s.sid, track = %dt.track_sid, "unsubscribing");
-        let parked = dt.mid.is_some();
         match dt.mid {
             Some(mid) => {
                 s.negotiation.removes.push(mid);
@@ -168,15 +166,12 @@ impl Shard {
                     vp8: dt.vp8,
                     pt_map: dt.pt_map,
                 };
-                s.negotiation.parked.insert(tkey, kept);
+                s.negotiation.parked.insert(dt.track_sid, kept);
             }
             None => s.negotiation.adds.retain(|k| *k != tkey),
         }
         if let Some(t) = self.tracks.get_mut(&tkey) {
             t.subscribers.retain(|k| *k != sub);
-            if parked {
-                t.parked_by.push(sub);
-            }
         }
         self.update_wish(tkey);
         self.negotiate(sub);

@@ -92,8 +92,6 @@ pub struct Track {
     pub subscribers: Vec<ParticipantKey>,
     /// Places this track is relayed to.
     pub sinks: Vec<Sink>,
-    /// Local participants keeping a parked media section for this track.
-    pub parked_by: Vec<ParticipantKey>,
     pub last_keyframe_request: Option<Instant>,
 }
 

@@ -389,7 +389,10 @@ impl Cluster {
     fn dial_peer(&self, peer: PeerId, addr: String) {
         {
             let mut links = self.links();
-            if links.is_up(&peer) || !links.dialing.insert(peer.clone()) {
+            // A gateway dial under way may reach this very node: its link would replace the
+            // other (a flicker the far side would see); the next announcement tries again.
+            let gateway_dial = matches!(&peer, PeerId::Region(r, _) if links.dialing_gateway.contains(r));
+            if gateway_dial || links.is_up(&peer) || !links.dialing.insert(peer.clone()) {
                 return;
             }
         }

@@ -1,0 +1,114 @@
+"""One room across autonomous regions, with the official Python SDK: each region a network
+namespace with its own Redis and nodes, the regions linked only through a "wan" namespace
+(`regions.py`). Participants in every region see and hear each other and exchange data; a
+partition keeps each region going on its own, the other region's participants are shown
+`LOST` at once and leave after `relay.grace_period`; on heal they come back with media, with
+no operator action; a region whose nodes all die never disturbs the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from livekit import rtc
+
+from cluster import NOT_IN_VARIANT_RUNS, party  # noqa: F401 - fixtures
+from peers import Peer, wait_for
+from regions import GRACE_PERIOD, regions, start_regions, wan  # noqa: F401 - fixtures
+from test_nodes import assert_gets_av, assert_still_flowing, got, wait_sees
+
+pytestmark = NOT_IN_VARIANT_RUNS
+
+ROOM = "world"
+
+
+def lost(peer: Peer, identity: str) -> bool:
+    return any(e[:2] == ("quality", identity) and e[2] == rtc.ConnectionQuality.QUALITY_LOST for e in peer.events)
+
+
+def left(peer: Peer, identity: str) -> bool:
+    return ("left", identity) in peer.events
+
+
+async def test_participants_in_two_regions_see_hear_and_message_each_other(regions, http, party):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=2)
+    # eu's node-0 opens the room (its home, the region's gateway for it); C on eu's other node
+    # gets the other region's media through it.
+    a = await party.join(r["eu"][0], "A", ROOM)
+    b = await party.join(r["us"][0], "B", ROOM)
+    c = await party.join(r["eu"][1], "C", ROOM, publish=False)
+    d = await party.join(r["us"][1], "D", ROOM, publish=False)
+
+    await wait_sees([a], ["B", "C", "D"])
+    await wait_sees([b], ["A", "C", "D"])
+    await wait_sees([c, d], ["A", "B"])
+    for peer, sender in ((b, "A"), (d, "A"), (c, "B"), (a, "B"), (c, "A"), (d, "B")):
+        await assert_gets_av(peer, sender)
+
+    await a.room.local_participant.publish_data(b"from-eu", reliable=True, topic="t")
+    await b.room.local_participant.publish_data(b"from-us", reliable=True, destination_identities=["C"], topic="dm")
+    await wait_for(lambda: got(b, "A", b"from-eu", "t") and got(d, "A", b"from-eu", "t"), 10, "eu's data in us")
+    await wait_for(lambda: got(c, "B", b"from-us", "dm"), 10, "us's data for C in eu")
+    assert not got(a, "B", b"from-us"), "a packet for C only reached A"
+
+    # A leaves: the other region sees it go.
+    await party.leave(a)
+    await wait_for(lambda: left(b, "A") and left(d, "A"), 10, "A's departure to cross regions")
+
+
+async def test_a_partition_keeps_each_region_going_and_heals_by_itself(regions, wan, http, party):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+    a = await party.join(r["eu"][0], "A", ROOM)
+    a2 = await party.join(r["eu"][0], "A2", ROOM, publish=False)
+    b = await party.join(r["us"][0], "B", ROOM)
+    b2 = await party.join(r["us"][0], "B2", ROOM, publish=False)
+    await wait_sees([a, a2], ["B"])
+    await wait_sees([b, b2], ["A"])
+    await assert_gets_av(b2, "A")
+    await assert_gets_av(a2, "B")
+
+    wan.partition("eu", "us")
+    cut = time.monotonic()
+    # Each region goes on with its own participants through the partition...
+    # ... the other region's participants are shown LOST once the link is found down (its
+    # keepalive allows 5 s of silence) and leave after the grace period.
+    await wait_for(lambda: lost(a2, "B") and lost(b2, "A"), 15, "the other region's participants shown LOST")
+    assert "B" in a2.room.remote_participants and "A" in b2.room.remote_participants, "kept during the grace period"
+    await assert_still_flowing(a2, "A", "during the partition")
+    await assert_still_flowing(b2, "B", "during the partition")
+    await wait_for(lambda: left(a2, "B") and left(b2, "A"), GRACE_PERIOD + 15, "remote participants to leave after the grace period")
+    assert time.monotonic() - cut >= GRACE_PERIOD, "they left before the grace period was over"
+    # The partition lasts 30 s; the regions serve their own participants all along.
+    await asyncio.sleep(max(0.0, 30 - (time.monotonic() - cut)))
+    await assert_still_flowing(a2, "A", "after 30 s of partition")
+    await assert_still_flowing(b2, "B", "after 30 s of partition")
+
+    wan.heal()
+    healed = time.monotonic()
+    await wait_sees([a, a2], ["B"], timeout=20)
+    await wait_sees([b, b2], ["A"], timeout=20)
+    a2_frames, b2_frames = a2.video_frames("B/camera"), b2.video_frames("A/camera")
+    await wait_for(
+        lambda: a2.video_frames("B/camera") > a2_frames + 10 and b2.video_frames("A/camera") > b2_frames + 10,
+        20,
+        "media across the regions again after the heal",
+    )
+    print(f"cross-region media back {time.monotonic() - healed:.1f} s after the heal")
+
+
+async def test_a_dead_region_never_disturbs_the_other(regions, http, party):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+    a = await party.join(r["eu"][0], "A", ROOM)
+    a2 = await party.join(r["eu"][0], "A2", ROOM, publish=False)
+    b = await party.join(r["us"][0], "B", ROOM)
+    await wait_sees([a, a2], ["B"])
+    await assert_gets_av(a2, "B")
+
+    for server in r["us"]:
+        server.kill()
+    await wait_for(lambda: lost(a2, "B"), 15, "B shown LOST")
+    await wait_for(lambda: left(a2, "B") and left(a, "B"), GRACE_PERIOD + 15, "B to leave after the grace period")
+    await assert_still_flowing(a2, "A", "after the other region died")
+    assert set(a2.room.remote_participants) == {"A"}
+    del b
