@@ -12,8 +12,9 @@ import asyncio
 import time
 
 from livekit import rtc
+from livekit.api import ListParticipantsRequest
 
-from cluster import NOT_IN_VARIANT_RUNS, party  # noqa: F401 - fixtures
+from cluster import NOT_IN_VARIANT_RUNS, party, wait_ready  # noqa: F401 - fixtures
 from peers import Peer, wait_for
 from regions import GRACE_PERIOD, regions, start_regions, wan  # noqa: F401 - fixtures
 from test_nodes import assert_gets_av, assert_still_flowing, got, wait_sees
@@ -51,6 +52,14 @@ async def test_participants_in_two_regions_see_hear_and_message_each_other(regio
     await wait_for(lambda: got(b, "A", b"from-eu", "t") and got(d, "A", b"from-eu", "t"), 10, "eu's data in us")
     await wait_for(lambda: got(c, "B", b"from-us", "dm"), 10, "us's data for C in eu")
     assert not got(a, "B", b"from-us"), "a packet for C only reached A"
+
+    # The Room API of each region lists the participants that region hosts (an application
+    # adds the regions' lists up and never counts anyone twice).
+    for region, want in (("eu", {"A", "C"}), ("us", {"B", "D"})):
+        for server in r[region]:
+            async with server.api() as lk:
+                listed = await lk.room.list_participants(ListParticipantsRequest(room=ROOM))
+            assert {p.identity for p in listed.participants} == want, f"{region} lists {listed.participants}"
 
     # A leaves: the other region sees it go.
     await party.leave(a)
@@ -112,3 +121,44 @@ async def test_a_dead_region_never_disturbs_the_other(regions, http, party):
     await assert_still_flowing(a2, "A", "after the other region died")
     assert set(a2.room.remote_participants) == {"A"}
     del b
+
+
+async def test_three_regions_form_one_room(regions, http, party):
+    r = await start_regions(regions, http, ["eu", "us", "ap"], nodes=1)
+    peers = {region: await party.join(r[region][0], region.upper(), ROOM) for region in r}
+    for region, peer in peers.items():
+        others = [p.identity for p in peers.values() if p is not peer]
+        await wait_sees([peer], others)
+        for sender in others:
+            await assert_gets_av(peer, sender)
+    await peers["ap"].room.local_participant.publish_data(b"from-ap", reliable=True, topic="t")
+    await wait_for(
+        lambda: got(peers["eu"], "AP", b"from-ap") and got(peers["us"], "AP", b"from-ap"), 10, "ap's data everywhere"
+    )
+    # Each track crossed each region link once: nobody received a packet twice.
+    await asyncio.sleep(1)
+    assert sum(1 for d in peers["eu"].data if d[1] == b"from-ap") == 1
+
+
+async def test_a_rolling_restart_of_one_region_does_not_disturb_the_other(regions, http, party):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=2)
+    a = await party.join(r["eu"][0], "A", ROOM)
+    a2 = await party.join(r["eu"][1], "A2", ROOM, publish=False)
+    b = await party.join(r["us"][0], "B", ROOM)
+    await wait_sees([a, a2], ["B"])
+    await assert_gets_av(a2, "B")
+
+    for server in r["us"]:
+        server.stop()
+        await assert_still_flowing(a2, "A", f"while us's {server.node_name} is down")
+        server.start()
+        await wait_ready(http, server)
+        await assert_still_flowing(a2, "A", f"after us's {server.node_name} restarted")
+    await party.leave(b)
+    assert a2.disconnect_reason is None and "A" in a2.room.remote_participants
+
+    # The restarted region links the room again: a new participant there reaches eu.
+    b2 = await party.join(r["us"][1], "B2", ROOM)
+    await wait_sees([a, a2], ["B2"], timeout=20)
+    await assert_gets_av(a2, "B2")
+    await wait_sees([b2], ["A", "A2"])
