@@ -17,8 +17,9 @@ region link. Each region's gateway (`relay.regions`) is its first node's relay a
 
 - `wan`: the namespaces (made for the test, deleted after it, stale ones of an interrupted run
   removed first); `wan.partition(a, b)` and `wan.heal()`.
-- `regions(names, nodes=1, extra=None)`: starts the regions, returns `{name: [PylonServer]}`;
-  each server has `region`, `node_name`, `relay_port` and `redis`.
+- `regions(names, nodes=1, extra=None, only=None)`: starts the regions, returns
+  `{name: [PylonServer]}`; each server has `region`, `node_name`, `relay_port` and `redis`.
+  `extra` is merged into every node's config, or per region when keyed `{"region:<name>": {...}}`.
 """
 
 from __future__ import annotations
@@ -175,6 +176,10 @@ def regions(request, wan, pylon_factory):
                     "rtc": {"workers": 2},
                 }
                 for key, v in (extra or {}).items():
+                    if key.startswith("region:"):
+                        continue
+                    config[key] = {**config[key], **v} if isinstance(v, dict) and isinstance(config.get(key), dict) else v
+                for key, v in (extra or {}).get(f"region:{name}", {}).items():
                     config[key] = {**config[key], **v} if isinstance(v, dict) and isinstance(config.get(key), dict) else v
                 s = pylon_factory(config, host=net.host, netns=net.netns)
                 s.region, s.node_name, s.relay_port, s.redis = name, f"node-{i}", relay_ports[name][i], redis

@@ -9,6 +9,7 @@ no operator action; a region whose nodes all die never disturbs the other.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from livekit import rtc
@@ -67,11 +68,12 @@ async def test_participants_in_two_regions_see_hear_and_message_each_other(regio
 
 
 async def test_a_partition_keeps_each_region_going_and_heals_by_itself(regions, wan, http, party):
-    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+    # Two nodes a region: A2 and B2 are on the nodes that are not their region's gateway.
+    r = await start_regions(regions, http, ["eu", "us"], nodes=2)
     a = await party.join(r["eu"][0], "A", ROOM)
-    a2 = await party.join(r["eu"][0], "A2", ROOM, publish=False)
+    a2 = await party.join(r["eu"][1], "A2", ROOM, publish=False)
     b = await party.join(r["us"][0], "B", ROOM)
-    b2 = await party.join(r["us"][0], "B2", ROOM, publish=False)
+    b2 = await party.join(r["us"][1], "B2", ROOM, publish=False)
     await wait_sees([a, a2], ["B"])
     await wait_sees([b, b2], ["A"])
     await assert_gets_av(b2, "A")
@@ -82,7 +84,11 @@ async def test_a_partition_keeps_each_region_going_and_heals_by_itself(regions, 
     # Each region goes on with its own participants through the partition...
     # ... the other region's participants are shown LOST once the link is found down (its
     # keepalive allows 5 s of silence) and leave after the grace period.
-    await wait_for(lambda: lost(a2, "B") and lost(b2, "A"), 15, "the other region's participants shown LOST")
+    await wait_for(
+        lambda: all(lost(p, o) for p, o in ((a, "B"), (a2, "B"), (b, "A"), (b2, "A"))),
+        15,
+        "the other region's participants shown LOST",
+    )
     assert "B" in a2.room.remote_participants and "A" in b2.room.remote_participants, "kept during the grace period"
     await assert_still_flowing(a2, "A", "during the partition")
     await assert_still_flowing(b2, "B", "during the partition")
@@ -162,3 +168,29 @@ async def test_a_rolling_restart_of_one_region_does_not_disturb_the_other(region
     await wait_sees([a, a2], ["B2"], timeout=20)
     await assert_gets_av(a2, "B2")
     await wait_sees([b2], ["A", "A2"])
+
+
+async def test_hostile_peers_on_the_region_link_are_refused_and_logged_once(regions, http, party):
+    # "xx" lists eu as a peer region but holds another region secret; its node dials eu's
+    # gateway every announcement (it is home of a room with a participant).
+    r = await start_regions(regions, http, ["eu", "xx"], extra={"region:xx": {"relay": {"secret": "not-the-secret"}}})
+    eu = r["eu"][0]
+    a = await party.join(eu, "A", ROOM)
+    a2 = await party.join(eu, "A2", ROOM, publish=False)
+    await party.join(r["xx"][0], "X", ROOM, publish=False)
+    # Garbage on eu's relay port, from the clients' side.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for n in (0, 1, 64, 1200, 1500):
+            s.sendto(bytes([0x42]) * n, (eu.host, eu.relay_port))
+    await asyncio.sleep(7)  # three announcements, each a refused dial
+
+    # eu dials xx (its peer region) and xx dials eu: either way the proof does not match.
+    lines = eu.log().splitlines()
+    warned = [line for line in lines if "WARN pylon_relay::endpoint" in line]
+    assert len(warned) == 1, f"refusals warned {len(warned)} times, not once:\n" + "\n".join(warned)
+    assert "proof of the shared secret does not match" in warned[0]
+    later = [line for line in lines if "DEBUG pylon_relay::endpoint" in line and "10.232.2.2" in line]
+    assert len(later) >= 3, "every later refusal is still recorded (at debug)"
+    assert "X" not in a2.room.remote_participants
+    await assert_gets_av(a2, "A")
+    del a

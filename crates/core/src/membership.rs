@@ -6,7 +6,7 @@ use std::time::Instant;
 use livekit_protocol as lk;
 use tracing::{debug, info};
 
-use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
+use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
 use crate::participant::departed;
 use crate::relay::{ParticipantState, RelayMessage};
 use crate::room::{Placement, Room, RoomRecord};
@@ -151,24 +151,63 @@ impl Shard {
         self.drain_dirty(now);
     }
 
-    /// Tell the room's local participants the connection quality of the participants hosted
-    /// at `place` (what clients show for a region that went silent, and came back).
+    /// The participants hosted at `place` (a region that went silent, or came back) have
+    /// this connection quality: shown here and at the room's other places of other tiers.
     fn announce_quality(&mut self, room: &RoomName, place: PlaceId, quality: lk::ConnectionQuality) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let updates: Vec<lk::ConnectionQualityInfo> = (r.remotes.iter())
+        let sids: Vec<ParticipantSid> = (r.remotes.iter())
             .filter_map(|k| self.remotes.get(k))
             .filter(|m| m.place == place)
-            .map(|m| lk::ConnectionQualityInfo {
-                participant_sid: m.sid.as_str().to_string(),
+            .map(|m| m.sid.clone())
+            .collect();
+        self.show_quality(room, Some(place), quality, &sids);
+    }
+
+    /// Show the room's local participants the connection quality of these mirrored
+    /// participants, and pass it on (split horizon, like all mirrored state).
+    pub(crate) fn show_quality(
+        &mut self,
+        room: &RoomName,
+        from: Option<PlaceId>,
+        quality: lk::ConnectionQuality,
+        sids: &[ParticipantSid],
+    ) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let mirrored: Vec<ParticipantSid> = (sids.iter())
+            .filter(|sid| {
+                r.remotes
+                    .iter()
+                    .any(|k| self.remotes.get(k).is_some_and(|m| &m.sid == *sid))
+            })
+            .cloned()
+            .collect();
+        if mirrored.is_empty() {
+            return;
+        }
+        let updates = (mirrored.iter())
+            .map(|sid| lk::ConnectionQualityInfo {
+                participant_sid: sid.as_str().to_string(),
                 quality: quality as i32,
-                score: if quality == lk::ConnectionQuality::Lost { 0.0 } else { 5.0 },
+                score: if quality == lk::ConnectionQuality::Lost {
+                    0.0
+                } else {
+                    5.0
+                },
             })
             .collect();
-        if !updates.is_empty() {
-            let msg = lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
-            self.broadcast(room, msg, None);
+        let msg = lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
+        self.broadcast(room, msg, None);
+        for place in self.onward_links(room, from) {
+            let msg = RelayMessage::Quality {
+                room: room.clone(),
+                quality,
+                sids: mirrored.clone(),
+            };
+            self.relay(place, msg);
         }
     }
 

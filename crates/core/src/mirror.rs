@@ -67,6 +67,9 @@ impl Shard {
                 self.update_wish(tkey);
             }
             RelayMessage::Keyframe { track } => self.request_keyframe(now, TrackKey(track.0)),
+            RelayMessage::Quality { room, quality, sids } => {
+                self.show_quality(&room, Some(from), quality, &sids);
+            }
         }
         self.drain_dirty(now);
     }

@@ -59,6 +59,13 @@ pub enum RelayMessage {
     },
     /// A data packet for the receiver's participants of `room`.
     Data { room: RoomName, packet: Arc<DataOut> },
+    /// The connection quality of participants the sender mirrors from a third place changed
+    /// (their region went silent, or came back): the receiver shows it to its participants.
+    Quality {
+        room: RoomName,
+        quality: lk::ConnectionQuality,
+        sids: Vec<ParticipantSid>,
+    },
     /// The receiver's local receivers of the sender's track need these layers (empty: none).
     Wish { track: RelayTrackId, layers: LayerMask },
     /// The sender's receivers of the receiver's track need a keyframe: ask its publisher.

@@ -2,11 +2,12 @@
 //! nodes and dials them, authenticates every connection, and hands established links to the
 //! node.
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::{self, Peer};
 use crate::link::{self, close, RelayStats};
@@ -32,6 +33,43 @@ pub struct Relay {
     secrets: Arc<auth::Secrets>,
     inbound: Arc<dyn Inbound>,
     stats: Arc<RelayStats>,
+    complaints: Complaints,
+}
+
+/// Failures are logged once per peer address until a link with it is up again (a peer that
+/// keeps dialling with a wrong secret, or a region cut off for a minute, would otherwise log
+/// every attempt); every failure is counted in `RelayStats::refused`.
+#[derive(Default)]
+struct Complaints(Mutex<HashSet<IpAddr>>);
+
+/// Addresses remembered at most; past it the set starts over (a flood of sources then logs
+/// at most this many lines per round).
+const MAX_COMPLAINTS: usize = 1024;
+
+impl Complaints {
+    /// Whether this failure is the first from `ip` since its last success.
+    fn first(&self, ip: IpAddr) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_COMPLAINTS {
+            seen.clear();
+        }
+        seen.insert(ip)
+    }
+
+    fn clear(&self, ip: IpAddr) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+    }
+}
+
+/// Log a failure at warn the first time for its address, at debug after that.
+macro_rules! complain {
+    ($relay:expr, $addr:expr, $($arg:tt)+) => {
+        if $relay.complaints.first($addr.ip()) {
+            warn!(addr = %$addr, $($arg)+);
+        } else {
+            debug!(addr = %$addr, $($arg)+);
+        }
+    };
 }
 
 impl Relay {
@@ -52,6 +90,7 @@ impl Relay {
             secrets: Arc::new(config.secrets),
             inbound,
             stats: Arc::default(),
+            complaints: Complaints::default(),
         });
         tokio::spawn(relay.clone().accept_loop());
         Ok(relay)
@@ -90,7 +129,11 @@ impl Relay {
                 Ok((conn, peer)) => relay.established(conn, peer, addr, true),
                 Err(why) => {
                     relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    warn!(%addr, "relay link to {addr} not established: {why}");
+                    complain!(
+                        relay,
+                        addr,
+                        "relay link to {addr} not established (logged once until it is): {why}"
+                    );
                 }
             }
         });
@@ -105,7 +148,11 @@ impl Relay {
                     Ok(c) => c,
                     Err(e) => {
                         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        warn!(%from, "relay connection refused: {e}");
+                        complain!(
+                            relay,
+                            from,
+                            "relay connection refused (logged once per address): {e}"
+                        );
                         return;
                     }
                 };
@@ -113,7 +160,7 @@ impl Relay {
                     Ok(peer) => relay.established(conn, peer, from, false),
                     Err(why) => {
                         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        warn!(%from, "relay link refused: {why}");
+                        complain!(relay, from, "relay link refused (logged once per address): {why}");
                         conn.close(close::REFUSED.into(), why.to_string().as_bytes());
                     }
                 }
@@ -122,6 +169,7 @@ impl Relay {
     }
 
     fn established(&self, conn: quinn::Connection, peer: Peer, addr: SocketAddr, dialed: bool) {
+        self.complaints.clear(addr.ip());
         info!(peer = %peer.node, region = %peer.region, %addr, dialed, "relay link up");
         link::start(conn, peer, dialed, self.inbound.clone(), self.stats.clone());
     }

@@ -17,9 +17,9 @@ pub mod link;
 pub mod tls;
 pub mod wire;
 
+pub use auth::Secrets;
 pub use auth::{Peer, Refusal};
 pub use endpoint::{Relay, RelayConfig};
-pub use auth::Secrets;
 pub use link::{LinkHandle, RelayStats};
 pub use wire::RoomHome;
 

@@ -166,7 +166,10 @@ async fn write(
                 let frame = Frame {
                     body: Some(Body::Homes(Homes { rooms })),
                 };
-                if write_control(&mut stream, &frame, &mut buf, &stats).await.is_err() {
+                if write_control(&mut stream, &frame, &mut buf, &stats)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 continue;

@@ -44,7 +44,7 @@ pub enum WireError {
 /// One frame.
 #[derive(Clone, PartialEq, Message)]
 pub struct Frame {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub body: Option<Body>,
 }
 
@@ -72,6 +72,19 @@ pub enum Body {
     /// Between regions: which node is the sender region's gateway (home) for which rooms.
     #[prost(message, tag = "10")]
     Homes(Homes),
+    #[prost(message, tag = "11")]
+    Quality(Quality),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct Quality {
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// `livekit.ConnectionQuality`.
+    #[prost(int32, tag = "2")]
+    pub quality: i32,
+    #[prost(string, repeated, tag = "3")]
+    pub sids: Vec<String>,
 }
 
 /// Rooms of the sender's region and the node that is each one's home there (its gateway to
@@ -332,6 +345,11 @@ pub fn encode(msg: &RelayMessage, codecs: &mut CodecTable) -> Result<(Option<Fra
             layers: u32::from(layers.0),
         }),
         RelayMessage::Keyframe { track } => Body::Keyframe(Keyframe { track: track.0 }),
+        RelayMessage::Quality { room, quality, sids } => Body::Quality(Quality {
+            room: room.as_str().to_string(),
+            quality: *quality as i32,
+            sids: sids.iter().map(|s| s.as_str().to_string()).collect(),
+        }),
         RelayMessage::Rtp(r) => return encode_rtp(r, codecs),
     };
     Ok((None, Frame { body: Some(body) }))
@@ -436,6 +454,14 @@ pub fn decode(frame: Frame, codecs: &mut CodecTable) -> Result<Option<RelayMessa
         // Not a room's message: the link reads it before decoding (`link.rs`).
         Body::Homes(_) => return Ok(None),
         Body::Rtp(r) => RelayMessage::Rtp(rtp_from_wire(r, codecs)?),
+        Body::Quality(q) => RelayMessage::Quality {
+            room: room(q.room)?,
+            quality: lk::ConnectionQuality::try_from(q.quality)
+                .map_err(|_| WireError::Invalid("connection quality"))?,
+            sids: (q.sids.iter())
+                .map(|s| ParticipantSid::parse(s).ok_or(WireError::Invalid("participant sid")))
+                .collect::<Result<_, _>>()?,
+        },
     }))
 }
 
@@ -656,6 +682,33 @@ mod tests {
         assert_eq!(p.ext.audio_level, Some(-30));
         assert_eq!(p.params.map(|c| c.pt()), Some(params.pt()));
         assert_eq!(&p.payload[..], b"vp8");
+    }
+
+    #[test]
+    fn connection_quality_survives_the_wire_and_garbage_is_refused() {
+        let msg = RelayMessage::Quality {
+            room: RoomName::new("r"),
+            quality: lk::ConnectionQuality::Lost,
+            sids: vec![ParticipantSid::parse("PA_abc").unwrap()],
+        };
+        let RelayMessage::Quality { quality, sids, .. } = roundtrip(msg) else {
+            panic!("quality expected")
+        };
+        assert_eq!(
+            (quality, sids[0].as_str()),
+            (lk::ConnectionQuality::Lost, "PA_abc")
+        );
+        let mut rx = CodecTable::default();
+        for (quality, sid) in [(42, "PA_abc"), (3, "not a sid")] {
+            let f = Frame {
+                body: Some(Body::Quality(Quality {
+                    room: "r".into(),
+                    quality,
+                    sids: vec![sid.into()],
+                })),
+            };
+            assert!(decode(f, &mut rx).is_err(), "{quality} {sid}");
+        }
     }
 
     #[test]

@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pylon_cluster::{Claim, DirectoryError, HeldRoom, Lease, NewRoom, NodeId, NodeInfo, RegionName, RoomSettings};
+use pylon_cluster::{
+    Claim, DirectoryError, HeldRoom, Lease, NewRoom, NodeId, NodeInfo, RegionName, RoomSettings,
+};
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, Tier};
 use pylon_core::relay::{ParticipantState, RelayMessage};
 use pylon_core::{RoomDefaults, RoomRecord};
@@ -206,7 +208,6 @@ fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
-
 
 impl Cluster {
     /// Bind the relay and start the lease and link maintenance. Needs a tokio runtime.
@@ -586,7 +587,11 @@ impl Cluster {
                     let place = links.place_of(&peer);
                     let up = links.is_up(&peer);
                     if !up {
-                        links.pending.entry(peer.clone()).or_default().insert(room.clone());
+                        links
+                            .pending
+                            .entry(peer.clone())
+                            .or_default()
+                            .insert(room.clone());
                     }
                     (place, up)
                 };
@@ -778,15 +783,16 @@ async fn resolve(addr: &str) -> Option<SocketAddr> {
 impl Inbound for Cluster {
     fn link_up(&self, link: LinkHandle) -> Box<dyn Receiver> {
         let me = PeerId::key(self.config.region.as_str(), self.node().as_str());
-        let receiver = |place: PlaceId, cluster: Option<Arc<Cluster>>, link: LinkHandle| -> Box<dyn Receiver> {
-            Box::new(NodeReceiver {
-                place,
-                cluster,
-                link,
-                tracks: HashMap::new(),
-                owners: HashMap::new(),
-            })
-        };
+        let receiver =
+            |place: PlaceId, cluster: Option<Arc<Cluster>>, link: LinkHandle| -> Box<dyn Receiver> {
+                Box::new(NodeReceiver {
+                    place,
+                    cluster,
+                    link,
+                    tracks: HashMap::new(),
+                    owners: HashMap::new(),
+                })
+            };
         let Some(peer) = self.peer_id(&link) else {
             warn!(peer = %link.peer().node, region = %link.peer().region, "a node with an invalid name linked; closing the link");
             link.close("invalid node name");
@@ -801,7 +807,11 @@ impl Inbound for Cluster {
             let slot = &mut links.current[place.index as usize];
             let keep = match slot.as_ref().filter(|old| old.is_open()) {
                 // Both ends dialled at once: both keep the link the lower name dialled.
-                Some(old) if dialer(old) != dialer(&link) && dialer(old) == me.clone().min(theirs.clone()) => false,
+                Some(old)
+                    if dialer(old) != dialer(&link) && dialer(old) == me.clone().min(theirs.clone()) =>
+                {
+                    false
+                }
                 Some(old) => {
                     old.close("replaced by a newer link");
                     true
@@ -913,7 +923,8 @@ impl NodeReceiver {
 
 impl Receiver for NodeReceiver {
     fn homes(&mut self, homes: Vec<RoomHome>) {
-        let (Some(cluster), Ok(region)) = (self.cluster.clone(), RegionName::parse(&self.link.peer().region)) else {
+        let (Some(cluster), Ok(region)) = (self.cluster.clone(), RegionName::parse(&self.link.peer().region))
+        else {
             return;
         };
         if self.place.tier != Tier::Region {
@@ -948,7 +959,8 @@ impl Receiver for NodeReceiver {
             | RelayMessage::Bye { room }
             | RelayMessage::Participant { room, .. }
             | RelayMessage::Left { room, .. }
-            | RelayMessage::Data { room, .. } => room.clone(),
+            | RelayMessage::Data { room, .. }
+            | RelayMessage::Quality { room, .. } => room.clone(),
         };
         // Another region talks to the room's home here (its gateway), and to no other node.
         let anchor = match place.tier {

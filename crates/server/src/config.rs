@@ -497,7 +497,9 @@ fn resolve_regions(
                 format!("{name:?} is this node's own region (`region`)"),
             ));
         }
-        let has_port = address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        let has_port = address
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !has_port {
             return Err(invalid(
                 "relay.regions",
@@ -791,8 +793,16 @@ mod tests {
         );
         assert_eq!(r.grace_period, std::time::Duration::from_secs(20));
         assert_eq!(r.secret, b"region-secret");
-        let f = parse_yaml("keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:1\"}\n  secret: x\n").unwrap();
-        let r = Config::resolve(f, &dev()).unwrap().cluster.unwrap().regions.unwrap();
+        let f = parse_yaml(
+            "keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  regions: {us: \"g:1\"}\n  secret: x\n",
+        )
+        .unwrap();
+        let r = Config::resolve(f, &dev())
+            .unwrap()
+            .cluster
+            .unwrap()
+            .regions
+            .unwrap();
         assert_eq!(r.grace_period, DEFAULT_GRACE_PERIOD);
     }
 
