@@ -9,6 +9,8 @@ no operator action; a region whose nodes all die never disturbs the other.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
 import time
 
@@ -23,6 +25,8 @@ from test_nodes import assert_gets_av, assert_still_flowing, got, wait_sees
 pytestmark = NOT_IN_VARIANT_RUNS
 
 ROOM = "world"
+# How long the partition lasts (bench/regions.sh runs 60 s).
+PARTITION_SECONDS = float(os.environ.get("PYLON_PARTITION_SECONDS", "30"))
 
 
 def lost(peer: Peer, identity: str) -> bool:
@@ -79,6 +83,24 @@ async def test_a_partition_keeps_each_region_going_and_heals_by_itself(regions, 
     await assert_gets_av(b2, "A")
     await assert_gets_av(a2, "B")
 
+    # Frames decoded, sampled through the partition and the heal (`bench/regions.sh` reports
+    # them: the slowest second of local video, and how soon cross-region video is back).
+    samples: list[tuple[float, int, int, int, int]] = []
+
+    async def sample():
+        while True:
+            samples.append(
+                (
+                    time.monotonic(),
+                    a2.video_frames("A/camera"),
+                    b2.video_frames("B/camera"),
+                    a2.video_frames("B/camera"),
+                    b2.video_frames("A/camera"),
+                )
+            )
+            await asyncio.sleep(0.1)
+
+    sampler = asyncio.create_task(sample())
     wan.partition("eu", "us")
     cut = time.monotonic()
     # Each region goes on with its own participants through the partition...
@@ -94,10 +116,11 @@ async def test_a_partition_keeps_each_region_going_and_heals_by_itself(regions, 
     await assert_still_flowing(b2, "B", "during the partition")
     await wait_for(lambda: left(a2, "B") and left(b2, "A"), GRACE_PERIOD + 15, "remote participants to leave after the grace period")
     assert time.monotonic() - cut >= GRACE_PERIOD, "they left before the grace period was over"
-    # The partition lasts 30 s; the regions serve their own participants all along.
-    await asyncio.sleep(max(0.0, 30 - (time.monotonic() - cut)))
-    await assert_still_flowing(a2, "A", "after 30 s of partition")
-    await assert_still_flowing(b2, "B", "after 30 s of partition")
+    # The partition lasts 30 s (PARTITION_SECONDS); the regions serve their own participants
+    # all along.
+    await asyncio.sleep(max(0.0, PARTITION_SECONDS - (time.monotonic() - cut)))
+    await assert_still_flowing(a2, "A", f"after {PARTITION_SECONDS} s of partition")
+    await assert_still_flowing(b2, "B", f"after {PARTITION_SECONDS} s of partition")
 
     wan.heal()
     healed = time.monotonic()
@@ -109,7 +132,33 @@ async def test_a_partition_keeps_each_region_going_and_heals_by_itself(regions, 
         20,
         "media across the regions again after the heal",
     )
-    print(f"cross-region media back {time.monotonic() - healed:.1f} s after the heal")
+    sampler.cancel()
+    report_partition(samples, cut, healed)
+
+
+def report_partition(samples, cut: float, healed: float) -> None:
+    """One line for `bench/regions.sh`: the fewest local video frames decoded in any second of
+    the partition (both regions), and when the first cross-region frame arrived after the heal."""
+    during = [s for s in samples if cut <= s[0] <= healed]
+    slowest = min(
+        (
+            min(later[i] - s[i] for i in (1, 2))
+            for s in during
+            for later in [next((x for x in during if x[0] >= s[0] + 1.0), None)]
+            if later is not None
+        ),
+        default=None,
+    )
+    at_heal = next(s for s in samples if s[0] >= healed)
+    back = [
+        next((s[0] - healed for s in samples if s[0] >= healed and s[i] > at_heal[i]), None) for i in (3, 4)
+    ]
+    result = {
+        "partition_s": round(healed - cut, 1),
+        "min_local_frames_per_s": slowest,
+        "cross_region_back_s": None if None in back else round(max(back), 2),
+    }
+    print("REGION-PARTITION-RESULT " + json.dumps(result))
 
 
 async def test_a_dead_region_never_disturbs_the_other(regions, http, party):

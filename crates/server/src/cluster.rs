@@ -342,6 +342,10 @@ impl Cluster {
     /// After the first join of a room here was placed: link any instance that registered
     /// while this node was opening the room.
     pub async fn recheck_room(&self, room: RoomName, known: Vec<PlaceId>) {
+        // The room's home here tells the other regions at once (not at the next round).
+        if self.local().region_gateway(&room).is_some() {
+            self.announce(vec![room.clone()]);
+        }
         let places = match self.link_instances(&room, &known).await {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => return,
@@ -507,18 +511,18 @@ impl Cluster {
                 }
             }
             if turn % ANNOUNCE_EVERY == 0 {
-                self.announce_homes();
+                let rooms = self.local().home_rooms();
+                self.announce(rooms);
             }
         }
     }
 
-    /// Tell every peer region which rooms this node is home of (over any link to a node of
+    /// Tell every peer region that this node is home of `rooms` (over any link to a node of
     /// that region, else by dialling the region's gateway address).
-    fn announce_homes(&self) {
+    fn announce(&self, rooms: Vec<RoomName>) {
         let Some(regions) = &self.config.regions else {
             return;
         };
-        let rooms = self.local().home_rooms();
         if rooms.is_empty() {
             return;
         }
