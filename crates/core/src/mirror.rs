@@ -212,6 +212,25 @@ impl Shard {
                 key
             }
             None => {
+                // The same session, now reached through another place (the far region's
+                // home moved, or its link is back under a new place): the old path's mirror
+                // goes first, so clients never hold two and the old one's grace period, when
+                // it ends, removes nobody.
+                let elsewhere = (self.rooms[room].remotes.iter())
+                    .find(|k| {
+                        self.remotes
+                            .get(k)
+                            .is_some_and(|m| m.sid == sid && m.place != from)
+                    })
+                    .copied();
+                if let Some(old) = elsewhere {
+                    info!(%room, participant = %sid, place = %from, "participant now reached through another place");
+                    let info = departed(
+                        self.remotes[&old].info.clone(),
+                        lk::DisconnectReason::UnknownReason,
+                    );
+                    self.remove_mirror(now, old, info);
+                }
                 if !self.replace_older_duplicate(now, room, &state.info)
                     || !self.drop_older_mirrors(now, room, &state.info)
                 {
