@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Regions: what a region link carries and adds, and how a room lives through a partition.
 #
-#   bench/regions.sh [--runs 3] [--duration 10s] [--partition 60]
+#   bench/regions.sh [--runs 3] [--duration 10s] [--partition 60] [--pin shared|split]
 #
 # 1. On loopback (release build): two regions "eu" and "us", each its own redis-server and one
 #    `pylon serve` node (one worker, both nodes pinned to CPU 0, the load generator on CPU 1),
-#    linked by `relay.regions`. --runs times each, alternately:
+#    linked by `relay.regions`. `--pin split` puts eu's node on CPU 0, us's on CPU 1 and leaves
+#    the load generator unpinned (as two regions are two machines; the generator then shares
+#    both cores). --runs times each, alternately:
 #    a. region fan-in: one publisher (simulcast video + audio) in eu and 1, then 5,
 #       subscribers in us; eu's `pylon_relay_bytes_total{direction="sent"}` over the run.
 #       Target: 5 subscribers / 1 subscriber <= 1.15 (each track crosses the link once).
@@ -23,8 +25,10 @@ cd "$(dirname "$0")/.."
 runs=3
 duration=10s
 partition=60
+pin=shared
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --pin) pin=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --partition) partition=$2; shift 2 ;;
@@ -72,8 +76,11 @@ prometheus_port: $((p + 3))
 EOF
 done
 sleep 0.5
+server_cpu() { if [[ $pin == split ]]; then echo "$1"; else echo 0; fi; }
+load_cpus=1
+[[ $pin == split ]] && load_cpus=0,1
 for i in 0 1; do
-  taskset -c 0 "$bin" serve --config "$logs/${regions[$i]}.yaml" > "$logs/${regions[$i]}.log" 2>&1 &
+  taskset -c "$(server_cpu "$i")" "$bin" serve --config "$logs/${regions[$i]}.yaml" > "$logs/${regions[$i]}.log" 2>&1 &
   pids+=($!)
   node_pids+=($!)
 done
@@ -89,7 +96,7 @@ relay_sent() { curl -s "$(metrics 0)" | awk '/^pylon_relay_bytes_total\{directio
 load() { # <json out> <room> [load-test args]
   local json=$1 room=$2
   shift 2
-  taskset -c 1 "$bin" load-test --api-key benchkey --api-secret "$secret" --room "$room" \
+  taskset -c "$load_cpus" "$bin" load-test --api-key benchkey --api-secret "$secret" --room "$room" \
     --duration "$duration" --server-pid "${node_pids[0]}" --server-pid "${node_pids[1]}" --json "$@" \
     > "$json" 2>> "$logs/load.log"
 }
@@ -133,7 +140,7 @@ l1=$(median < "$logs/p99-same"); l2=$(median < "$logs/p99-hop"); ld=$(median < "
 m1=$(median < "$logs/p50-same"); m2=$(median < "$logs/p50-hop")
 py() { python3 -c "import json; r = json.loads('$line'); print($1)"; }
 {
-  echo "# bench/regions.sh ($(date -u +%F), $runs runs of $duration, medians; partition $partition s)"
+  echo "# bench/regions.sh ($(date -u +%F), $runs runs of $duration, medians; pinning $pin; partition $partition s)"
   echo
   echo "| measure | baseline | regions | result | target |"
   echo "| --- | --- | --- | --- | --- |"

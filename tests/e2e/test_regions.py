@@ -21,6 +21,8 @@ from cluster import NOT_IN_VARIANT_RUNS, party, wait_ready  # noqa: F401 - fixtu
 from peers import Peer, wait_for
 from regions import GRACE_PERIOD, regions, start_regions, wan  # noqa: F401 - fixtures
 from test_nodes import assert_gets_av, assert_still_flowing, got, wait_sees
+from test_webhooks import Receiver
+from conftest import API_KEY
 
 pytestmark = NOT_IN_VARIANT_RUNS
 
@@ -243,3 +245,66 @@ async def test_hostile_peers_on_the_region_link_are_refused_and_logged_once(regi
     assert "X" not in a2.room.remote_participants
     await assert_gets_av(a2, "A")
     del a
+
+
+async def test_an_identity_that_joined_in_both_regions_during_a_partition_is_resolved_on_heal(
+    regions, wan, http, party
+):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+    a = await party.join(r["eu"][0], "A", ROOM, publish=False)
+    b = await party.join(r["us"][0], "B", ROOM, publish=False)
+    await wait_sees([a], ["B"])
+    wan.partition("eu", "us")
+    await wait_for(lambda: lost(a, "B") and lost(b, "A"), 15, "the link to be found down")
+    # The same identity joins in eu, then (later) in us: each region accepts it alone.
+    c_eu = await party.join(r["eu"][0], "C", ROOM)
+    await asyncio.sleep(0.5)
+    c_us = await party.join(r["us"][0], "C", ROOM)
+    wan.heal()
+    # The later join wins: eu's C is told DUPLICATE_IDENTITY; everyone sees one C, the us one.
+    await wait_for(
+        lambda: c_eu.disconnect_reason == rtc.DisconnectReason.DUPLICATE_IDENTITY, 20, "eu's C to be replaced"
+    )
+    assert c_us.disconnect_reason is None
+    await wait_sees([a], ["C", "B"], timeout=20)
+    await assert_gets_av(a, "C")
+    assert a.room.remote_participants["C"].sid == c_us.room.local_participant.sid
+    assert b.room.remote_participants["C"].sid == c_us.room.local_participant.sid
+
+
+async def test_webhooks_come_from_the_region_hosting_the_participant(regions, wan, http, party):
+    receiver = await Receiver(bind="0.0.0.0").start()
+    try:
+        # Each region reaches the receiver on the root side of its own link.
+        hooks = {
+            f"region:{name}": {
+                "webhook": {"api_key": API_KEY, "urls": [f"http://10.231.{k}.1:{receiver.port}/livekit-webhook"]},
+                "room": {"departure_timeout": 1},
+            }
+            for k, name in enumerate(["eu", "us"], start=1)
+        }
+        r = await start_regions(regions, http, ["eu", "us"], nodes=1, extra=hooks)
+        a = await party.join(r["eu"][0], "A", ROOM)
+        b = await party.join(r["us"][0], "B", ROOM, publish=False)
+        await wait_sees([a], ["B"])
+        await wait_sees([b], ["A"])
+        await party.leave(a)
+        await party.leave(b)
+        await wait_for(lambda: len(receiver.find("room_finished")) == 2, 20, "room_finished from each region")
+        await asyncio.sleep(1)  # anything sent twice would have arrived by now
+
+        # Each participant's events come once, from its own region (its room sid there).
+        for identity in ("A", "B"):
+            assert len(receiver.find("participant_joined", identity=identity)) == 1, receiver.names()
+            assert len(receiver.find("participant_left", identity=identity)) == 1, receiver.names()
+        assert len(receiver.find("track_published", identity="A")) == 2  # camera, microphone
+        assert receiver.find("track_published", identity="B") == []
+        started = receiver.find("room_started")
+        assert len(started) == 2 and started[0].room.sid != started[1].room.sid, "one room_started per region"
+        region_of = {e.room.sid: e for e in started}
+        (a_joined,) = receiver.find("participant_joined", identity="A")
+        (b_joined,) = receiver.find("participant_joined", identity="B")
+        assert a_joined.room.sid in region_of and b_joined.room.sid in region_of
+        assert a_joined.room.sid != b_joined.room.sid, "A's and B's events come from different regions"
+    finally:
+        await receiver.stop()

@@ -46,11 +46,14 @@ class Attempt:
 
 @dataclass
 class Receiver:
-    """An aiohttp webhook endpoint on a free loopback port. Every request is verified with the
-    SDK's WebhookReceiver; `fail_until` (monotonic time) makes every other request answer 500
-    until then."""
+    """An aiohttp webhook endpoint on a free loopback port (or every address, `bind="0.0.0.0"`,
+    for servers in a test's namespaces). Every request is verified with the SDK's
+    WebhookReceiver; `fail_until` (monotonic time) makes every other request answer 500 until
+    then."""
 
     fail_until: float = 0.0
+    bind: str = "127.0.0.1"
+    port: int = 0
     attempts: list[Attempt] = field(default_factory=list)
     runner: web.AppRunner | None = None
     url: str = ""
@@ -64,10 +67,10 @@ class Receiver:
         app.router.add_post("/livekit-webhook", self._handle)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, self.bind, 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/livekit-webhook"
+        self.port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/livekit-webhook"
         return self
 
     async def stop(self):

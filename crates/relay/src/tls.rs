@@ -27,6 +27,8 @@ const DATAGRAM_RECEIVE_BUFFER: usize = 4 << 20;
 /// Inside a region paths carry 1,500-byte packets; a media datagram is an RTP payload of up to
 /// ~1,200 bytes plus ~60 bytes of framing.
 const INITIAL_MTU: u16 = 1400;
+/// Bytes in flight a link may start with: several keyframes of the largest simulcast layer.
+const INITIAL_WINDOW: u64 = 1 << 20;
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -36,6 +38,13 @@ fn transport() -> Arc<quinn::TransportConfig> {
     ));
     t.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     t.initial_mtu(INITIAL_MTU);
+    // Media on a link is app-limited (the publishers' own congestion control sets its rate),
+    // so the window never grows past its start: a keyframe burst larger than the default
+    // 10-packet window waited for acknowledgements (delayed up to 25 ms) and showed up as
+    // the region hop's latency tail.
+    let mut cc = quinn::congestion::CubicConfig::default();
+    cc.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cc));
     Arc::new(t)
 }
 
