@@ -17,6 +17,7 @@
 # under bench/results/nodes/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=3
 duration=15s
 while [[ $# -gt 0 ]]; do
@@ -60,12 +61,7 @@ EOF
 done
 url() { echo "ws://127.0.0.1:$((base + 10 + 10 * $1))"; }
 metrics() { echo "http://127.0.0.1:$((base + 13 + 10 * $1))/metrics"; }
-for i in 0 1; do
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$((base + 10 + 10 * i))/readyz" > /dev/null && break
-    sleep 0.1
-  done
-done
+wait_ready "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((base + 20))"
 relay_sent() { curl -s "$(metrics 0)" | awk '/^pylon_relay_bytes_total\{direction="sent"\}/ {print $2}'; }
 load() { # <json out> <room> [load-test args]
   local json=$1 room=$2
@@ -74,8 +70,6 @@ load() { # <json out> <room> [load-test args]
     --duration "$duration" --server-pid "${node_pids[0]}" --server-pid "${node_pids[1]}" --json "$@" \
     > "$json" 2>> "$logs/load.log"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
 : > "$logs/fanin-1" ; : > "$logs/fanin-5"
 : > "$logs/cpu-one" ; : > "$logs/cpu-split" ; : > "$logs/join-one" ; : > "$logs/join-split"

@@ -18,10 +18,11 @@
 #    the Python SDK, its partition lasting --partition seconds: the fewest frames a local
 #    subscriber decoded in any second of the partition (target: never 0) and how long after
 #    the heal cross-region video was back (target: <= 5 s). `--partition 0` skips it.
-# Medians, and ratios from this session. Writes bench/results/regions.md and the runs' JSON
-# under bench/results/regions/.
+# Medians, and ratios from this session. Writes bench/results/regions.md (regions-split.md with
+# `--pin split`) and the runs' JSON under bench/results/regions/ (regions-split/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=3
 duration=10s
 partition=60
@@ -42,6 +43,7 @@ cargo build --release --locked -q -p pylon
 bin=$(mktemp -d)/pylon
 cp target/release/pylon "$bin"
 out=bench/results/regions
+[[ $pin == split ]] && out=bench/results/regions-split
 logs=test-output/bench/regions
 mkdir -p "$out" "$logs"
 
@@ -86,12 +88,7 @@ for i in 0 1; do
 done
 url() { echo "ws://127.0.0.1:$((base + 10 + 10 * $1))"; }
 metrics() { echo "http://127.0.0.1:$((base + 13 + 10 * $1))/metrics"; }
-for i in 0 1; do
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$((base + 10 + 10 * i))/readyz" > /dev/null && break
-    sleep 0.1
-  done
-done
+wait_ready "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((base + 20))"
 relay_sent() { curl -s "$(metrics 0)" | awk '/^pylon_relay_bytes_total\{direction="sent"\}/ {print $2}'; }
 load() { # <json out> <room> [load-test args]
   local json=$1 room=$2
@@ -100,8 +97,6 @@ load() { # <json out> <room> [load-test args]
     --duration "$duration" --server-pid "${node_pids[0]}" --server-pid "${node_pids[1]}" --json "$@" \
     > "$json" 2>> "$logs/load.log"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
 for f in fanin-1 fanin-5 p99-same p99-hop p50-same p50-hop p99-diff; do : > "$logs/$f"; done
 for r in $(seq "$runs"); do

@@ -163,13 +163,20 @@ def report_partition(samples, cut: float, healed: float) -> None:
     print("REGION-PARTITION-RESULT " + json.dumps(result))
 
 
-async def test_a_dead_region_never_disturbs_the_other(regions, http, party):
-    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+async def eu_and_us(r, party, a2_node: int):
+    """A (publishing) on eu's node 0, A2 watching on eu's node `a2_node`, B (publishing) in us;
+    returns them once A2 sees and hears B."""
     a = await party.join(r["eu"][0], "A", ROOM)
-    a2 = await party.join(r["eu"][0], "A2", ROOM, publish=False)
+    a2 = await party.join(r["eu"][a2_node], "A2", ROOM, publish=False)
     b = await party.join(r["us"][0], "B", ROOM)
     await wait_sees([a, a2], ["B"])
     await assert_gets_av(a2, "B")
+    return a, a2, b
+
+
+async def test_a_dead_region_never_disturbs_the_other(regions, http, party):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+    a, a2, b = await eu_and_us(r, party, 0)
 
     for server in r["us"]:
         server.kill()
@@ -199,11 +206,7 @@ async def test_three_regions_form_one_room(regions, http, party):
 
 async def test_a_rolling_restart_of_one_region_does_not_disturb_the_other(regions, http, party):
     r = await start_regions(regions, http, ["eu", "us"], nodes=2)
-    a = await party.join(r["eu"][0], "A", ROOM)
-    a2 = await party.join(r["eu"][1], "A2", ROOM, publish=False)
-    b = await party.join(r["us"][0], "B", ROOM)
-    await wait_sees([a, a2], ["B"])
-    await assert_gets_av(a2, "B")
+    a, a2, b = await eu_and_us(r, party, 1)
 
     for server in r["us"]:
         server.stop()

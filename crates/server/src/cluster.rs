@@ -401,20 +401,29 @@ impl Cluster {
                 return;
             }
         }
+        self.spawn_dial(addr, peer.to_string(), move |links| {
+            links.dialing.remove(&peer);
+        });
+    }
+
+    /// Resolve `addr` and dial it; `done` runs once another attempt may start (the dial
+    /// itself reports through `link_up`).
+    fn spawn_dial(&self, addr: String, what: String, done: impl FnOnce(&mut Links) + Send + 'static) {
         let (Some(relay), Some(me)) = (self.relay.get().cloned(), self.me.upgrade()) else {
             return;
         };
         tokio::spawn(async move {
             match resolve(&addr).await {
                 Some(sock) => {
-                    debug!(%peer, %sock, "dialling");
+                    debug!(peer = %what, %sock, "dialling");
                     relay.dial(sock);
-                    // The dial reports through `link_up`; allow another attempt after a while.
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                None => warn!(%peer, %addr, "cannot resolve the peer's relay address"),
+                // Logged at debug: a region cut off may stay unresolvable for long; the
+                // missing link is what operators see (warned when a room needs it).
+                None => debug!(peer = %what, %addr, "cannot resolve the relay address"),
             }
-            me.links().dialing.remove(&peer);
+            done(&mut me.links());
         });
     }
 
@@ -550,21 +559,14 @@ impl Cluster {
         if !self.links().dialing_gateway.insert(region.clone()) {
             return;
         }
-        let (Some(relay), Some(me)) = (self.relay.get().cloned(), self.me.upgrade()) else {
-            return;
-        };
-        let (region, gateway) = (region.clone(), gateway.to_string());
-        tokio::spawn(async move {
-            match resolve(&gateway).await {
-                Some(sock) => {
-                    debug!(%region, %sock, "dialling the region's gateway");
-                    relay.dial(sock);
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                None => debug!(%region, %gateway, "cannot resolve the region's gateway"),
-            }
-            me.links().dialing_gateway.remove(&region);
-        });
+        let region = region.clone();
+        self.spawn_dial(
+            gateway.to_string(),
+            format!("gateway of region {region}"),
+            move |links| {
+                links.dialing_gateway.remove(&region);
+            },
+        );
     }
 
     /// A peer region (over `link`) says which of its nodes is home of these rooms. Where
