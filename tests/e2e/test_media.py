@@ -11,6 +11,7 @@ from pathlib import Path
 
 from livekit import rtc
 
+from cluster import NOT_IN_VARIANT_RUNS
 from peers import FRAME_RGB, HEIGHT, TONE_HZ, WIDTH, Peer, Publisher, wait_for
 
 HERE = Path(__file__).parent
@@ -108,6 +109,25 @@ async def test_hard_killed_participant_is_removed_within_20s(pylon):
     finally:
         if child.poll() is None:
             child.kill()
+        await b.close()
+
+
+@NOT_IN_VARIANT_RUNS  # ~30 s of waiting; nothing in it depends on the worker layout
+async def test_a_frozen_participant_is_removed_and_others_told(pylon):
+    """A client process frozen with SIGSTOP keeps its TCP connection open (the kernel still
+    acknowledges) but sends nothing: after LiveKit's ping timeout (15 s) its session ends, and
+    it leaves like any participant whose signal died."""
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    env = {**os.environ, "PYLON_URL": pylon.url, "PYLON_TOKEN": pylon.token("A")}
+    child = subprocess.Popen([sys.executable, str(HERE / "publish_forever.py")], env=env)
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 5, 30, "B to decode the child's video")
+        child.send_signal(signal.SIGSTOP)
+        await wait_for(lambda: b.saw("left", "A"), 40, "B to see the frozen A leave")
+        assert "A" not in b.room.remote_participants
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
         await b.close()
 
 

@@ -54,6 +54,13 @@ enum Cmd {
     },
     /// Load a server with real WebRTC publishers and subscribers and report what arrived.
     LoadTest(load_test::LoadTestArgs),
+    /// Drain a running `pylon serve` (a Kubernetes preStop hook): send it SIGTERM and wait
+    /// until it has exited.
+    Drain {
+        /// The server's process id (in its container, 1).
+        #[arg(long, default_value_t = 1)]
+        pid: i32,
+    },
 }
 
 #[derive(Args)]
@@ -73,9 +80,16 @@ struct ServeArgs {
     /// UDP media port.
     #[arg(long)]
     udp_port: Option<u16>,
-    /// IP address advertised to clients for media.
-    #[arg(long)]
+    /// IP address advertised to clients for media (on Kubernetes, the host's IP from the
+    /// downward API).
+    #[arg(long, env = "NODE_IP")]
     node_ip: Option<IpAddr>,
+    /// `relay.secret` (links between regions), kept out of the config file.
+    #[arg(long, env = "PYLON_RELAY_SECRET", hide_env_values = true)]
+    relay_secret: Option<String>,
+    /// `redis.password`, kept out of the config file.
+    #[arg(long, env = "PYLON_REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
     /// API keys as "key: secret" pairs, comma separated.
     #[arg(long, env = "LIVEKIT_KEYS")]
     keys: Option<String>,
@@ -109,6 +123,17 @@ struct ServerArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+}
+
+/// SIGTERM `pid` (which starts its drain) and wait until it is gone.
+fn drain(pid: i32) -> anyhow::Result<()> {
+    use rustix::process::{kill_process, test_kill_process, Pid, Signal};
+    let pid = Pid::from_raw(pid).ok_or_else(|| anyhow::anyhow!("invalid pid {pid}"))?;
+    kill_process(pid, Signal::TERM).map_err(|e| anyhow::anyhow!("signalling {pid:?}: {e}"))?;
+    while test_kill_process(pid).is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -210,6 +235,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => serve(args),
+        Cmd::Drain { pid } => drain(pid),
         Cmd::Token {
             cmd: TokenCmd::Create(args),
         } => {
@@ -240,6 +266,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         udp_port: args.udp_port,
         node_ip: args.node_ip,
         keys: args.keys,
+        relay_secret: args.relay_secret,
+        redis_password: args.redis_password,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,

@@ -357,6 +357,22 @@ impl Shard {
 
     /// Remove a hosted participant: tell them (if `leave`), tell the room and its other
     /// places, free its tracks and subscriptions.
+    /// Every participant hosted here leaves, told to reconnect (LiveKit `Leave`, action
+    /// `RECONNECT`, reason `SERVER_SHUTDOWN`): the node drains, and the SDKs come back through
+    /// the load balancer onto another node. The other places see them leave.
+    pub fn evict_all(&mut self, now: Instant) {
+        let hosted: Vec<ParticipantKey> = self.participants.keys().copied().collect();
+        for key in hosted {
+            self.remove_participant(
+                now,
+                key,
+                lk::DisconnectReason::ServerShutdown,
+                Some(lk::leave_request::Action::Reconnect),
+            );
+        }
+        self.drain_dirty(now);
+    }
+
     pub fn remove_participant(
         &mut self,
         now: Instant,

@@ -51,6 +51,34 @@ pub struct FileConfig {
     /// Pylon's own: the demo page (`/demo/`).
     #[serde(default)]
     pub demo: DemoFile,
+    /// Pylon's own: how a node that was told to stop (SIGTERM) drains.
+    #[serde(default)]
+    pub drain: DrainFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainFile {
+    /// Seconds after SIGTERM before the node's participants are told to reconnect elsewhere.
+    pub migrate_after: Option<u64>,
+    /// Seconds after SIGTERM after which the process exits even if not empty.
+    pub timeout: Option<u64>,
+}
+
+/// How a node drains (`drain:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainConfig {
+    pub migrate_after: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            migrate_after: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +162,11 @@ pub struct Overrides {
     pub udp_port: Option<u16>,
     pub node_ip: Option<IpAddr>,
     pub keys: Option<String>,
+    /// `relay.secret`, from the environment (`PYLON_RELAY_SECRET`): applied when
+    /// `relay.regions` is set.
+    pub relay_secret: Option<String>,
+    /// `redis.password`, from the environment (`PYLON_REDIS_PASSWORD`).
+    pub redis_password: Option<String>,
 }
 
 /// The validated configuration the server runs with.
@@ -149,6 +182,8 @@ pub struct Config {
     pub log_level: String,
     pub region: String,
     pub dev: bool,
+    /// What SIGTERM does (`drain:`).
+    pub drain: DrainConfig,
     pub webhook: Option<crate::webhook::WebhookConfig>,
     pub demo: Option<crate::demo::DemoConfig>,
     /// Serve Prometheus metrics on this port (same bind address), as LiveKit does.
@@ -245,8 +280,16 @@ impl Config {
         Self::resolve(file, o)
     }
 
-    pub fn resolve(f: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
+    pub fn resolve(mut f: FileConfig, o: &Overrides) -> Result<Self, ConfigError> {
         refuse_unsupported(&f)?;
+        // Secrets from the environment (a Kubernetes Secret) override the file's.
+        if let (Some(p), Some(r)) = (&o.redis_password, f.redis.as_mut()) {
+            r.password = p.clone();
+        }
+        if let Some(s) = o.relay_secret.as_ref().filter(|_| !f.relay.regions.is_empty()) {
+            f.relay.secret = Some(s.clone());
+        }
+        let drain = resolve_drain(&f.drain)?;
         let dev = o.dev || f.development.unwrap_or(false);
         let bind = resolve_bind(&f, o, dev)?;
         let keys = resolve_keys(&f, o, dev)?;
@@ -332,6 +375,7 @@ impl Config {
             cluster,
             region: f.region.unwrap_or_default(),
             dev,
+            drain,
         })
     }
 
@@ -454,6 +498,26 @@ fn resolve_cluster(
         secret: secret.into_bytes(),
         regions,
     }))
+}
+
+fn resolve_drain(d: &DrainFile) -> Result<DrainConfig, ConfigError> {
+    let defaults = DrainConfig::default();
+    let c = DrainConfig {
+        migrate_after: d
+            .migrate_after
+            .map_or(defaults.migrate_after, Duration::from_secs),
+        timeout: d.timeout.map_or(defaults.timeout, Duration::from_secs),
+    };
+    if c.timeout <= c.migrate_after {
+        return Err(ConfigError::Invalid {
+            key: "drain.timeout",
+            why: format!(
+                "must be longer than drain.migrate_after ({} s): participants are asked to move before the node stops",
+                c.migrate_after.as_secs()
+            ),
+        });
+    }
+    Ok(c)
 }
 
 /// `relay.regions`, `relay.grace_period` and `relay.secret`.
@@ -804,6 +868,37 @@ mod tests {
             .regions
             .unwrap();
         assert_eq!(r.grace_period, DEFAULT_GRACE_PERIOD);
+    }
+
+    #[test]
+    fn drain_keys_and_secrets_from_the_environment() {
+        let c = Config::resolve(FileConfig::default(), &dev()).unwrap();
+        assert_eq!(c.drain, DrainConfig::default());
+        let f = parse_yaml("drain:\n  migrate_after: 5\n  timeout: 120\n").unwrap();
+        let c = Config::resolve(f, &dev()).unwrap();
+        assert_eq!(c.drain.migrate_after, Duration::from_secs(5));
+        assert_eq!(c.drain.timeout, Duration::from_secs(120));
+        let f = parse_yaml("drain:\n  migrate_after: 30\n  timeout: 30\n").unwrap();
+        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
+        assert!(e.contains("drain.timeout"), "{e}");
+
+        // PYLON_RELAY_SECRET and PYLON_REDIS_PASSWORD (a Kubernetes Secret) beat the file.
+        let yaml =
+            "keys:\n  k: s\nredis:\n  address: r:1\n  password: file\nrelay:\n  regions: {us: \"g:1\"}\n";
+        let o = Overrides {
+            relay_secret: Some("from-env".into()),
+            redis_password: Some("env-password".into()),
+            ..dev()
+        };
+        let c = Config::resolve(parse_yaml(yaml).unwrap(), &o)
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.regions.unwrap().secret, b"from-env");
+        assert_eq!(c.redis.credentials.password.as_deref(), Some("env-password"));
+        // Without regions the secret from the environment is not an error (one chart for all).
+        let c = Config::resolve(parse_yaml("keys:\n  k: s\nredis:\n  address: r:1\n").unwrap(), &o).unwrap();
+        assert!(c.cluster.unwrap().regions.is_none());
     }
 
     #[test]

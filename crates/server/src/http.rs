@@ -69,6 +69,9 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
     if !app.health.alive() {
         return (StatusCode::SERVICE_UNAVAILABLE, "a media worker failed").into_response();
     }
+    if app.node.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
     match &app.node.cluster {
         Some(c) if !c.ready() => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod demux;
 pub mod directory;
+pub mod drain;
 pub mod egress;
 mod fault;
 pub mod handoff;
@@ -80,11 +81,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let mut metrics = metrics;
+    let webhooks = metrics.webhook.clone();
     metrics.relay = cluster.as_ref().and_then(|c| c.relay_stats());
     let node = Arc::new(node::Node {
         workers: workers.handles,
         directory,
         cluster: cluster.clone(),
+        draining: Default::default(),
     });
     if let Some(port) = config.prometheus_port {
         let addr = std::net::SocketAddr::new(config.bind, port);
@@ -98,6 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let node_for_drain = node.clone();
     let state = Arc::new(http::AppState {
         keys: config.keys.clone(),
         node,
@@ -120,22 +124,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         app = app.merge(demo::router(demo));
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(drain::on_signal(config.drain, node_for_drain, webhooks))
         .await
         .context("http server")?;
     if let Some(c) = cluster {
         c.shutdown().await;
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-    info!("shutting down");
 }

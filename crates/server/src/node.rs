@@ -35,6 +35,8 @@ pub struct Node {
     pub directory: Arc<Mutex<Directory>>,
     /// Set when the node is one of a region's.
     pub cluster: Option<Arc<Cluster>>,
+    /// The node was told to stop: new joins are refused (`/readyz` says so).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 fn unix_ms() -> i64 {
@@ -59,6 +61,9 @@ impl Node {
     /// directory first (see `cluster.rs`); while Redis is unreachable, rooms already open here
     /// take joins and new ones are refused (`/readyz` says so meanwhile).
     pub async fn join(&self, mut params: JoinParams, out: SessionTx) -> Result<WorkerHandle, JoinError> {
+        if self.is_draining() {
+            return Err(JoinError::Unavailable("this node is draining".into()));
+        }
         let opened = self.open_in_region(&params.room).await.map_err(|e| match e {
             NodeError::Region(e) => JoinError::Unavailable(format!("region directory: {e}")),
             e => JoinError::Unavailable(e.to_string()),
@@ -91,6 +96,31 @@ impl Node {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(JoinError::Rtc("media worker unavailable".into())),
         }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Participants placed on this node.
+    pub fn hosted(&self) -> usize {
+        self.directory().participants()
+    }
+
+    /// Tell every participant hosted here to reconnect elsewhere (the node drains).
+    pub fn evict_all(&self) {
+        for w in &self.workers {
+            w.send(Command::EvictAll);
+        }
+    }
+
+    /// Rooms open on this node (what is left to close when it stops alone).
+    pub fn room_names(&self) -> Vec<RoomName> {
+        self.directory()
+            .cluster_rooms()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// Send a resume to the worker hosting the participant (any worker answers an unknown

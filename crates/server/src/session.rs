@@ -1,5 +1,8 @@
 //! One signalling WebSocket: frames in → decoded requests to the worker; worker messages →
-//! frames out. A frame we cannot decode disconnects this participant only.
+//! frames out. A frame we cannot decode disconnects this participant only. A client that
+//! sends nothing for LiveKit's ping timeout (the SDKs ping every 5 s) is gone even if its TCP
+//! connection looks open (a frozen process, a half-open path): the session ends, and the
+//! participant leaves like any other whose signal died (after the resume window).
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::FutureExt;
@@ -8,7 +11,7 @@ use livekit_protocol as lk;
 use prost::Message as _;
 use pylon_core::ids::SessionId;
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::worker::{Command, SessionEvent, WorkerHandle};
 
@@ -51,8 +54,14 @@ pub async fn run(
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut json = false;
+    let silence = std::time::Duration::from_secs(pylon_core::config::PING_TIMEOUT_SECS as u64);
+    let mut deadline = tokio::time::Instant::now() + silence;
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {
+                info!(%session, "no signal from the client for the ping timeout: session ended");
+                break;
+            }
             // The node is failing (a media worker died): the client should come back through
             // the load balancer, to this node once restarted or to another.
             Ok(()) = failing.wait_for(|f| *f).map(|r| r.map(|_| ())) => {
@@ -83,7 +92,7 @@ pub async fn run(
                     break;
                 }
             },
-            frame = stream.next() => match frame {
+            frame = stream.next() => match frame.inspect(|_| deadline = tokio::time::Instant::now() + silence) {
                 Some(Ok(Message::Binary(b))) => {
                     let cmd = decode_binary(session, &b);
                     guard.worker.send(cmd);

@@ -88,6 +88,8 @@ pub enum Command {
     Closed {
         session: SessionId,
     },
+    /// The node drains: every participant hosted here is told to reconnect elsewhere.
+    EvictAll,
     Admin {
         req: Box<AdminRequest>,
         reply: oneshot::Sender<Result<AdminResponse, AdminError>>,
@@ -567,6 +569,7 @@ impl Worker {
             Command::Admin { req, reply } => {
                 let _ = reply.send(self.shard.admin(now, *req));
             }
+            Command::EvictAll => self.shard.evict_all(now),
             Command::Closed { session } => {
                 self.sessions.remove(&session);
                 self.shard.session_closed(now, session);
