@@ -124,6 +124,10 @@ pub struct Net {
     pub webhooks: Vec<lk::WebhookEvent>,
     /// RTP packets relayed between shards: (from, to) → count.
     pub relayed_rtp: HashMap<(usize, usize), u64>,
+    /// The tier of links between shards of different nodes (`Region`: each node is a region).
+    cross_tier: Tier,
+    /// Links cut (both directions): their relay messages are lost.
+    cut: Vec<(usize, usize)>,
     next_sid: u64,
 }
 
@@ -140,6 +144,16 @@ impl Net {
 
     /// Shards on several nodes: `nodes[n]` shards on node `n`, numbered in order.
     pub fn with_nodes(nodes: &[usize], now: Instant) -> Net {
+        Self::build(nodes, now, Tier::Node, Duration::from_secs(15))
+    }
+
+    /// Shards in several regions (one node each, `nodes[n]` shards in region `n`); a silent
+    /// region's participants are kept for `grace`.
+    pub fn with_regions(nodes: &[usize], grace: Duration, now: Instant) -> Net {
+        Self::build(nodes, now, Tier::Region, grace)
+    }
+
+    fn build(nodes: &[usize], now: Instant, cross_tier: Tier, grace: Duration) -> Net {
         let node_of: Vec<usize> = nodes
             .iter()
             .enumerate()
@@ -149,6 +163,7 @@ impl Net {
             .map(|i| {
                 let mut config = ShardConfig::new(shard_addr(i));
                 config.key_base = (i as u64) << 48;
+                config.region_grace = grace;
                 Shard::new(config, now, 1_800_000_000_000, i as u64 + 1)
             })
             .collect();
@@ -163,6 +178,8 @@ impl Net {
             relays: VecDeque::new(),
             webhooks: Vec::new(),
             relayed_rtp: HashMap::new(),
+            cross_tier,
+            cut: Vec::new(),
             next_sid: 1,
         }
     }
@@ -172,8 +189,37 @@ impl Net {
         if self.node_of[a] == self.node_of[b] {
             Tier::Worker
         } else {
-            Tier::Node
+            self.cross_tier
         }
+    }
+
+    /// Cut the link between shards `a` and `b`: what is in flight and what follows is lost,
+    /// and both find the link down (as the runtime reports a silent link).
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        self.cut.push((a, b));
+        let now = self.now;
+        for (me, other) in [(a, b), (b, a)] {
+            let place = PlaceId {
+                tier: self.tier(me, other),
+                index: other as u32,
+            };
+            self.shards[me].place_down(now, place);
+        }
+        self.settle();
+    }
+
+    /// The link between `a` and `b` is back.
+    pub fn heal_link(&mut self, a: usize, b: usize) {
+        self.cut.retain(|l| *l != (a, b) && *l != (b, a));
+        let now = self.now;
+        for (me, other) in [(a, b), (b, a)] {
+            let place = PlaceId {
+                tier: self.tier(me, other),
+                index: other as u32,
+            };
+            self.shards[me].place_up(now, place);
+        }
+        self.settle();
     }
 
     /// Where a new participant of `room` on `shard` sits, as the directories decide: linked to
@@ -209,7 +255,7 @@ impl Net {
                 peers.push(PlaceId::worker(i as u32));
             } else if me_anchor && anchor(node_of[i]) == Some(i) {
                 peers.push(PlaceId {
-                    tier: Tier::Node,
+                    tier: self.cross_tier,
                     index: i as u32,
                 });
             }
@@ -410,6 +456,9 @@ impl Net {
             }
             while let Some((from, to, msg)) = self.relays.pop_front() {
                 moved = true;
+                if self.cut.contains(&(from, to)) || self.cut.contains(&(to, from)) {
+                    continue;
+                }
                 let now = self.now;
                 let place = PlaceId {
                     tier: self.tier(from, to),
