@@ -32,6 +32,12 @@ cargo test --workspace --locked
 step "rust tests, rooms spread over workers"
 PYLON_TEST_SPREAD=1 cargo test --locked -p pylon --tests
 
+step "deployment: Helm chart, Argo CD, schemas, checkov, the rendered config run by the binary"
+scripts/check-deploy.sh
+
+step "alert rules, their unit tests and the dashboard's queries (promtool)"
+scripts/check-alerts.sh
+
 step "python SDK end-to-end tests"
 scripts/setup-python.sh
 scripts/setup-node.sh   # the demo page serves livekit-client from node_modules

@@ -3,9 +3,10 @@
 //!
 //! 1. At once: `/readyz` answers 503 (the load balancer stops sending clients) and new joins
 //!    are refused with 503; resumes of sessions hosted here still work and rooms go on.
-//! 2. After `drain.migrate_after`: every participant hosted here is told to reconnect (LiveKit
-//!    `Leave`, action `RECONNECT`): the SDKs come back through the load balancer and land on
-//!    another node; the others in their rooms see them leave and rejoin.
+//! 2. After `drain.migrate_after` (at once if nobody is hosted here): every participant hosted
+//!    here is told to reconnect (LiveKit `Leave`, action `RECONNECT`): the SDKs come back
+//!    through the load balancer and land on another node; the others in their rooms see them
+//!    leave and rejoin.
 //! 3. Once nobody is hosted here (or `drain.timeout` after the signal): a node alone closes
 //!    its rooms (`room_finished`), webhooks still queued get a moment to go out, and the
 //!    process exits 0. A node of a region leaves its rooms to the other nodes instead (their
@@ -58,7 +59,10 @@ pub async fn on_signal(config: DrainConfig, node: Arc<Node>, webhooks: Arc<Webho
 }
 
 async fn drain(config: DrainConfig, node: &Node, webhooks: &WebhookStats) {
-    tokio::time::sleep(config.migrate_after).await;
+    // A node hosting nobody has nothing to wait for.
+    if node.hosted() > 0 {
+        tokio::time::sleep(config.migrate_after).await;
+    }
     let hosted = node.hosted();
     if hosted > 0 {
         info!(
