@@ -1,5 +1,5 @@
 //! A node of a region: its registration in the region's directory (Redis), its links to the
-//! other nodes, and how their traffic reaches the workers.
+//! other nodes and to other regions, and how their traffic reaches the workers.
 //!
 //! **Placement across nodes.** Any node accepts a client and hosts it. The first participant
 //! of a room on a node makes the node *open* the room in Redis (claim its record — the first
@@ -20,6 +20,14 @@
 //! go to the room's anchor (asked of the node directory), media to the worker that anchors the
 //! track's room (learnt from the state that announced the track), wishes and keyframe requests
 //! to the worker whose key space the track id is in (`key_base`).
+//!
+//! **Regions** (`relay.regions`). In each region the room's home node is its gateway: its
+//! anchor holds the room's links to the other regions' homes (tier `Region`, keyed by region
+//! and node: `PeerId`). Homes find each other through `Homes` frames: each announces its
+//! rooms to every peer region (when it opens one, and every 2 s), over any link to that region
+//! or by dialling the region's gateway address; a receiver that is not the room's home answers
+//! with its region's home, and the two homes link. A region link down keeps the far
+//! participants for `relay.grace_period` (the core shows them `LOST`).
 //!
 //! **Failure.** A link down makes every worker drop the participants hosted over it (their
 //! rooms stay linked and exchange snapshots again when the link is back). Redis down: rooms,
