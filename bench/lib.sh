@@ -15,3 +15,20 @@ wait_ready() {
     done
   done
 }
+
+# Relay bytes node 0 has sent so far (the caller defines `metrics <i>`: node i's /metrics URL).
+relay_sent() { curl -s "$(metrics 0)" | awk '/^pylon_relay_bytes_total\{direction="sent"\}/ {print $2}'; }
+
+# One relay fan-in measurement, run <r>: one publisher on node 0 and 1, then 5, subscribers on
+# node 1; node 0's relay bytes sent over each load go to $logs/fanin-1 and $logs/fanin-5. Uses the
+# caller's `load`, `url`, $out and $logs.
+fanin() {
+  local r=$1 subs before after
+  for subs in 1 5; do
+    before=$(relay_sent)
+    load "$out/fanin-$subs-$r.json" "fanin-$subs-$r" --url "$(url 0)" --subscriber-url "$(url 1)" \
+      --publishers 1 --subscribers "$subs"
+    after=$(relay_sent)
+    echo $((after - before)) >> "$logs/fanin-$subs"
+  done
+}

@@ -62,7 +62,6 @@ done
 url() { echo "ws://127.0.0.1:$((base + 10 + 10 * $1))"; }
 metrics() { echo "http://127.0.0.1:$((base + 13 + 10 * $1))/metrics"; }
 wait_ready "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((base + 20))"
-relay_sent() { curl -s "$(metrics 0)" | awk '/^pylon_relay_bytes_total\{direction="sent"\}/ {print $2}'; }
 load() { # <json out> <room> [load-test args]
   local json=$1 room=$2
   shift 2
@@ -74,13 +73,7 @@ load() { # <json out> <room> [load-test args]
 : > "$logs/fanin-1" ; : > "$logs/fanin-5"
 : > "$logs/cpu-one" ; : > "$logs/cpu-split" ; : > "$logs/join-one" ; : > "$logs/join-split"
 for r in $(seq "$runs"); do
-  for subs in 1 5; do
-    before=$(relay_sent)
-    load "$out/fanin-$subs-$r.json" "fanin-$subs-$r" --url "$(url 0)" --subscriber-url "$(url 1)" \
-      --publishers 1 --subscribers "$subs"
-    after=$(relay_sent)
-    echo $((after - before)) >> "$logs/fanin-$subs"
-  done
+  fanin "$r"
   load "$out/one-$r.json" "one-$r" --url "$(url 0)" --publishers 10 --subscribers 0
   load "$out/split-$r.json" "split-$r" --url "$(url 0)" --also-url "$(url 1)" --publishers 10 --subscribers 0
   for kind in one split; do

@@ -89,7 +89,6 @@ done
 url() { echo "ws://127.0.0.1:$((base + 10 + 10 * $1))"; }
 metrics() { echo "http://127.0.0.1:$((base + 13 + 10 * $1))/metrics"; }
 wait_ready "http://127.0.0.1:$((base + 10))" "http://127.0.0.1:$((base + 20))"
-relay_sent() { curl -s "$(metrics 0)" | awk '/^pylon_relay_bytes_total\{direction="sent"\}/ {print $2}'; }
 load() { # <json out> <room> [load-test args]
   local json=$1 room=$2
   shift 2
@@ -100,13 +99,7 @@ load() { # <json out> <room> [load-test args]
 
 for f in fanin-1 fanin-5 p99-same p99-hop p50-same p50-hop p99-diff; do : > "$logs/$f"; done
 for r in $(seq "$runs"); do
-  for subs in 1 5; do
-    before=$(relay_sent)
-    load "$out/fanin-$subs-$r.json" "fanin-$subs-$r" --url "$(url 0)" --subscriber-url "$(url 1)" \
-      --publishers 1 --subscribers "$subs"
-    after=$(relay_sent)
-    echo $((after - before)) >> "$logs/fanin-$subs"
-  done
+  fanin "$r"
   load "$out/same-$r.json" "same-$r" --url "$(url 0)" --publishers 1 --subscribers 5
   load "$out/hop-$r.json" "hop-$r" --url "$(url 0)" --subscriber-url "$(url 1)" --publishers 1 --subscribers 5
   for kind in same hop; do

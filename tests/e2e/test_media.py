@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from livekit import rtc
@@ -96,20 +97,29 @@ async def test_mute_unpublish_and_leave_are_seen_by_others(pylon):
         await b.close()
 
 
-async def test_hard_killed_participant_is_removed_within_20s(pylon):
+@asynccontextmanager
+async def watched_child_publisher(pylon):
+    """B, in this process, watching A, which publishes from a child process
+    (publish_forever.py) until the test signals it; yields (B, the child) once B decodes A's
+    video. The child is killed and reaped, and B closed, whatever happens."""
     b = await Peer("B").connect(pylon.url, pylon.token("B"))
     env = {**os.environ, "PYLON_URL": pylon.url, "PYLON_TOKEN": pylon.token("A")}
     child = subprocess.Popen([sys.executable, str(HERE / "publish_forever.py")], env=env)
     try:
         await wait_for(lambda: b.video_frames("A/camera") > 5, 30, "B to decode the child's video")
+        yield b, child
+    finally:
+        child.send_signal(signal.SIGKILL)  # also ends a stopped process
+        child.wait()
+        await b.close()
+
+
+async def test_hard_killed_participant_is_removed_within_20s(pylon):
+    async with watched_child_publisher(pylon) as (b, child):
         child.send_signal(signal.SIGKILL)
         child.wait()
         # No leave was sent; the server must notice the dead transport on its own.
         await wait_for(lambda: b.saw("left", "A"), 20, "B to see the killed A leave")
-    finally:
-        if child.poll() is None:
-            child.kill()
-        await b.close()
 
 
 @NOT_IN_VARIANT_RUNS  # ~30 s of waiting; nothing in it depends on the worker layout
@@ -117,18 +127,10 @@ async def test_a_frozen_participant_is_removed_and_others_told(pylon):
     """A client process frozen with SIGSTOP keeps its TCP connection open (the kernel still
     acknowledges) but sends nothing: after LiveKit's ping timeout (15 s) its session ends, and
     it leaves like any participant whose signal died."""
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    env = {**os.environ, "PYLON_URL": pylon.url, "PYLON_TOKEN": pylon.token("A")}
-    child = subprocess.Popen([sys.executable, str(HERE / "publish_forever.py")], env=env)
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 5, 30, "B to decode the child's video")
+    async with watched_child_publisher(pylon) as (b, child):
         child.send_signal(signal.SIGSTOP)
         await wait_for(lambda: b.saw("left", "A"), 40, "B to see the frozen A leave")
         assert "A" not in b.room.remote_participants
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        await b.close()
 
 
 async def test_duplicate_identity_replaces_the_older_session(pylon):

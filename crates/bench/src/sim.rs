@@ -193,17 +193,21 @@ impl Net {
         }
     }
 
+    /// Shard `other` as a place seen from shard `me`.
+    fn place_seen_from(&self, me: usize, other: usize) -> PlaceId {
+        PlaceId {
+            tier: self.tier(me, other),
+            index: other as u32,
+        }
+    }
+
     /// Cut the link between shards `a` and `b`: what is in flight and what follows is lost,
     /// and both find the link down (as the runtime reports a silent link).
     pub fn cut_link(&mut self, a: usize, b: usize) {
         self.cut.push((a, b));
-        let now = self.now;
         for (me, other) in [(a, b), (b, a)] {
-            let place = PlaceId {
-                tier: self.tier(me, other),
-                index: other as u32,
-            };
-            self.shards[me].place_down(now, place);
+            let place = self.place_seen_from(me, other);
+            self.shards[me].place_down(self.now, place);
         }
         self.settle();
     }
@@ -211,13 +215,9 @@ impl Net {
     /// The link between `a` and `b` is back.
     pub fn heal_link(&mut self, a: usize, b: usize) {
         self.cut.retain(|l| *l != (a, b) && *l != (b, a));
-        let now = self.now;
         for (me, other) in [(a, b), (b, a)] {
-            let place = PlaceId {
-                tier: self.tier(me, other),
-                index: other as u32,
-            };
-            self.shards[me].place_up(now, place);
+            let place = self.place_seen_from(me, other);
+            self.shards[me].place_up(self.now, place);
         }
         self.settle();
     }
@@ -459,12 +459,8 @@ impl Net {
                 if self.cut.contains(&(from, to)) || self.cut.contains(&(to, from)) {
                     continue;
                 }
-                let now = self.now;
-                let place = PlaceId {
-                    tier: self.tier(from, to),
-                    index: from as u32,
-                };
-                self.shards[to].relay_input(now, place, msg);
+                let place = self.place_seen_from(to, from);
+                self.shards[to].relay_input(self.now, place, msg);
             }
             if !moved {
                 return;

@@ -96,27 +96,21 @@ impl Shard {
     /// quality `LOST`): the region may only be cut off for a while, and its participants
     /// should not leave and rejoin for every short partition.
     pub fn place_down(&mut self, now: Instant, place: PlaceId) {
-        let rooms = self.rooms_linked_to(place);
-        if place.tier == Tier::Region {
-            if !self.silent_places.iter().any(|(p, _)| *p == place) {
-                self.silent_places.push((place, now + self.config.region_grace));
-            }
-            for room in rooms {
-                info!(%room, %place, "region link down: its participants are kept for the grace period");
-                if self.rooms.get_mut(&room).is_some_and(|r| r.answered(place)) {
-                    self.finish_joins(now, &room);
-                }
-                self.announce_quality(&room, place, lk::ConnectionQuality::Lost);
-            }
-            self.drain_dirty(now);
-            return;
+        let region = place.tier == Tier::Region;
+        if region && !self.silent_places.iter().any(|(p, _)| *p == place) {
+            self.silent_places.push((place, now + self.config.region_grace));
         }
-        for room in rooms {
-            info!(%room, %place, "link down: its participants leave the room here");
+        for room in self.rooms_linked_to(place) {
             if self.rooms.get_mut(&room).is_some_and(|r| r.answered(place)) {
                 self.finish_joins(now, &room);
             }
-            self.forget_place(now, place, &room);
+            if region {
+                info!(%room, %place, "region link down: its participants are kept for the grace period");
+                self.announce_quality(&room, place, lk::ConnectionQuality::Lost);
+            } else {
+                info!(%room, %place, "link down: its participants leave the room here");
+                self.forget_place(now, place, &room);
+            }
         }
         self.drain_dirty(now);
     }
@@ -355,8 +349,6 @@ impl Shard {
         self.relay_participant(key);
     }
 
-    /// Remove a hosted participant: tell them (if `leave`), tell the room and its other
-    /// places, free its tracks and subscriptions.
     /// Every participant hosted here leaves, told to reconnect (LiveKit `Leave`, action
     /// `RECONNECT`, reason `SERVER_SHUTDOWN`): the node drains, and the SDKs come back through
     /// the load balancer onto another node. The other places see them leave.
@@ -373,6 +365,8 @@ impl Shard {
         self.drain_dirty(now);
     }
 
+    /// Remove a hosted participant: tell them (if `leave`), tell the room and its other
+    /// places, free its tracks and subscriptions.
     pub fn remove_participant(
         &mut self,
         now: Instant,

@@ -146,8 +146,6 @@ struct Links {
     addrs: HashMap<NodeId, String>,
     /// Room API addresses of the live nodes.
     apis: HashMap<NodeId, String>,
-    /// Relay addresses of other regions' room homes, from their announcements.
-    region_addrs: HashMap<PeerId, String>,
     /// Rooms to link over a region link once it is up.
     pending: HashMap<PeerId, HashSet<RoomName>>,
     dialing: HashSet<PeerId>,
@@ -366,7 +364,7 @@ impl Cluster {
         };
         if let Some(w) = anchor {
             info!(%room, ?places, "room's instances on other nodes found after opening it");
-            self.workers[w as usize].send(Command::LinkRoom { room, places });
+            self.link_room(w, room, places);
         }
     }
 
@@ -597,7 +595,6 @@ impl Cluster {
             if let Some(anchor) = gateway {
                 let (place, up) = {
                     let mut links = self.links();
-                    links.region_addrs.insert(peer.clone(), h.address.clone());
                     let place = links.place_of(&peer);
                     let up = links.is_up(&peer);
                     if !up {
@@ -610,10 +607,7 @@ impl Cluster {
                     (place, up)
                 };
                 if up {
-                    self.workers[anchor as usize].send(Command::LinkRoom {
-                        room,
-                        places: vec![place],
-                    });
+                    self.link_room(anchor, room, vec![place]);
                 } else {
                     self.dial_peer(peer, h.address);
                 }
@@ -755,6 +749,11 @@ impl Cluster {
         }
     }
 
+    /// Link the instance of `room` on worker `anchor` to more places.
+    fn link_room(&self, anchor: WorkerId, room: RoomName, places: Vec<PlaceId>) {
+        self.workers[anchor as usize].send(Command::LinkRoom { room, places });
+    }
+
     fn broadcast(&self, place: PlaceId, link: Option<LinkHandle>) {
         for w in &self.workers {
             w.node_link(place, link.clone());
@@ -845,10 +844,7 @@ impl Inbound for Cluster {
             // Rooms both homes hold, waiting for this region link.
             for room in pending.into_iter().flatten() {
                 if let Some(anchor) = self.local().region_gateway(&room) {
-                    self.workers[anchor as usize].send(Command::LinkRoom {
-                        room,
-                        places: vec![place],
-                    });
+                    self.link_room(anchor, room, vec![place]);
                 }
             }
         } else {
