@@ -1,5 +1,6 @@
 //! Claiming a room is atomic: of nodes racing to open one room, exactly one creates it and
-//! the others get the winner's record. Records can be updated and deleted (fenced by epoch).
+//! the others get the winner's record. Records can be updated and deleted (fenced by epoch). A
+//! home that died, or restarted and no longer holds the room, is taken over.
 
 mod common;
 
@@ -169,4 +170,52 @@ async fn a_room_whose_home_died_is_taken_over_with_a_higher_epoch() {
     // The old home's fenced delete no longer applies.
     assert!(!a.delete_room(&room, Some(first.epoch)).await.unwrap());
     assert!(b.room(&room).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_home_restarted_under_its_name_gives_up_the_rooms_its_former_process_held() {
+    let redis = RedisServer::start();
+    let a = directory(&redis.target(), "node-a");
+    let b = directory(&redis.target(), "node-b");
+    a.renew(&info(7001)).await.unwrap();
+    b.renew(&info(7002)).await.unwrap();
+    let (shared, alone) = (RoomName::new("shared"), RoomName::new("alone"));
+    let first = a
+        .claim_room(&shared, &proposal("RM_aaaaaaaaaaaa"))
+        .await
+        .unwrap()
+        .into_record();
+    a.claim_room(&alone, &proposal("RM_aaaaaaaaaaab")).await.unwrap();
+    assert!(matches!(
+        b.claim_room(&shared, &proposal("RM_bbbbbbbbbbbb")).await.unwrap(),
+        Claim::Joined(_)
+    ));
+
+    // node-a's process restarts before its lease lapses: the new one registers holding
+    // nothing (what the server does on its first round).
+    let a = directory(&redis.target(), "node-a");
+    a.reregister(&info(7001), &[]).await.unwrap();
+    assert!(
+        a.room(&alone).await.unwrap().is_none(),
+        "a room nobody holds any more is gone"
+    );
+    let kept = b
+        .room(&shared)
+        .await
+        .unwrap()
+        .expect("a room node-b holds is kept");
+    assert_eq!((kept.sid, kept.home), (first.sid.clone(), node("node-a")));
+
+    // The survivor's next claim (its take-over after the link dropped) makes it home, although
+    // node-a is alive: node-a no longer holds the room.
+    let Claim::TookOver(taken) = b.claim_room(&shared, &proposal("RM_bbbbbbbbbbbb")).await.unwrap() else {
+        panic!("expected a take-over from the restarted home");
+    };
+    assert_eq!((taken.sid, taken.home.clone()), (first.sid, node("node-b")));
+    assert!(taken.epoch > first.epoch);
+    // The restarted node joining the room again finds node-b its home.
+    let Claim::Joined(joined) = a.claim_room(&shared, &proposal("RM_aaaaaaaaaaac")).await.unwrap() else {
+        panic!("expected node-a to join node-b's room");
+    };
+    assert_eq!(joined.home, node("node-b"));
 }

@@ -490,6 +490,7 @@ impl Cluster {
     async fn maintain(self: Arc<Self>) {
         let mut tick = tokio::time::interval(pylon_cluster::RENEW_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut registered = false;
         for turn in 0u64.. {
             tick.tick().await;
             if turn % REAP_EVERY == REAP_EVERY - 1 {
@@ -506,11 +507,19 @@ impl Cluster {
                 participants: self.local().participants() as u32,
                 started_at_ms: self.started_at_ms,
             };
-            let renewed = match self.dir.renew(&info).await {
-                Ok(Lease::Held) => Ok(()),
-                Ok(Lease::Acquired) => self.reregister(&info).await,
-                Err(e) => Err(e),
+            // The first registration asserts what this process holds (nothing yet) rather
+            // than renewing: a lease still held under this node's name is a former process's
+            // (a restart within the lease's lifetime), and the rooms it held are not held now.
+            let renewed = if !registered {
+                self.reregister(&info).await
+            } else {
+                match self.dir.renew(&info).await {
+                    Ok(Lease::Held) => Ok(()),
+                    Ok(Lease::Acquired) => self.reregister(&info).await,
+                    Err(e) => Err(e),
+                }
             };
+            registered |= renewed.is_ok();
             let was = self.ready.swap(renewed.is_ok(), Ordering::Relaxed);
             match (&renewed, was) {
                 (Err(e), true) => warn!("region directory unreachable; not ready for new clients: {e}"),

@@ -7,7 +7,9 @@
 --   a record with a higher epoch is a newer owner's and is kept (returned to the caller).
 -- * identity: written unless it points at another live node (a newer session's).
 -- * instance and count: the node's own, always written; rooms and identities of this node
---   that it no longer holds are removed.
+--   that it no longer holds are removed, and the record of such a room it was home of goes
+--   too when no live node holds the room any more (a node restarted under the same name
+--   must not stay home of rooms its former process held; see claim.lua).
 -- Keys of the wrong type that this needs are rebuilt. Returns {room, kept record, ...}.
 local node = ARGV[2]
 redis.call('SET', lease_key(node), ARGV[3], 'PX', ARGV[4])
@@ -71,6 +73,6 @@ for _, h in ipairs(holdings) do
 end
 
 for _, room in ipairs(redis.call('SMEMBERS', held_key(node))) do
-  if not held[room] then drop_from_room(room, node, false) end
+  if not held[room] then drop_from_room(room, node, true) end
 end
 return kept
