@@ -36,7 +36,7 @@ import pytest
 
 from conftest import OUTPUT, PylonServer, _test_name, free_port
 from peers import Peer, Publisher
-from test_metrics import scrape
+from conftest import scrape
 
 REGION = "e2e"
 PREFIX = f"pylon:{{{REGION}}}:"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from livekit import api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,3 +197,23 @@ def pylon(pylon_factory) -> PylonServer:
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def scrape(http, port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """`/metrics`, parsed by the Prometheus Python client's OpenMetrics parser (so a malformed
+    exposition fails here): every sample as `name{k="v",...}`, and for labelled samples also
+    `name` alone holding the sum over their label sets."""
+    async with http.get(f"http://{host}:{port}/metrics") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = await r.text()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                values[f"{sample.name}{{{labels}}}"] = sample.value
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+            else:
+                values[sample.name] = sample.value
+    return values

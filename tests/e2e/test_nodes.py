@@ -32,7 +32,7 @@ from livekit import rtc
 
 from peers import Peer, wait_for
 from test_media import assert_receives_av
-from test_metrics import scrape
+from conftest import scrape
 from test_webhooks import receiver, webhook_config  # noqa: F401 - receiver is a fixture
 
 pytestmark = NOT_IN_VARIANT_RUNS

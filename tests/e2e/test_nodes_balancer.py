@@ -28,7 +28,7 @@ from cluster import (  # noqa: F401 - balancer, cluster, party and redis are fix
     wait_hosted,
 )
 from peers import Peer, Publisher, wait_for
-from test_metrics import scrape
+from conftest import scrape
 from test_nodes import assert_gets_av, assert_still_flowing, wait_sees
 
 pytestmark = NOT_IN_VARIANT_RUNS
@@ -130,7 +130,7 @@ async def wait_links(http, node, want: int, timeout: float) -> None:
     """Poll `node`'s `pylon_relay_links` (links to other nodes that are up) until it is `want`."""
     deadline = time.monotonic() + timeout
     while True:
-        links = int((await scrape(http, node.metrics_port))["pylon_relay_links"])
+        links = int((await scrape(http, node.metrics_port)).get("pylon_relay_links", 0))
         if links == want:
             return
         if time.monotonic() > deadline:

@@ -22,7 +22,7 @@ from peers import Peer, Publisher, wait_for
 from proxy import CuttableProxy
 from test_media import assert_mute_unpublish_and_leave_seen, assert_receives_av
 from test_signalling import assert_resumes
-from test_metrics import scrape
+from conftest import scrape
 
 SPREAD = {"workers": 2, "room_spread_threshold": 1}
 

@@ -38,11 +38,31 @@ impl Shard {
                     _ => {}
                 }
             }
+            // Counters for the metrics: NACKs and loss subscribers report, NACKs sent to
+            // publishers (str0m answers and sends them itself).
+            Event::MediaEgressStats(st) if pc == PcKind::Subscriber => {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    let lost = st.remote.map_or(0, |r| r.packets_lost);
+                    let [nacks, lost] = p
+                        .subscriber
+                        .stream_totals
+                        .update(st.mid, st.rid, [st.nacks, lost]);
+                    self.stats.nacks_in += nacks;
+                    self.stats.lost_out += lost;
+                }
+            }
+            Event::MediaIngressStats(st) if pc == PcKind::Publisher => {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    let [nacks, _] = p.publisher.stream_totals.update(st.mid, st.rid, [st.nacks, 0]);
+                    self.stats.nacks_out += nacks;
+                }
+            }
             Event::ChannelOpen(id, label) => self.on_channel_open(peer, id, &label),
             Event::ChannelClose(id) => self.on_channel_close(peer, id),
             Event::ChannelData(d) if pc == PcKind::Publisher => self.on_channel_data(now, key, d),
             Event::KeyframeRequest(r) if pc == PcKind::Subscriber => {
                 debug!(mid = %r.mid, kind = ?r.kind, "subscriber asks for a keyframe");
+                self.stats.plis_in += 1;
                 let track = self
                     .participants
                     .get(&key)
@@ -71,6 +91,13 @@ impl Shard {
         if pc == primary && !p.active {
             p.active = true;
             p.bump_version();
+            let joined_at_ms = p.joined_at_ms;
+            let latency = self.unix_ms(now).saturating_sub(joined_at_ms).max(0) as u64;
+            self.stats.joins_connected += 1;
+            self.stats.join_latency.observe(latency);
+            let Some(p) = self.participants.get_mut(&key) else {
+                return;
+            };
             let room = p.room.clone();
             let info = self.info_of(key);
             self.announce(key);

@@ -19,18 +19,13 @@ use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, Tier, TrackKey};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::peer::{PcKind, PeerRef};
 use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
-use crate::shard::Shard;
+use crate::shard::{kind_index, Shard};
 use crate::track::{Origin, Sink};
 
 impl Shard {
     /// Identify an RTP packet from a hosted publisher and fan it out.
     pub(crate) fn on_publisher_rtp(&mut self, now: Instant, key: ParticipantKey, pkt: RtpPacket) {
         self.stats.rtp_in += 1;
-        // Padding-only packets (bandwidth probes) carry no media: they must neither make a
-        // simulcast layer look alive nor go to subscribers, whose own sender pads as needed.
-        if pkt.payload.is_empty() {
-            return;
-        }
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -53,10 +48,19 @@ impl Shard {
             return;
         };
         let layer = layer_for_rid(rid.as_deref());
-        if let Origin::Local { layer_seen, rids, .. } = &mut t.origin {
-            layer_seen[layer as usize] = Some(now);
-            rids[layer as usize] = rid;
+        let Origin::Local { layer_seen, rids, .. } = &mut t.origin else {
+            return;
+        };
+        // Padding-only packets (bandwidth probes) take sequence numbers but carry no media:
+        // they must neither make a simulcast layer look alive nor go to subscribers, whose own
+        // sender pads as needed.
+        self.stats.lost_in += t.loss[layer as usize].record(*pkt.seq_no);
+        if pkt.payload.is_empty() {
+            return;
         }
+        self.stats.media_in[kind_index(t.kind)].add(pkt.payload.len());
+        layer_seen[layer as usize] = Some(now);
+        rids[layer as usize] = rid;
         let media = MediaPacket {
             layer,
             best: t.best_layer(now),
@@ -162,6 +166,7 @@ impl Shard {
             };
             tx.write_rtp(write);
             self.stats.rtp_out += 1;
+            self.stats.media_out[kind_index(kind)].add(m.payload.len());
             self.dirty.push(PeerRef {
                 key: sub,
                 pc: PcKind::Subscriber,

@@ -20,6 +20,7 @@ pub mod forwarder;
 pub mod ids;
 pub mod keyframe;
 pub mod limits;
+pub mod loss;
 mod membership;
 mod mirror;
 pub mod negotiation;

@@ -382,6 +382,7 @@ impl Shard {
                 room: m.room.clone(),
                 kind,
                 codec: codec_from_mime(&ti.mime_type),
+                loss: Default::default(),
                 info: ti.clone(),
                 origin: Origin::Relayed {
                     place: from,

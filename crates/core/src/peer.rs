@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use str0m::media::{Mid, Rid};
 use str0m::{Candidate, Rtc};
 
 use crate::ids::ParticipantKey;
@@ -41,6 +42,25 @@ pub struct Peer {
     pub addrs: Vec<SocketAddr>,
     /// Set once the peer reported a fatal error; it is ticked no more.
     pub failed: bool,
+    /// The cumulative counts str0m last reported per stream (for metrics' increments).
+    pub stream_totals: StreamTotals,
+}
+
+/// How often str0m reports each stream's counters (NACKs, reported loss) for the metrics.
+pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Per stream (mid, rid): the last cumulative [NACKs, packets lost] str0m reported.
+#[derive(Default)]
+pub struct StreamTotals(rustc_hash::FxHashMap<(Mid, Option<Rid>), [u64; 2]>);
+
+impl StreamTotals {
+    /// Record a stream's cumulative counts; returns how much each grew since the last report.
+    pub fn update(&mut self, mid: Mid, rid: Option<Rid>, now: [u64; 2]) -> [u64; 2] {
+        let last = self.0.entry((mid, rid)).or_default();
+        let grew = [now[0].saturating_sub(last[0]), now[1].saturating_sub(last[1])];
+        *last = [last[0].max(now[0]), last[1].max(now[1])];
+        grew
+    }
 }
 
 impl Peer {
@@ -53,6 +73,7 @@ impl Peer {
             connected: false,
             addrs: Vec::new(),
             failed: false,
+            stream_totals: StreamTotals::default(),
         }
     }
 }
@@ -89,6 +110,7 @@ impl PeerFactory {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
+            .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         let host = Candidate::host(self.candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);

@@ -84,6 +84,7 @@ impl Shard {
             room: p.room.clone(),
             kind,
             codec: codec_from_mime(&info.mime_type),
+            loss: Default::default(),
             info,
             origin: Origin::Local {
                 mid,

@@ -162,7 +162,7 @@ pub enum Received {
 /// Housekeeping (participant and room timeouts) runs at most this often.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Counters the runtime exports as metrics.
+/// Counters the runtime exports as metrics (each only grows).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ShardStats {
     pub datagrams_in: u64,
@@ -172,6 +172,75 @@ pub struct ShardStats {
     pub data_packets_forwarded: u64,
     pub relay_in: u64,
     pub relay_out: u64,
+    /// Media from hosted publishers, by kind ([`KIND_AUDIO`], [`KIND_VIDEO`]).
+    pub media_in: [PacketCount; 2],
+    /// Media written to hosted subscribers, by kind.
+    pub media_out: [PacketCount; 2],
+    /// Packets hosted publishers sent that never arrived (see [`crate::loss`]).
+    pub lost_in: u64,
+    /// Packets subscribers here report lost (their receiver reports).
+    pub lost_out: u64,
+    /// NACKs received from subscribers / sent to publishers.
+    pub nacks_in: u64,
+    pub nacks_out: u64,
+    /// Keyframe requests (PLI) received from subscribers / sent to publishers.
+    pub plis_in: u64,
+    pub plis_out: u64,
+    /// Joins that reached signalling (a `JoinResponse` sent), LiveKit's `signal_connected`.
+    pub joins_signalled: u64,
+    /// Joins whose first peer connection came up, LiveKit's `rtc_connected`.
+    pub joins_connected: u64,
+    /// From the join request to the first peer connection up.
+    pub join_latency: LatencyHistogram,
+}
+
+/// Index of audio and video in [`ShardStats::media_in`] and `media_out`.
+pub const KIND_AUDIO: usize = 0;
+pub const KIND_VIDEO: usize = 1;
+
+pub(crate) fn kind_index(kind: str0m::media::MediaKind) -> usize {
+    if kind.is_audio() {
+        KIND_AUDIO
+    } else {
+        KIND_VIDEO
+    }
+}
+
+/// Packets and bytes (RTP payload plus the 12-byte fixed header).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PacketCount {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl PacketCount {
+    pub(crate) fn add(&mut self, payload: usize) {
+        self.packets += 1;
+        self.bytes += payload as u64 + 12;
+    }
+}
+
+/// A histogram of milliseconds with fixed bucket bounds ([`LatencyHistogram::BOUNDS_MS`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Observations at most `BOUNDS_MS[i]` (not cumulative); the last slot is `+Inf`.
+    pub buckets: [u64; LatencyHistogram::BOUNDS_MS.len() + 1],
+    pub sum_ms: u64,
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    pub const BOUNDS_MS: [u64; 10] = [50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000];
+
+    pub fn observe(&mut self, ms: u64) {
+        let i = Self::BOUNDS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(Self::BOUNDS_MS.len());
+        self.buckets[i] += 1;
+        self.sum_ms += ms;
+        self.count += 1;
+    }
 }
 
 pub struct Shard {
@@ -263,6 +332,14 @@ impl Shard {
     /// Participants hosted here.
     pub fn participant_count(&self) -> usize {
         self.participants.len()
+    }
+
+    /// Tracks published by participants hosted here, and subscriptions of participants
+    /// hosted here (LiveKit's `track_published_total` and `track_subscribed_total` gauges).
+    pub fn track_counts(&self) -> (usize, usize) {
+        let published = self.tracks.values().filter(|t| t.is_local()).count();
+        let subscribed = self.participants.values().map(|p| p.downtracks.len()).sum();
+        (published, subscribed)
     }
 
     pub(crate) fn unix_ms(&self, now: Instant) -> i64 {

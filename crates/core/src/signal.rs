@@ -111,6 +111,7 @@ impl Shard {
             self.broadcast(&params.room, update(vec![info]), Some(key));
             self.relay_participant(key);
         }
+        self.stats.joins_signalled += 1;
         self.drain_dirty(now);
         Ok(sid)
     }

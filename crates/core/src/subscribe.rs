@@ -311,12 +311,14 @@ impl Shard {
                 for rid in rids.iter().flatten() {
                     if let Some(rx) = api.stream_rx_by_mid(mid, Some(*rid)) {
                         rx.request_keyframe(KeyframeRequestKind::Pli);
+                        self.stats.plis_out += 1;
                         any = true;
                     }
                 }
                 if !any {
                     if let Some(rx) = api.stream_rx_by_mid(mid, None) {
                         rx.request_keyframe(KeyframeRequestKind::Pli);
+                        self.stats.plis_out += 1;
                         any = true;
                     }
                 }

@@ -9,6 +9,7 @@ use str0m::media::{MediaKind, Mid, Pt, Rid};
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
 use crate::keyframe::VideoCodec;
+use crate::loss::LossCounter;
 use crate::vp8_munger::Vp8Munger;
 
 /// Keyframe requests to one track are sent at most this often (per place: the origin
@@ -86,6 +87,8 @@ pub struct Track {
     pub room: RoomName,
     pub kind: MediaKind,
     pub codec: VideoCodec,
+    /// Each layer's loss on the way in (published here only).
+    pub loss: [LossCounter; MAX_LAYERS],
     pub info: lk::TrackInfo,
     pub origin: Origin,
     /// Local participants subscribed (each holds a [`DownTrack`] under this key).

@@ -85,6 +85,11 @@ impl LinkHandle {
         &self.peer
     }
 
+    /// The link's current round-trip time estimate (QUIC's smoothed RTT).
+    pub fn rtt(&self) -> std::time::Duration {
+        self.conn.rtt()
+    }
+
     /// Queue a message for the peer; media is dropped (false) when the link is far behind or
     /// gone, state only when the link is gone.
     pub fn send(&self, msg: RelayMessage) -> bool {

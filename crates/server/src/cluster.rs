@@ -270,6 +270,14 @@ impl Cluster {
         self.ready.load(Ordering::Relaxed)
     }
 
+    /// The links up now: (peer node, peer region, round-trip time), for the metrics.
+    pub fn link_report(&self) -> Vec<(String, String, Duration)> {
+        (self.links().current.iter().flatten())
+            .filter(|l| l.is_open())
+            .map(|l| (l.peer().node.clone(), l.peer().region.clone(), l.rtt()))
+            .collect()
+    }
+
     pub fn relay_stats(&self) -> Option<Arc<pylon_relay::RelayStats>> {
         self.relay.get().map(|r| r.stats().clone())
     }

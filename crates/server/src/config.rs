@@ -54,6 +54,28 @@ pub struct FileConfig {
     /// Pylon's own: how a node that was told to stop (SIGTERM) drains.
     #[serde(default)]
     pub drain: DrainFile,
+    /// When the node counts as full (LiveKit's `limit:`).
+    #[serde(default)]
+    pub limit: LimitFile,
+}
+
+/// LiveKit's `limit:` keys that decide when a node is full; 0 or absent is no limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitFile {
+    /// Tracks published plus subscriptions on the node.
+    pub num_tracks: Option<i64>,
+    /// Media bytes per second in and out.
+    pub bytes_per_sec: Option<f64>,
+}
+
+/// When the node is full: `/readyz` answers 503 so the load balancer sends new clients to
+/// other nodes (its rooms and participants go on), as LiveKit takes a full node out of
+/// placement.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    pub num_tracks: Option<u64>,
+    pub bytes_per_sec: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +206,8 @@ pub struct Config {
     pub dev: bool,
     /// What SIGTERM does (`drain:`).
     pub drain: DrainConfig,
+    /// When the node is full (`limit:`).
+    pub limits: Limits,
     pub webhook: Option<crate::webhook::WebhookConfig>,
     pub demo: Option<crate::demo::DemoConfig>,
     /// Serve Prometheus metrics on this port (same bind address), as LiveKit does.
@@ -290,6 +314,10 @@ impl Config {
             f.relay.secret = Some(s.clone());
         }
         let drain = resolve_drain(&f.drain)?;
+        let limits = Limits {
+            num_tracks: f.limit.num_tracks.filter(|n| *n > 0).map(|n| n as u64),
+            bytes_per_sec: f.limit.bytes_per_sec.filter(|b| b.is_finite() && *b > 0.0),
+        };
         let dev = o.dev || f.development.unwrap_or(false);
         let bind = resolve_bind(&f, o, dev)?;
         let keys = resolve_keys(&f, o, dev)?;
@@ -376,6 +404,7 @@ impl Config {
             region: f.region.unwrap_or_default(),
             dev,
             drain,
+            limits,
         })
     }
 
@@ -878,6 +907,11 @@ mod tests {
         let c = Config::resolve(f, &dev()).unwrap();
         assert_eq!(c.drain.migrate_after, Duration::from_secs(5));
         assert_eq!(c.drain.timeout, Duration::from_secs(120));
+        let f = parse_yaml("limit:\n  num_tracks: 400\n  bytes_per_sec: 0\n").unwrap();
+        let c = Config::resolve(f, &dev()).unwrap();
+        assert_eq!((c.limits.num_tracks, c.limits.bytes_per_sec), (Some(400), None));
+        let e = parse_yaml("limit:\n  num_trax: 4\n").unwrap_err().to_string();
+        assert!(e.contains("num_trax"), "{e}");
         let f = parse_yaml("drain:\n  migrate_after: 30\n  timeout: 30\n").unwrap();
         let e = Config::resolve(f, &dev()).unwrap_err().to_string();
         assert!(e.contains("drain.timeout"), "{e}");

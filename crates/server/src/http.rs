@@ -63,22 +63,13 @@ async fn health(State(app): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Ready for new clients: alive, and (with a region) registered in the region's directory.
-/// Kubernetes stops sending clients to a node that is not ready; its rooms go on.
+/// Ready for new clients: alive, not draining, (with a region) registered in the region's
+/// directory, and not full (`limit:`). Kubernetes stops sending clients to a node that is not
+/// ready; its rooms go on.
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
-    if !app.health.alive() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "a media worker failed").into_response();
-    }
-    if app.node.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
-    }
-    match &app.node.cluster {
-        Some(c) if !c.ready() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the region's directory (redis) is unreachable",
-        )
-            .into_response(),
-        _ => (StatusCode::OK, "OK").into_response(),
+    match app.node.unready(&app.health) {
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        None => (StatusCode::OK, "OK").into_response(),
     }
 }
 

@@ -46,6 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         webhook: notifier.stats.clone(),
         directory: Some(directory.clone()),
         relay: None,
+        node: None,
     };
     let (cluster_tx, cluster_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = worker::Shared {
@@ -88,7 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         directory,
         cluster: cluster.clone(),
         draining: Default::default(),
+        gauges: metrics.workers.clone(),
+        limits: config.limits,
     });
+    metrics.node = Some((node.clone(), health.clone()));
     if let Some(port) = config.prometheus_port {
         let addr = std::net::SocketAddr::new(config.bind, port);
         let listener = tokio::net::TcpListener::bind(addr)

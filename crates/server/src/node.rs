@@ -37,6 +37,9 @@ pub struct Node {
     pub cluster: Option<Arc<Cluster>>,
     /// The node was told to stop: new joins are refused (`/readyz` says so).
     pub draining: std::sync::atomic::AtomicBool,
+    /// What the workers publish (the node is full when these reach `limits`).
+    pub gauges: Vec<Arc<crate::metrics::ShardGauges>>,
+    pub limits: crate::config::Limits,
 }
 
 fn unix_ms() -> i64 {
@@ -100,6 +103,35 @@ impl Node {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why the node should get no new clients now (`/readyz` 503, `pylon_ready` 0), if so:
+    /// a dead worker, a drain, an unreachable region directory, or full (`limit:`).
+    pub fn unready(&self, health: &crate::health::Health) -> Option<&'static str> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !health.alive() {
+            return Some("a media worker failed");
+        }
+        if self.is_draining() {
+            return Some("draining");
+        }
+        if self.cluster.as_ref().is_some_and(|c| !c.ready()) {
+            return Some("the region's directory (redis) is unreachable");
+        }
+        let sum = |f: fn(&crate::metrics::ShardGauges) -> &std::sync::atomic::AtomicU64| {
+            self.gauges.iter().map(|g| f(g).load(Relaxed)).sum::<u64>()
+        };
+        if let Some(max) = self.limits.num_tracks {
+            if sum(|g| &g.tracks_published) + sum(|g| &g.tracks_subscribed) >= max {
+                return Some("full: limit.num_tracks reached");
+            }
+        }
+        if let Some(max) = self.limits.bytes_per_sec {
+            if sum(|g| &g.bytes_per_sec) as f64 >= max {
+                return Some("full: limit.bytes_per_sec reached");
+            }
+        }
+        None
     }
 
     /// Participants placed on this node.

@@ -47,6 +47,8 @@ pub struct WebhookStats {
     pub delivered: AtomicU64,
     pub retries: AtomicU64,
     pub dropped: AtomicU64,
+    /// Events queued or in delivery now (all URLs).
+    pub pending: AtomicU64,
 }
 
 /// Handle the media worker uses to emit events.
@@ -96,6 +98,7 @@ impl Notifier {
             match tx.try_send(event.clone()) {
                 Ok(()) => {
                     self.stats.queued.fetch_add(1, Ordering::Relaxed);
+                    self.stats.pending.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(_) => {
                     let total = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -127,10 +130,12 @@ impl Delivery {
                 Ok(b) => Bytes::from(b),
                 Err(e) => {
                     warn!("webhook event not serializable: {e}");
+                    self.stats.pending.fetch_sub(1, Ordering::Relaxed);
                     continue;
                 }
             };
             self.deliver(&event, body).await;
+            self.stats.pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

@@ -323,6 +323,11 @@ struct Worker {
     shared: Shared,
     gauges: Arc<ShardGauges>,
     next_publish: Instant,
+    /// When the gauges were last published, and the media bytes then.
+    published_at: Instant,
+    published_bytes: u64,
+    /// Time spent working (not waiting for input) since the gauges were last published.
+    busy: Duration,
     /// Kernel UDP features of the media socket (GSO, GRO).
     udp: quinn_udp::UdpSocketState,
     egress: Batcher,
@@ -380,6 +385,9 @@ impl Worker {
             shared: p.shared,
             gauges: p.gauges,
             next_publish: Instant::now(),
+            published_at: Instant::now(),
+            published_bytes: 0,
+            busy: Duration::ZERO,
             counters: WorkerCounters::default(),
             events: Vec::new(),
             node_links: Vec::new(),
@@ -392,9 +400,11 @@ impl Worker {
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Inbox>) {
         info!(worker = self.id, udp = %self.local, "media worker running");
+        let mut woke = Instant::now();
         loop {
             self.flush();
             self.beat();
+            self.busy += woke.elapsed();
             let deadline = tokio::time::Instant::from_std(self.shard.poll_timeout());
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -416,12 +426,13 @@ impl Worker {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now = Instant::now();
+            woke = now;
             if now >= self.shard.poll_timeout() {
                 self.shard.handle_timeout(now);
             }
             if now >= self.next_publish {
                 self.next_publish = now + METRICS_INTERVAL;
-                self.publish_gauges();
+                self.publish_gauges(now);
             }
         }
         info!(worker = self.id, "media worker stopped");
@@ -433,8 +444,9 @@ impl Worker {
         self.me().health.last_turn_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Copy the shard's counters to the metrics endpoint (about once a second).
-    fn publish_gauges(&self) {
+    /// Copy the shard's counters to the metrics endpoint (about once a second), with the
+    /// share of the interval spent working and the media rate over it.
+    fn publish_gauges(&mut self, now: Instant) {
         let s = self.shard.stats();
         let g = &self.gauges;
         let c = self.counters;
@@ -442,17 +454,24 @@ impl Worker {
             .store(s.datagrams_in + c.unroutable, Ordering::Relaxed);
         g.datagrams_dropped
             .store(s.datagrams_dropped + c.unroutable, Ordering::Relaxed);
-        g.rtp_in.store(s.rtp_in, Ordering::Relaxed);
-        g.rtp_out.store(s.rtp_out, Ordering::Relaxed);
-        g.data_forwarded
-            .store(s.data_packets_forwarded, Ordering::Relaxed);
-        g.relay_in.store(s.relay_in, Ordering::Relaxed);
-        g.relay_out.store(s.relay_out, Ordering::Relaxed);
         g.handed_off.store(c.handed_off, Ordering::Relaxed);
         g.media_dropped.store(c.media_dropped, Ordering::Relaxed);
         g.rooms.store(self.shard.room_count() as u64, Ordering::Relaxed);
         g.participants
             .store(self.shard.participant_count() as u64, Ordering::Relaxed);
+        let (published, subscribed) = self.shard.track_counts();
+        g.tracks_published.store(published as u64, Ordering::Relaxed);
+        g.tracks_subscribed.store(subscribed as u64, Ordering::Relaxed);
+        let bytes: u64 = (s.media_in.iter().chain(&s.media_out)).map(|c| c.bytes).sum();
+        let elapsed = now.saturating_duration_since(self.published_at).as_secs_f64();
+        if elapsed > 0.0 {
+            let rate = bytes.saturating_sub(self.published_bytes) as f64 / elapsed;
+            g.bytes_per_sec.store(rate as u64, Ordering::Relaxed);
+            let busy = (self.busy.as_secs_f64() / elapsed).min(1.0);
+            g.busy_permille.store((busy * 1000.0) as u64, Ordering::Relaxed);
+        }
+        (self.published_at, self.published_bytes, self.busy) = (now, bytes, Duration::ZERO);
+        *g.stats.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     /// Read what the socket holds (batched, GRO-coalesced), up to a bound.
