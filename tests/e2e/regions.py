@@ -13,7 +13,9 @@ there. Fixtures and helpers for `test_regions.py`.
 ```
 Clients talk to their own region over the root-facing link (signalling and media); the
 regions reach each other only through the wan namespace, so a partition cuts exactly the
-region link. Each region's gateway (`relay.regions`) is its first node's relay address.
+region link. Each region's gateway (`relay.regions`) is its first node's relay address, by a
+name (`pylon-relay-<region>.pylon.svc.cluster.local`, the chart's global Service) that every
+region's namespace resolves through its own /etc/hosts.
 
 - `wan`: the namespaces (made for the test, deleted after it, stale ones of an interrupted run
   removed first); `wan.partition(a, b)` and `wan.heal()`.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +61,19 @@ class RegionNet:
         self.netns = f"{PREFIX}-{name}"
         self.host = f"10.231.{k}.2"  # where clients reach its nodes
         self.wan_ip = f"10.232.{k}.2"  # where other regions reach its relays
+        # The name other regions dial it by, as the chart's Cilium global Service has it.
+        self.gateway_name = f"pylon-relay-{name}.pylon.svc.cluster.local"
+
+
+def write_hosts(regions: dict[str, "RegionNet"]) -> None:
+    """Every region's gateway name in every region's /etc/hosts (`ip netns exec` bind-mounts
+    /etc/netns/<ns>/hosts over /etc/hosts for what it starts): the regions find each other by
+    name, as through Kubernetes DNS, so the nodes' name resolution is part of every test."""
+    lines = ["127.0.0.1 localhost", "::1 localhost"] + [f"{r.wan_ip} {r.gateway_name}" for r in regions.values()]
+    for r in regions.values():
+        d = Path("/etc/netns") / r.netns
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "hosts").write_text("\n".join(lines) + "\n")
 
 
 class Wan:
@@ -93,6 +109,7 @@ class Wan:
         in_ns(self.netns, "ip", "addr", "add", f"10.232.{k}.1/24", "dev", f"{PREFIX}{k}x")
         in_ns(self.netns, "ip", "link", "set", f"{PREFIX}{k}x", "up")
         self.regions[name] = r
+        write_hosts(self.regions)
         return r
 
     def partition(self, a: str, b: str) -> None:
@@ -120,11 +137,14 @@ table inet pylon_partition {{
         for r in self.regions.values():
             sh("ip", "link", "del", f"{PREFIX}{r.k}h", check=False)
             sh("ip", "netns", "del", r.netns, check=False)
+            shutil.rmtree(Path("/etc/netns") / r.netns, ignore_errors=True)
         sh("ip", "netns", "del", self.netns, check=False)
 
 
 def remove_stale() -> None:
-    """Namespaces and links an interrupted run left behind."""
+    """Namespaces, links and hosts files an interrupted run left behind."""
+    for d in Path("/etc/netns").glob(f"{PREFIX}-*"):
+        shutil.rmtree(d, ignore_errors=True)
     for line in sh("ip", "netns", "list").stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         if name.startswith(f"{PREFIX}-"):
@@ -159,7 +179,7 @@ def regions(request, wan, pylon_factory):
         for name, net in nets.items():
             redis = RedisServer(f"{_test_name(request)}-{name}", host=net.host, netns=net.netns).start()
             redises.append(redis)
-            peers = {other: f"{nets[other].wan_ip}:{relay_ports[other][0]}" for other in names if other != name}
+            peers = {other: f"{nets[other].gateway_name}:{relay_ports[other][0]}" for other in names if other != name}
             out[name] = []
             for i in range(nodes):
                 config: dict = {

@@ -3,6 +3,7 @@ and hostile frames that must disconnect only their sender."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -118,6 +119,8 @@ async def test_hostile_frames_disconnect_only_their_sender(pylon, http):
             "wrong-message-type": lambda ws: ws.send_bytes(wrong_type.SerializeToString()),
             "garbage-json": lambda ws: ws.send_str("{not json"),
             "empty-request": lambda ws: ws.send_bytes(b""),
+            # JSON frames have the binary frames' size limit (1 MiB).
+            "oversized-json": lambda ws: ws.send_str('{"ping": "1", "pad": "' + "x" * (1 << 20) + '"}'),
         }
         for identity, attack in attacks.items():
             before = b.video_frames("A/camera")
@@ -184,3 +187,80 @@ async def test_dropped_signalling_resumes_with_the_same_sid_while_media_continue
         await a.close()
         await b.close()
         await proxy.close()
+
+
+def rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_signal_flood_is_cut_off_while_others_keep_their_media(pylon, http):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    pub = await Publisher(a.room).publish()
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 20, "B to decode A's video")
+        ws = await open_signal(http, pylon.url, pylon.token("flood"))
+        assert (await next_response(ws)).WhichOneof("message") == "join"
+        await wait_for(lambda: "flood" in b.room.remote_participants, 10, "B to see the flooding client")
+        rss_before = rss_kib(pylon.proc.pid)
+        frames_before = b.video_frames("A/camera")
+        # What an SDK sends, as fast as the socket takes it: AddTrack (each a new cid),
+        # track settings, pings. Everything the server answers is read, so only the budget
+        # can stop the flood.
+        kinds = [
+            lambda i: proto.SignalRequest(add_track=proto.AddTrackRequest(cid=f"c{i}", name="x", type=models.TrackType.AUDIO)),
+            lambda i: proto.SignalRequest(track_setting=proto.UpdateTrackSettings(track_sids=[f"TR_{i}"], width=i)),
+            lambda i: proto.SignalRequest(ping=i),
+        ]
+        frames = [kinds[i % 3](i).SerializeToString() for i in range(100_000)]
+        responses = asyncio.create_task(responses_until_closed(ws, 30))
+        started, sent = time.monotonic(), 0
+        try:
+            for f in frames:
+                await ws.send_bytes(f)
+                sent += 1
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            pass
+        rest = await responses
+        cut_after = time.monotonic() - started
+        leaves = [r.leave for r in rest if r.WhichOneof("message") == "leave"]
+        assert leaves, f"closed without a Leave after {sent} messages"
+        assert leaves[-1].reason == models.DisconnectReason.SIGNAL_CLOSE
+        assert leaves[-1].action == proto.LeaveRequest.DISCONNECT
+        assert cut_after < 10, f"cut off after {cut_after:.1f} s"
+        refused = [r for r in rest if r.WhichOneof("message") == "request_response"]
+        assert refused and all(r.request_response.reason == proto.RequestResponse.LIMIT_EXCEEDED for r in refused)
+        published = [r for r in rest if r.WhichOneof("message") == "track_published"]
+        assert len(published) == 32, "AddTrack is capped at 32 pending tracks"
+        await wait_for(lambda: b.saw("left", "flood"), 10, "B to see the flooding client removed")
+        await wait_for(lambda: b.video_frames("A/camera") > frames_before + 30, 10, "B's video to keep flowing")
+        await a.room.local_participant.publish_data(b"after", reliable=True, topic="t")
+        await wait_for(lambda: any(d[1] == b"after" for d in b.data), 10, "A's data to reach B")
+        grown = rss_kib(pylon.proc.pid) - rss_before
+        print(f"SIGNAL-FLOOD-RESULT sent={sent} cut_after_s={cut_after:.2f} rss_growth_kib={grown}")
+        assert grown < 64 * 1024, f"the server grew {grown} KiB"
+        lines = [l for l in pylon.log().splitlines() if "over the budget" in l]
+        assert len(lines) == 1 and "identity=flood" in lines[0], lines
+        assert "A" in b.room.remote_participants and b.disconnect_reason is None
+    finally:
+        pub.stop()
+        await a.close()
+        await b.close()
+
+
+async def test_a_repeated_add_track_is_the_same_track(pylon, http):
+    ws = await open_signal(http, pylon.url, pylon.token("retry"))
+    assert (await next_response(ws)).WhichOneof("message") == "join"
+    req = proto.SignalRequest(add_track=proto.AddTrackRequest(cid="mic", name="mic", type=models.TrackType.AUDIO))
+    sids = []
+    for _ in range(5):
+        await ws.send_bytes(req.SerializeToString())
+        while (r := await next_response(ws)).WhichOneof("message") != "track_published":
+            pass
+        assert r.track_published.cid == "mic"
+        sids.append(r.track_published.track.sid)
+    assert len(set(sids)) == 1, f"one track for one cid, got {sids}"
+    await ws.close()

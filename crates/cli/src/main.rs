@@ -90,6 +90,9 @@ struct ServeArgs {
     /// `redis.password`, kept out of the config file.
     #[arg(long, env = "PYLON_REDIS_PASSWORD", hide_env_values = true)]
     redis_password: Option<String>,
+    /// `redis.sentinel_password`, kept out of the config file.
+    #[arg(long, env = "PYLON_REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    redis_sentinel_password: Option<String>,
     /// API keys as "key: secret" pairs, comma separated.
     #[arg(long, env = "LIVEKIT_KEYS")]
     keys: Option<String>,
@@ -268,6 +271,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keys: args.keys,
         relay_secret: args.relay_secret,
         redis_password: args.redis_password,
+        redis_sentinel_password: args.redis_sentinel_password,
     };
     let config = match Config::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,

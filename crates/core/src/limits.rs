@@ -12,6 +12,10 @@ pub const MAX_NAME_LEN: usize = 256;
 pub const MAX_METADATA_SIZE: usize = 64_000;
 /// Largest total size of a participant's attributes (keys + values), in bytes.
 pub const MAX_ATTRIBUTES_SIZE: usize = 64_000;
+/// Most tracks one participant may have announced (AddTrack) and not yet published, and most
+/// it may publish: a client cannot grow the server's state without bound.
+pub const MAX_PENDING_TRACKS: usize = 32;
+pub const MAX_PUBLISHED_TRACKS: usize = 64;
 
 /// Which limit a value broke.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -73,6 +73,8 @@ pub struct Participant {
     pub unmatched_media: Vec<(Mid, MediaKind, String)>,
     /// Malformed data packets are logged once per participant.
     pub warned_data: bool,
+    /// Whether refusing an AddTrack over the track limits was logged (once per participant).
+    pub warned_tracks: bool,
 }
 
 impl Participant {

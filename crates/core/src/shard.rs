@@ -615,6 +615,18 @@ impl Shard {
 
     /// The session sent something we cannot accept: disconnect that participant only.
     pub fn protocol_violation(&mut self, now: Instant, session: SessionId, why: &str) {
+        self.disconnect_session(now, session, why, lk::DisconnectReason::StateMismatch);
+    }
+
+    /// Remove the session's participant for `why` (logged once), telling it `reason` with
+    /// `Leave` (action DISCONNECT: the client must not come back on its own).
+    pub fn disconnect_session(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        why: &str,
+        reason: lk::DisconnectReason,
+    ) {
         let Some(key) = self.sessions.get(&session).copied() else {
             self.outputs.push_back(Output::Close(session));
             return;
@@ -624,12 +636,7 @@ impl Shard {
             let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
             warn!(participant = %p.sid, identity = %p.identity, "disconnecting participant: {why}");
         }
-        self.remove_participant(
-            now,
-            key,
-            lk::DisconnectReason::StateMismatch,
-            Some(lk::leave_request::Action::Disconnect),
-        );
+        self.remove_participant(now, key, reason, Some(lk::leave_request::Action::Disconnect));
         self.drain_dirty(now);
     }
 

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use crate::command::{AddTrack, MetadataUpdate, SignalCommand, SubscriptionPermission};
 use crate::config::{PING_INTERVAL_SECS, PING_TIMEOUT_SECS};
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
+use crate::limits;
 use crate::negotiation::{AnswerOutcome, SubscriberNegotiation};
 use crate::participant::{Channels, Participant, PendingTrack};
 use crate::peer::{PcKind, PeerRef};
@@ -81,6 +82,7 @@ impl Shard {
             subscribe_allow: None,
             unmatched_media: Vec::new(),
             warned_data: false,
+            warned_tracks: false,
         };
         info!(room = %p.room, participant = %sid, identity = %p.identity, "participant joined");
         self.participants.insert(key, p);
@@ -372,6 +374,36 @@ impl Shard {
                 request_id: 0,
                 reason: lk::request_response::Reason::NotAllowed as i32,
                 message: "does not have permission to publish".into(),
+                request: Some(lk::request_response::Request::AddTrack(req.to_wire())),
+            };
+            let session = p.session;
+            return self.send(session, Resp::RequestResponse(rr));
+        }
+        // The same cid again (a client retrying) is the same track: answer as before.
+        if let Some(pending) = p.pending_tracks.iter().find(|t| t.cid == req.cid) {
+            debug!(participant = %p.sid, cid = %req.cid, "AddTrack repeated; answered with the pending track");
+            let published = lk::TrackPublishedResponse {
+                cid: req.cid,
+                track: Some(pending.info.clone()),
+            };
+            let session = p.session;
+            return self.send(session, Resp::TrackPublished(published));
+        }
+        if p.pending_tracks.len() >= limits::MAX_PENDING_TRACKS
+            || p.tracks.len() >= limits::MAX_PUBLISHED_TRACKS
+        {
+            if !p.warned_tracks {
+                p.warned_tracks = true;
+                warn!(participant = %p.sid, pending = p.pending_tracks.len(), published = p.tracks.len(), "add track refused: too many tracks");
+            }
+            let rr = lk::RequestResponse {
+                request_id: 0,
+                reason: lk::request_response::Reason::LimitExceeded as i32,
+                message: format!(
+                    "at most {} tracks pending and {} published",
+                    limits::MAX_PENDING_TRACKS,
+                    limits::MAX_PUBLISHED_TRACKS
+                ),
                 request: Some(lk::request_response::Request::AddTrack(req.to_wire())),
             };
             let session = p.session;

@@ -189,6 +189,8 @@ pub struct Overrides {
     pub relay_secret: Option<String>,
     /// `redis.password`, from the environment (`PYLON_REDIS_PASSWORD`).
     pub redis_password: Option<String>,
+    /// `redis.sentinel_password`, from the environment (`PYLON_REDIS_SENTINEL_PASSWORD`).
+    pub redis_sentinel_password: Option<String>,
 }
 
 /// The validated configuration the server runs with.
@@ -309,6 +311,9 @@ impl Config {
         // Secrets from the environment (a Kubernetes Secret) override the file's.
         if let (Some(p), Some(r)) = (&o.redis_password, f.redis.as_mut()) {
             r.password = p.clone();
+        }
+        if let (Some(p), Some(r)) = (&o.redis_sentinel_password, f.redis.as_mut()) {
+            r.sentinel_password = p.clone();
         }
         if let Some(s) = o.relay_secret.as_ref().filter(|_| !f.relay.regions.is_empty()) {
             f.relay.secret = Some(s.clone());
@@ -930,6 +935,20 @@ mod tests {
             .unwrap();
         assert_eq!(c.regions.unwrap().secret, b"from-env");
         assert_eq!(c.redis.credentials.password.as_deref(), Some("env-password"));
+        // PYLON_REDIS_SENTINEL_PASSWORD likewise, for the sentinels.
+        let yaml = "keys:\n  k: s\nredis:\n  sentinel_master_name: m\n  sentinel_addresses: [\"s:1\"]\n";
+        let o = Overrides {
+            redis_sentinel_password: Some("sentinel-env".into()),
+            ..dev()
+        };
+        let c = Config::resolve(parse_yaml(yaml).unwrap(), &o)
+            .unwrap()
+            .cluster
+            .unwrap();
+        let pylon_cluster::Server::Sentinel { credentials, .. } = &c.redis.server else {
+            panic!("a sentinel target: {:?}", c.redis);
+        };
+        assert_eq!(credentials.password.as_deref(), Some("sentinel-env"));
         // Without regions the secret from the environment is not an error (one chart for all).
         let c = Config::resolve(parse_yaml("keys:\n  k: s\nredis:\n  address: r:1\n").unwrap(), &o).unwrap();
         assert!(c.cluster.unwrap().regions.is_none());

@@ -278,6 +278,8 @@ async fn rtc(
     let failing = app.health.subscribe();
     ws.read_buffer_size(session::READ_BUFFER)
         .write_buffer_size(session::WRITE_BUFFER)
+        .max_message_size(session::MAX_MESSAGE)
+        .max_frame_size(session::MAX_MESSAGE)
         .on_upgrade(move |socket| session::run(socket, session, rx, guard, failing))
 }
 

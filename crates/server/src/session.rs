@@ -15,8 +15,11 @@ use tracing::{debug, info};
 
 use crate::worker::{Command, SessionEvent, WorkerHandle};
 
-/// Largest signal frame accepted; SDP with many tracks stays well below this.
+/// Largest signal frame accepted (binary or JSON); SDP with many tracks stays well below
+/// this. A larger one disconnects its sender with a precise reason; the WebSocket layer
+/// refuses anything over [`MAX_MESSAGE`] before it is buffered whole.
 pub const MAX_FRAME: usize = 1 << 20;
+pub const MAX_MESSAGE: usize = 2 * MAX_FRAME;
 
 /// A WebSocket's read buffer: signal frames are small (an SDP offer is a few KiB); a larger
 /// frame grows it for its own read. The library's default, 128 KiB, per participant was a
@@ -24,6 +27,42 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub const READ_BUFFER: usize = 16 * 1024;
 /// The most a WebSocket buffers before writing; every message is flushed at once anyway.
 pub const WRITE_BUFFER: usize = 16 * 1024;
+
+/// The signal messages a client may send: a burst of [`SIGNAL_BURST`], refilled at
+/// [`SIGNAL_RATE`] a second. An SDK sends a few a second (pings every 5 s, track settings as
+/// its video elements resize) and a few hundred at most when it joins with many tracks and
+/// candidates. A client over the budget is told `Leave` (`SIGNAL_CLOSE`) and disconnected, so
+/// no client can queue unbounded work on a media worker that serves other participants.
+pub const SIGNAL_BURST: u32 = 1000;
+pub const SIGNAL_RATE: u32 = 200;
+
+/// A token bucket of signal messages.
+struct Budget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            tokens: f64::from(SIGNAL_BURST),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Take one message's token; false when the budget is spent.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * f64::from(SIGNAL_RATE);
+        self.tokens = (self.tokens + refill).min(f64::from(SIGNAL_BURST));
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 
 /// Tells the worker the session ended, even if the upgrade never happened.
 pub struct CloseGuard {
@@ -56,6 +95,10 @@ pub async fn run(
     let mut json = false;
     let silence = std::time::Duration::from_secs(pylon_core::config::PING_TIMEOUT_SECS as u64);
     let mut deadline = tokio::time::Instant::now() + silence;
+    let mut budget = Budget::new();
+    // Set once the client went over its budget: its frames are dropped unread while the
+    // worker's Leave goes out; the session ends at the worker's Close or at `deadline`.
+    let mut flooded = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {
@@ -92,16 +135,26 @@ pub async fn run(
                     break;
                 }
             },
-            frame = stream.next() => match frame.inspect(|_| deadline = tokio::time::Instant::now() + silence) {
+            frame = stream.next() => match frame.inspect(|_| if !flooded { deadline = tokio::time::Instant::now() + silence }) {
+                Some(Ok(Message::Binary(_) | Message::Text(_))) if flooded => {}
+                Some(Ok(Message::Binary(_) | Message::Text(_))) if !budget.take() => {
+                    flooded = true;
+                    deadline = tokio::time::Instant::now() + CLOSE_HANDSHAKE;
+                    guard.worker.send(Command::Flood { session });
+                }
                 Some(Ok(Message::Binary(b))) => {
                     let cmd = decode_binary(session, &b);
                     guard.worker.send(cmd);
                 }
                 Some(Ok(Message::Text(t))) => {
                     json = true;
-                    let cmd = match serde_json::from_str::<lk::SignalRequest>(&t) {
-                        Ok(req) => command(session, req),
-                        Err(e) => Command::Violation { session, why: format!("malformed JSON signal message: {e}") },
+                    let cmd = if t.len() > MAX_FRAME {
+                        Command::Violation { session, why: format!("signal frame of {} bytes exceeds {MAX_FRAME}", t.len()) }
+                    } else {
+                        match serde_json::from_str::<lk::SignalRequest>(&t) {
+                            Ok(req) => command(session, req),
+                            Err(e) => Command::Violation { session, why: format!("malformed JSON signal message: {e}") },
+                        }
                     };
                     guard.worker.send(cmd);
                 }

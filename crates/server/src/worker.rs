@@ -85,6 +85,10 @@ pub enum Command {
         session: SessionId,
         why: String,
     },
+    /// The client sent signal messages faster than its budget allows (`session.rs`).
+    Flood {
+        session: SessionId,
+    },
     Closed {
         session: SessionId,
     },
@@ -585,6 +589,16 @@ impl Worker {
             }
             Command::Signal { session, cmd } => self.shard.signal(now, session, *cmd),
             Command::Violation { session, why } => self.shard.protocol_violation(now, session, &why),
+            Command::Flood { session } => self.shard.disconnect_session(
+                now,
+                session,
+                &format!(
+                    "signal messages over the budget ({} at once, {} a second)",
+                    crate::session::SIGNAL_BURST,
+                    crate::session::SIGNAL_RATE
+                ),
+                livekit_protocol::DisconnectReason::SignalClose,
+            ),
             Command::Admin { req, reply } => {
                 let _ = reply.send(self.shard.admin(now, *req));
             }
