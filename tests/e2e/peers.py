@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -256,3 +257,19 @@ class WatchPeer(Peer):
 
     def remote_identities(self) -> set[str]:
         return set(self.room.remote_participants)
+
+
+@contextlib.asynccontextmanager
+async def a_to_b(server, what: str = "B to decode A's video"):
+    """A publishing camera and microphone on `server`, B watching (once B decoded some of A's
+    video); both leave at the end."""
+    b = await Peer("B").connect(server.url, server.token("B"))
+    a = await Peer("A").connect(server.url, server.token("A"))
+    pub = await Publisher(a.room).publish()
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 30, what)
+        yield a, b
+    finally:
+        pub.stop()
+        await a.close()
+        await b.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from cluster import cluster, redis, wait_all_ready  # noqa: F401 - fixtures
 from conftest import free_port, scrape
 from regions import NFT, wan  # noqa: F401 - fixtures
-from peers import Peer, Publisher, wait_for
+from peers import Peer, Publisher, a_to_b, wait_for
 from rawsignal import next_response, open_signal
 
 
@@ -32,11 +32,7 @@ def packets(m: dict[str, float], direction: str, kind: str, name: str = "livekit
 async def test_metrics_follow_rooms_participants_and_media(pylon_factory, http):
     port = free_port(socket.SOCK_STREAM)
     pylon = pylon_factory({"prometheus_port": port})
-    a = await Peer("A").connect(pylon.url, pylon.token("A"))
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    pub = await Publisher(a.room).publish()
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 20, "B to decode A's video")
+    async with a_to_b(pylon):
         m = await scrape_until(
             http,
             port,
@@ -71,10 +67,6 @@ async def test_metrics_follow_rooms_participants_and_media(pylon_factory, http):
         assert m["pylon_datagrams_received_total"] >= m["pylon_rtp_packets_received_total"]
         assert m["pylon_webhook_events_dropped_total"] == 0
         assert m["pylon_webhook_queue"] == 0
-    finally:
-        pub.stop()
-        await a.close()
-        await b.close()
 
 
 async def test_every_series_the_alerts_and_dashboard_use_is_exported(cluster, http):
@@ -110,11 +102,7 @@ table inet pylon_loss {{
 """
     nft = subprocess.run(["ip", "netns", "exec", net.netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
     assert nft.returncode == 0, nft.stderr
-    a = await Peer("A").connect(pylon.url, pylon.token("A"))
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    pub = await Publisher(a.room).publish()
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 30, "B to decode A's video through the loss")
+    async with a_to_b(pylon, "B to decode A's video through the loss"):
         m = await scrape_until(
             http,
             port,
@@ -127,10 +115,6 @@ table inet pylon_loss {{
         arrived = packets(m, "incoming", "audio") + packets(m, "incoming", "video")
         # A tenth of the datagrams are dropped; what a retransmission brought back is not loss.
         assert lost / (lost + arrived) < 0.1, m
-    finally:
-        pub.stop()
-        await a.close()
-        await b.close()
 
 
 async def test_a_full_node_is_not_ready_until_tracks_go(pylon_factory, http):

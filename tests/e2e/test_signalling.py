@@ -15,7 +15,7 @@ from livekit import api
 from livekit.protocol import models, rtc as proto
 
 from conftest import API_KEY, API_SECRET
-from peers import Peer, Publisher, wait_for
+from peers import Peer, Publisher, a_to_b, wait_for
 from proxy import CuttableProxy
 from rawsignal import next_response, open_signal, responses_until_closed
 
@@ -108,11 +108,7 @@ async def test_join_response_comes_first_and_names_the_participant(pylon, http):
 
 
 async def test_hostile_frames_disconnect_only_their_sender(pylon, http):
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    a = await Peer("A").connect(pylon.url, pylon.token("A"))
-    pub = await Publisher(a.room).publish()
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 20, "B to decode A's video")
+    async with a_to_b(pylon) as (a, b):
         wrong_type = proto.SignalResponse(join=proto.JoinResponse(room=models.Room(sid="x", name="y")))
         attacks = {
             "garbage-binary": lambda ws: ws.send_bytes(b"\xff\xfe\x00garbage" * 50),
@@ -140,10 +136,6 @@ async def test_hostile_frames_disconnect_only_their_sender(pylon, http):
             lines = [l for l in pylon.log().splitlines() if "disconnecting participant" in l and f"identity={identity}" in l]
             assert len(lines) == 1, lines
         assert "A" in b.room.remote_participants and b.disconnect_reason is None
-    finally:
-        pub.stop()
-        await a.close()
-        await b.close()
 
 
 async def test_resume_with_unknown_sid_is_told_to_reconnect(pylon, http):
@@ -197,11 +189,7 @@ def rss_kib(pid: int) -> int:
 
 
 async def test_a_signal_flood_is_cut_off_while_others_keep_their_media(pylon, http):
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    a = await Peer("A").connect(pylon.url, pylon.token("A"))
-    pub = await Publisher(a.room).publish()
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 20, "B to decode A's video")
+    async with a_to_b(pylon) as (a, b):
         ws = await open_signal(http, pylon.url, pylon.token("flood"))
         assert (await next_response(ws)).WhichOneof("message") == "join"
         await wait_for(lambda: "flood" in b.room.remote_participants, 10, "B to see the flooding client")
@@ -245,10 +233,6 @@ async def test_a_signal_flood_is_cut_off_while_others_keep_their_media(pylon, ht
         lines = [l for l in pylon.log().splitlines() if "over the budget" in l]
         assert len(lines) == 1 and "identity=flood" in lines[0], lines
         assert "A" in b.room.remote_participants and b.disconnect_reason is None
-    finally:
-        pub.stop()
-        await a.close()
-        await b.close()
 
 
 async def test_a_repeated_add_track_is_the_same_track(pylon, http):

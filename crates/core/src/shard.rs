@@ -194,6 +194,39 @@ pub struct ShardStats {
     pub join_latency: LatencyHistogram,
 }
 
+impl ShardStats {
+    /// Add another shard's counters (a node's total over its workers).
+    pub fn add(&mut self, o: &ShardStats) {
+        self.datagrams_in += o.datagrams_in;
+        self.rtp_in += o.rtp_in;
+        self.rtp_out += o.rtp_out;
+        self.datagrams_dropped += o.datagrams_dropped;
+        self.data_packets_forwarded += o.data_packets_forwarded;
+        self.relay_in += o.relay_in;
+        self.relay_out += o.relay_out;
+        for (a, b) in
+            (self.media_in.iter_mut().chain(&mut self.media_out)).zip(o.media_in.iter().chain(&o.media_out))
+        {
+            a.packets += b.packets;
+            a.bytes += b.bytes;
+        }
+        self.lost_in += o.lost_in;
+        self.lost_out += o.lost_out;
+        self.nacks_in += o.nacks_in;
+        self.nacks_out += o.nacks_out;
+        self.plis_in += o.plis_in;
+        self.plis_out += o.plis_out;
+        self.joins_signalled += o.joins_signalled;
+        self.joins_connected += o.joins_connected;
+        let (h, x) = (&mut self.join_latency, &o.join_latency);
+        for (a, b) in h.buckets.iter_mut().zip(x.buckets) {
+            *a += b;
+        }
+        h.sum_ms += x.sum_ms;
+        h.count += x.count;
+    }
+}
+
 /// Index of audio and video in [`ShardStats::media_in`] and `media_out`.
 pub const KIND_AUDIO: usize = 0;
 pub const KIND_VIDEO: usize = 1;

@@ -163,34 +163,7 @@ impl Out<'_, '_> {
 fn total(workers: &[Arc<ShardGauges>]) -> ShardStats {
     let mut t = ShardStats::default();
     for w in workers {
-        let s = w.stats();
-        t.datagrams_in += s.datagrams_in;
-        t.rtp_in += s.rtp_in;
-        t.rtp_out += s.rtp_out;
-        t.datagrams_dropped += s.datagrams_dropped;
-        t.data_packets_forwarded += s.data_packets_forwarded;
-        t.relay_in += s.relay_in;
-        t.relay_out += s.relay_out;
-        for k in [KIND_AUDIO, KIND_VIDEO] {
-            t.media_in[k].packets += s.media_in[k].packets;
-            t.media_in[k].bytes += s.media_in[k].bytes;
-            t.media_out[k].packets += s.media_out[k].packets;
-            t.media_out[k].bytes += s.media_out[k].bytes;
-        }
-        t.lost_in += s.lost_in;
-        t.lost_out += s.lost_out;
-        t.nacks_in += s.nacks_in;
-        t.nacks_out += s.nacks_out;
-        t.plis_in += s.plis_in;
-        t.plis_out += s.plis_out;
-        t.joins_signalled += s.joins_signalled;
-        t.joins_connected += s.joins_connected;
-        let (h, x) = (&mut t.join_latency, &s.join_latency);
-        for (a, b) in h.buckets.iter_mut().zip(x.buckets) {
-            *a += b;
-        }
-        h.sum_ms += x.sum_ms;
-        h.count += x.count;
+        t.add(&w.stats());
     }
     t
 }
