@@ -217,3 +217,23 @@ async def scrape(http, port: int, host: str = "127.0.0.1") -> dict[str, float]:
             else:
                 values[sample.name] = sample.value
     return values
+
+
+# The LiveKit SDK's native library can abort the interpreter at exit (its runtime's threads
+# call back into an asyncio loop that is already closed: "panic in a function that cannot
+# unwind"), turning a passing run into exit code 134. Once pytest has reported everything
+# (terminal summary, JUnit XML), the process ends without the interpreter's teardown.
+_EXIT_STATUS = 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    global _EXIT_STATUS
+    _EXIT_STATUS = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS)
