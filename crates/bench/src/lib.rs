@@ -1,5 +1,7 @@
 //! Deterministic harnesses for Pylon's media path: an in-memory network of shards and str0m
 //! clients on a virtual clock ([`sim`]), used by the forwarding micro-benchmark and by tests
-//! of rooms spread over several places.
+//! of rooms spread over several places; and a connected hostile peer driven by arbitrary
+//! bytes ([`hostile`]), for a seeded test and a fuzz target.
 
+pub mod hostile;
 pub mod sim;
