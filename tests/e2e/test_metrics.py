@@ -59,8 +59,10 @@ async def test_metrics_follow_rooms_participants_and_media(pylon_factory, http):
         for name in ("livekit_nack_total", "livekit_pli_total"):
             assert {f'{name}{{direction="{d}"}}' for d in ("incoming", "outgoing")} <= m.keys()
         assert (m["pylon_ready"], m["pylon_draining"]) == (1, 0)
-        assert m["pylon_workers"] == 2
-        assert all(0 <= m[f'pylon_worker_busy_ratio{{worker="{w}"}}'] <= 1 for w in (0, 1))
+        # One per worker (two, or one in the one-worker rerun of the suite).
+        workers = int(m["pylon_workers"])
+        assert workers >= 1
+        assert all(0 <= m[f'pylon_worker_busy_ratio{{worker="{w}"}}'] <= 1 for w in range(workers))
         # Pylon's own series from before stay.
         assert m["pylon_rooms"] == 1
         assert m["pylon_rtp_packets_received_total"] > 100
