@@ -219,6 +219,14 @@ async def scrape(http, port: int, host: str = "127.0.0.1") -> dict[str, float]:
     return values
 
 
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory, from /proc."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
 # The LiveKit SDK's native library can abort the interpreter at exit (its runtime's threads
 # call back into an asyncio loop that is already closed: "panic in a function that cannot
 # unwind"), turning a passing run into exit code 134. Once pytest has reported everything

@@ -17,8 +17,7 @@ import subprocess
 import time
 
 from cluster import NOT_IN_VARIANT_RUNS
-from conftest import API_KEY, API_SECRET, free_port, pylon_binary, scrape
-from test_signalling import rss_kib
+from conftest import API_KEY, API_SECRET, free_port, pylon_binary, rss_kib, scrape
 
 pytestmark = NOT_IN_VARIANT_RUNS
 

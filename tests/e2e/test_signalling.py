@@ -14,7 +14,7 @@ import pytest
 from livekit import api
 from livekit.protocol import models, rtc as proto
 
-from conftest import API_KEY, API_SECRET
+from conftest import API_KEY, API_SECRET, rss_kib
 from peers import Peer, Publisher, a_to_b, wait_for
 from proxy import CuttableProxy
 from rawsignal import next_response, open_signal, responses_until_closed
@@ -179,13 +179,6 @@ async def test_dropped_signalling_resumes_with_the_same_sid_while_media_continue
         await a.close()
         await b.close()
         await proxy.close()
-
-
-def rss_kib(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 async def test_a_signal_flood_is_cut_off_while_others_keep_their_media(pylon, http):

@@ -131,6 +131,16 @@ pub struct Net {
     next_sid: u64,
 }
 
+/// The `i`th packet of a small VP8 stream: 320x180, a keyframe every 30 packets.
+pub fn vp8_packet(i: u64) -> Vec<u8> {
+    let body = [0x42u8; 200];
+    if i.is_multiple_of(30) {
+        pylon_testkit::vp8::keyframe_start(320, 180, &body)
+    } else {
+        pylon_testkit::vp8::delta_start(&body)
+    }
+}
+
 /// The address shard `i` advertises.
 pub fn shard_addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, 1 + i as u8], 7882))

@@ -6,23 +6,13 @@
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use pylon_bench::sim::Net;
+use pylon_bench::sim::{vp8_packet, Net};
 use pylon_core::command::SignalCommand;
-use pylon_testkit::vp8;
 use str0m::media::{MediaKind, Mid};
 
 const A0: usize = 0; // node A, worker 0: the room's home and node A's anchor
 const A1: usize = 1; // node A, worker 1
 const B0: usize = 2; // node B, its anchor
-
-fn vp8_packet(i: u64) -> Vec<u8> {
-    let body = [0x42u8; 200];
-    if i.is_multiple_of(30) {
-        vp8::keyframe_start(320, 180, &body)
-    } else {
-        vp8::delta_start(&body)
-    }
-}
 
 fn stream(net: &mut Net, c: usize, mid: Mid, from: u64, n: u64) {
     for i in from..from + n {

@@ -6,21 +6,11 @@
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use pylon_bench::sim::Net;
+use pylon_bench::sim::{vp8_packet, Net};
 use pylon_core::command::SignalCommand;
 use pylon_core::ids::TrackSid;
 use pylon_testkit::vp8;
 use str0m::media::{MediaKind, Mid};
-
-/// The `i`th packet of a small VP8 stream: a keyframe every 30.
-fn vp8_packet(i: u64) -> Vec<u8> {
-    let body = [0x42u8; 200];
-    if i.is_multiple_of(30) {
-        vp8::keyframe_start(320, 180, &body)
-    } else {
-        vp8::delta_start(&body)
-    }
-}
 
 /// Publish VP8 from `c` until every client in `watchers` received media (or give up).
 fn stream_until_received(net: &mut Net, c: usize, mid: Mid, watchers: &[usize], packets: u64) -> u64 {

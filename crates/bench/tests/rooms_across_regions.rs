@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use livekit_protocol as lk;
-use pylon_bench::sim::{Client, Net};
-use pylon_testkit::vp8;
+use pylon_bench::sim::{vp8_packet, Client, Net};
 use str0m::media::{MediaKind, Mid};
 
 const EU: usize = 0;
@@ -15,13 +14,7 @@ const GRACE: Duration = Duration::from_secs(5);
 
 fn stream(net: &mut Net, c: usize, mid: Mid, from: u64, n: u64) {
     for i in from..from + n {
-        let body = [0x42u8; 200];
-        let payload = if i.is_multiple_of(30) {
-            vp8::keyframe_start(320, 180, &body)
-        } else {
-            vp8::delta_start(&body)
-        };
-        net.write_rtp(c, mid, 1000 + i, (i as u32) * 3000, payload);
+        net.write_rtp(c, mid, 1000 + i, (i as u32) * 3000, vp8_packet(i));
         net.run_for(Duration::from_millis(10));
     }
 }

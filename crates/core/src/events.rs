@@ -78,6 +78,7 @@ impl Shard {
 
     fn on_connected(&mut self, now: Instant, peer: PeerRef) {
         let PeerRef { key, pc } = peer;
+        let now_ms = self.unix_ms(now);
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -91,14 +92,9 @@ impl Shard {
         if pc == primary && !p.active {
             p.active = true;
             p.bump_version();
-            let joined_at_ms = p.joined_at_ms;
-            let latency = self.unix_ms(now).saturating_sub(joined_at_ms).max(0) as u64;
-            self.stats.joins_connected += 1;
-            self.stats.join_latency.observe(latency);
-            let Some(p) = self.participants.get_mut(&key) else {
-                return;
-            };
             let room = p.room.clone();
+            self.stats.joins_connected += 1;
+            (self.stats.join_latency).observe(now_ms.saturating_sub(p.joined_at_ms).max(0) as u64);
             let info = self.info_of(key);
             self.announce(key);
             let room_info = self.room_info(&room);

@@ -363,21 +363,38 @@ impl Shard {
         }
     }
 
+    /// Refuse an AddTrack with a `RequestResponse` naming it, as LiveKit does.
+    fn refuse_add_track(
+        &mut self,
+        session: Option<SessionId>,
+        req: &AddTrack,
+        reason: lk::request_response::Reason,
+        message: String,
+    ) {
+        let rr = lk::RequestResponse {
+            request_id: 0,
+            reason: reason as i32,
+            message,
+            request: Some(lk::request_response::Request::AddTrack(req.to_wire())),
+        };
+        self.send(session, Resp::RequestResponse(rr));
+    }
+
     fn on_add_track(&mut self, now: Instant, key: ParticipantKey, req: AddTrack) {
         let sid = TrackSid::generate(&mut self.rng);
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        use lk::request_response::Reason;
         if !p.may_publish(req.source) {
             info!(participant = %p.sid, source = ?req.source, "add track refused: not allowed");
-            let rr = lk::RequestResponse {
-                request_id: 0,
-                reason: lk::request_response::Reason::NotAllowed as i32,
-                message: "does not have permission to publish".into(),
-                request: Some(lk::request_response::Request::AddTrack(req.to_wire())),
-            };
             let session = p.session;
-            return self.send(session, Resp::RequestResponse(rr));
+            return self.refuse_add_track(
+                session,
+                &req,
+                Reason::NotAllowed,
+                "does not have permission to publish".into(),
+            );
         }
         // The same cid again (a client retrying) is the same track: answer as before.
         if let Some(pending) = p.pending_tracks.iter().find(|t| t.cid == req.cid) {
@@ -392,22 +409,16 @@ impl Shard {
         if p.pending_tracks.len() >= limits::MAX_PENDING_TRACKS
             || p.tracks.len() >= limits::MAX_PUBLISHED_TRACKS
         {
-            if !p.warned_tracks {
-                p.warned_tracks = true;
+            if !std::mem::replace(&mut p.warned_tracks, true) {
                 warn!(participant = %p.sid, pending = p.pending_tracks.len(), published = p.tracks.len(), "add track refused: too many tracks");
             }
-            let rr = lk::RequestResponse {
-                request_id: 0,
-                reason: lk::request_response::Reason::LimitExceeded as i32,
-                message: format!(
-                    "at most {} tracks pending and {} published",
-                    limits::MAX_PENDING_TRACKS,
-                    limits::MAX_PUBLISHED_TRACKS
-                ),
-                request: Some(lk::request_response::Request::AddTrack(req.to_wire())),
-            };
+            let why = format!(
+                "at most {} tracks pending and {} published",
+                limits::MAX_PENDING_TRACKS,
+                limits::MAX_PUBLISHED_TRACKS
+            );
             let session = p.session;
-            return self.send(session, Resp::RequestResponse(rr));
+            return self.refuse_add_track(session, &req, Reason::LimitExceeded, why);
         }
         let info = req.track_info(&sid);
         debug!(participant = %p.sid, cid = %req.cid, track = %sid, "track pending");

@@ -159,6 +159,11 @@ impl Out<'_, '_> {
     }
 }
 
+/// One gauge summed over the workers.
+pub fn sum(workers: &[Arc<ShardGauges>], f: fn(&ShardGauges) -> &AtomicU64) -> u64 {
+    workers.iter().map(|g| f(g).load(Ordering::Relaxed)).sum()
+}
+
 /// The sum of every worker's shard counters.
 fn total(workers: &[Arc<ShardGauges>]) -> ShardStats {
     let mut t = ShardStats::default();
@@ -171,7 +176,7 @@ fn total(workers: &[Arc<ShardGauges>]) -> ShardStats {
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let sum = |f: fn(&ShardGauges) -> &AtomicU64| self.workers.iter().map(|g| get(f(g))).sum::<u64>();
+        let sum = |f: fn(&ShardGauges) -> &AtomicU64| sum(&self.workers, f);
         let s = total(&self.workers);
         let rooms = match &self.directory {
             Some(d) => d.lock().map_or(0, |d| d.room_count() as u64),
@@ -198,47 +203,32 @@ impl Collector for Metrics {
             "Subscriptions of participants hosted here.",
             sum(|g| &g.tracks_subscribed) as i64,
         )?;
-        let by_kind = |v: &dyn Fn(usize) -> (u64, u64)| {
-            let (ai, ao) = v(KIND_AUDIO);
-            let (vi, vo) = v(KIND_VIDEO);
-            [
-                (ai, "incoming", "audio"),
-                (vi, "incoming", "video"),
-                (ao, "outgoing", "audio"),
-                (vo, "outgoing", "video"),
-            ]
-        };
-        let packets = by_kind(&|k| (s.media_in[k].packets, s.media_out[k].packets));
-        let bytes = by_kind(&|k| (s.media_in[k].bytes, s.media_out[k].bytes));
-        for (name, help, rows) in [
-            (
-                "livekit_packet",
-                "RTP media packets: incoming from publishers, outgoing to subscribers.",
-                packets,
-            ),
-            (
-                "livekit_packet_bytes",
-                "RTP media bytes (payload and fixed header), by direction and kind.",
-                bytes,
-            ),
-        ] {
-            let labels: Vec<[(&str, &str); 2]> = rows
-                .iter()
-                .map(|(_, d, t)| [("direction", *d), ("type", *t)])
-                .collect();
-            let rows: Vec<(&Labels<'_>, u64)> = labels
-                .iter()
-                .zip(rows)
-                .map(|(l, (v, _, _))| (&l[..], v))
-                .collect();
-            if name == "livekit_packet" {
-                o.counters(name, help, &rows)?;
-            } else {
-                // LiveKit's name has no `_total`: a gauge-typed family that only grows.
-                let rows: Vec<(&Labels<'_>, i64)> = rows.iter().map(|(l, v)| (*l, *v as i64)).collect();
-                o.gauges(name, help, &rows)?;
-            }
-        }
+        // Both families have the same four label sets: (direction, type).
+        const MEDIA: [(&str, &str, bool, usize); 4] = [
+            ("incoming", "audio", true, KIND_AUDIO),
+            ("incoming", "video", true, KIND_VIDEO),
+            ("outgoing", "audio", false, KIND_AUDIO),
+            ("outgoing", "video", false, KIND_VIDEO),
+        ];
+        let labels = MEDIA.map(|(d, t, _, _)| [("direction", d), ("type", t)]);
+        let count = |incoming: bool, k: usize| if incoming { s.media_in[k] } else { s.media_out[k] };
+        let packets: Vec<(&Labels<'_>, u64)> = (labels.iter().zip(MEDIA))
+            .map(|(l, (_, _, incoming, k))| (&l[..], count(incoming, k).packets))
+            .collect();
+        o.counters(
+            "livekit_packet",
+            "RTP media packets: incoming from publishers, outgoing to subscribers.",
+            &packets,
+        )?;
+        // LiveKit's name has no `_total`: a gauge-typed family that only grows.
+        let bytes: Vec<(&Labels<'_>, i64)> = (labels.iter().zip(MEDIA))
+            .map(|(l, (_, _, incoming, k))| (&l[..], count(incoming, k).bytes as i64))
+            .collect();
+        o.gauges(
+            "livekit_packet_bytes",
+            "RTP media bytes (payload and fixed header), by direction and kind.",
+            &bytes,
+        )?;
         let inc: &Labels<'_> = &[("direction", "incoming")];
         let outg: &Labels<'_> = &[("direction", "outgoing")];
         o.counters(

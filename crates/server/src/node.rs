@@ -108,7 +108,6 @@ impl Node {
     /// Why the node should get no new clients now (`/readyz` 503, `pylon_ready` 0), if so:
     /// a dead worker, a drain, an unreachable region directory, or full (`limit:`).
     pub fn unready(&self, health: &crate::health::Health) -> Option<&'static str> {
-        use std::sync::atomic::Ordering::Relaxed;
         if !health.alive() {
             return Some("a media worker failed");
         }
@@ -118,9 +117,7 @@ impl Node {
         if self.cluster.as_ref().is_some_and(|c| !c.ready()) {
             return Some("the region's directory (redis) is unreachable");
         }
-        let sum = |f: fn(&crate::metrics::ShardGauges) -> &std::sync::atomic::AtomicU64| {
-            self.gauges.iter().map(|g| f(g).load(Relaxed)).sum::<u64>()
-        };
+        let sum = |f| crate::metrics::sum(&self.gauges, f);
         if let Some(max) = self.limits.num_tracks {
             if sum(|g| &g.tracks_published) + sum(|g| &g.tracks_subscribed) >= max {
                 return Some("full: limit.num_tracks reached");
