@@ -43,10 +43,11 @@ pub enum SignalCommand {
         tracks: Vec<TrackSid>,
         subscribe: bool,
     },
-    /// Per-subscription settings (today: enable/disable).
+    /// Per-subscription settings: pause, or the most the subscriber wants of a video track.
     TrackSettings {
         tracks: Vec<TrackSid>,
         disabled: bool,
+        quality: QualityRequest,
     },
     Leave,
     /// Who may subscribe to this participant's tracks.
@@ -60,6 +61,16 @@ pub enum SignalCommand {
     },
     /// A request we accept and have nothing to do for (sync state, simulate, layers, ...).
     Ignored,
+}
+
+/// How much of a simulcast video track a subscriber asks for (`UpdateTrackSettings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityRequest {
+    /// A layer by quality: 0 = LOW (`q`), 1 = MEDIUM (`h`), 2 = HIGH (`f`).
+    Layer(u8),
+    /// The size of the element the video is shown in (adaptive stream); the smallest layer
+    /// that covers it is chosen (`track::layer_for_size`).
+    Size { width: u32, height: u32 },
 }
 
 /// An AddTrack request: a track the client is about to publish.

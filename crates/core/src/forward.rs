@@ -127,9 +127,10 @@ impl Shard {
             if dt.disabled {
                 continue;
             }
-            if kind.is_video() && dt.forwarder.target() != m.best {
-                debug!(subscriber = %s.sid, track = %dt.track_sid, from = ?dt.forwarder.target(), to = ?m.best, "layer target");
-                dt.forwarder.set_target(m.best);
+            let target = dt.target_for(m.best);
+            if kind.is_video() && dt.forwarder.target() != target {
+                debug!(subscriber = %s.sid, track = %dt.track_sid, from = ?dt.forwarder.target(), to = ?target, "layer target");
+                dt.forwarder.set_target(target);
                 wishes_changed = true;
             }
             let decision = dt

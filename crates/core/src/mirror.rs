@@ -393,6 +393,7 @@ impl Shard {
                 subscribers: Vec::new(),
                 sinks: Vec::new(),
                 last_keyframe_request: None,
+                dynacast: Default::default(),
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

@@ -94,6 +94,7 @@ impl Shard {
             subscribers: Vec::new(),
             sinks: Vec::new(),
             last_keyframe_request: None,
+            dynacast: Default::default(),
         };
         p.tracks.push(tkey);
         p.bump_version();
@@ -101,6 +102,8 @@ impl Shard {
         let track_info = track.info.clone();
         self.tracks.insert(tkey, track);
         self.track_sids.insert(sid, tkey);
+        // Nobody may ever subscribe: dynacast then turns its layers off after the hold.
+        self.update_wish(tkey);
         let (participant, room_info) = (self.info_of(key), self.room_info(&room));
         self.webhook(
             now,

@@ -297,6 +297,10 @@ pub struct Shard {
     pub(crate) outputs: VecDeque<Output>,
     /// Peers written to since they were last drained.
     pub(crate) dirty: Vec<PeerRef>,
+    /// Tracks published here whose wanted layers may have changed (`dynacast.rs`).
+    pub(crate) dynacast_dirty: Vec<TrackKey>,
+    /// Tracks published here with a dynacast downgrade waiting for its hold.
+    pub(crate) dynacast_pending: Vec<TrackKey>,
     /// Time of the last datagram received: forwarded packets wait in their subscribers' peers
     /// until [`Shard::poll_output`] drains them at this time.
     last_receive: Instant,
@@ -340,6 +344,8 @@ impl Shard {
             next_key: key_base + 1,
             outputs: VecDeque::new(),
             dirty: Vec::new(),
+            dynacast_dirty: Vec::new(),
+            dynacast_pending: Vec::new(),
             last_receive: now,
             timers: Timers::default(),
             detached: FxHashSet::default(),
@@ -569,6 +575,7 @@ impl Shard {
 
     fn housekeeping(&mut self, now: Instant) {
         self.expire_silent_places(now);
+        self.recheck_dynacast(now);
         if self.stats != self.logged_stats {
             let s = &self.stats;
             debug!(
@@ -714,6 +721,9 @@ impl Shard {
     /// queues written RTP and releases it on a timeout, so without the tick forwarded packets
     /// would wait for the peer's next timer instead of leaving now.
     pub(crate) fn drain_dirty(&mut self, now: Instant) {
+        if !self.dynacast_dirty.is_empty() {
+            self.flush_dynacast(now);
+        }
         // A subscriber is marked once per packet forwarded to it; drain each peer once.
         self.dirty.sort_unstable();
         self.dirty.dedup();

@@ -8,7 +8,9 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::Candidate;
 use tracing::{debug, info, warn};
 
-use crate::command::{AddTrack, MetadataUpdate, SignalCommand, SubscriptionPermission};
+use crate::command::{AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission};
+use crate::forwarder::{Layer, MAX_LAYERS};
+use crate::track::layer_for_size;
 use crate::config::{PING_INTERVAL_SECS, PING_TIMEOUT_SECS};
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
 use crate::limits;
@@ -283,9 +285,11 @@ impl Shard {
             SignalCommand::Subscription { tracks, subscribe } => {
                 self.on_update_subscription(now, key, &tracks, subscribe)
             }
-            SignalCommand::TrackSettings { tracks, disabled } => {
-                self.on_track_settings(now, key, &tracks, disabled)
-            }
+            SignalCommand::TrackSettings {
+                tracks,
+                disabled,
+                quality,
+            } => self.on_track_settings(now, key, &tracks, disabled, quality),
             SignalCommand::Leave => {
                 self.remove_participant(now, key, lk::DisconnectReason::ClientInitiated, None)
             }
@@ -454,22 +458,44 @@ impl Shard {
         self.announce(key);
     }
 
-    fn on_track_settings(&mut self, now: Instant, key: ParticipantKey, tracks: &[TrackSid], disabled: bool) {
+    fn on_track_settings(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        tracks: &[TrackSid],
+        disabled: bool,
+        quality: QualityRequest,
+    ) {
         let mut changed = Vec::new();
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
         for sid in tracks {
-            let Some(&tkey) = self.track_sids.get(sid) else {
+            let Some(t) = self.track_sids.get(sid).and_then(|k| self.tracks.get(k)) else {
                 continue;
             };
-            let Some(dt) = p.downtracks.get_mut(&tkey) else {
+            let Some(dt) = p.downtracks.get_mut(&t.key) else {
                 continue;
             };
-            if dt.disabled != disabled {
+            let max_layer = match quality {
+                QualityRequest::Layer(l) => l.min(MAX_LAYERS as Layer - 1),
+                QualityRequest::Size { width, height } => layer_for_size(&t.info, width, height),
+            };
+            let wakes = dt.disabled && !disabled;
+            if dt.disabled != disabled || (t.kind.is_video() && dt.max_layer != max_layer) {
                 dt.disabled = disabled;
-                dt.forwarder.set_target(if disabled { None } else { Some(0) });
-                changed.push(tkey);
+                dt.max_layer = max_layer;
+                if disabled {
+                    dt.forwarder.set_target(None);
+                } else if t.kind.is_video() {
+                    // Converge on the new layer at its next keyframe; until then the current
+                    // one keeps flowing.
+                    dt.forwarder.set_target(dt.target_for(t.best_layer(now)).or(Some(0)));
+                } else if wakes {
+                    dt.forwarder.set_target(Some(0));
+                }
+                debug!(subscriber = %p.sid, track = %t.sid, disabled, max_layer, "track settings");
+                changed.push(t.key);
             }
         }
         for tkey in changed {

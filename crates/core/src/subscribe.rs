@@ -9,7 +9,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use tracing::debug;
 
 use crate::command::SubscriptionPermission;
-use crate::forwarder::Forwarder;
+use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, TrackKey, TrackSid};
 use crate::participant::allows;
 use crate::peer::{PcKind, PeerRef};
@@ -141,6 +141,7 @@ impl Shard {
                 vp8,
                 pt_map,
                 disabled: false,
+                max_layer: MAX_LAYERS as Layer - 1,
                 awaiting_answer: true,
             },
         );
@@ -332,11 +333,18 @@ impl Shard {
     }
 
     /// For a relayed track: tell its origin which layers the receivers here and the places it
-    /// is relayed on to need, when that changed (none: stop relaying it here).
+    /// is relayed on to need, when that changed (none: stop relaying it here). For a track
+    /// published here: its publisher may need telling (`dynacast.rs`).
     pub(crate) fn update_wish(&mut self, tkey: TrackKey) {
         let Some(t) = self.tracks.get(&tkey) else {
             return;
         };
+        if t.is_local() {
+            if t.kind.is_video() {
+                self.dynacast_changed(tkey);
+            }
+            return;
+        }
         let Origin::Relayed {
             place, id, wished, ..
         } = t.origin

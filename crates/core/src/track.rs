@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
+use crate::dynacast::Dynacast;
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
 use crate::keyframe::VideoCodec;
@@ -46,6 +47,45 @@ impl LayerMask {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The highest layer in the set.
+    pub fn top(self) -> Option<Layer> {
+        (self.0 != 0).then(|| 7 - self.0.leading_zeros() as Layer)
+    }
+}
+
+/// The smallest announced layer that covers an element of `width`×`height` pixels (10 %
+/// smaller still counts as covering it, as in LiveKit), compared on the short side so a
+/// portrait track is judged like a landscape one. Without announced layers, or for an
+/// element larger than every layer, the top layer.
+pub fn layer_for_size(info: &lk::TrackInfo, width: u32, height: u32) -> Layer {
+    let top = MAX_LAYERS as Layer - 1;
+    let portrait = info.width < info.height;
+    let (short, long) = if portrait { (width, height) } else { (height, width) };
+    // A request with one side only: scale the other from the track's aspect ratio.
+    let asked = if short > 0 {
+        short
+    } else {
+        let (track_short, track_long) = if portrait {
+            (info.width, info.height)
+        } else {
+            (info.height, info.width)
+        };
+        (u64::from(long) * u64::from(track_short) / u64::from(track_long.max(1))) as u32
+    };
+    let needed = u64::from(asked) * 9 / 10;
+    let mut layers: Vec<(Layer, u32)> = info
+        .layers
+        .iter()
+        .filter(|l| (0..=i32::from(top)).contains(&l.quality))
+        .map(|l| (l.quality as Layer, if portrait { l.width } else { l.height }))
+        .collect();
+    layers.sort_unstable();
+    layers
+        .iter()
+        .find(|(_, side)| u64::from(*side) >= needed)
+        .or(layers.last())
+        .map_or(top, |(l, _)| *l)
 }
 
 /// A place that receives this track over a relay, and the layers it asked for.
@@ -96,6 +136,8 @@ pub struct Track {
     /// Places this track is relayed to.
     pub sinks: Vec<Sink>,
     pub last_keyframe_request: Option<Instant>,
+    /// What its publisher was told about the layers wanted (published here only).
+    pub dynacast: Dynacast,
 }
 
 impl Track {
@@ -176,6 +218,9 @@ pub struct DownTrack {
     pub pt_map: Vec<(Pt, Option<Pt>)>,
     /// The subscriber turned this track off (UpdateTrackSettings.disabled).
     pub disabled: bool,
+    /// The highest layer the subscriber asked for (UpdateTrackSettings quality or size); the
+    /// forwarder's target is the best live layer up to it.
+    pub max_layer: Layer,
     /// Set until the first answer that contains this track's media section.
     pub awaiting_answer: bool,
 }
@@ -183,18 +228,27 @@ pub struct DownTrack {
 impl DownTrack {
     /// The layers this receiver needs to see: while nothing is forwarded yet, every layer up
     /// to the target (it starts on the first keyframe of any); after that, the current layer
-    /// and the one it converges to.
+    /// and the one it converges to; and the layer it asked for, so that a far origin's
+    /// publisher is asked for it (dynacast) even while it is not sent.
     pub fn wanted_layers(&self) -> LayerMask {
         if self.disabled || self.mid.is_none() {
             return LayerMask::NONE;
         }
         let f = &self.forwarder;
-        match (f.current(), f.target()) {
-            // Resubscribed and waiting for its first target: any layer may start it.
-            (_, None) => LayerMask::up_to(MAX_LAYERS as Layer - 1),
+        let needed = match (f.current(), f.target()) {
+            // Resubscribed and waiting for its first target: any layer up to its request may
+            // start it.
+            (_, None) => LayerMask::up_to(self.max_layer),
             (None, Some(t)) => LayerMask::up_to(t),
             (Some(c), Some(t)) => LayerMask::NONE.with(c).with(t),
-        }
+        };
+        needed.with(self.max_layer)
+    }
+
+    /// The layer to converge to when `best` is the best live layer: the best up to what the
+    /// subscriber asked for.
+    pub fn target_for(&self, best: Option<Layer>) -> Option<Layer> {
+        best.map(|b| b.min(self.max_layer))
     }
 }
 
@@ -217,5 +271,50 @@ mod tests {
         assert_eq!(LayerMask::up_to(2), LayerMask(0b111));
         let m = LayerMask::NONE.with(2).with(0);
         assert!(m.contains(0) && m.contains(2) && !m.contains(1));
+        assert_eq!(m.top(), Some(2));
+        assert_eq!(LayerMask::NONE.with(1).top(), Some(1));
+        assert_eq!(LayerMask::NONE.top(), None);
+    }
+
+    fn info(width: u32, height: u32, layers: &[(lk::VideoQuality, u32, u32)]) -> lk::TrackInfo {
+        lk::TrackInfo {
+            width,
+            height,
+            layers: layers
+                .iter()
+                .map(|&(q, width, height)| lk::VideoLayer {
+                    quality: q as i32,
+                    width,
+                    height,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_element_gets_the_smallest_layer_that_covers_it() {
+        use lk::VideoQuality::*;
+        let hd = info(1280, 720, &[(High, 1280, 720), (Low, 320, 180), (Medium, 640, 360)]);
+        assert_eq!(layer_for_size(&hd, 160, 90), 0);
+        assert_eq!(layer_for_size(&hd, 320, 180), 0);
+        assert_eq!(layer_for_size(&hd, 350, 197), 0, "within 10 %");
+        assert_eq!(layer_for_size(&hd, 480, 270), 1);
+        assert_eq!(layer_for_size(&hd, 1280, 720), 2);
+        assert_eq!(layer_for_size(&hd, 3840, 2160), 2, "larger than every layer");
+        assert_eq!(layer_for_size(&hd, 600, 0), 1, "width only: height from the aspect ratio");
+        // Portrait: judged on the width.
+        let tall = info(720, 1280, &[(Low, 180, 320), (Medium, 360, 640), (High, 720, 1280)]);
+        assert_eq!(layer_for_size(&tall, 180, 320), 0);
+        assert_eq!(layer_for_size(&tall, 700, 1250), 2);
+        // Two layers only: the top one is MEDIUM.
+        let two = info(640, 360, &[(Low, 320, 180), (Medium, 640, 360)]);
+        assert_eq!(layer_for_size(&two, 1920, 1080), 1);
+        // Nothing announced, or hostile numbers: the top layer, no panic.
+        assert_eq!(layer_for_size(&info(0, 0, &[]), 100, 100), 2);
+        assert_eq!(layer_for_size(&hd, u32::MAX, u32::MAX), 2);
+        let odd = info(1280, 720, &[(Off, 1, 1), (Low, 320, 180)]);
+        assert_eq!(layer_for_size(&odd, 100, 50), 0);
     }
 }

@@ -9,7 +9,7 @@
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use pylon_core::command::{
-    AddTrack, MetadataUpdate, SignalCommand, SubscriptionPermission, TrackPermission, VideoLayer,
+    AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission, TrackPermission, VideoLayer,
 };
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, TrackSid};
 use pylon_core::peer::PcKind;
@@ -67,10 +67,7 @@ pub fn signal_command(req: lk::SignalRequest) -> Result<SignalCommand, WireError
                 subscribe: s.subscribe,
             }
         }
-        Req::TrackSetting(s) => SignalCommand::TrackSettings {
-            tracks: track_sids(s.track_sids.iter()),
-            disabled: s.disabled,
-        },
+        Req::TrackSetting(s) => track_settings(s),
         Req::Leave(_) => SignalCommand::Leave,
         Req::SubscriptionPermission(p) => SignalCommand::SubscriptionPermission(subscription_permission(p)),
         Req::UpdateMetadata(m) => SignalCommand::UpdateMetadata(MetadataUpdate {
@@ -90,6 +87,31 @@ pub fn signal_command(req: lk::SignalRequest) -> Result<SignalCommand, WireError
             SignalCommand::Ignored
         }
     })
+}
+
+/// `UpdateTrackSettings` as LiveKit reads it: a size, when one is given, takes precedence
+/// over the (deprecated but still sent) quality; `OFF` pauses like `disabled`; an unknown
+/// quality asks for everything.
+fn track_settings(s: lk::UpdateTrackSettings) -> SignalCommand {
+    let off = s.quality == lk::VideoQuality::Off as i32;
+    let quality = if s.width > 0 || s.height > 0 {
+        QualityRequest::Size {
+            width: s.width,
+            height: s.height,
+        }
+    } else {
+        match lk::VideoQuality::try_from(s.quality) {
+            Ok(q @ (lk::VideoQuality::Low | lk::VideoQuality::Medium | lk::VideoQuality::High)) => {
+                QualityRequest::Layer(q as u8)
+            }
+            _ => QualityRequest::Layer(2),
+        }
+    };
+    SignalCommand::TrackSettings {
+        tracks: track_sids(s.track_sids.iter()),
+        disabled: s.disabled || off,
+        quality,
+    }
 }
 
 fn ignored(why: &str) -> SignalCommand {
@@ -198,6 +220,45 @@ mod tests {
         assert!(matches!(
             signal_command(req(Req::Offer(bad))),
             Err(WireError::Offer(_))
+        ));
+    }
+
+    #[test]
+    fn track_settings_read_a_size_before_the_quality_and_off_pauses() {
+        let settings = |quality: lk::VideoQuality, width, height, disabled| {
+            let s = lk::UpdateTrackSettings {
+                track_sids: vec!["TR_a".into()],
+                quality: quality as i32,
+                width,
+                height,
+                disabled,
+                ..Default::default()
+            };
+            match signal_command(req(Req::TrackSetting(s))).unwrap() {
+                SignalCommand::TrackSettings { disabled, quality, .. } => (disabled, quality),
+                other => panic!("{other:?}"),
+            }
+        };
+        use lk::VideoQuality::*;
+        assert_eq!(settings(Low, 0, 0, false), (false, QualityRequest::Layer(0)));
+        assert_eq!(settings(Medium, 0, 0, false), (false, QualityRequest::Layer(1)));
+        assert_eq!(
+            settings(Low, 320, 180, false),
+            (false, QualityRequest::Size { width: 320, height: 180 })
+        );
+        assert!(settings(Off, 0, 0, false).0, "OFF pauses");
+        assert!(settings(High, 0, 0, true).0);
+        // A quality this build does not know asks for everything.
+        let s = lk::UpdateTrackSettings {
+            quality: 99,
+            ..Default::default()
+        };
+        assert!(matches!(
+            signal_command(req(Req::TrackSetting(s))).unwrap(),
+            SignalCommand::TrackSettings {
+                quality: QualityRequest::Layer(2),
+                ..
+            }
         ));
     }
 
