@@ -3,48 +3,8 @@
 // keeps flowing and the other side never sees it leave.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import readline from 'node:readline';
-import { AccessToken } from 'livekit-server-sdk';
-import { OUTPUT, ROOT, joinDemo, launchBrowser, newPage, startPylon, waitFor, waitForMedia } from './lib.mjs';
-
-const PYTHON = path.join(ROOT, '.venv', 'bin', 'python');
-const PARTICIPANT = path.join(ROOT, 'tests', 'node', 'participant.py');
-
-/** The Python SDK participant of tests/node/participant.py, printing JSON events. */
-async function pythonParticipant(pylon, room, identity) {
-  const at = new AccessToken('devkey', 'secret', { identity });
-  at.addGrant({ roomJoin: true, room });
-  const token = await at.toJwt();
-  const err = fs.openSync(path.join(OUTPUT, `${identity}.stderr`), 'w');
-  const proc = spawn(PYTHON, [PARTICIPANT, '--url', pylon.url, '--token', token, '--identity', identity, '--publish'], {
-    stdio: ['pipe', 'pipe', err],
-  });
-  fs.closeSync(err);
-  const events = [];
-  readline.createInterface({ input: proc.stdout }).on('line', (l) => {
-    try { events.push(JSON.parse(l)); } catch { /* not ours */ }
-  });
-  // Frames of `kind` from `identity`, whatever its tracks are named (livekit-client publishes
-  // the camera and microphone with empty names).
-  const frames = (kind, identity) => {
-    const last = events.findLast((e) => e.event === 'frames');
-    return Object.entries(last?.[kind] ?? {})
-      .filter(([key]) => key.startsWith(`${identity}/`))
-      .reduce((sum, [, n]) => sum + n, 0);
-  };
-  return {
-    events,
-    frames,
-    stop: async () => {
-      proc.stdin.end('quit\n');
-      await Promise.race([new Promise((r) => proc.on('exit', r)), new Promise((r) => setTimeout(r, 10000))]);
-      proc.kill('SIGKILL');
-    },
-  };
-}
+import { joinDemo, launchBrowser, newPage, pythonParticipant, startPylon, waitFor, waitForMedia } from './lib.mjs';
 
 test('a browser and a Python SDK participant see and hear each other', { timeout: 180000 }, async (t) => {
   const pylon = await startPylon('cross-sdk');

@@ -2,11 +2,13 @@
 // Chromium driven by playwright-core (never a downloaded browser), and page probes that read
 // what livekit-client and WebRTC report.
 import { spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import fs, { createWriteStream, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { AccessToken } from 'livekit-server-sdk';
 import { chromium } from 'playwright-core';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -135,8 +137,8 @@ export async function newPage(browser, label) {
 }
 
 /** Join through the demo page's form. */
-export async function joinDemo(page, demoUrl, room, name) {
-  await page.goto(demoUrl);
+export async function joinDemo(page, demoUrl, room, name, query = '') {
+  await page.goto(demoUrl + query);
   await page.fill('#room', room);
   await page.fill('#name', name);
   await page.click('#join');
@@ -144,14 +146,15 @@ export async function joinDemo(page, demoUrl, room, name) {
 }
 
 /**
- * What this page receives from `identity`: decoded video frames and audio bytes (from the
- * receivers' WebRTC stats), and whether its tile's <video> is playing with real dimensions.
+ * What this page receives from `identity`: decoded video frames, the width of the last one and
+ * audio bytes (from the receivers' WebRTC stats), and whether its tile's <video> is playing
+ * with real dimensions.
  */
 export function inbound(page, identity) {
   return page.evaluate(async (identity) => {
     const room = window.pylonDemo.room;
     const p = room?.remoteParticipants.get(identity);
-    const out = { present: !!p, framesDecoded: 0, audioBytes: 0, videoWidth: 0, currentTime: 0 };
+    const out = { present: !!p, framesDecoded: 0, frameWidth: 0, audioBytes: 0, videoWidth: 0, currentTime: 0 };
     if (!p) return out;
     for (const pub of p.trackPublications.values()) {
       const receiver = pub.track?.receiver;
@@ -159,7 +162,10 @@ export function inbound(page, identity) {
       const stats = await receiver.getStats();
       stats.forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') out.framesDecoded += s.framesDecoded ?? 0;
+        if (s.kind === 'video') {
+          out.framesDecoded += s.framesDecoded ?? 0;
+          out.frameWidth = s.frameWidth ?? 0;
+        }
         if (s.kind === 'audio') out.audioBytes += s.bytesReceived ?? 0;
       });
     }
@@ -182,4 +188,43 @@ export async function waitForMedia(page, identity, what) {
     const s = await inbound(page, identity);
     return s.framesDecoded > first.framesDecoded + 10 && s.audioBytes > first.audioBytes && s.currentTime > first.currentTime;
   }, 20000, `${what}: frames and audio to keep rising`);
+}
+
+const PYTHON = path.join(ROOT, '.venv', 'bin', 'python');
+const PARTICIPANT = path.join(ROOT, 'tests', 'node', 'participant.py');
+
+/**
+ * The Python SDK participant of tests/node/participant.py (publishing its generated camera and
+ * microphone; `extraArgs` such as `['--video-size', '1280x720']`), printing JSON events.
+ */
+export async function pythonParticipant(pylon, room, identity, extraArgs = []) {
+  const at = new AccessToken('devkey', 'secret', { identity });
+  at.addGrant({ roomJoin: true, room });
+  const token = await at.toJwt();
+  const err = fs.openSync(path.join(OUTPUT, `${identity}.stderr`), 'w');
+  const proc = spawn(PYTHON, [PARTICIPANT, '--url', pylon.url, '--token', token, '--identity', identity, '--publish', ...extraArgs], {
+    stdio: ['pipe', 'pipe', err],
+  });
+  fs.closeSync(err);
+  const events = [];
+  readline.createInterface({ input: proc.stdout }).on('line', (l) => {
+    try { events.push(JSON.parse(l)); } catch { /* not ours */ }
+  });
+  // Frames of `kind` from `identity`, whatever its tracks are named (livekit-client publishes
+  // the camera and microphone with empty names).
+  const frames = (kind, identity) => {
+    const last = events.findLast((e) => e.event === 'frames');
+    return Object.entries(last?.[kind] ?? {})
+      .filter(([key]) => key.startsWith(`${identity}/`))
+      .reduce((sum, [, n]) => sum + n, 0);
+  };
+  return {
+    events,
+    frames,
+    stop: async () => {
+      proc.stdin.end('quit\n');
+      await Promise.race([new Promise((r) => proc.on('exit', r)), new Promise((r) => setTimeout(r, 10000))]);
+      proc.kill('SIGKILL');
+    },
+  };
 }

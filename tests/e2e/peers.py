@@ -177,11 +177,12 @@ class Peer:
 
 
 class Publisher:
-    """Generated camera (solid colour, 640x360) and microphone (440 Hz tone) for a room."""
+    """Generated camera (solid colour, 640x360 unless told) and microphone (440 Hz tone)."""
 
-    def __init__(self, room: rtc.Room):
+    def __init__(self, room: rtc.Room, size: tuple[int, int] = (WIDTH, HEIGHT)):
         self.room = room
-        self.video_source = rtc.VideoSource(WIDTH, HEIGHT)
+        self.size = size
+        self.video_source = rtc.VideoSource(*size)
         self.audio_source = rtc.AudioSource(SAMPLE_RATE, 1)
         self.video_track = rtc.LocalVideoTrack.create_video_track("camera", self.video_source)
         self.audio_track = rtc.LocalAudioTrack.create_audio_track("microphone", self.audio_source)
@@ -201,9 +202,10 @@ class Publisher:
         return self
 
     async def _feed(self):
-        rgba = np.empty((HEIGHT, WIDTH, 4), dtype=np.uint8)
+        width, height = self.size
+        rgba = np.empty((height, width, 4), dtype=np.uint8)
         rgba[:, :] = (*FRAME_RGB, 255)
-        frame = rtc.VideoFrame(WIDTH, HEIGHT, rtc.VideoBufferType.RGBA, rgba.tobytes())
+        frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba.tobytes())
         n = 0
         samples_per_10ms = SAMPLE_RATE // 100
         start = time.monotonic()

@@ -107,6 +107,7 @@ async def main() -> int:
     ap.add_argument("--token", required=True)
     ap.add_argument("--identity", default="participant")
     ap.add_argument("--publish", action="store_true")
+    ap.add_argument("--video-size", default="640x360", help="WIDTHxHEIGHT of the published camera")
     args = ap.parse_args()
 
     peer = WatchPeer(args.identity)
@@ -131,7 +132,8 @@ async def main() -> int:
 
     async def publish():
         nonlocal publisher
-        publisher = await Publisher(peer.room).publish()
+        width, height = (int(x) for x in args.video_size.split("x"))
+        publisher = await Publisher(peer.room, (width, height)).publish()
         for pub in (publisher.video_pub, publisher.audio_pub):
             emit({"event": "local_published", "track": pub.name, "sid": pub.sid})
 

@@ -94,7 +94,10 @@
 
   async function join(roomName, name) {
     setStatus('Connecting…');
-    const room = new LK.Room();
+    // `?adaptive=1`: each tile gets the layer its size needs, and publishers send only the
+    // layers someone watches (livekit-client's adaptiveStream and dynacast).
+    const adaptive = params.get('adaptive') === '1';
+    const room = new LK.Room(adaptive ? { adaptiveStream: true, dynacast: true } : {});
     state.room = room;
     room
       .on(LK.RoomEvent.ParticipantConnected, (p) => { tileFor(p); showMuted(p); renderParticipants(); })

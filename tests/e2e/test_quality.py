@@ -1,0 +1,129 @@
+"""Each subscriber gets the simulcast layer it asks for, and a publisher stops encoding layers
+nobody wants (dynacast); the Python SDK (libwebrtc) on both ends, frame sizes as decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from livekit import rtc
+
+from peers import Peer, Publisher, wait_for
+
+HD = (1280, 720)
+# The layers LiveKit's SDKs publish for a 1280x720 camera: q 320x180, h 640x360, f 1280x720.
+LOW = (320, 180)
+LOW_Q = rtc.VideoQuality.VIDEO_QUALITY_LOW
+HIGH_Q = rtc.VideoQuality.VIDEO_QUALITY_HIGH
+
+
+def publication(peer: Peer, publisher: str) -> rtc.RemoteTrackPublication:
+    (pub,) = [
+        p
+        for p in peer.room.remote_participants[publisher].track_publications.values()
+        if p.kind == rtc.TrackKind.KIND_VIDEO
+    ]
+    return pub
+
+
+def size(peer: Peer):
+    s = peer.video.get("A/camera")
+    return s.size if s else None
+
+
+class FreezeWatch:
+    """Samples a peer's decoded frame count and keeps the longest time it stood still."""
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+        self.longest = 0.0
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self):
+        last, since = self.peer.video_frames("A/camera"), time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            n, now = self.peer.video_frames("A/camera"), time.monotonic()
+            if n != last:
+                last, since = n, now
+            self.longest = max(self.longest, now - since)
+
+    def stop(self) -> float:
+        self.task.cancel()
+        return self.longest
+
+
+async def outbound_active(peer: Peer) -> dict[str, bool]:
+    """rid -> whether the publisher's encoder for that layer is on (libwebrtc's own stats)."""
+    stats = await peer.room.get_rtc_stats()
+    return {
+        s.outbound_rtp.outbound.rid: s.outbound_rtp.outbound.active
+        for s in stats.publisher_stats
+        if s.WhichOneof("stats") == "outbound_rtp" and s.outbound_rtp.stream.kind == "video"
+    }
+
+
+async def test_each_subscriber_gets_the_layer_it_asks_for_and_can_switch(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    c = await Peer("C").connect(pylon.url, pylon.token("C"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    cam = await Publisher(a.room, HD).publish()
+    try:
+        # Both start on the top layer (nobody asked for less).
+        await wait_for(lambda: size(b) == HD and size(c) == HD, 40, "B and C to decode 1280x720")
+
+        publication(b, "A").set_video_quality(LOW_Q)
+        await wait_for(lambda: size(b) == LOW, 15, "B, which asked for LOW, to decode 320x180")
+        before = c.video_frames("A/camera")
+        await wait_for(lambda: c.video_frames("A/camera") > before + 15, 10, "C's video to go on")
+        assert size(c) == HD, f"C asked for nothing and decodes {size(c)}"
+
+        # Swap: B asks for HIGH, C for LOW; both switch at a keyframe, neither freezes.
+        watch_b, watch_c = FreezeWatch(b), FreezeWatch(c)
+        publication(b, "A").set_video_quality(HIGH_Q)
+        publication(c, "A").set_video_quality(LOW_Q)
+        await wait_for(lambda: size(b) == HD and size(c) == LOW, 15, "B at 1280x720 and C at 320x180")
+        await asyncio.sleep(1)
+        frozen_b, frozen_c = watch_b.stop(), watch_c.stop()
+        assert frozen_b < 1.0 and frozen_c < 1.0, f"video stood still for {frozen_b:.2f} s (B), {frozen_c:.2f} s (C)"
+    finally:
+        cam.stop()
+        for p in (a, b, c):
+            await p.close()
+
+
+async def test_dynacast_stops_the_layers_nobody_wants_and_restarts_them(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"), dynacast=True)
+    cam = await Publisher(a.room, HD).publish()
+    try:
+        await wait_for(lambda: size(b) == HD, 40, "B to decode 1280x720")
+        layers = await outbound_active(a)
+        assert layers == {"q": True, "h": True, "f": True}, f"A's encoders: {layers}"
+
+        # B only wants the low layer: after the server's hold, A stops encoding h and f.
+        publication(b, "A").set_video_quality(LOW_Q)
+        await wait_for(lambda: size(b) == LOW, 15, "B to decode 320x180")
+        active: dict[str, bool] = {}
+
+        async def poll_active():
+            nonlocal active
+            while True:
+                active = await outbound_active(a)
+                await asyncio.sleep(0.25)
+
+        poller = asyncio.ensure_future(poll_active())
+        try:
+            await wait_for(
+                lambda: active == {"q": True, "h": False, "f": False}, 15, f"A to stop h and f (now {active})"
+            )
+            # B asks for everything again: A restarts f and B climbs back to 1280x720.
+            publication(b, "A").set_video_quality(HIGH_Q)
+            await wait_for(lambda: active.get("f") is True, 10, f"A to restart f (now {active})")
+            await wait_for(lambda: size(b) == HD, 15, "B back at 1280x720")
+        finally:
+            poller.cancel()
+    finally:
+        cam.stop()
+        for p in (a, b):
+            await p.close()
