@@ -112,6 +112,10 @@ class Peer:
         r.on("participant_connected", lambda p: self.events.append(("joined", p.identity)))
         r.on("participant_disconnected", lambda p: self.events.append(("left", p.identity)))
         r.on("connection_quality_changed", lambda p, q: self.events.append(("quality", p.identity, q)))
+        r.on(
+            "active_speakers_changed",
+            lambda speakers: self.events.append(("speakers", tuple(p.identity for p in speakers))),
+        )
         r.on("track_muted", lambda p, pub: self.events.append(("muted", p.identity, pub.name)))
         r.on("track_unmuted", lambda p, pub: self.events.append(("unmuted", p.identity, pub.name)))
         r.on("track_unpublished", lambda pub, p: self.events.append(("unpublished", p.identity, pub.name)))
@@ -179,9 +183,10 @@ class Peer:
 class Publisher:
     """Generated camera (solid colour, 640x360 unless told) and microphone (440 Hz tone)."""
 
-    def __init__(self, room: rtc.Room, size: tuple[int, int] = (WIDTH, HEIGHT)):
+    def __init__(self, room: rtc.Room, size: tuple[int, int] = (WIDTH, HEIGHT), loudness: int = 12000):
         self.room = room
         self.size = size
+        self.loudness = loudness  # the tone's amplitude (int16); 0 publishes silence
         self.video_source = rtc.VideoSource(*size)
         self.audio_source = rtc.AudioSource(SAMPLE_RATE, 1)
         self.video_track = rtc.LocalVideoTrack.create_video_track("camera", self.video_source)
@@ -217,7 +222,7 @@ class Publisher:
                 # (A CI run showed A's encoder at 1 frame encoded in 20 s with the default 0.)
                 self.video_source.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6))
             t = np.arange(samples_per_10ms) + n * samples_per_10ms
-            tone = (np.sin(2 * np.pi * TONE_HZ * t / SAMPLE_RATE) * 12000).astype(np.int16)
+            tone = (np.sin(2 * np.pi * TONE_HZ * t / SAMPLE_RATE) * self.loudness).astype(np.int16)
             af = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples_per_10ms)
             np.frombuffer(af.data, dtype=np.int16)[:] = tone
             await self.audio_source.capture_frame(af)

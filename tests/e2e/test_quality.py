@@ -1,5 +1,6 @@
-"""Each subscriber gets the simulcast layer it asks for, and a publisher stops encoding layers
-nobody wants (dynacast); the Python SDK (libwebrtc) on both ends, frame sizes as decoded."""
+"""Media quality with the Python SDK (libwebrtc) on both ends: each subscriber gets the
+simulcast layer it asks for (frame sizes as decoded), a publisher stops encoding layers nobody
+wants (dynacast), and active speakers are named from the audio levels the publishers send."""
 
 from __future__ import annotations
 
@@ -126,4 +127,31 @@ async def test_dynacast_stops_the_layers_nobody_wants_and_restarts_them(pylon):
     finally:
         cam.stop()
         for p in (a, b):
+            await p.close()
+
+
+def speaker_lists(peer: Peer) -> list[tuple[str, ...]]:
+    return [e[1] for e in peer.events if e[0] == "speakers"]
+
+
+async def test_active_speakers_name_the_loud_participant_not_the_silent_one(pylon):
+    c = await Peer("C").connect(pylon.url, pylon.token("C"))
+    loud = await Peer("A").connect(pylon.url, pylon.token("A"))
+    quiet = await Peer("B").connect(pylon.url, pylon.token("B"))
+    pubs = [await Publisher(loud.room).publish(), await Publisher(quiet.room, loudness=0).publish()]
+    try:
+        await wait_for(lambda: any("A" in s for s in speaker_lists(c)), 10, "C to be told A speaks")
+        # The loud one is named by everyone, the publisher itself included; the silent one never.
+        await wait_for(lambda: any("A" in s for s in speaker_lists(quiet)), 5, "B to be told A speaks")
+        await wait_for(lambda: any("A" in s for s in speaker_lists(loud)), 5, "A to be told it speaks")
+        await asyncio.sleep(2)
+        for peer in (c, loud, quiet):
+            assert not any("B" in s for s in speaker_lists(peer)), f"{peer.identity} heard B: {speaker_lists(peer)}"
+        # A stops talking: it is reported as no longer speaking.
+        pubs[0].loudness = 0
+        await wait_for(lambda: "A" not in speaker_lists(c)[-1], 10, "C to be told A stopped speaking")
+    finally:
+        for p in pubs:
+            p.stop()
+        for p in (loud, quiet, c):
             await p.close()

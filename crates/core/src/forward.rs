@@ -59,6 +59,9 @@ impl Shard {
             return;
         }
         self.stats.media_in[kind_index(t.kind)].add(pkt.payload.len());
+        if let Some(level) = pkt.header.ext_vals.audio_level {
+            t.speech.observe(level);
+        }
         layer_seen[layer as usize] = Some(now);
         rids[layer as usize] = rid;
         let media = MediaPacket {
@@ -80,8 +83,13 @@ impl Shard {
         let Some(&tkey) = self.relayed.get(&(from, r.track)) else {
             return;
         };
-        if let Some(Origin::Relayed { best, .. }) = self.tracks.get_mut(&tkey).map(|t| &mut t.origin) {
-            *best = r.packet.best;
+        if let Some(t) = self.tracks.get_mut(&tkey) {
+            if let Origin::Relayed { best, .. } = &mut t.origin {
+                *best = r.packet.best;
+            }
+            if let Some(level) = r.packet.ext.audio_level {
+                t.speech.observe(level);
+            }
         }
         self.fan_out(now, tkey, &r.packet, Some(from.tier));
     }

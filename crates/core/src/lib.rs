@@ -32,6 +32,7 @@ pub mod relay;
 pub mod room;
 pub mod shard;
 mod signal;
+pub mod speakers;
 mod subscribe;
 pub mod timers;
 pub mod track;

@@ -394,6 +394,7 @@ impl Shard {
                 sinks: Vec::new(),
                 last_keyframe_request: None,
                 dynacast: Default::default(),
+            speech: Default::default(),
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

@@ -95,6 +95,7 @@ impl Shard {
             sinks: Vec::new(),
             last_keyframe_request: None,
             dynacast: Default::default(),
+            speech: Default::default(),
         };
         p.tracks.push(tkey);
         p.bump_version();

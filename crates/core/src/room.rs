@@ -10,7 +10,7 @@ use std::time::Instant;
 use livekit_protocol as lk;
 
 use crate::config::RoomDefaults;
-use crate::ids::{ParticipantKey, PlaceId, RoomName, RoomSid};
+use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RoomName, RoomSid};
 
 /// What every instance of a room agrees on, handed out by whoever places rooms (the node's
 /// directory) or minted by a standalone shard.
@@ -93,6 +93,8 @@ pub struct Room {
     pub awaiting_until: Option<Instant>,
     /// Participants hosted here whose join response waits for `awaiting`.
     pub joining: Vec<ParticipantKey>,
+    /// Who was speaking at the last judgement, loudest first (`speakers.rs`).
+    pub speakers: Vec<(ParticipantSid, f32)>,
 }
 
 /// Why a room ends.
@@ -124,6 +126,7 @@ impl Room {
             awaiting: Vec::new(),
             awaiting_until: None,
             joining: Vec::new(),
+            speakers: Vec::new(),
         }
     }
 

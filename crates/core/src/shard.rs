@@ -159,8 +159,9 @@ pub enum Received {
     NotMine,
 }
 
-/// Housekeeping (participant and room timeouts) runs at most this often.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+/// Housekeeping (participant and room timeouts, dynacast holds, active speakers) runs at most
+/// this often.
+const HOUSEKEEPING_INTERVAL: Duration = crate::speakers::SPEAKER_INTERVAL;
 
 /// Counters the runtime exports as metrics (each only grows).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -576,6 +577,7 @@ impl Shard {
     fn housekeeping(&mut self, now: Instant) {
         self.expire_silent_places(now);
         self.recheck_dynacast(now);
+        self.update_speakers();
         if self.stats != self.logged_stats {
             let s = &self.stats;
             debug!(

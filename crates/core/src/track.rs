@@ -7,6 +7,7 @@ use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use crate::dynacast::Dynacast;
+use crate::speakers::SpeechMeter;
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
 use crate::keyframe::VideoCodec;
@@ -138,6 +139,8 @@ pub struct Track {
     pub last_keyframe_request: Option<Instant>,
     /// What its publisher was told about the layers wanted (published here only).
     pub dynacast: Dynacast,
+    /// Speech in the audio that reaches this place (audio tracks only).
+    pub speech: SpeechMeter,
 }
 
 impl Track {
