@@ -1,15 +1,20 @@
 """Media quality with the Python SDK (libwebrtc) on both ends: each subscriber gets the
 simulcast layer it asks for (frame sizes as decoded), a publisher stops encoding layers nobody
-wants (dynacast), and active speakers are named from the audio levels the publishers send."""
+wants (dynacast), active speakers are named from the audio levels the publishers send, and
+connection quality falls for the participant whose link loses packets (nftables in a namespace
+of the test's own)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 from livekit import rtc
 
+from cluster import NOT_IN_VARIANT_RUNS
 from peers import Peer, Publisher, wait_for
+from regions import NFT, wan  # noqa: F401 - the namespace fixture
 
 HD = (1280, 720)
 # The layers LiveKit's SDKs publish for a 1280x720 camera: q 320x180, h 640x360, f 1280x720.
@@ -154,4 +159,81 @@ async def test_active_speakers_name_the_loud_participant_not_the_silent_one(pylo
         for p in pubs:
             p.stop()
         for p in (loud, quiet, c):
+            await p.close()
+
+
+def qualities(peer: Peer, identity: str) -> list:
+    return [e[2] for e in peer.events if e[0] == "quality" and e[1] == identity]
+
+
+EXCELLENT = rtc.ConnectionQuality.QUALITY_EXCELLENT
+
+
+async def test_connection_quality_is_excellent_on_a_clean_link(pylon):
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    pub = await Publisher(a.room).publish()
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 30, "B to decode A's video")
+        # Each is told its own quality and the other's; a late joiner gets the whole table.
+        for peer, about in [(a, "A"), (a, "B"), (b, "A"), (b, "B")]:
+            await wait_for(lambda: qualities(peer, about)[-1:] == [EXCELLENT], 15, f"{peer.identity} to see {about} EXCELLENT")
+        c = await Peer("C").connect(pylon.url, pylon.token("C"))
+        try:
+            await wait_for(lambda: qualities(c, "A")[-1:] == [EXCELLENT], 15, "late joiner C to see A EXCELLENT")
+        finally:
+            await c.close()
+        for peer, about in [(a, "A"), (a, "B"), (b, "A"), (b, "B")]:
+            assert set(qualities(peer, about)) == {EXCELLENT}, f"{peer.identity} saw {about}: {qualities(peer, about)}"
+    finally:
+        pub.stop()
+        await a.close()
+        await b.close()
+
+
+async def local_ports(peer: Peer) -> set[int]:
+    """The UDP ports of the peer's subscriber connection (its local ICE candidates)."""
+    stats = await peer.room.get_rtc_stats()
+    return {
+        s.local_candidate.candidate.port
+        for s in stats.subscriber_stats
+        if s.WhichOneof("stats") == "local_candidate" and s.local_candidate.candidate.protocol == "udp"
+    }
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_connection_quality_drops_for_a_subscriber_whose_link_loses_a_tenth_of_its_packets(wan, pylon_factory):
+    # The server in a namespace of the test's own, so that nftables there can drop what it
+    # sends to one subscriber's ports and nothing else.
+    net = wan.add_region("quality")
+    server = pylon_factory({}, host=net.host, netns=net.netns)
+    lossy = await Peer("L").connect(server.url, server.token("L"))
+    clean = await Peer("C").connect(server.url, server.token("C"))
+    a = await Peer("A").connect(server.url, server.token("A"))
+    pub = await Publisher(a.room).publish()
+    try:
+        for peer in (lossy, clean):
+            await wait_for(lambda: peer.video_frames("A/camera") > 10, 30, f"{peer.identity} to decode A's video")
+            await wait_for(lambda: qualities(peer, peer.identity)[-1:] == [EXCELLENT], 15, f"{peer.identity} EXCELLENT first")
+        ports = await local_ports(lossy)
+        assert ports, "L's subscriber connection has no UDP candidate"
+        port_set = ", ".join(str(p) for p in sorted(ports))
+        rules = f"""
+table inet pylon_loss {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    udp dport {{ {port_set} }} numgen random mod 100 < 10 drop
+  }}
+}}
+"""
+        r = subprocess.run(["ip", "netns", "exec", net.netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        worse = {rtc.ConnectionQuality.QUALITY_GOOD, rtc.ConnectionQuality.QUALITY_POOR}
+        await wait_for(lambda: qualities(clean, "L")[-1:] and qualities(clean, "L")[-1] in worse, 20, "C to see L's quality drop")
+        assert qualities(lossy, "L")[-1] in worse, f"L sees itself {qualities(lossy, 'L')}"
+        assert set(qualities(clean, "C")) == {EXCELLENT}, f"the clean subscriber: {qualities(clean, 'C')}"
+        assert set(qualities(clean, "A")) == {EXCELLENT}, f"the publisher: {qualities(clean, 'A')}"
+    finally:
+        pub.stop()
+        for p in (a, lossy, clean):
             await p.close()

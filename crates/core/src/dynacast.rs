@@ -119,13 +119,17 @@ impl Shard {
             return;
         };
         debug!(track = %sid, ?top, "dynacast: layers wanted");
-        let qualities: Vec<lk::SubscribedQuality> = [lk::VideoQuality::Low, lk::VideoQuality::Medium, lk::VideoQuality::High]
-            .into_iter()
-            .map(|q| lk::SubscribedQuality {
-                quality: q as i32,
-                enabled: top.is_some_and(|top| q as Layer <= top),
-            })
-            .collect();
+        let qualities: Vec<lk::SubscribedQuality> = [
+            lk::VideoQuality::Low,
+            lk::VideoQuality::Medium,
+            lk::VideoQuality::High,
+        ]
+        .into_iter()
+        .map(|q| lk::SubscribedQuality {
+            quality: q as i32,
+            enabled: top.is_some_and(|top| q as Layer <= top),
+        })
+        .collect();
         let update = lk::SubscribedQualityUpdate {
             track_sid: sid.to_string(),
             subscribed_codecs: codec
@@ -138,7 +142,10 @@ impl Shard {
             subscribed_qualities: qualities,
         };
         let session = self.participants.get(&owner).and_then(|p| p.session);
-        self.send(session, lk::signal_response::Message::SubscribedQualityUpdate(update));
+        self.send(
+            session,
+            lk::signal_response::Message::SubscribedQualityUpdate(update),
+        );
     }
 }
 
@@ -165,7 +172,11 @@ mod tests {
         assert_eq!(d.update(later, None), None);
         assert_eq!(d.update(later + Duration::from_secs(1), Some(1)), None);
         assert!(!d.pending());
-        assert_eq!(d.update(later + Duration::from_secs(5), Some(1)), None, "the hold restarted");
+        assert_eq!(
+            d.update(later + Duration::from_secs(5), Some(1)),
+            None,
+            "the hold restarted"
+        );
         // Nobody, for long enough: every layer off.
         assert_eq!(d.update(later + Duration::from_secs(6), None), None);
         assert_eq!(d.update(later + Duration::from_secs(9), None), Some(None));

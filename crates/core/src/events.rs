@@ -39,21 +39,27 @@ impl Shard {
                 }
             }
             // Counters for the metrics: NACKs and loss subscribers report, NACKs sent to
-            // publishers (str0m answers and sends them itself).
+            // publishers (str0m answers and sends them itself); loss, packets and round trips
+            // for connection quality.
             Event::MediaEgressStats(st) if pc == PcKind::Subscriber => {
                 if let Some(p) = self.participants.get_mut(&key) {
                     let lost = st.remote.map_or(0, |r| r.packets_lost);
-                    let [nacks, lost] = p
-                        .subscriber
-                        .stream_totals
-                        .update(st.mid, st.rid, [st.nacks, lost]);
+                    let [nacks, lost, sent] =
+                        p.subscriber
+                            .stream_totals
+                            .update(st.mid, st.rid, [st.nacks, lost, st.packets]);
                     self.stats.nacks_in += nacks;
                     self.stats.lost_out += lost;
+                    p.link.down_sent += sent;
+                    p.link.down_lost += lost;
+                    if let Some(rtt) = st.rtt {
+                        p.link.rtt_seen(rtt);
+                    }
                 }
             }
             Event::MediaIngressStats(st) if pc == PcKind::Publisher => {
                 if let Some(p) = self.participants.get_mut(&key) {
-                    let [nacks, _] = p.publisher.stream_totals.update(st.mid, st.rid, [st.nacks, 0]);
+                    let [nacks, ..] = p.publisher.stream_totals.update(st.mid, st.rid, [st.nacks, 0, 0]);
                     self.stats.nacks_out += nacks;
                 }
             }

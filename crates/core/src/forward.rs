@@ -54,7 +54,10 @@ impl Shard {
         // Padding-only packets (bandwidth probes) take sequence numbers but carry no media:
         // they must neither make a simulcast layer look alive nor go to subscribers, whose own
         // sender pads as needed.
-        self.stats.lost_in += t.loss[layer as usize].record(*pkt.seq_no);
+        let lost = t.loss[layer as usize].record(*pkt.seq_no);
+        self.stats.lost_in += lost;
+        t.upstream[0] += 1;
+        t.upstream[1] += lost;
         if pkt.payload.is_empty() {
             return;
         }

@@ -28,6 +28,7 @@ pub mod negotiation;
 pub mod participant;
 pub mod peer;
 mod publish;
+pub mod quality;
 pub mod relay;
 pub mod room;
 pub mod shard;

@@ -182,6 +182,11 @@ impl Shard {
         if mirrored.is_empty() {
             return;
         }
+        for key in r.remotes.clone() {
+            if let Some(m) = self.remotes.get_mut(&key).filter(|m| mirrored.contains(&m.sid)) {
+                m.quality = Some(quality);
+            }
+        }
         let updates = (mirrored.iter())
             .map(|sid| lk::ConnectionQualityInfo {
                 participant_sid: sid.as_str().to_string(),

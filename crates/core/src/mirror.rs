@@ -247,6 +247,7 @@ impl Shard {
                     info: state.info.clone(),
                     subscribe_allow: None,
                     tracks: Vec::new(),
+                    quality: None,
                 };
                 debug!(%room, participant = %sid, place = %from, "mirror added");
                 self.remotes.insert(key, m);
@@ -394,7 +395,8 @@ impl Shard {
                 sinks: Vec::new(),
                 last_keyframe_request: None,
                 dynacast: Default::default(),
-            speech: Default::default(),
+                speech: Default::default(),
+                upstream: [0; 2],
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

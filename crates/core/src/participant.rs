@@ -17,6 +17,7 @@ use crate::ids::{
 };
 use crate::negotiation::SubscriberNegotiation;
 use crate::peer::{PcKind, Peer};
+use crate::quality::LinkQuality;
 use crate::track::{DownTrack, Track};
 
 /// A track announced with AddTrack whose media section has not been matched yet.
@@ -75,6 +76,8 @@ pub struct Participant {
     pub warned_data: bool,
     /// Whether refusing an AddTrack over the track limits was logged (once per participant).
     pub warned_tracks: bool,
+    /// Its transport in the current connection-quality window (`quality.rs`).
+    pub link: LinkQuality,
 }
 
 impl Participant {
@@ -178,6 +181,8 @@ pub struct RemoteParticipant {
     pub subscribe_allow: Option<SubscriptionPermission>,
     /// Mirrors of its published tracks.
     pub tracks: Vec<TrackKey>,
+    /// Its connection quality as its host (or a silent region's link) last announced it.
+    pub quality: Option<lk::ConnectionQuality>,
 }
 
 /// Whether a publisher's permission setting lets `sid`/`identity` subscribe to `track`.

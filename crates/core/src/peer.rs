@@ -49,16 +49,17 @@ pub struct Peer {
 /// How often str0m reports each stream's counters (NACKs, reported loss) for the metrics.
 pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Per stream (mid, rid): the last cumulative [NACKs, packets lost] str0m reported.
+/// Per stream (mid, rid): the last cumulative [NACKs, packets lost, packets sent] str0m
+/// reported.
 #[derive(Default)]
-pub struct StreamTotals(rustc_hash::FxHashMap<(Mid, Option<Rid>), [u64; 2]>);
+pub struct StreamTotals(rustc_hash::FxHashMap<(Mid, Option<Rid>), [u64; 3]>);
 
 impl StreamTotals {
     /// Record a stream's cumulative counts; returns how much each grew since the last report.
-    pub fn update(&mut self, mid: Mid, rid: Option<Rid>, now: [u64; 2]) -> [u64; 2] {
+    pub fn update(&mut self, mid: Mid, rid: Option<Rid>, now: [u64; 3]) -> [u64; 3] {
         let last = self.0.entry((mid, rid)).or_default();
-        let grew = [now[0].saturating_sub(last[0]), now[1].saturating_sub(last[1])];
-        *last = [last[0].max(now[0]), last[1].max(now[1])];
+        let grew = std::array::from_fn(|i| now[i].saturating_sub(last[i]));
+        *last = std::array::from_fn(|i| last[i].max(now[i]));
         grew
     }
 }

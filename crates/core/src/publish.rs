@@ -96,6 +96,7 @@ impl Shard {
             last_keyframe_request: None,
             dynacast: Default::default(),
             speech: Default::default(),
+            upstream: [0; 2],
         };
         p.tracks.push(tkey);
         p.bump_version();

@@ -59,8 +59,9 @@ pub enum RelayMessage {
     },
     /// A data packet for the receiver's participants of `room`.
     Data { room: RoomName, packet: Arc<DataOut> },
-    /// The connection quality of participants the sender mirrors from a third place changed
-    /// (their region went silent, or came back): the receiver shows it to its participants.
+    /// The connection quality of participants the sender hosts (`quality.rs`), or mirrors from
+    /// a third place (their region went silent, or came back), changed: the receiver shows it
+    /// to its participants.
     Quality {
         room: RoomName,
         quality: lk::ConnectionQuality,

@@ -310,6 +310,8 @@ pub struct Shard {
     /// only ones housekeeping looks at.
     pub(crate) detached: FxHashSet<ParticipantKey>,
     next_housekeeping: Instant,
+    /// When connection qualities are next scored (`quality.rs`).
+    next_quality: Instant,
     pub(crate) stats: ShardStats,
     /// The counters as last logged (they are logged when they change).
     logged_stats: ShardStats,
@@ -351,6 +353,7 @@ impl Shard {
             timers: Timers::default(),
             detached: FxHashSet::default(),
             next_housekeeping: now,
+            next_quality: now + crate::quality::QUALITY_INTERVAL,
             stats: ShardStats::default(),
             logged_stats: ShardStats::default(),
             fanout: Vec::new(),
@@ -578,6 +581,10 @@ impl Shard {
         self.expire_silent_places(now);
         self.recheck_dynacast(now);
         self.update_speakers();
+        if now >= self.next_quality {
+            self.next_quality = now + crate::quality::QUALITY_INTERVAL;
+            self.update_qualities(now);
+        }
         if self.stats != self.logged_stats {
             let s = &self.stats;
             debug!(

@@ -9,15 +9,15 @@ use str0m::Candidate;
 use tracing::{debug, info, warn};
 
 use crate::command::{AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission};
-use crate::forwarder::{Layer, MAX_LAYERS};
-use crate::track::layer_for_size;
 use crate::config::{PING_INTERVAL_SECS, PING_TIMEOUT_SECS};
+use crate::forwarder::{Layer, MAX_LAYERS};
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
 use crate::limits;
 use crate::negotiation::{AnswerOutcome, SubscriberNegotiation};
 use crate::participant::{Channels, Participant, PendingTrack};
 use crate::peer::{PcKind, PeerRef};
 use crate::shard::{leave_msg, update, JoinError, JoinParams, Output, ResumeParams, Shard};
+use crate::track::layer_for_size;
 
 /// Codecs offered to publishers in JoinResponse, most preferred first.
 const PUBLISH_CODECS: [&str; 5] = ["audio/opus", "video/VP8", "video/H264", "video/VP9", "video/AV1"];
@@ -85,6 +85,7 @@ impl Shard {
             unmatched_media: Vec::new(),
             warned_data: false,
             warned_tracks: false,
+            link: Default::default(),
         };
         info!(room = %p.room, participant = %sid, identity = %p.identity, "participant joined");
         self.participants.insert(key, p);
@@ -490,7 +491,8 @@ impl Shard {
                 } else if t.kind.is_video() {
                     // Converge on the new layer at its next keyframe; until then the current
                     // one keeps flowing.
-                    dt.forwarder.set_target(dt.target_for(t.best_layer(now)).or(Some(0)));
+                    dt.forwarder
+                        .set_target(dt.target_for(t.best_layer(now)).or(Some(0)));
                 } else if wakes {
                     dt.forwarder.set_target(Some(0));
                 }

@@ -126,7 +126,8 @@ impl Shard {
             let changes = speaker_changes(&r.speakers, &now);
             r.speakers = now;
             if !changes.is_empty() {
-                let msg = lk::signal_response::Message::SpeakersChanged(lk::SpeakersChanged { speakers: changes });
+                let msg =
+                    lk::signal_response::Message::SpeakersChanged(lk::SpeakersChanged { speakers: changes });
                 self.broadcast(&room, msg, None);
             }
         }
@@ -190,7 +191,10 @@ mod tests {
         let first = window(&mut m, &[-6; 25]);
         let second = window(&mut m, &[-20; 25]);
         assert!(second < first, "smoothed towards the quieter window");
-        assert!(window(&mut m, &[-127; 25]) > 0.0, "one quiet window halves the level");
+        assert!(
+            window(&mut m, &[-127; 25]) > 0.0,
+            "one quiet window halves the level"
+        );
         assert_eq!(window(&mut m, &[-127; 25]), 0.0, "two end it");
     }
 
@@ -204,7 +208,10 @@ mod tests {
         let before = vec![(a.clone(), 0.5), (b.clone(), 0.2)];
         let now = vec![(c.clone(), 0.6), (a.clone(), 0.5)];
         let changes = speaker_changes(&before, &now);
-        let got: Vec<(String, f32, bool)> = changes.iter().map(|s| (s.sid.clone(), s.level, s.active)).collect();
+        let got: Vec<(String, f32, bool)> = changes
+            .iter()
+            .map(|s| (s.sid.clone(), s.level, s.active))
+            .collect();
         assert_eq!(
             got,
             vec![("PA_c".into(), 0.6, true), ("PA_b".into(), 0.0, false)],

@@ -7,11 +7,11 @@ use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use crate::dynacast::Dynacast;
-use crate::speakers::SpeechMeter;
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
 use crate::keyframe::VideoCodec;
 use crate::loss::LossCounter;
+use crate::speakers::SpeechMeter;
 use crate::vp8_munger::Vp8Munger;
 
 /// Keyframe requests to one track are sent at most this often (per place: the origin
@@ -62,7 +62,11 @@ impl LayerMask {
 pub fn layer_for_size(info: &lk::TrackInfo, width: u32, height: u32) -> Layer {
     let top = MAX_LAYERS as Layer - 1;
     let portrait = info.width < info.height;
-    let (short, long) = if portrait { (width, height) } else { (height, width) };
+    let (short, long) = if portrait {
+        (width, height)
+    } else {
+        (height, width)
+    };
     // A request with one side only: scale the other from the track's aspect ratio.
     let asked = if short > 0 {
         short
@@ -141,6 +145,9 @@ pub struct Track {
     pub dynacast: Dynacast,
     /// Speech in the audio that reaches this place (audio tracks only).
     pub speech: SpeechMeter,
+    /// [packets received, sequence numbers lost] since the last quality window (published
+    /// here only; `quality.rs`).
+    pub upstream: [u64; 2],
 }
 
 impl Track {
@@ -299,16 +306,28 @@ mod tests {
     #[test]
     fn an_element_gets_the_smallest_layer_that_covers_it() {
         use lk::VideoQuality::*;
-        let hd = info(1280, 720, &[(High, 1280, 720), (Low, 320, 180), (Medium, 640, 360)]);
+        let hd = info(
+            1280,
+            720,
+            &[(High, 1280, 720), (Low, 320, 180), (Medium, 640, 360)],
+        );
         assert_eq!(layer_for_size(&hd, 160, 90), 0);
         assert_eq!(layer_for_size(&hd, 320, 180), 0);
         assert_eq!(layer_for_size(&hd, 350, 197), 0, "within 10 %");
         assert_eq!(layer_for_size(&hd, 480, 270), 1);
         assert_eq!(layer_for_size(&hd, 1280, 720), 2);
         assert_eq!(layer_for_size(&hd, 3840, 2160), 2, "larger than every layer");
-        assert_eq!(layer_for_size(&hd, 600, 0), 1, "width only: height from the aspect ratio");
+        assert_eq!(
+            layer_for_size(&hd, 600, 0),
+            1,
+            "width only: height from the aspect ratio"
+        );
         // Portrait: judged on the width.
-        let tall = info(720, 1280, &[(Low, 180, 320), (Medium, 360, 640), (High, 720, 1280)]);
+        let tall = info(
+            720,
+            1280,
+            &[(Low, 180, 320), (Medium, 360, 640), (High, 720, 1280)],
+        );
         assert_eq!(layer_for_size(&tall, 180, 320), 0);
         assert_eq!(layer_for_size(&tall, 700, 1250), 2);
         // Two layers only: the top one is MEDIUM.

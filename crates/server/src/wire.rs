@@ -9,7 +9,8 @@
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use pylon_core::command::{
-    AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission, TrackPermission, VideoLayer,
+    AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission, TrackPermission,
+    VideoLayer,
 };
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, TrackSid};
 use pylon_core::peer::PcKind;
@@ -235,7 +236,9 @@ mod tests {
                 ..Default::default()
             };
             match signal_command(req(Req::TrackSetting(s))).unwrap() {
-                SignalCommand::TrackSettings { disabled, quality, .. } => (disabled, quality),
+                SignalCommand::TrackSettings {
+                    disabled, quality, ..
+                } => (disabled, quality),
                 other => panic!("{other:?}"),
             }
         };
@@ -244,7 +247,13 @@ mod tests {
         assert_eq!(settings(Medium, 0, 0, false), (false, QualityRequest::Layer(1)));
         assert_eq!(
             settings(Low, 320, 180, false),
-            (false, QualityRequest::Size { width: 320, height: 180 })
+            (
+                false,
+                QualityRequest::Size {
+                    width: 320,
+                    height: 180
+                }
+            )
         );
         assert!(settings(Off, 0, 0, false).0, "OFF pauses");
         assert!(settings(High, 0, 0, true).0);
