@@ -171,11 +171,14 @@ impl Shard {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
+        // Mirrors here whose quality changes (clients are not told the same quality twice).
         let mirrored: Vec<ParticipantSid> = (sids.iter())
             .filter(|sid| {
-                r.remotes
-                    .iter()
-                    .any(|k| self.remotes.get(k).is_some_and(|m| &m.sid == *sid))
+                r.remotes.iter().any(|k| {
+                    self.remotes
+                        .get(k)
+                        .is_some_and(|m| &m.sid == *sid && m.quality != Some(quality))
+                })
             })
             .cloned()
             .collect();

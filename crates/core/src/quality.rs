@@ -45,8 +45,6 @@ pub struct LinkQuality {
     pub rtt: Option<Duration>,
     /// The quality last announced (`None`: never).
     pub announced: Option<Q>,
-    /// Whether this participant was sent the whole table.
-    pub synced: bool,
 }
 
 impl LinkQuality {
@@ -162,22 +160,22 @@ impl Shard {
         Some((p.sid.clone(), quality_of(score), score))
     }
 
-    /// Send a room's changes to its synced members and the whole table to new ones; pass the
-    /// changes on to the room's other places.
+    /// Send a room's changes to its members and pass them on to the room's other places.
     fn announce_qualities(
         &mut self,
         room: &RoomName,
         members: &[ParticipantKey],
         changed: &[(ParticipantSid, Q, f32)],
     ) {
-        if !changed.is_empty() {
+        if changed.is_empty() {
+            return;
+        }
+        {
             let updates: Vec<_> = changed.iter().map(|(sid, q, s)| info(sid, *q, *s)).collect();
             let msg =
                 lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
             for key in members {
-                if self.participants.get(key).is_some_and(|p| p.link.synced) {
-                    self.send_to(*key, msg.clone());
-                }
+                self.send_to(*key, msg.clone());
             }
             for q in [Q::Excellent, Q::Good, Q::Poor, Q::Lost] {
                 let sids: Vec<ParticipantSid> = changed
@@ -198,21 +196,12 @@ impl Shard {
                 }
             }
         }
-        let unsynced: Vec<ParticipantKey> = members
-            .iter()
-            .copied()
-            .filter(|k| {
-                self.participants
-                    .get(k)
-                    .is_some_and(|p| !p.link.synced && p.session.is_some())
-            })
-            .collect();
-        if unsynced.is_empty() {
-            return;
-        }
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
+    }
+
+    /// What a joining participant is told after its join response: the known quality of
+    /// everyone in the room (`None`: nothing known yet).
+    pub(crate) fn quality_table(&self, room: &RoomName) -> Option<lk::signal_response::Message> {
+        let r = self.rooms.get(room)?;
         let hosted = (r.members.iter())
             .filter_map(|k| self.participants.get(k))
             .filter_map(|p| p.link.announced.map(|q| (&p.sid, q)));
@@ -221,19 +210,14 @@ impl Shard {
             .filter_map(|m| m.quality.map(|q| (&m.sid, q)));
         let updates: Vec<_> = hosted
             .chain(mirrored)
-            .map(|(sid, q)| info(sid, q, if q == Q::Lost { 0.0 } else { mos_of_quality(q) }))
+            .map(|(sid, q)| info(sid, q, mos_of_quality(q)))
             .collect();
-        let msg = lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
-        for key in unsynced {
-            if let Some(p) = self.participants.get_mut(&key) {
-                p.link.synced = true;
-            }
-            self.send_to(key, msg.clone());
-        }
+        (!updates.is_empty())
+            .then(|| lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates }))
     }
 }
 
-/// A representative score for a quality (the table sent to new members keeps no scores).
+/// A representative score for a quality (the table sent to joiners keeps no scores).
 fn mos_of_quality(q: Q) -> f32 {
     match q {
         Q::Excellent => 4.5,

@@ -178,9 +178,12 @@ impl Shard {
         let Some(p) = self.participants.get(&key) else {
             return;
         };
-        let (session, can_subscribe) = (p.session, p.permission.can_subscribe);
+        let (session, can_subscribe, room) = (p.session, p.permission.can_subscribe, p.room.clone());
         let join = self.join_response(key);
         self.send(session, Resp::Join(join));
+        if let Some(table) = self.quality_table(&room) {
+            self.send(session, table);
+        }
         if can_subscribe {
             self.negotiate(key);
         }
