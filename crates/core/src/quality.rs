@@ -212,8 +212,12 @@ impl Shard {
             .chain(mirrored)
             .map(|(sid, q)| info(sid, q, mos_of_quality(q)))
             .collect();
-        (!updates.is_empty())
-            .then(|| lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates }))
+        if updates.is_empty() {
+            return None;
+        }
+        Some(lk::signal_response::Message::ConnectionQuality(
+            lk::ConnectionQualityUpdate { updates },
+        ))
     }
 }
 
