@@ -15,7 +15,7 @@ from livekit.protocol import models as proto_models
 from livekit.protocol import rtc as proto
 
 from cluster import NOT_IN_VARIANT_RUNS
-from peers import Peer, Publisher, wait_for
+from peers import Peer, Publisher, a_to_b, wait_for
 from rawsignal import next_response, open_signal
 from regions import NFT, wan  # noqa: F401 - the namespace fixture
 
@@ -185,11 +185,7 @@ EXCELLENT = rtc.ConnectionQuality.QUALITY_EXCELLENT
 
 
 async def test_connection_quality_is_excellent_on_a_clean_link(pylon):
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    a = await Peer("A").connect(pylon.url, pylon.token("A"))
-    pub = await Publisher(a.room).publish()
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 30, "B to decode A's video")
+    async with a_to_b(pylon) as (a, b):
         # Each is told its own quality and the other's; a late joiner gets the whole table.
         for peer, about in [(a, "A"), (a, "B"), (b, "A"), (b, "B")]:
             await wait_for(lambda: qualities(peer, about)[-1:] == [EXCELLENT], 15, f"{peer.identity} to see {about} EXCELLENT")
@@ -200,10 +196,6 @@ async def test_connection_quality_is_excellent_on_a_clean_link(pylon):
             await c.close()
         for peer, about in [(a, "A"), (a, "B"), (b, "A"), (b, "B")]:
             assert set(qualities(peer, about)) == {EXCELLENT}, f"{peer.identity} saw {about}: {qualities(peer, about)}"
-    finally:
-        pub.stop()
-        await a.close()
-        await b.close()
 
 
 async def local_ports(peer: Peer) -> set[int]:
@@ -255,44 +247,36 @@ table inet pylon_loss {{
 
 
 async def test_absurd_track_settings_are_ignored_and_disturb_nobody(pylon, http):
-    b = await Peer("B").connect(pylon.url, pylon.token("B"))
-    a = await Peer("A").connect(pylon.url, pylon.token("A"))
-    pub = await Publisher(a.room).publish()
-    ws = None
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 30, "B to decode A's video")
+    async with a_to_b(pylon) as (_, b):
         # A hand-written client, subscribed to A's camera, asks for absurd things fast.
         ws = await open_signal(http, pylon.url, pylon.token("X"))
-        join = await next_response(ws)
-        (video,) = [
-            t.sid
-            for p in join.join.other_participants
-            if p.identity == "A"
-            for t in p.tracks
-            if t.type == proto_models.TrackType.VIDEO
-        ]
-        for i in range(400):
-            settings = proto.UpdateTrackSettings(
-                track_sids=[video, "TR_doesnotexist", "not a sid"],
-                disabled=i % 3 == 0,
-                quality=[0, 1, 2, 3, 99, -1][i % 6],
-                width=[0, 1, 2**32 - 1, 640][i % 4],
-                height=[0, 2**32 - 1, 1, 360][i % 4],
-                fps=2**32 - 1,
-            )
-            await ws.send_bytes(proto.SignalRequest(track_setting=settings).SerializeToString())
-        # B, who asked for nothing, keeps the full picture; the server answers X still.
-        before = b.video_frames("A/camera")
-        await wait_for(lambda: b.video_frames("A/camera") > before + 30, 15, "B's video to keep flowing")
-        assert b.video["A/camera"].size == (640, 360)
-        await ws.send_bytes(proto.SignalRequest(ping_req=proto.Ping(timestamp=7)).SerializeToString())
-        async with asyncio.timeout(10):
-            while (r := await next_response(ws)) is not None and r.WhichOneof("message") != "pong_resp":
-                pass
-        assert r is not None and r.pong_resp.last_ping_timestamp == 7, "X's session is still served"
-    finally:
-        if ws is not None:
+        try:
+            join = await next_response(ws)
+            (video,) = [
+                t.sid
+                for p in join.join.other_participants
+                if p.identity == "A"
+                for t in p.tracks
+                if t.type == proto_models.TrackType.VIDEO
+            ]
+            for i in range(400):
+                settings = proto.UpdateTrackSettings(
+                    track_sids=[video, "TR_doesnotexist", "not a sid"],
+                    disabled=i % 3 == 0,
+                    quality=[0, 1, 2, 3, 99, -1][i % 6],
+                    width=[0, 1, 2**32 - 1, 640][i % 4],
+                    height=[0, 2**32 - 1, 1, 360][i % 4],
+                    fps=2**32 - 1,
+                )
+                await ws.send_bytes(proto.SignalRequest(track_setting=settings).SerializeToString())
+            # B, who asked for nothing, keeps the full picture; the server answers X still.
+            before = b.video_frames("A/camera")
+            await wait_for(lambda: b.video_frames("A/camera") > before + 30, 15, "B's video to keep flowing")
+            assert b.video["A/camera"].size == (640, 360)
+            await ws.send_bytes(proto.SignalRequest(ping_req=proto.Ping(timestamp=7)).SerializeToString())
+            async with asyncio.timeout(10):
+                while (r := await next_response(ws)) is not None and r.WhichOneof("message") != "pong_resp":
+                    pass
+            assert r is not None and r.pong_resp.last_ping_timestamp == 7, "X's session is still served"
+        finally:
             await ws.close()
-        pub.stop()
-        await a.close()
-        await b.close()
