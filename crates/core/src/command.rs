@@ -59,6 +59,14 @@ pub enum SignalCommand {
     PingReq {
         timestamp: i64,
     },
+    /// Publish a data track under the client's handle (`datatrack.rs`).
+    PublishDataTrack(PublishDataTrack),
+    /// Unpublish the data track of this handle.
+    UnpublishDataTrack {
+        handle: u32,
+    },
+    /// Subscribe to (true) or unsubscribe from data tracks by sid.
+    DataSubscription(Vec<(String, bool)>),
     /// A request we accept and have nothing to do for (sync state, simulate, layers, ...).
     Ignored,
 }
@@ -71,6 +79,17 @@ pub enum QualityRequest {
     /// The size of the element the video is shown in (adaptive stream); the smallest layer
     /// that covers it is chosen (`track::layer_for_size`).
     Size { width: u32, height: u32 },
+}
+
+/// A PublishDataTrackRequest. The encoding and schema are echoed to clients as given.
+#[derive(Debug, Clone)]
+pub struct PublishDataTrack {
+    pub handle: u32,
+    pub name: String,
+    /// `Encryption.Type`.
+    pub encryption: i32,
+    pub frame_encoding: Option<lk::DataTrackFrameEncoding>,
+    pub schema: Option<lk::DataTrackSchemaId>,
 }
 
 /// An AddTrack request: a track the client is about to publish.
@@ -147,6 +166,17 @@ impl SubscriptionPermission {
                 let who = g.participant_sid.as_ref() == Some(sid)
                     || g.participant_identity.as_ref() == Some(identity);
                 who && (g.all_tracks || g.tracks.contains(track))
+            })
+    }
+
+    /// Whether the participant may subscribe to the publisher's data tracks: granted everyone,
+    /// or all of the publisher's tracks (grants naming single data tracks are not read yet).
+    pub fn allows_data(&self, sid: &ParticipantSid, identity: &ParticipantIdentity) -> bool {
+        self.all_participants
+            || self.grants.iter().any(|g| {
+                let who = g.participant_sid.as_ref() == Some(sid)
+                    || g.participant_identity.as_ref() == Some(identity);
+                who && g.all_tracks
             })
     }
 }

@@ -20,6 +20,8 @@ pub enum DataKind {
 /// The data channel labels LiveKit's SDKs open.
 pub const RELIABLE_LABEL: &str = "_reliable";
 pub const LOSSY_LABEL: &str = "_lossy";
+/// The channel data-track packets travel on (unordered, no retransmits; `datatrack.rs`).
+pub const DATA_TRACK_LABEL: &str = "_data_track";
 
 impl DataKind {
     pub fn from_label(label: &str) -> Option<DataKind> {

@@ -9,7 +9,7 @@ use livekit_protocol as lk;
 use str0m::channel::{ChannelData, ChannelId};
 use tracing::{debug, warn};
 
-use crate::data::{self, DataKind, DataSender, Destinations};
+use crate::data::{self, DataKind, DataSender, Destinations, DATA_TRACK_LABEL};
 use crate::ids::{ParticipantKey, RoomName};
 use crate::peer::{PcKind, PeerRef};
 use crate::relay::{DataOut, RelayMessage};
@@ -20,6 +20,14 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&peer.key) else {
             return;
         };
+        if label == DATA_TRACK_LABEL {
+            debug!(participant = %p.sid, pc = ?peer.pc, label, "data channel open");
+            match peer.pc {
+                PcKind::Publisher => p.pub_channels.track = Some(id),
+                PcKind::Subscriber => p.sub_channels.track = Some(id),
+            }
+            return;
+        }
         let Some(kind) = DataKind::from_label(label) else {
             return;
         };
@@ -32,17 +40,24 @@ impl Shard {
 
     pub(crate) fn on_channel_close(&mut self, peer: PeerRef, id: ChannelId) {
         if let Some(p) = self.participants.get_mut(&peer.key) {
-            match peer.pc {
-                PcKind::Publisher => p.pub_channels.open.remove(&id),
-                PcKind::Subscriber => p.sub_channels.open.remove(&id),
+            let channels = match peer.pc {
+                PcKind::Publisher => &mut p.pub_channels,
+                PcKind::Subscriber => &mut p.sub_channels,
             };
+            channels.open.remove(&id);
+            if channels.track == Some(id) {
+                channels.track = None;
+            }
         }
     }
 
-    pub(crate) fn on_channel_data(&mut self, _now: Instant, key: ParticipantKey, d: ChannelData) {
+    pub(crate) fn on_channel_data(&mut self, now: Instant, key: ParticipantKey, d: ChannelData) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        if p.pub_channels.track == Some(d.id) {
+            return self.on_data_track_packet(now, key, d);
+        }
         let Some(kind) = p.pub_channels.open.get(&d.id).copied() else {
             return;
         };

@@ -84,6 +84,12 @@ sid!(
 );
 
 sid!(
+    /// Server-assigned id of one published data track.
+    DataTrackSid,
+    "DTR_"
+);
+
+sid!(
     /// Id of one webhook event, stable across delivery retries.
     EventId,
     "EV_"

@@ -14,6 +14,7 @@ pub mod command;
 pub mod config;
 pub mod data;
 mod datachannel;
+pub mod datatrack;
 pub mod dynacast;
 mod events;
 mod forward;

@@ -16,6 +16,13 @@ pub const MAX_ATTRIBUTES_SIZE: usize = 64_000;
 /// it may publish: a client cannot grow the server's state without bound.
 pub const MAX_PENDING_TRACKS: usize = 32;
 pub const MAX_PUBLISHED_TRACKS: usize = 64;
+/// Most data tracks one participant may publish, and most it may receive at once.
+pub const MAX_DATA_TRACKS: usize = 64;
+pub const MAX_DATA_SUBSCRIPTIONS: usize = 1024;
+/// Longest data track name, in bytes (LiveKit's).
+pub const MAX_DATA_TRACK_NAME_LEN: usize = 256;
+/// Subscription changes read from one `UpdateDataSubscription`; the rest are dropped.
+pub const MAX_DATA_SUBSCRIPTION_UPDATES: usize = 256;
 
 /// Which limit a value broke.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

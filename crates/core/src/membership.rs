@@ -386,6 +386,10 @@ impl Shard {
             return;
         };
         info!(room = %p.room, participant = %p.sid, identity = %p.identity, ?reason, "participant left");
+        self.close_data_tracks(key);
+        let Some(p) = self.participants.get(&key) else {
+            return;
+        };
         let info = p.info(&self.tracks);
         let (room, sid, identity, active, hidden) = (
             p.room.clone(),

@@ -13,7 +13,7 @@ use str0m::channel::{ChannelConfig, Reliability};
 use str0m::media::{Direction, Mid};
 use str0m::Rtc;
 
-use crate::data::{LOSSY_LABEL, RELIABLE_LABEL};
+use crate::data::{DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL};
 use crate::ids::{TrackKey, TrackSid};
 use crate::track::{DownTrack, ParkedDownTrack};
 
@@ -71,6 +71,12 @@ impl SubscriberNegotiation {
             });
             api.add_channel_with_config(ChannelConfig {
                 label: LOSSY_LABEL.into(),
+                ordered: false,
+                reliability: Reliability::MaxRetransmits { retransmits: 0 },
+                ..Default::default()
+            });
+            api.add_channel_with_config(ChannelConfig {
+                label: DATA_TRACK_LABEL.into(),
                 ordered: false,
                 reliability: Reliability::MaxRetransmits { retransmits: 0 },
                 ..Default::default()

@@ -12,6 +12,7 @@ use str0m::media::{MediaKind, Mid};
 
 use crate::command::SubscriptionPermission;
 use crate::data::DataKind;
+use crate::datatrack::{DataSub, DataTrack};
 use crate::ids::{
     ParticipantIdentity, ParticipantKey, ParticipantSid, PlaceId, RoomName, SessionId, TrackKey, TrackSid,
 };
@@ -31,6 +32,8 @@ pub struct PendingTrack {
 #[derive(Default, Debug)]
 pub struct Channels {
     pub open: HashMap<ChannelId, DataKind>,
+    /// The `_data_track` channel, once open.
+    pub track: Option<ChannelId>,
 }
 
 impl Channels {
@@ -78,6 +81,12 @@ pub struct Participant {
     pub warned_tracks: bool,
     /// Its transport in the current connection-quality window (`quality.rs`).
     pub link: LinkQuality,
+    /// Data tracks it publishes, in publish order (`datatrack.rs`).
+    pub data_tracks: Vec<DataTrack>,
+    /// Data tracks it receives, by the handle this subscriber knows them by.
+    pub data_subs: Vec<DataSub>,
+    /// The last subscriber handle handed out (handles are never reused in a session).
+    pub last_data_handle: u16,
 }
 
 impl Participant {
@@ -141,7 +150,8 @@ impl Participant {
                 agent: p.agent,
                 ..Default::default()
             }),
-            is_publisher: !self.tracks.is_empty(),
+            data_tracks: self.data_tracks.iter().map(|t| t.info.clone()).collect(),
+            is_publisher: !self.tracks.is_empty() || !self.data_tracks.is_empty(),
             kind: self.kind,
             attributes: self.attributes.clone(),
             client_protocol: 0,
@@ -166,6 +176,7 @@ pub fn departed(mut info: lk::ParticipantInfo, reason: lk::DisconnectReason) -> 
     info.version += 1;
     info.disconnect_reason = reason as i32;
     info.tracks.clear();
+    info.data_tracks.clear();
     info
 }
 

@@ -320,6 +320,9 @@ pub struct Shard {
     pub(crate) fanout: Vec<ParticipantKey>,
     /// Reused buffer of the relay sinks a packet goes to.
     pub(crate) sinks: Vec<crate::track::Sink>,
+    /// Reused by the data-track fan-out: its subscribers, and the packet being rewritten.
+    pub(crate) data_fanout: Vec<(ParticipantKey, u16)>,
+    pub(crate) data_scratch: Vec<u8>,
     /// The earliest time a room stops waiting for its linked places' snapshots.
     pub(crate) link_deadline: Option<Instant>,
     /// Region places whose link is down, and when their participants go.
@@ -358,6 +361,8 @@ impl Shard {
             logged_stats: ShardStats::default(),
             fanout: Vec::new(),
             sinks: Vec::new(),
+            data_fanout: Vec::new(),
+            data_scratch: Vec::new(),
             link_deadline: None,
             silent_places: Vec::new(),
         }

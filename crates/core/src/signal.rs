@@ -86,6 +86,9 @@ impl Shard {
             warned_data: false,
             warned_tracks: false,
             link: Default::default(),
+            data_tracks: Vec::new(),
+            data_subs: Vec::new(),
+            last_data_handle: 0,
         };
         info!(room = %p.room, participant = %sid, identity = %p.identity, "participant joined");
         self.participants.insert(key, p);
@@ -310,6 +313,9 @@ impl Shard {
                 };
                 self.send_to(key, Resp::PongResp(pong));
             }
+            SignalCommand::PublishDataTrack(req) => self.on_publish_data_track(key, req),
+            SignalCommand::UnpublishDataTrack { handle } => self.on_unpublish_data_track(key, handle),
+            SignalCommand::DataSubscription(updates) => self.on_data_subscription(key, updates),
             SignalCommand::Ignored => {}
         }
         self.drain_dirty(now);

@@ -9,8 +9,8 @@
 use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use pylon_core::command::{
-    AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission, TrackPermission,
-    VideoLayer,
+    AddTrack, MetadataUpdate, PublishDataTrack, QualityRequest, SignalCommand, SubscriptionPermission,
+    TrackPermission, VideoLayer,
 };
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, TrackSid};
 use pylon_core::peer::PcKind;
@@ -77,6 +77,21 @@ pub fn signal_command(req: lk::SignalRequest) -> Result<SignalCommand, WireError
             name: non_empty(m.name),
             attributes: m.attributes,
         }),
+        Req::PublishDataTrackRequest(r) => SignalCommand::PublishDataTrack(PublishDataTrack {
+            handle: r.pub_handle,
+            name: r.name,
+            encryption: r.encryption,
+            frame_encoding: r.frame_encoding,
+            schema: r.schema,
+        }),
+        Req::UnpublishDataTrackRequest(r) => SignalCommand::UnpublishDataTrack { handle: r.pub_handle },
+        Req::UpdateDataSubscription(s) => SignalCommand::DataSubscription(
+            s.updates
+                .into_iter()
+                .take(pylon_core::limits::MAX_DATA_SUBSCRIPTION_UPDATES)
+                .map(|u| (u.track_sid, u.subscribe))
+                .collect(),
+        ),
         Req::Ping(_) => SignalCommand::Ping,
         Req::PingReq(p) => SignalCommand::PingReq {
             timestamp: p.timestamp,
