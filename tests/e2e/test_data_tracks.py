@@ -12,6 +12,7 @@ from livekit import api, rtc
 from livekit.rtc.participant import PublishDataTrackError
 
 from peers import wait_for
+from proxy import CuttableProxy
 
 # Data track frames do not cross places yet (workers, nodes, regions): in the rerun with every
 # room spread over the workers, publisher and subscriber are on different places.
@@ -70,8 +71,8 @@ async def test_a_data_track_reaches_its_subscriber_in_order_and_its_unpublish_is
         for f, k in zip(received, numbers):
             assert f.payload == f"frame {k}".encode() + bytes(k % 7)
             assert f.user_timestamp == 1_000_000 + k
-        # Loopback, no loss: every frame pushed after the subscription became active arrives.
-        assert numbers[-1] - numbers[0] + 1 == len(numbers), f"gaps in {numbers}"
+        # The channel is lossy by design; on loopback nearly every frame arrives.
+        assert len(numbers) >= 0.9 * (numbers[-1] - numbers[0] + 1), f"too many gaps in {numbers}"
 
         sid = track.info.sid
         await track.unpublish()
@@ -140,3 +141,44 @@ async def test_a_publisher_who_leaves_takes_its_data_tracks_with_it_and_the_room
         await lk.aclose()
         await alice.disconnect()
         await bob.disconnect()
+
+
+async def test_a_data_track_survives_its_publishers_signalling_resume(pylon):
+    proxy = await CuttableProxy(pylon.http_port).start()
+    bob, bob_events = await connect(pylon, "bob")
+    alice = rtc.Room()
+    reconnected = []
+    alice.on("reconnected", lambda: reconnected.append(True))
+    await alice.connect(proxy.url, pylon.token("alice"))
+    try:
+        track = await alice.local_participant.publish_data_track(name="position")
+        await wait_for(lambda: any(e[0] == "published" for e in bob_events), 10, "bob to be told of the data track")
+        remote = next(e[1] for e in bob_events if e[0] == "published")
+        stream = remote.subscribe()
+        got: list = []
+
+        async def read():
+            async for frame in stream:
+                got.append(frame)
+
+        async def push():
+            n = 0
+            while True:
+                track.try_push(rtc.DataTrackFrame(payload=str(n).encode()))
+                n += 1
+                await asyncio.sleep(0.02)
+
+        reader, pusher = asyncio.ensure_future(read()), asyncio.ensure_future(push())
+        await wait_for(lambda: len(got) > 10, 10, "bob to receive frames")
+        proxy.cut()
+        await wait_for(lambda: reconnected, 20, "alice's SDK to report it reconnected")
+        before = len(got)
+        await wait_for(lambda: len(got) > before + 20, 10, "frames to keep coming after the resume")
+        assert not any(e[0] == "unpublished" for e in bob_events), bob_events
+        assert track.is_published()
+        pusher.cancel()
+        reader.cancel()
+    finally:
+        await alice.disconnect()
+        await bob.disconnect()
+        await proxy.close()

@@ -1,6 +1,7 @@
 """A Python SDK participant (livekit, libwebrtc) for tests written in other languages.
 
     .venv/bin/python tests/node/participant.py --url ws://127.0.0.1:7880 --token JWT [--publish]
+        [--video-size WxH] [--data-track NAME]
 
 Joins, optionally publishes a generated camera and microphone (tests/e2e/peers.py), and prints
 one JSON object per line on stdout for everything it sees:
@@ -108,6 +109,7 @@ async def main() -> int:
     ap.add_argument("--identity", default="participant")
     ap.add_argument("--publish", action="store_true")
     ap.add_argument("--video-size", default="640x360", help="WIDTHxHEIGHT of the published camera")
+    ap.add_argument("--data-track", help="publish a data track of this name, a frame every 50 ms")
     args = ap.parse_args()
 
     peer = WatchPeer(args.identity)
@@ -139,6 +141,20 @@ async def main() -> int:
 
     if args.publish:
         await publish()
+
+    async def push_frames(track):
+        # Frame n: payload "n", user timestamp n.
+        n = 0
+        while True:
+            track.try_push(rtc.DataTrackFrame(payload=str(n).encode(), user_timestamp=n))
+            n += 1
+            await asyncio.sleep(0.05)
+
+    pusher = None
+    if args.data_track:
+        data_track = await lp.publish_data_track(name=args.data_track)
+        emit({"event": "data_track_published", "sid": data_track.info.sid})
+        pusher = asyncio.ensure_future(push_frames(data_track))
 
     queue: asyncio.Queue = asyncio.Queue()
     read_commands(asyncio.get_running_loop(), queue)
@@ -180,6 +196,8 @@ async def main() -> int:
         emit({"event": "error", "message": repr(e)})
         code = 1
     finally:
+        if pusher:
+            pusher.cancel()
         if publisher:
             publisher.stop()
         try:

@@ -4,7 +4,8 @@
 //! describes: RTP with valid SRTP authentication and arbitrary payloads, sequence numbers and
 //! timestamps (the media path: keyframe detection, the VP8 rewriter, forwarding, loss
 //! counting); raw datagrams from its own addresses (SRTP and SRTCP with invalid
-//! authentication, DTLS records, STUN, anything); and data channel messages. A keeps
+//! authentication, DTLS records, STUN, anything); data-track packets on its `_data_track`
+//! channel (B subscribes to its data track); and data channel messages. A keeps
 //! publishing between M's moves. [`Arena::assert_unharmed`] then checks what users would
 //! notice: A and B still in the room, A's media still reaching B.
 //!
@@ -14,13 +15,15 @@
 
 use std::time::{Duration, Instant};
 
+use livekit_protocol as lk;
+use lk::signal_request::Message as Req;
 use pylon_testkit::vp8;
 use str0m::media::{MediaKind, Mid};
 
 use crate::sim::{shard_addr, Net};
 
 /// The hostile participant's moves, chosen by an op's first byte.
-const MOVES: u8 = 6;
+const MOVES: u8 = 7;
 
 pub struct Arena {
     pub net: Net,
@@ -53,6 +56,34 @@ impl Arena {
         net.run_for(Duration::from_millis(500));
         let m_audio = net.publish(m, MediaKind::Audio, "m-mic");
         net.run_for(Duration::from_secs(1));
+        // M publishes a data track (handle 1) and B subscribes to it, so M's data-track
+        // packets reach the forwarding path.
+        net.signal(
+            m,
+            Req::PublishDataTrackRequest(lk::PublishDataTrackRequest {
+                pub_handle: 1,
+                name: "m-data".into(),
+                ..Default::default()
+            }),
+        );
+        net.run_for(Duration::from_millis(100));
+        let data_sid = net.clients[b].known_participants()["m"]
+            .data_tracks
+            .first()
+            .map(|t| t.sid.clone())
+            .expect("B was told of M's data track");
+        let update = lk::update_data_subscription::Update {
+            track_sid: data_sid,
+            subscribe: true,
+            options: None,
+        };
+        net.signal(
+            b,
+            Req::UpdateDataSubscription(lk::UpdateDataSubscription {
+                updates: vec![update],
+            }),
+        );
+        net.run_for(Duration::from_millis(100));
         let mut arena = Arena {
             net,
             a,
@@ -158,6 +189,20 @@ impl Arena {
                 d[0] = 0x80 | (d[0] & 0x1f);
                 d[1] = 200 + d[1] % 7;
                 self.net.to_shards.push_back((subscriber, server, d));
+            }
+            // A data-track packet: a version-0 header for M's track (handle 1) or another handle,
+            // the rest of the header and the payload from the input.
+            5 => {
+                let mut d = rest.to_vec();
+                if d.len() < pylon_core::datatrack::HEADER_LEN {
+                    d.resize(pylon_core::datatrack::HEADER_LEN, 0);
+                }
+                if d[0] & 1 == 0 {
+                    d[0] &= 0x1f;
+                    d[2..4].copy_from_slice(&1u16.to_be_bytes());
+                }
+                self.net
+                    .send_on_channel(m, pylon_core::data::DATA_TRACK_LABEL, &d);
             }
             // A data channel message.
             _ => {

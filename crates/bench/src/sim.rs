@@ -540,7 +540,11 @@ impl Net {
         let mut api = client.publisher.rtc.sdp_api();
         let first = client.publisher.media.is_empty() && client.next_offer_id == 1;
         if first {
-            for label in [pylon_core::data::RELIABLE_LABEL, pylon_core::data::LOSSY_LABEL] {
+            for label in [
+                pylon_core::data::RELIABLE_LABEL,
+                pylon_core::data::LOSSY_LABEL,
+                pylon_core::data::DATA_TRACK_LABEL,
+            ] {
                 api.add_channel_with_config(ChannelConfig {
                     label: label.into(),
                     ..Default::default()
@@ -594,13 +598,13 @@ impl Net {
 
     /// Send a data packet on the client's reliable publisher channel.
     pub fn send_data(&mut self, c: usize, bytes: &[u8]) -> bool {
+        self.send_on_channel(c, pylon_core::data::RELIABLE_LABEL, bytes)
+    }
+
+    /// Send a message on the client's publisher channel of this label.
+    pub fn send_on_channel(&mut self, c: usize, label: &str, bytes: &[u8]) -> bool {
         let peer = &mut self.clients[c].publisher;
-        let Some((id, _)) = peer
-            .channels
-            .iter()
-            .find(|(_, l)| l == pylon_core::data::RELIABLE_LABEL)
-            .cloned()
-        else {
+        let Some((id, _)) = peer.channels.iter().find(|(_, l)| l == label).cloned() else {
             return false;
         };
         peer.rtc

@@ -42,6 +42,11 @@ fn a_hostile_connected_peer_harms_nobody_else() {
             arrived * 10 >= written * 8,
             "only {arrived} of M's {written} RTP packets arrived"
         );
+        // And the data-track forwarding: M's packets for its track went on to B.
+        assert!(
+            arena.net.shards[0].stats().data_packets_forwarded > 0,
+            "no data-track packet was forwarded"
+        );
         arena.assert_unharmed();
     }
 }
