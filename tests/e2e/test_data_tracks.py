@@ -30,6 +30,22 @@ async def connect(pylon, identity: str, **grants) -> tuple[rtc.Room, list]:
     return room, events
 
 
+def collect(remote) -> tuple[list, asyncio.Task]:
+    """Subscribe to `remote` and gather its frames in a list (until the task is cancelled)."""
+    frames: list[rtc.DataTrackFrame] = []
+    stream = remote.subscribe()
+
+    async def read():
+        async for frame in stream:
+            frames.append(frame)
+
+    return frames, asyncio.ensure_future(read())
+
+
+def announced(events: list):
+    return next(e[1] for e in events if e[0] == "published")
+
+
 async def test_a_data_track_reaches_its_subscriber_in_order_and_its_unpublish_is_announced(pylon):
     bob, bob_events = await connect(pylon, "bob")
     alice, _ = await connect(pylon, "alice")
@@ -37,16 +53,9 @@ async def test_a_data_track_reaches_its_subscriber_in_order_and_its_unpublish_is
         track = await alice.local_participant.publish_data_track(name="telemetry")
         assert track.info.sid.startswith("DTR_"), track.info
         await wait_for(lambda: any(e[0] == "published" for e in bob_events), 10, "bob to be told of the data track")
-        remote = next(e[1] for e in bob_events if e[0] == "published")
+        remote = announced(bob_events)
         assert remote.info.name == "telemetry" and remote.publisher_identity == "alice"
-        stream = remote.subscribe()
-        received: list[rtc.DataTrackFrame] = []
-
-        async def read():
-            async for frame in stream:
-                received.append(frame)
-
-        reader = asyncio.ensure_future(read())
+        received, reader = collect(remote)
         # Until the subscription is active frames may be dropped (the channel is lossy by
         # design): push until bob has some, then check a run in order.
         n = 0
@@ -119,15 +128,7 @@ async def test_a_publisher_who_leaves_takes_its_data_tracks_with_it_and_the_room
         by_identity = {p.identity: p for p in listed.participants}
         assert [(t.name, t.sid) for t in by_identity["alice"].data_tracks] == [("position", track.info.sid)]
         assert list(by_identity["bob"].data_tracks) == []
-        remote = next(e[1] for e in bob_events if e[0] == "published")
-        stream = remote.subscribe()
-        got: list = []
-
-        async def read():
-            async for frame in stream:
-                got.append(frame)
-
-        reader = asyncio.ensure_future(read())
+        got, reader = collect(announced(bob_events))
         for i in range(100):
             track.try_push(rtc.DataTrackFrame(payload=b"x"))
             await asyncio.sleep(0.02)
@@ -153,13 +154,7 @@ async def test_a_data_track_survives_its_publishers_signalling_resume(pylon):
     try:
         track = await alice.local_participant.publish_data_track(name="position")
         await wait_for(lambda: any(e[0] == "published" for e in bob_events), 10, "bob to be told of the data track")
-        remote = next(e[1] for e in bob_events if e[0] == "published")
-        stream = remote.subscribe()
-        got: list = []
-
-        async def read():
-            async for frame in stream:
-                got.append(frame)
+        got, reader = collect(announced(bob_events))
 
         async def push():
             n = 0
@@ -168,7 +163,7 @@ async def test_a_data_track_survives_its_publishers_signalling_resume(pylon):
                 n += 1
                 await asyncio.sleep(0.02)
 
-        reader, pusher = asyncio.ensure_future(read()), asyncio.ensure_future(push())
+        pusher = asyncio.ensure_future(push())
         await wait_for(lambda: len(got) > 10, 10, "bob to receive frames")
         proxy.cut()
         await wait_for(lambda: reconnected, 20, "alice's SDK to report it reconnected")
