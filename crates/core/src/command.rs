@@ -161,22 +161,27 @@ pub struct TrackPermission {
 impl SubscriptionPermission {
     /// Whether the participant `sid`/`identity` may subscribe to `track`.
     pub fn allows(&self, sid: &ParticipantSid, identity: &ParticipantIdentity, track: &TrackSid) -> bool {
-        self.all_participants
-            || self.grants.iter().any(|g| {
-                let who = g.participant_sid.as_ref() == Some(sid)
-                    || g.participant_identity.as_ref() == Some(identity);
-                who && (g.all_tracks || g.tracks.contains(track))
-            })
+        self.grants_any(sid, identity, |g| g.all_tracks || g.tracks.contains(track))
     }
 
     /// Whether the participant may subscribe to the publisher's data tracks: granted everyone,
     /// or all of the publisher's tracks (grants naming single data tracks are not read yet).
     pub fn allows_data(&self, sid: &ParticipantSid, identity: &ParticipantIdentity) -> bool {
+        self.grants_any(sid, identity, |g| g.all_tracks)
+    }
+
+    /// Everyone is allowed, or a grant to this participant satisfies `covers`.
+    fn grants_any(
+        &self,
+        sid: &ParticipantSid,
+        identity: &ParticipantIdentity,
+        covers: impl Fn(&TrackPermission) -> bool,
+    ) -> bool {
         self.all_participants
             || self.grants.iter().any(|g| {
                 let who = g.participant_sid.as_ref() == Some(sid)
                     || g.participant_identity.as_ref() == Some(identity);
-                who && g.all_tracks
+                who && covers(g)
             })
     }
 }

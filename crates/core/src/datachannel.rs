@@ -113,19 +113,11 @@ impl Shard {
             if out.from.as_ref() == Some(&m.sid) || !out.to.includes(&m.sid, &m.identity) {
                 continue;
             }
-            let (channel, pc) = match m.sub_channels.find(out.kind) {
-                Some(c) => (c, PcKind::Subscriber),
-                None => match m.pub_channels.find(out.kind) {
-                    Some(c) => (c, PcKind::Publisher),
-                    None => continue,
-                },
+            let Some((channel, pc)) = m.data_channel(|c| c.find(out.kind)) else {
+                continue;
             };
-            if let Some(mut ch) = m.peer_mut(pc).rtc.channel(channel) {
-                match ch.write(true, &out.bytes) {
-                    Ok(true) => self.stats.data_packets_forwarded += 1,
-                    Ok(false) => debug!(participant = %m.sid, "data channel full; packet dropped"),
-                    Err(e) => debug!(participant = %m.sid, "data channel write failed: {e}"),
-                }
+            if m.write_data(pc, channel, &out.bytes) {
+                self.stats.data_packets_forwarded += 1;
             }
             self.dirty.push(PeerRef { key: member, pc });
         }

@@ -30,7 +30,7 @@ use tracing::debug;
 use crate::command::PublishDataTrack;
 use crate::ids::{DataTrackSid, ParticipantKey};
 use crate::limits;
-use crate::peer::{PcKind, PeerRef};
+use crate::peer::PeerRef;
 use crate::shard::Shard;
 
 /// The data-track packet header every packet starts with.
@@ -321,18 +321,12 @@ impl Shard {
             let Some(s) = self.participants.get_mut(&sub) else {
                 continue;
             };
-            let (channel, pc) = match (s.sub_channels.track, s.pub_channels.track) {
-                (Some(c), _) => (c, PcKind::Subscriber),
-                (None, Some(c)) => (c, PcKind::Publisher),
-                (None, None) => continue,
+            let Some((channel, pc)) = s.data_channel(|c| c.track) else {
+                continue;
             };
             buf[2..4].copy_from_slice(&sub_handle.to_be_bytes());
-            if let Some(mut ch) = s.peer_mut(pc).rtc.channel(channel) {
-                match ch.write(true, &buf) {
-                    Ok(true) => self.stats.data_packets_forwarded += 1,
-                    Ok(false) => debug!(participant = %s.sid, "data track channel full; packet dropped"),
-                    Err(e) => debug!(participant = %s.sid, "data track write failed: {e}"),
-                }
+            if s.write_data(pc, channel, &buf) {
+                self.stats.data_packets_forwarded += 1;
             }
             self.dirty.push(PeerRef { key: sub, pc });
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use tracing::debug;
 
-use crate::forwarder::{Layer, MAX_LAYERS};
+use crate::forwarder::{Layer, TOP_LAYER};
 use crate::ids::TrackKey;
 use crate::shard::Shard;
 use crate::track::Origin;
@@ -34,7 +34,7 @@ pub struct Dynacast {
 impl Dynacast {
     /// The highest layer the publisher is currently asked to send.
     fn current(&self) -> Option<Layer> {
-        self.announced.unwrap_or(Some(MAX_LAYERS as Layer - 1))
+        self.announced.unwrap_or(Some(TOP_LAYER))
     }
 
     /// Given the highest layer wanted now (`None`: nobody wants the track), what to announce

@@ -12,6 +12,8 @@ pub type Layer = u8;
 
 /// Highest layer index we track.
 pub const MAX_LAYERS: usize = 3;
+/// The top layer (`f`).
+pub const TOP_LAYER: Layer = MAX_LAYERS as Layer - 1;
 
 /// Map a simulcast rid to a layer index, as LiveKit's SDKs name them.
 pub fn layer_for_rid(rid: Option<&str>) -> Layer {

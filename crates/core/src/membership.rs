@@ -194,20 +194,28 @@ impl Shard {
             .map(|sid| lk::ConnectionQualityInfo {
                 participant_sid: sid.as_str().to_string(),
                 quality: quality as i32,
-                score: if quality == lk::ConnectionQuality::Lost {
-                    0.0
-                } else {
-                    5.0
-                },
+                score: crate::quality::mos_of_quality(quality),
             })
             .collect();
         let msg = lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
         self.broadcast(room, msg, None);
+        self.relay_quality(room, from, quality, &mirrored);
+    }
+
+    /// Tell the room's other places (split horizon: not back over `from`'s tier) that these
+    /// participants have this quality.
+    pub(crate) fn relay_quality(
+        &mut self,
+        room: &RoomName,
+        from: Option<PlaceId>,
+        quality: lk::ConnectionQuality,
+        sids: &[ParticipantSid],
+    ) {
         for place in self.onward_links(room, from) {
             let msg = RelayMessage::Quality {
                 room: room.clone(),
                 quality,
-                sids: mirrored.clone(),
+                sids: sids.to_vec(),
             };
             self.relay(place, msg);
         }

@@ -9,6 +9,7 @@ use pylon_auth::ParticipantPermission;
 use rustc_hash::FxHashMap;
 use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid};
+use tracing::debug;
 
 use crate::command::SubscriptionPermission;
 use crate::data::DataKind;
@@ -90,6 +91,33 @@ pub struct Participant {
 }
 
 impl Participant {
+    /// The channel to write to it on: the one `pick` finds among those the server opened on
+    /// its subscriber connection, else among those it opened on its publisher connection.
+    pub fn data_channel(&self, pick: impl Fn(&Channels) -> Option<ChannelId>) -> Option<(ChannelId, PcKind)> {
+        pick(&self.sub_channels)
+            .map(|c| (c, PcKind::Subscriber))
+            .or_else(|| pick(&self.pub_channels).map(|c| (c, PcKind::Publisher)))
+    }
+
+    /// Write one message on a data channel; whether it was taken (a full or failed channel
+    /// drops it, logged at debug).
+    pub fn write_data(&mut self, pc: PcKind, channel: ChannelId, bytes: &[u8]) -> bool {
+        let Some(mut ch) = self.peer_mut(pc).rtc.channel(channel) else {
+            return false;
+        };
+        match ch.write(true, bytes) {
+            Ok(true) => true,
+            Ok(false) => {
+                debug!(participant = %self.sid, "data channel full; packet dropped");
+                false
+            }
+            Err(e) => {
+                debug!(participant = %self.sid, "data channel write failed: {e}");
+                false
+            }
+        }
+    }
+
     pub fn peer_mut(&mut self, pc: PcKind) -> &mut Peer {
         match pc {
             PcKind::Publisher => &mut self.publisher,

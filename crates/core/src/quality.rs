@@ -20,7 +20,6 @@ use livekit_protocol as lk;
 use lk::ConnectionQuality as Q;
 
 use crate::ids::{ParticipantKey, ParticipantSid, RoomName};
-use crate::relay::RelayMessage;
 use crate::shard::Shard;
 
 /// How often qualities are scored and changes sent.
@@ -129,7 +128,7 @@ impl Shard {
                     changed.push((sid, quality, score));
                 }
             }
-            self.announce_qualities(&room, &members, &changed);
+            self.announce_qualities(&room, &changed);
         }
     }
 
@@ -161,39 +160,20 @@ impl Shard {
     }
 
     /// Send a room's changes to its members and pass them on to the room's other places.
-    fn announce_qualities(
-        &mut self,
-        room: &RoomName,
-        members: &[ParticipantKey],
-        changed: &[(ParticipantSid, Q, f32)],
-    ) {
+    fn announce_qualities(&mut self, room: &RoomName, changed: &[(ParticipantSid, Q, f32)]) {
         if changed.is_empty() {
             return;
         }
-        {
-            let updates: Vec<_> = changed.iter().map(|(sid, q, s)| info(sid, *q, *s)).collect();
-            let msg =
-                lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
-            for key in members {
-                self.send_to(*key, msg.clone());
-            }
-            for q in [Q::Excellent, Q::Good, Q::Poor, Q::Lost] {
-                let sids: Vec<ParticipantSid> = changed
-                    .iter()
-                    .filter(|(_, quality, _)| *quality == q)
-                    .map(|(sid, _, _)| sid.clone())
-                    .collect();
-                if sids.is_empty() {
-                    continue;
-                }
-                for place in self.onward_links(room, None) {
-                    let msg = RelayMessage::Quality {
-                        room: room.clone(),
-                        quality: q,
-                        sids: sids.clone(),
-                    };
-                    self.relay(place, msg);
-                }
+        let updates: Vec<_> = changed.iter().map(|(sid, q, s)| info(sid, *q, *s)).collect();
+        let msg = lk::signal_response::Message::ConnectionQuality(lk::ConnectionQualityUpdate { updates });
+        self.broadcast(room, msg, None);
+        for q in [Q::Excellent, Q::Good, Q::Poor, Q::Lost] {
+            let sids: Vec<ParticipantSid> = (changed.iter())
+                .filter(|(_, quality, _)| *quality == q)
+                .map(|(sid, _, _)| sid.clone())
+                .collect();
+            if !sids.is_empty() {
+                self.relay_quality(room, None, q, &sids);
             }
         }
     }
@@ -221,8 +201,9 @@ impl Shard {
     }
 }
 
-/// A representative score for a quality (the table sent to joiners keeps no scores).
-fn mos_of_quality(q: Q) -> f32 {
+/// A representative score for a quality (the table sent to joiners, and qualities relayed from
+/// other places, keep no scores).
+pub(crate) fn mos_of_quality(q: Q) -> f32 {
     match q {
         Q::Excellent => 4.5,
         Q::Good => (EXCELLENT_MOS + GOOD_MOS) / 2.0,

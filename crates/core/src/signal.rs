@@ -10,7 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::command::{AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission};
 use crate::config::{PING_INTERVAL_SECS, PING_TIMEOUT_SECS};
-use crate::forwarder::{Layer, MAX_LAYERS};
+use crate::forwarder::TOP_LAYER;
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
 use crate::limits;
 use crate::negotiation::{AnswerOutcome, SubscriberNegotiation};
@@ -488,7 +488,7 @@ impl Shard {
                 continue;
             };
             let max_layer = match quality {
-                QualityRequest::Layer(l) => l.min(MAX_LAYERS as Layer - 1),
+                QualityRequest::Layer(l) => l.min(TOP_LAYER),
                 QualityRequest::Size { width, height } => layer_for_size(&t.info, width, height),
             };
             let wakes = dt.disabled && !disabled;

@@ -9,7 +9,7 @@ use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use tracing::debug;
 
 use crate::command::SubscriptionPermission;
-use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
+use crate::forwarder::{Forwarder, TOP_LAYER};
 use crate::ids::{ParticipantKey, TrackKey, TrackSid};
 use crate::participant::allows;
 use crate::peer::{PcKind, PeerRef};
@@ -141,7 +141,7 @@ impl Shard {
                 vp8,
                 pt_map,
                 disabled: false,
-                max_layer: MAX_LAYERS as Layer - 1,
+                max_layer: TOP_LAYER,
                 awaiting_answer: true,
             },
         );

@@ -7,7 +7,7 @@ use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
 use crate::dynacast::Dynacast;
-use crate::forwarder::{Forwarder, Layer, MAX_LAYERS};
+use crate::forwarder::{Forwarder, Layer, MAX_LAYERS, TOP_LAYER};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
 use crate::keyframe::VideoCodec;
 use crate::loss::LossCounter;
@@ -60,7 +60,6 @@ impl LayerMask {
 /// portrait track is judged like a landscape one. Without announced layers, or for an
 /// element larger than every layer, the top layer.
 pub fn layer_for_size(info: &lk::TrackInfo, width: u32, height: u32) -> Layer {
-    let top = MAX_LAYERS as Layer - 1;
     let portrait = info.width < info.height;
     let (short, long) = if portrait {
         (width, height)
@@ -82,7 +81,7 @@ pub fn layer_for_size(info: &lk::TrackInfo, width: u32, height: u32) -> Layer {
     let mut layers: Vec<(Layer, u32)> = info
         .layers
         .iter()
-        .filter(|l| (0..=i32::from(top)).contains(&l.quality))
+        .filter(|l| (0..=i32::from(TOP_LAYER)).contains(&l.quality))
         .map(|l| (l.quality as Layer, if portrait { l.width } else { l.height }))
         .collect();
     layers.sort_unstable();
@@ -90,7 +89,7 @@ pub fn layer_for_size(info: &lk::TrackInfo, width: u32, height: u32) -> Layer {
         .iter()
         .find(|(_, side)| u64::from(*side) >= needed)
         .or(layers.last())
-        .map_or(top, |(l, _)| *l)
+        .map_or(TOP_LAYER, |(l, _)| *l)
 }
 
 /// A place that receives this track over a relay, and the layers it asked for.
