@@ -63,7 +63,7 @@ for i in 0 1; do
   cat > "$logs/$region.yaml" <<EOF
 port: $p
 bind_addresses: ["127.0.0.1"]
-rtc: { udp_port: $((p + 1)), node_ip: 127.0.0.1, workers: 1 }
+rtc: { udp_port: $((p + 1)), tcp_port: $((p + 4)), node_ip: 127.0.0.1, workers: 1 }
 keys: { benchkey: "$secret" }
 logging: { level: info }
 region: $region

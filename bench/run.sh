@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run one load shape against a local Pylon and record the server's cost.
 #
-#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--out NAME]
+#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--ice-tcp] [--out NAME]
 #
 # shapes: meeting-N, webinar, audio-room, townhall, small-rooms (bench/shapes.sh).
 # --workers sets rtc.workers (default: one per core), --spread rtc.room_spread_threshold;
+# --ice-tcp makes every participant use ICE over TCP (rtc.tcp_port) instead of UDP;
 # --out names the result file (default: the shape).
 #
 # Builds the release binary, starts `pylon serve --dev` pinned to CPU 0 and `pylon load-test`
@@ -20,12 +21,14 @@ shift
 duration=20s
 workers=0
 spread=""
+transport=()
 out=$shape
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
     --spread) spread=$2; shift 2 ;;
+    --ice-tcp) transport=(--ice-tcp); shift ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -49,7 +52,7 @@ config=test-output/bench/$out.yaml
   echo "  workers: $workers"
   [[ -z "$spread" ]] || echo "  room_spread_threshold: $spread"
 } > "$config"
-taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) \
+taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) --tcp-port $((port + 2)) \
   > "test-output/bench/$out-server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
@@ -59,6 +62,6 @@ for _ in $(seq 100); do
 done
 
 taskset -c 1 "$bin" load-test --url "ws://127.0.0.1:$port" --room "$shape" \
-  "${args[@]}" --duration "$duration" --server-pid "$server" --json \
+  "${args[@]}" "${transport[@]}" --duration "$duration" --server-pid "$server" --json \
   > "bench/results/$out.json" 2> "test-output/bench/$out-load.log"
 cat "bench/results/$out.json"

@@ -167,7 +167,7 @@ refuse() {
 }
 refuse "an unknown livekit.yaml key" "turn" --set turn.enabled=true
 refuse "peer regions without relay.secretRef" "relay.secretRef" --set 'relay.peerRegions={us-east}'
-refuse "rtc.tcp_port" "tcp_port" --set rtc.tcp_port=7881
+refuse "a negative rtc.tcp_port" "tcp_port" --set rtc.tcp_port=-1
 refuse "a region without Redis" "redis" --set redis.internal.enabled=false
 refuse "room.auto_create false" "auto_create" --set room.auto_create=false
 refuse "an https webhook URL (Pylon sends http only)" "urls" --set webhook.api_key=APIx --set 'webhook.urls={https://hooks.example.com/x}'
@@ -309,6 +309,8 @@ for name in names:
     want = {(conf["port"], "TCP"), (conf["rtc"]["udp_port"], "UDP"), (conf["relay"]["port"], "UDP")}
     if conf.get("prometheus_port"):
         want.add((conf["prometheus_port"], "TCP"))
+    if conf["rtc"].get("tcp_port"):
+        want.add((conf["rtc"]["tcp_port"], "TCP"))
     check(want <= ports, f"{name}: container ports {sorted(want)} (have {sorted(ports)})")
     check("keys" not in conf and "secret" not in conf.get("relay", {}) and "password" not in conf.get("redis", {}), f"{name}: no secret in livekit.yaml")
     for d in by("ConfigMap"):
@@ -437,9 +439,11 @@ for i, name in enumerate(names):
     conf = yaml.safe_load(cm["data"]["livekit.yaml"])
     # What differs from a pod: loopback, free ports. Redis stays as rendered (absent here, as it
     # may be when a pod starts): Pylon must start anyway and only stay unready.
-    http, udp, relay, metrics = free_ports(4)
+    http, udp, relay, metrics, ice_tcp = free_ports(5)
     conf["bind_addresses"] = ["127.0.0.1"]
     conf["port"], conf["rtc"]["udp_port"], conf["relay"]["port"] = http, udp, relay
+    if conf["rtc"].get("tcp_port"):
+        conf["rtc"]["tcp_port"] = ice_tcp
     if conf.get("prometheus_port"):
         conf["prometheus_port"] = metrics
     if i == 0:

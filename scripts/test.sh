@@ -32,6 +32,9 @@ cargo test --workspace --locked
 step "rust tests, rooms spread over workers"
 PYLON_TEST_SPREAD=1 cargo test --locked -p pylon --tests
 
+step "fuzzing: every target for 15 s from the corpus in fuzz/corpus (libFuzzer, no crash allowed)"
+scripts/fuzz.sh -t 15
+
 step "deployment: Helm chart, Argo CD, schemas, checkov, the rendered config run by the binary"
 scripts/check-deploy.sh
 

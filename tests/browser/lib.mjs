@@ -42,15 +42,24 @@ export async function waitFor(cond, timeoutMs, what) {
   }
 }
 
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+const handedOut = new Set();
+
+/** A TCP port free on loopback now, never one handed out before (HTTP and ICE/TCP differ). */
+async function freeTcpPort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const s = net.createServer();
+      s.listen(0, '127.0.0.1', () => {
+        const { port: p } = s.address();
+        s.close(() => resolve(p));
+      });
+      s.on('error', reject);
     });
-    s.on('error', reject);
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 function freeUdpPort() {
@@ -69,9 +78,10 @@ export async function startPylon(name) {
   const bin = process.env.PYLON_BIN ?? path.join(ROOT, 'target', 'debug', 'pylon');
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
+  const tcpPort = await freeTcpPort();
   const logPath = path.join(OUTPUT, `${name}.log`);
   const log = createWriteStream(logPath);
-  const child = spawn(bin, ['serve', '--dev', '--port', String(httpPort), '--udp-port', String(udpPort)], {
+  const child = spawn(bin, ['serve', '--dev', '--port', String(httpPort), '--udp-port', String(udpPort), '--tcp-port', String(tcpPort)], {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],

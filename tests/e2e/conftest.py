@@ -7,7 +7,9 @@ cannot disturb each other. The server's log is kept under `test-output/e2e/<test
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -37,10 +39,19 @@ def pylon_binary() -> Path:
     return path
 
 
+_HANDED_OUT: set[tuple[int, int]] = set()
+
+
 def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of `kind` free on loopback now, never one this process handed out before (a
+    server's HTTP and ICE/TCP ports must differ)."""
+    while True:
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if (kind, port) not in _HANDED_OUT:
+            _HANDED_OUT.add((kind, port))
+            return port
 
 
 def yaml_scalar(v) -> str:
@@ -58,7 +69,8 @@ def to_yaml(d: dict, indent: int = 0) -> str:
         if isinstance(v, dict):
             out.append(f"{pad}{k}:\n{to_yaml(v, indent + 1)}")
         elif isinstance(v, list):
-            out.append(f"{pad}{k}: [{', '.join(yaml_scalar(x) for x in v)}]")
+            # Mappings in a list as JSON, which is YAML flow style.
+            out.append(f"{pad}{k}: [{', '.join(json.dumps(x) if isinstance(x, dict) else yaml_scalar(x) for x in v)}]")
         else:
             out.append(f"{pad}{k}: {yaml_scalar(v)}")
     return "\n".join(out)
@@ -66,17 +78,31 @@ def to_yaml(d: dict, indent: int = 0) -> str:
 
 class PylonServer:
     """One `pylon serve` process on loopback, or (`netns`) inside a network namespace the test
-    made, listening on every address there and reached at `host`."""
+    made, listening on every address there and reached at `host`. `soft_nofile` starts it with
+    that soft open-file limit (and the hard limit unchanged), as systemd and shells often do."""
 
-    def __init__(self, name: str, extra: dict | None = None, *, host: str = "127.0.0.1", netns: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        extra: dict | None = None,
+        *,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
+        soft_nofile: int | None = None,
+    ):
         self.host = host
         self.prefix = ["ip", "netns", "exec", netns] if netns else []
+        if soft_nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            hard = "unlimited" if hard == resource.RLIM_INFINITY else hard
+            self.prefix += ["prlimit", f"--nofile={soft_nofile}:{hard}", "--"]
         self.http_port = free_port(socket.SOCK_STREAM)
         self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port = free_port(socket.SOCK_STREAM)
         OUTPUT.mkdir(parents=True, exist_ok=True)
         self.log_path = OUTPUT / f"{name}.log"
         self.config_path = OUTPUT / f"{name}.yaml"
-        rtc = {"udp_port": self.udp_port, "node_ip": host}
+        rtc = {"udp_port": self.udp_port, "tcp_port": self.tcp_port, "node_ip": host}
         # The whole suite runs again with these set (scripts/test.sh): one worker, and a room
         # spread over workers from its second participant on.
         for key, env in (("workers", "PYLON_TEST_WORKERS"), ("room_spread_threshold", "PYLON_TEST_SPREAD")):
@@ -220,12 +246,22 @@ async def scrape(http, port: int, host: str = "127.0.0.1") -> dict[str, float]:
 
 
 
+def memory_kib(pid: int) -> dict[str, int]:
+    """A process's resident memory (KiB, from /proc), and how much of it is anonymous (the
+    heap, stacks) and how much file-backed (the binary's pages as they are first run)."""
+    fields = {"VmRSS:": "rss_kib", "RssAnon:": "anon_kib", "RssFile:": "file_kib"}
+    out = {}
+    for line in open(f"/proc/{pid}/status"):
+        key, *rest = line.split()
+        if key in fields:
+            out[fields[key]] = int(rest[0])
+    assert "rss_kib" in out, "no VmRSS"
+    return out
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident memory, from /proc."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    return memory_kib(pid)["rss_kib"]
 
 # The LiveKit SDK's native library can abort the interpreter at exit (its runtime's threads
 # call back into an asyncio loop that is already closed: "panic in a function that cannot

@@ -104,6 +104,7 @@ class Peer:
         self.data: list[tuple[str | None, bytes, str]] = []  # (sender identity, payload, topic)
         self.events: list[tuple] = []
         self.tasks: list[asyncio.Task] = []
+        self.consumers: dict[str, asyncio.Task] = {}  # by "<identity>/<track name>"
         self.disconnect_reason = None
         _LIVE.add(self)
         r = self.room
@@ -139,19 +140,36 @@ class Peer:
         key = f"{participant.identity}/{pub.name}"
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             stats = self.video.setdefault(key, VideoStats())
-            self.tasks.append(asyncio.ensure_future(self._consume_video(track, stats)))
+            task = asyncio.ensure_future(self._consume_video(track, stats))
         else:
             stats = self.audio.setdefault(key, AudioStats())
-            self.tasks.append(asyncio.ensure_future(self._consume_audio(track, stats)))
+            task = asyncio.ensure_future(self._consume_audio(track, stats))
+        self.tasks.append(task)
+        self.consumers[key] = task
+
+    def forget(self, key: str):
+        """Stop consuming and drop the records of a track (`<identity>/<track name>`) that is
+        gone, so a long test keeps only what it still watches."""
+        task = self.consumers.pop(key, None)
+        if task is not None:
+            task.cancel()
+            self.tasks.remove(task)
+        self.video.pop(key, None)
+        self.audio.pop(key, None)
 
     async def _consume_video(self, track, stats: VideoStats):
-        async for ev in rtc.VideoStream(track):
-            stats.frames += 1
-            stats.size = (ev.frame.width, ev.frame.height)
-            if stats.frames % 10 == 1:
-                rgba = ev.frame.convert(rtc.VideoBufferType.RGBA)
-                px = np.frombuffer(rgba.data, dtype=np.uint8).reshape(-1, 4)
-                stats.mean_rgb = tuple(float(x) for x in px[:, :3].mean(axis=0))
+        stream = rtc.VideoStream(track)
+        try:
+            async for ev in stream:
+                stats.frames += 1
+                stats.size = (ev.frame.width, ev.frame.height)
+                if stats.frames % 10 == 1:
+                    rgba = ev.frame.convert(rtc.VideoBufferType.RGBA)
+                    px = np.frombuffer(rgba.data, dtype=np.uint8).reshape(-1, 4)
+                    stats.mean_rgb = tuple(float(x) for x in px[:, :3].mean(axis=0))
+        finally:
+            # The SDK's native stream lives until closed (a cancelled consumer must close it).
+            await stream.aclose()
 
     async def _consume_audio(self, track, stats: AudioStats):
         async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
@@ -178,6 +196,23 @@ class Peer:
         for t in self.tasks:
             t.cancel()
         await self.room.disconnect()
+
+
+async def feed_video(source: rtc.VideoSource, size: tuple[int, int]):
+    """Frames of `size` into `source` at 30 fps until cancelled: solid colour with a corner
+    that changes every frame (a screen-share encoder sends almost nothing for a still image)."""
+    width, height = size
+    frames = []
+    for shade in (0, 255):
+        rgba = np.empty((height, width, 4), dtype=np.uint8)
+        rgba[:, :] = (*FRAME_RGB, 255)
+        rgba[:16, :16, :3] = shade
+        frames.append(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+    n = 0
+    while True:
+        source.capture_frame(frames[n % 2], timestamp_us=int(time.monotonic() * 1e6))
+        n += 1
+        await asyncio.sleep(1 / 30)
 
 
 class Publisher:

@@ -17,12 +17,15 @@ import subprocess
 import time
 
 from cluster import NOT_IN_VARIANT_RUNS
-from conftest import API_KEY, API_SECRET, free_port, pylon_binary, rss_kib, scrape
+from conftest import API_KEY, API_SECRET, free_port, memory_kib, pylon_binary, scrape
 
 pytestmark = NOT_IN_VARIANT_RUNS
 
 ROUNDS = int(os.environ.get("PYLON_CHURN_ROUNDS", "4"))
-WARM_UP = 4
+# Warm-up rounds: enough for the node to reach the run's peak of participants at once (the
+# abruptly gone linger for the 15 s resume window, so they overlap the next rounds; after four
+# rounds the peak was 19 and the run's 26, after eight it is the run's).
+WARM_UP = 8
 # Per round: rooms x (publishers + subscribers) participants.
 ROOMS, PUBLISHERS, SUBSCRIBERS = 2, 2, 2
 
@@ -59,6 +62,28 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+class Peak:
+    """The most participants the node hosted at once while this runs (sampled every 0.2 s)."""
+
+    def __init__(self, http, port: int):
+        self.most = 0
+        self.task = asyncio.create_task(self.sample(http, port))
+
+    async def sample(self, http, port: int) -> None:
+        while True:
+            m = await scrape(http, port)
+            self.most = max(self.most, int(m["livekit_participant_total"]))
+            await asyncio.sleep(0.2)
+
+    async def take(self) -> int:
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        return self.most
+
+
 async def settled(http, port: int, timeout: float = 60) -> dict[str, float]:
     """Wait until the node hosts nobody and holds no room (abruptly gone clients leave after
     the resume window)."""
@@ -75,20 +100,24 @@ async def test_churn_leaves_nothing_behind(pylon_factory, http):
     port = free_port(socket.SOCK_STREAM)
     pylon = pylon_factory({"prometheus_port": port, "room": {"empty_timeout": 1, "departure_timeout": 1}})
     pid = pylon.proc.pid
-    # Warm-up: two clean and two abrupt rounds, so the allocator and the runtime have grown
-    # to what this load needs (measured: resident memory grows ~10 % over the first four
-    # rounds, then stays within ~3 % for the next 36).
+    # Warm-up: clean and abrupt rounds until the allocator and the runtime have grown to what
+    # this load needs at its peak (the peaks are recorded: a run whose peak exceeds the
+    # warm-up's may hold more memory for that reason alone).
+    peak = Peak(http, port)
     for n in range(WARM_UP):
         await churn_round(pylon, n)
-    await settled(http, port)
-    warm = {"rss_kib": rss_kib(pid), "fds": fds(pid)}
+    warm_peak = await peak.take()
+    series = len(await settled(http, port))
+    warm = {**memory_kib(pid), "fds": fds(pid), "series": series, "peak_participants": warm_peak}
     joins_before = (await scrape(http, port))['livekit_participant_join_total{state="signal_connected"}']
 
     started = time.monotonic()
+    peak = Peak(http, port)
     for n in range(WARM_UP, WARM_UP + ROUNDS):
         await churn_round(pylon, n)
+    run_peak = await peak.take()
     m = await settled(http, port)
-    after = {"rss_kib": rss_kib(pid), "fds": fds(pid)}
+    after = {**memory_kib(pid), "fds": fds(pid), "series": len(m), "peak_participants": run_peak}
     joins = m['livekit_participant_join_total{state="signal_connected"}'] - joins_before
     result = {
         "rounds": ROUNDS,
@@ -102,5 +131,6 @@ async def test_churn_leaves_nothing_behind(pylon_factory, http):
 
     assert joins == ROUNDS * ROOMS * (PUBLISHERS + SUBSCRIBERS), f"every participant of every round joined: {result}"
     assert after["fds"] <= warm["fds"], f"file descriptors leak: {result}"
+    assert after["series"] <= warm["series"], f"metric series grow with rooms or participants: {result}"
     assert after["rss_kib"] <= 1.1 * warm["rss_kib"], f"resident memory grew more than 10 %: {result}"
     assert m["pylon_rooms"] == 0 and m["pylon_participants"] == 0

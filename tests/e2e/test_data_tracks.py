@@ -1,24 +1,21 @@
 """Data tracks (LiveKit 1.10+) between Python SDK participants: publish, announce, subscribe,
 frames in order with payloads and user timestamps, unpublish, refusal without
-`can_publish_data`. See docs/data-tracks.md."""
+`can_publish_data`; on one node (and, in the rerun with every room spread over the workers,
+across workers), across two nodes of a region and across two regions. See
+docs/data-tracks.md."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 from livekit import api, rtc
 from livekit.rtc.participant import PublishDataTrackError
 
+from cluster import NOT_IN_VARIANT_RUNS, cluster, redis, wait_all_ready  # noqa: F401 - fixtures
 from peers import wait_for
 from proxy import CuttableProxy
-
-# Data track frames do not cross places yet (workers, nodes, regions): in the rerun with every
-# room spread over the workers, publisher and subscriber are on different places.
-pytestmark = pytest.mark.skipif(
-    bool(os.environ.get("PYLON_TEST_SPREAD")), reason="data track frames do not cross places yet"
-)
+from regions import regions, start_regions, wan  # noqa: F401 - fixtures
 
 
 async def connect(pylon, identity: str, **grants) -> tuple[rtc.Room, list]:
@@ -47,8 +44,27 @@ def announced(events: list):
 
 
 async def test_a_data_track_reaches_its_subscriber_in_order_and_its_unpublish_is_announced(pylon):
-    bob, bob_events = await connect(pylon, "bob")
-    alice, _ = await connect(pylon, "alice")
+    await a_data_track_crosses(pylon, pylon)
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_a_data_track_reaches_a_subscriber_on_another_node(cluster, http):
+    n0, n1 = cluster(2)
+    await wait_all_ready(http, [n0, n1])
+    await a_data_track_crosses(n0, n1)
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_a_data_track_reaches_a_subscriber_in_another_region(regions, http):
+    r = await start_regions(regions, http, ["eu", "us"], nodes=1)
+    await a_data_track_crosses(r["eu"][0], r["us"][0])
+
+
+async def a_data_track_crosses(alice_server, bob_server):
+    """Alice (on `alice_server`) publishes, bob (on `bob_server`) is told, subscribes and gets
+    the frames in order; alice unpublishes and bob is told."""
+    bob, bob_events = await connect(bob_server, "bob")
+    alice, _ = await connect(alice_server, "alice")
     try:
         track = await alice.local_participant.publish_data_track(name="telemetry")
         assert track.info.sid.startswith("DTR_"), track.info

@@ -23,9 +23,9 @@ async def test_demo_is_off_by_default_and_never_mints_outside_dev(pylon_factory,
 
 
 async def test_dev_mode_serves_the_page_the_sdk_and_tokens(http):
-    port, udp = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    port, udp, tcp = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
     proc = subprocess.Popen(
-        [str(pylon_binary()), "serve", "--dev", "--port", str(port), "--udp-port", str(udp)],
+        [str(pylon_binary()), "serve", "--dev", "--port", str(port), "--udp-port", str(udp), "--tcp-port", str(tcp)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 
 from livekit import rtc
 
-from peers import Peer, Publisher, wait_for
+from conftest import memory_kib
+from peers import Peer, Publisher, feed_video, wait_for
 
 
 async def test_manual_subscription_starts_and_stops_media(pylon):
@@ -56,3 +59,70 @@ async def test_subscription_permissions_limit_who_receives(pylon):
         pub.stop()
         for p in (a, b, c):
             await p.close()
+
+
+async def subscriber_video_mids(peer: Peer) -> set[str]:
+    """The mids of the video streams the peer's subscriber connection receives (libwebrtc's
+    inbound-rtp stats)."""
+    stats = await peer.room.get_rtc_stats()
+    return {
+        s.inbound_rtp.inbound.mid
+        for s in stats.subscriber_stats
+        if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "video"
+    }
+
+
+async def test_tracks_published_again_and_again_arrive_whole_on_recycled_sections(pylon):
+    """A screen share started and stopped over and over: each new track is announced,
+    subscribed under its own SID and decoded, while B's subscriber connection reuses the media
+    section of the track before (LiveKit's transceiver reuse) instead of growing by one each
+    time. CI runs 6 cycles; `bench/republish.sh` runs 500 (PYLON_REPUBLISH_CYCLES) and records
+    the server's memory (REPUBLISH-RESULT)."""
+    cycles = int(os.environ.get("PYLON_REPUBLISH_CYCLES", "6"))
+    # The SDK's own publisher connection gains a transceiver per publish (libwebrtc never
+    # reuses one that has sent), so a long run slows the client down, not the server.
+    patience = 20 if cycles <= 50 else 60
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    pub = await Publisher(a.room).publish()  # camera and microphone stay throughout
+    subscribed: list[str] = []
+    b.room.on("track_subscribed", lambda track, p, participant: subscribed.append(p.sid))
+    memory = {}
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 5, 20, "B to decode A's camera")
+        mids: set[str] = set()  # every section B received video on
+        for i in range(cycles):
+            name = f"screen-{i}"
+            # Each share its own small source, fed only while it is published (the SDK keeps
+            # an unpublished track's encoder alive as long as its source is fed).
+            source = rtc.VideoSource(320, 180)
+            feeding = asyncio.ensure_future(feed_video(source, (320, 180)))
+            track = rtc.LocalVideoTrack.create_video_track(name, source)
+            opts = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE)
+            published = await a.room.local_participant.publish_track(track, opts)
+            await wait_for(lambda: b.video_frames(f"A/{name}") > 5, patience, f"B to decode {name}")
+            assert published.sid in subscribed, f"B subscribed to {name} under its own SID"
+            mids |= await subscriber_video_mids(b)
+            await a.room.local_participant.unpublish_track(published.sid)
+            feeding.cancel()
+            await wait_for(lambda: b.saw("unpublished", "A", name), 10, f"B to see {name} unpublished")
+            # Let B answer the offer that makes the section inactive (a section is recycled
+            # only after that), as a person stopping and starting a share would.
+            await asyncio.sleep(0.3)
+            # B stops consuming each finished share: only the server is measured, and the
+            # clients must not slow down over a long run.
+            b.forget(f"A/{name}")
+            if i + 1 in (min(50, cycles), cycles):
+                memory["warm" if i + 1 < cycles else "after"] = memory_kib(pylon.proc.pid)
+        result = {"cycles": cycles, "sections": len(mids), **memory}
+        print("REPUBLISH-RESULT " + json.dumps(result))
+        # The camera's section and one recycled for every screen share: without recycling,
+        # one section per share.
+        assert len(mids) <= 3, f"B's subscriber connection received video on {sorted(mids)}"
+        # A's camera never stopped for B.
+        frames = b.video_frames("A/camera")
+        await wait_for(lambda: b.video_frames("A/camera") > frames + 10, 10, "B to keep decoding A's camera")
+    finally:
+        pub.stop()
+        await a.close()
+        await b.close()

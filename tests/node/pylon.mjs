@@ -30,15 +30,24 @@ export async function waitFor(cond, timeoutMs, what, intervalMs = 50) {
   }
 }
 
-export function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+const handedOut = new Set();
+
+/** A TCP port free on loopback now, never one handed out before (HTTP and ICE/TCP differ). */
+export async function freeTcpPort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const { port: p } = s.address();
+        s.close(() => resolve(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export function freeUdpPort() {
@@ -87,10 +96,11 @@ export async function startPylon(name, extra = {}) {
   fs.mkdirSync(OUTPUT, { recursive: true });
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
+  const tcpPort = await freeTcpPort();
   const config = {
     port: httpPort,
     bind_addresses: ['127.0.0.1'],
-    rtc: { udp_port: udpPort, node_ip: '127.0.0.1', ...rtcFromEnv() },
+    rtc: { udp_port: udpPort, tcp_port: tcpPort, node_ip: '127.0.0.1', ...rtcFromEnv() },
     keys: { [API_KEY]: API_SECRET },
     logging: { level: 'debug' },
   };

@@ -107,7 +107,12 @@
         else $('audio').append(track.attach());
         showMuted(p);
       })
-      .on(LK.RoomEvent.TrackUnsubscribed, (track) => { track.detach().forEach((el) => el.remove()); })
+      .on(LK.RoomEvent.TrackUnsubscribed, (track, _pub, p) => {
+        track.detach().forEach((el) => el.remove());
+        // A tile shows one video: when a screen share ends, show the camera again.
+        const cam = p.getTrackPublication(LK.Track.Source.Camera)?.track;
+        if (track.kind === LK.Track.Kind.Video && cam && cam !== track) attachVideo(cam, p);
+      })
       .on(LK.RoomEvent.TrackPublished, (_pub, p) => showMuted(p))
       .on(LK.RoomEvent.TrackUnpublished, (_pub, p) => showMuted(p))
       .on(LK.RoomEvent.TrackMuted, (_pub, p) => showMuted(p))

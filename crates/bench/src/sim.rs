@@ -124,6 +124,8 @@ pub struct Net {
     pub webhooks: Vec<lk::WebhookEvent>,
     /// RTP packets relayed between shards: (from, to) → count.
     pub relayed_rtp: HashMap<(usize, usize), u64>,
+    /// Data-track packets relayed between shards: (from, to) → count.
+    pub relayed_data_frames: HashMap<(usize, usize), u64>,
     /// The tier of links between shards of different nodes (`Region`: each node is a region).
     cross_tier: Tier,
     /// Links cut (both directions): their relay messages are lost.
@@ -188,6 +190,7 @@ impl Net {
             relays: VecDeque::new(),
             webhooks: Vec::new(),
             relayed_rtp: HashMap::new(),
+            relayed_data_frames: HashMap::new(),
             cross_tier,
             cut: Vec::new(),
             next_sid: 1,
@@ -339,6 +342,9 @@ impl Net {
                     let to = place.index as usize;
                     if matches!(msg, RelayMessage::Rtp(_)) {
                         *self.relayed_rtp.entry((s, to)).or_default() += 1;
+                    }
+                    if matches!(msg, RelayMessage::DataFrame { .. }) {
+                        *self.relayed_data_frames.entry((s, to)).or_default() += 1;
                     }
                     self.relays.push_back((s, to, msg));
                 }
@@ -518,9 +524,8 @@ impl Net {
         self.signal(c, Req::Offer(sd));
     }
 
-    /// AddTrack, then offer a send-only m-line of `kind` (with the client's data channels the
-    /// first time); returns its mid once negotiated.
-    pub fn publish(&mut self, c: usize, kind: MediaKind, cid: &str) -> Mid {
+    /// Ask to publish a camera or microphone track (`cid` is also its name).
+    fn add_track(&mut self, c: usize, kind: MediaKind, cid: &str) {
         let (ty, source) = if kind.is_video() {
             (lk::TrackType::Video, lk::TrackSource::Camera)
         } else {
@@ -536,6 +541,12 @@ impl Net {
             ..Default::default()
         };
         self.signal(c, Req::AddTrack(add));
+    }
+
+    /// AddTrack, then offer a send-only m-line of `kind` (with the client's data channels the
+    /// first time); returns its mid once negotiated.
+    pub fn publish(&mut self, c: usize, kind: MediaKind, cid: &str) -> Mid {
+        self.add_track(c, kind, cid);
         let client = &mut self.clients[c];
         let mut api = client.publisher.rtc.sdp_api();
         let first = client.publisher.media.is_empty() && client.next_offer_id == 1;
@@ -567,6 +578,22 @@ impl Net {
     pub fn unpublish(&mut self, c: usize, mid: Mid) {
         let mut api = self.clients[c].publisher.rtc.sdp_api();
         api.set_direction(mid, Direction::Inactive);
+        let (offer, pending) = api.apply().expect("an offer");
+        self.send_offer(c, offer, pending);
+    }
+
+    /// Publish again on a section `unpublish` made inactive, as a new track (`cid`): the way a
+    /// client reuses its own transceiver.
+    pub fn republish(&mut self, c: usize, mid: Mid, cid: &str) {
+        let kind = self.clients[c]
+            .publisher
+            .rtc
+            .media(mid)
+            .map(|m| m.kind())
+            .expect("published mid");
+        self.add_track(c, kind, cid);
+        let mut api = self.clients[c].publisher.rtc.sdp_api();
+        api.set_direction(mid, Direction::SendOnly);
         let (offer, pending) = api.apply().expect("an offer");
         self.send_offer(c, offer, pending);
     }

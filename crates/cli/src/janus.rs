@@ -149,7 +149,7 @@ impl Session {
 
 /// A client peer connection to Janus on `ip`, with its own DTLS certificate.
 fn new_peer(ip: IpAddr) -> anyhow::Result<Peer> {
-    Ok(Peer::new(None, ip, Instant::now())?)
+    Ok(Peer::new(None, ip, Default::default(), Instant::now())?)
 }
 
 /// Tick `peer` and poll it: datagrams go out, events are appended to `events`, and

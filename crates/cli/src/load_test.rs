@@ -87,6 +87,9 @@ pub struct LoadTestArgs {
     /// pair when the server runs in another network namespace.
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) local_ip: std::net::IpAddr,
+    /// Every participant uses ICE over TCP (the server's `rtc.tcp_port`) instead of UDP.
+    #[arg(long)]
+    pub(crate) ice_tcp: bool,
 }
 
 /// A server process measured from /proc.
@@ -500,6 +503,11 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
     let opts = ClientOptions {
         sdk: "pylon-load-test".into(),
         local_ip: args.local_ip,
+        transport: if args.ice_tcp {
+            pylon_testkit::Transport::Tcp
+        } else {
+            pylon_testkit::Transport::Udp
+        },
         ..ClientOptions::default()
     };
     let before_join = probe.map(|p| p.sample()).transpose()?;

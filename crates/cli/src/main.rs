@@ -80,6 +80,9 @@ struct ServeArgs {
     /// UDP media port.
     #[arg(long)]
     udp_port: Option<u16>,
+    /// ICE/TCP media port (`rtc.tcp_port`, default 7881; 0 turns ICE/TCP off).
+    #[arg(long)]
+    tcp_port: Option<u16>,
     /// IP address advertised to clients for media (on Kubernetes, the host's IP from the
     /// downward API).
     #[arg(long, env = "NODE_IP")]
@@ -267,6 +270,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bind: args.bind,
         port: args.port,
         udp_port: args.udp_port,
+        tcp_port: args.tcp_port,
         node_ip: args.node_ip,
         keys: args.keys,
         relay_secret: args.relay_secret,
@@ -290,6 +294,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
         )
         .init();
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,5 +1,6 @@
 //! A subscriber receives exactly the RTP payloads a publisher sent, byte for byte, on an
-//! Opus track and a VP8 track.
+//! Opus track and a VP8 track: over UDP, and with both participants on ICE over TCP (the
+//! server's passive TCP candidate, RFC 4571 frames).
 //!
 //! B joins first; A publishes both tracks. A sends warm-up packets (prefixed `W`) until B
 //! receives some on both tracks, which proves the subscription is negotiated and video
@@ -8,7 +9,9 @@
 
 use std::time::Duration;
 
-use pylon_testkit::{vp8, Client, LocalTrack, ReceivedRtp, RtpOut, Server, TrackSpec};
+use pylon_testkit::{
+    vp8, Client, ClientOptions, LocalTrack, ReceivedRtp, RtpOut, Server, TrackSpec, Transport,
+};
 
 const AUDIO_PACKETS: usize = 200;
 const VIDEO_PACKETS: usize = 100;
@@ -88,12 +91,26 @@ fn has_warmup(b: &mut Client, track: &LocalTrack) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_receives_published_payloads_byte_for_byte() {
+    byte_for_byte(Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_ice_tcp_subscriber_receives_published_payloads_byte_for_byte() {
+    byte_for_byte(Transport::Tcp).await;
+}
+
+async fn byte_for_byte(transport: Transport) {
     pylon_testkit::init_test_logging();
-    let server = Server::start(env!("CARGO_BIN_EXE_pylon"), "forwarding_bytes")
+    let name = format!("forwarding_bytes_{transport:?}").to_lowercase();
+    let server = Server::start(env!("CARGO_BIN_EXE_pylon"), &name)
         .await
         .expect("server starts");
-    let mut b = server.client("bytes", "b").await.expect("b joins");
-    let mut a = server.client("bytes", "a").await.expect("a joins");
+    let opts = || ClientOptions {
+        transport,
+        ..ClientOptions::default()
+    };
+    let mut b = server.client_with("bytes", "b", opts()).await.expect("b joins");
+    let mut a = server.client_with("bytes", "a", opts()).await.expect("a joins");
     let audio = a.publish(TrackSpec::audio("mic")).await.expect("audio published");
     let video = a
         .publish(TrackSpec::video("cam", 640, 480))

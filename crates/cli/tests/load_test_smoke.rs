@@ -35,6 +35,9 @@ fn load_test_smoke_receives_media_from_a_dev_server() {
                 &http.to_string(),
                 "--udp-port",
                 &udp.to_string(),
+                // ICE/TCP is not what this test is about: off, so no third port is needed.
+                "--tcp-port",
+                "0",
             ])
             .stdout(Stdio::null())
             .stderr(log)

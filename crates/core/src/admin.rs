@@ -400,9 +400,11 @@ impl Shard {
         crate::limits::apply_attributes(&mut p.attributes, &u.attributes);
         let mut revoked_publish = false;
         let mut revoked_subscribe = false;
+        let mut revoked_data = false;
         if let Some(perm) = u.permission {
             revoked_publish = p.permission.can_publish && !perm.can_publish;
             revoked_subscribe = p.permission.can_subscribe && !perm.can_subscribe;
+            revoked_data = p.permission.can_publish_data && !perm.can_publish_data;
             p.permission.can_publish = perm.can_publish;
             p.permission.can_subscribe = perm.can_subscribe;
             p.permission.can_publish_data = perm.can_publish_data;
@@ -433,6 +435,13 @@ impl Shard {
             for t in subscribed {
                 self.unsubscribe(key, t);
             }
+            if !self.participants[&key].data_subs.is_empty() {
+                self.drop_data_subscriptions(key);
+                self.send_data_handles(key);
+            }
+        }
+        if revoked_data {
+            self.drop_published_data_tracks(key);
         }
         self.announce(key);
         Ok(self.info_of(key).expect("member"))

@@ -12,7 +12,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::MediaKind;
 use str0m::Candidate;
 
-use crate::ids::{ParticipantIdentity, ParticipantSid, TrackSid};
+use crate::ids::{DataTrackSid, ParticipantIdentity, ParticipantSid, TrackSid};
 use crate::peer::PcKind;
 
 /// One request from a joined participant.
@@ -156,6 +156,8 @@ pub struct TrackPermission {
     pub participant_identity: Option<ParticipantIdentity>,
     pub all_tracks: bool,
     pub tracks: Vec<TrackSid>,
+    /// Data tracks named by the grant (`DTR_` sids in LiveKit's `track_sids`).
+    pub data_tracks: Vec<DataTrackSid>,
 }
 
 impl SubscriptionPermission {
@@ -164,10 +166,14 @@ impl SubscriptionPermission {
         self.grants_any(sid, identity, |g| g.all_tracks || g.tracks.contains(track))
     }
 
-    /// Whether the participant may subscribe to the publisher's data tracks: granted everyone,
-    /// or all of the publisher's tracks (grants naming single data tracks are not read yet).
-    pub fn allows_data(&self, sid: &ParticipantSid, identity: &ParticipantIdentity) -> bool {
-        self.grants_any(sid, identity, |g| g.all_tracks)
+    /// Whether the participant `sid`/`identity` may subscribe to data track `track`.
+    pub fn allows_data(
+        &self,
+        sid: &ParticipantSid,
+        identity: &ParticipantIdentity,
+        track: &DataTrackSid,
+    ) -> bool {
+        self.grants_any(sid, identity, |g| g.all_tracks || g.data_tracks.contains(track))
     }
 
     /// Everyone is allowed, or a grant to this participant satisfies `covers`.

@@ -29,6 +29,11 @@ impl Default for RoomDefaults {
 pub struct ShardConfig {
     /// The address advertised as the ICE host candidate (node_ip : rtc.udp_port).
     pub udp_candidate: SocketAddr,
+    /// The address advertised as the passive ICE/TCP host candidate (node_ip : rtc.tcp_port),
+    /// if TCP media is on.
+    pub tcp_candidate: Option<SocketAddr>,
+    /// STUN/TURN servers clients are told to use (join and reconnect responses).
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
     pub room: RoomDefaults,
     pub region: String,
     pub node_id: String,
@@ -53,6 +58,8 @@ impl ShardConfig {
     pub fn new(udp_candidate: SocketAddr) -> Self {
         Self {
             udp_candidate,
+            tcp_candidate: None,
+            ice_servers: Vec::new(),
             room: RoomDefaults::default(),
             region: String::new(),
             node_id: String::new(),

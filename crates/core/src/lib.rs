@@ -25,6 +25,7 @@ pub mod limits;
 pub mod loss;
 mod membership;
 mod mirror;
+pub mod msid;
 pub mod negotiation;
 pub mod participant;
 pub mod peer;

@@ -23,6 +23,10 @@ pub const MAX_DATA_SUBSCRIPTIONS: usize = 1024;
 pub const MAX_DATA_TRACK_NAME_LEN: usize = 256;
 /// Subscription changes read from one `UpdateDataSubscription`; the rest are dropped.
 pub const MAX_DATA_SUBSCRIPTION_UPDATES: usize = 256;
+/// Largest data-track packet forwarded, header included: the SDKs' transport MTU (16,000
+/// bytes, `TRANSPORT_MTU` in rust-sdks, `TRANSPORT_MTU_BYTES` in JS). A larger one is dropped,
+/// so a hostile publisher cannot make every subscriber's channel carry 64 KiB messages.
+pub const MAX_DATA_TRACK_PACKET: usize = 16_000;
 
 /// Which limit a value broke.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

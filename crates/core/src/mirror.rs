@@ -70,6 +70,12 @@ impl Shard {
             RelayMessage::Quality { room, quality, sids } => {
                 self.show_quality(&room, Some(from), quality, &sids);
             }
+            RelayMessage::DataWish {
+                room,
+                track,
+                subscribe,
+            } => self.on_data_wish(from, &room, track, subscribe),
+            RelayMessage::DataFrame { track, packet, .. } => return self.on_data_frame(from, &track, packet),
         }
         self.drain_dirty(now);
     }
@@ -118,6 +124,7 @@ impl Shard {
         for state in participants {
             self.upsert_mirror(now, from, &room, state);
         }
+        self.repeat_data_wishes(from, &room);
         if reply {
             let participants = self.snapshot(&room, from);
             let hello = RelayMessage::Hello {
@@ -165,6 +172,7 @@ impl Shard {
         }
         // The place wants nothing relayed any more: its sinks go, and relayed tracks ask
         // their origins for less.
+        self.forget_data_sinks(from, room);
         let Some(r) = self.rooms.get(room) else {
             return;
         };
@@ -265,6 +273,7 @@ impl Shard {
             changed
         };
         let added = self.reconcile_mirror_tracks(key, from, &state.info, &state.tracks);
+        self.prune_relayed_data();
         self.broadcast(room, update(vec![state.info]), None);
         if let Some(onward) = self.mirror_state(key) {
             for place in self.onward_links(room, Some(from)) {
@@ -444,6 +453,7 @@ impl Shard {
         for tkey in m.tracks {
             self.drop_track(tkey);
         }
+        self.prune_relayed_data();
         Some(m.room)
     }
 }

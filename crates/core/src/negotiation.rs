@@ -3,6 +3,12 @@
 //! Changes (tracks to add, sections to deactivate or reactivate, an ICE restart) queue up; an
 //! offer carries all of them, at most one offer is outstanding, and changes made meanwhile go
 //! into the next offer once the answer arrives (livekit-protocol.md §7).
+//!
+//! Sections are recycled, as LiveKit reuses transceivers: an unsubscribed track's section is
+//! parked inactive; once the client has answered that, it is *dormant*, and the next
+//! subscription to any track of the same kind takes it over with a new msid (`msid.rs`). So a
+//! subscriber's SDP holds as many media sections as it ever had subscriptions at once, however
+//! many tracks come and go (`docs/mline-recycling.md`).
 
 use std::collections::HashMap;
 
@@ -10,17 +16,18 @@ use livekit_protocol as lk;
 use rustc_hash::FxHashMap;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, Reliability};
-use str0m::media::{Direction, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::Rtc;
 
 use crate::data::{DATA_TRACK_LABEL, LOSSY_LABEL, RELIABLE_LABEL};
 use crate::ids::{TrackKey, TrackSid};
+use crate::msid::{self, Msid};
 use crate::track::{DownTrack, ParkedDownTrack};
 
 /// Server-side offer/answer state of the subscriber peer connection.
 #[derive(Default)]
 pub struct SubscriberNegotiation {
-    pub pending: Option<(u32, SdpPendingOffer)>,
+    pub pending: Option<Sent>,
     /// Changes were queued while an offer was outstanding.
     pub again: bool,
     pub last_offer_id: u32,
@@ -34,8 +41,22 @@ pub struct SubscriberNegotiation {
     /// reuses the section (a new one would repeat the track's msid, which libwebrtc refuses as
     /// a duplicate `a=msid`) and continues its sequence numbers.
     pub parked: HashMap<TrackSid, ParkedDownTrack>,
+    /// The msid each recycled section announces now (str0m keeps the one it was added with).
+    pub msids: HashMap<Mid, Msid>,
     pub channels_created: bool,
     pub ice_restart: bool,
+}
+
+/// The outstanding offer and the changes it carries: str0m applies them only when the answer
+/// comes, so an offer that is given up (a resume's ICE restart) must queue them again.
+pub struct Sent {
+    pub id: u32,
+    offer: SdpPendingOffer,
+    /// It adds the data channels (the first offer).
+    channels: bool,
+    adds: Vec<(TrackKey, Mid)>,
+    removes: Vec<Mid>,
+    reactivate: Vec<Mid>,
 }
 
 /// What became of a client's answer.
@@ -61,7 +82,8 @@ impl SubscriberNegotiation {
             return None;
         }
         let mut api = rtc.sdp_api();
-        if !self.channels_created {
+        let channels = !self.channels_created;
+        if channels {
             self.channels_created = true;
             api.add_channel_with_config(ChannelConfig {
                 label: RELIABLE_LABEL.into(),
@@ -87,6 +109,7 @@ impl SubscriberNegotiation {
             // the answerer (RFC 8445 §9), and libwebrtc would keep its old, dead state.
             api.ice_restart(false);
         }
+        let mut adds = Vec::with_capacity(self.adds.len());
         for tkey in self.adds.drain(..) {
             let Some(dt) = downtracks.get_mut(&tkey) else {
                 continue;
@@ -94,45 +117,314 @@ impl SubscriberNegotiation {
             if dt.mid.is_some() {
                 continue;
             }
-            let stream = format!("{}|{}", dt.publisher_sid, dt.track_sid);
-            let track = dt.track_sid.as_str().to_string();
-            dt.mid = Some(api.add_media(dt.kind, Direction::SendOnly, Some(stream), Some(track), None));
+            let msid = Msid::of(&dt.publisher_sid, &dt.track_sid);
+            let mid = api.add_media(
+                dt.kind,
+                Direction::SendOnly,
+                Some(msid.stream),
+                Some(msid.track),
+                None,
+            );
+            dt.mid = Some(mid);
+            adds.push((tkey, mid));
         }
-        for mid in self.removes.drain(..) {
+        for &mid in &self.removes {
             api.set_direction(mid, Direction::Inactive);
         }
-        for mid in self.reactivate.drain(..) {
+        for &mid in &self.reactivate {
             api.set_direction(mid, Direction::SendOnly);
         }
-        let (offer, pending) = api.apply()?;
+        let removes = std::mem::take(&mut self.removes);
+        let reactivate = std::mem::take(&mut self.reactivate);
+        let Some((offer, pending)) = api.apply() else {
+            // Nothing changed in str0m's view (e.g. a section parked and taken back before
+            // any offer): nothing to offer.
+            return None;
+        };
         self.last_offer_id += 1;
         let id = self.last_offer_id;
-        self.pending = Some((id, pending));
+        self.pending = Some(Sent {
+            id,
+            offer: pending,
+            channels,
+            adds,
+            removes,
+            reactivate,
+        });
         let mid_to_track_id: HashMap<String, String> = downtracks
             .values()
             .filter_map(|d| d.mid.map(|m| (m.to_string(), d.track_sid.as_str().to_string())))
             .collect();
         Some(lk::SessionDescription {
             r#type: "offer".into(),
-            sdp: offer.to_sdp_string(),
+            sdp: msid::rewrite(&offer.to_sdp_string(), &self.msids),
             id,
             mid_to_track_id,
         })
     }
 
+    /// Give up the outstanding offer (the client resumed and will answer a new one) and queue
+    /// its changes again, so the next offer carries them.
+    pub fn give_up_offer(&mut self, downtracks: &mut FxHashMap<TrackKey, DownTrack>) {
+        let Some(sent) = self.pending.take() else {
+            return;
+        };
+        self.channels_created &= !sent.channels;
+        for (tkey, mid) in sent.adds {
+            match downtracks.get_mut(&tkey) {
+                Some(dt) if dt.mid == Some(mid) => {
+                    dt.mid = None;
+                    self.adds.push(tkey);
+                }
+                // Unsubscribed since: its section never existed, so there is nothing to park.
+                _ => {
+                    self.parked.retain(|_, p| p.mid != mid);
+                    self.removes.retain(|m| *m != mid);
+                    self.reactivate.retain(|m| *m != mid);
+                    self.msids.remove(&mid);
+                }
+            }
+        }
+        // Queued changes are newer than the ones given up: a section parked by the lost offer
+        // and taken back since stays active, and the other way round.
+        for mid in sent.removes {
+            if !self.reactivate.contains(&mid) && !self.removes.contains(&mid) {
+                self.removes.push(mid);
+            }
+        }
+        for mid in sent.reactivate {
+            if !self.removes.contains(&mid) && !self.reactivate.contains(&mid) {
+                self.reactivate.push(mid);
+            }
+        }
+    }
+
+    /// An unsubscribed track's section goes out of use: queued inactive and parked under the
+    /// track's SID (a track not offered yet only leaves the queued additions).
+    pub fn park(&mut self, dt: DownTrack) {
+        let Some(mid) = dt.mid else {
+            self.adds.retain(|k| *k != dt.track);
+            return;
+        };
+        self.removes.push(mid);
+        self.reactivate.retain(|m| *m != mid);
+        let kept = ParkedDownTrack {
+            mid,
+            kind: dt.kind,
+            dormant: false,
+            forwarder: dt.forwarder,
+            vp8: dt.vp8,
+            pt_map: dt.pt_map,
+        };
+        self.parked.insert(dt.track_sid, kept);
+    }
+
+    /// Take a dormant section of `kind` (its track unsubscribed or gone, the client's answer
+    /// to that received) for another track: the section is reactivated and announces `msid`.
+    pub fn recycle(&mut self, kind: MediaKind, msid: Msid) -> Option<ParkedDownTrack> {
+        let sid = self
+            .parked
+            .iter()
+            .filter(|(_, p)| p.dormant && p.kind == kind)
+            .min_by_key(|(_, p)| p.mid)
+            .map(|(sid, _)| sid.clone())?;
+        let parked = self.parked.remove(&sid)?;
+        self.msids.insert(parked.mid, msid);
+        self.reactivate.push(parked.mid);
+        Some(parked)
+    }
+
     /// Apply the client's answer to offer `id` (0: the outstanding one).
     pub fn answer(&mut self, rtc: &mut Rtc, id: u32, answer: SdpAnswer) -> AnswerOutcome {
-        let Some((pending_id, pending)) = self.pending.take() else {
+        let Some(sent) = self.pending.take() else {
             return AnswerOutcome::Ignored;
         };
-        if id != 0 && id != pending_id {
-            self.pending = Some((pending_id, pending));
+        if id != 0 && id != sent.id {
+            self.pending = Some(sent);
             return AnswerOutcome::Ignored;
         }
-        let refused = rtc.sdp_api().accept_answer(pending, answer).err();
+        let refused = rtc.sdp_api().accept_answer(sent.offer, answer).err();
+        if refused.is_none() {
+            // The client has these sections inactive now: free for other tracks.
+            for p in self.parked.values_mut() {
+                if sent.removes.contains(&p.mid) {
+                    p.dormant = true;
+                }
+            }
+        }
         AnswerOutcome::Settled {
             refused: refused.map(|e| e.to_string()),
             again: std::mem::take(&mut self.again),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::change::SdpOffer;
+
+    use super::*;
+    use crate::forwarder::{Forwarder, TOP_LAYER};
+    use crate::ids::ParticipantSid;
+    use crate::vp8_munger::Vp8Munger;
+
+    fn rtc() -> Rtc {
+        Rtc::builder().set_rtp_mode(true).build(Instant::now())
+    }
+
+    fn downtrack(key: u64, sid: &str) -> DownTrack {
+        DownTrack {
+            track: TrackKey(key),
+            track_sid: TrackSid::new(sid),
+            publisher_sid: ParticipantSid::new("PA_pub"),
+            kind: MediaKind::Video,
+            mid: None,
+            forwarder: Forwarder::new(90_000),
+            vp8: Vp8Munger::default(),
+            pt_map: Vec::new(),
+            disabled: false,
+            max_layer: TOP_LAYER,
+            awaiting_answer: true,
+        }
+    }
+
+    /// The client answers the offer and the server settles it.
+    fn answer(
+        neg: &mut SubscriberNegotiation,
+        server: &mut Rtc,
+        client: &mut Rtc,
+        offer: lk::SessionDescription,
+    ) {
+        let offer = SdpOffer::from_sdp_string(&offer.sdp).expect("offer parses");
+        let answer = client
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("client accepts the offer");
+        let outcome = neg.answer(server, 0, answer);
+        assert_eq!(
+            outcome,
+            AnswerOutcome::Settled {
+                refused: None,
+                again: false
+            }
+        );
+    }
+
+    /// Unsubscribe `key` as `Shard::unsubscribe` does; returns its section.
+    fn park(
+        neg: &mut SubscriberNegotiation,
+        downtracks: &mut FxHashMap<TrackKey, DownTrack>,
+        key: u64,
+    ) -> Mid {
+        let dt = downtracks.remove(&TrackKey(key)).expect("subscribed");
+        let mid = dt.mid.expect("offered");
+        neg.park(dt);
+        mid
+    }
+
+    fn msid(track: &str) -> Msid {
+        Msid {
+            stream: format!("PA_pub|{track}"),
+            track: track.into(),
+        }
+    }
+
+    #[test]
+    fn a_section_is_recycled_only_once_the_client_answered_it_inactive() {
+        let (mut server, mut client) = (rtc(), rtc());
+        let mut neg = SubscriberNegotiation::default();
+        let mut downtracks = FxHashMap::default();
+        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
+        neg.adds.push(TrackKey(1));
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        answer(&mut neg, &mut server, &mut client, offer);
+
+        let mid = park(&mut neg, &mut downtracks, 1);
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        assert!(
+            neg.recycle(MediaKind::Video, msid("TR_two")).is_none(),
+            "not before the client answered the section inactive"
+        );
+        answer(&mut neg, &mut server, &mut client, offer);
+        assert!(
+            neg.recycle(MediaKind::Audio, msid("TR_two")).is_none(),
+            "not for another kind"
+        );
+        let parked = neg
+            .recycle(MediaKind::Video, msid("TR_two"))
+            .expect("dormant now");
+        assert_eq!(parked.mid, mid);
+
+        // The next offer reactivates the section under the new track's msid, which a str0m
+        // client accepts like libwebrtc.
+        let mut two = downtrack(2, "TR_two");
+        two.mid = Some(mid);
+        downtracks.insert(TrackKey(2), two);
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        assert!(
+            offer.sdp.contains("a=msid:PA_pub|TR_two TR_two\r\n"),
+            "{}",
+            offer.sdp
+        );
+        // (The ssrc's cname stays str0m's: it is what its RTCP reports carry.)
+        assert!(
+            !offer
+                .sdp
+                .lines()
+                .any(|l| l.contains("msid:") && l.contains("TR_one")),
+            "{}",
+            offer.sdp
+        );
+        assert_eq!(
+            offer.mid_to_track_id.get(&mid.to_string()).map(String::as_str),
+            Some("TR_two")
+        );
+        assert_eq!(
+            offer.sdp.matches("\r\nm=").count(),
+            2,
+            "data channels and one video section"
+        );
+        answer(&mut neg, &mut server, &mut client, offer);
+        assert_eq!(
+            client.media(mid).map(|m| m.direction()),
+            Some(Direction::RecvOnly)
+        );
+    }
+
+    #[test]
+    fn an_offer_given_up_for_a_resume_is_made_again_with_its_changes() {
+        let (mut server, mut client) = (rtc(), rtc());
+        let mut neg = SubscriberNegotiation::default();
+        let mut downtracks = FxHashMap::default();
+        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
+        neg.adds.push(TrackKey(1));
+        neg.offer(&mut server, &mut downtracks).expect("an offer");
+        // The client resumes before answering: str0m forgets what that offer carried.
+        neg.give_up_offer(&mut downtracks);
+        neg.ice_restart = true;
+        let offer = neg
+            .offer(&mut server, &mut downtracks)
+            .expect("the track is offered again");
+        let mid = downtracks[&TrackKey(1)].mid.expect("a section");
+        assert!(
+            offer.sdp.contains("a=msid:PA_pub|TR_one TR_one\r\n"),
+            "{}",
+            offer.sdp
+        );
+        assert!(
+            offer.sdp.contains("m=application"),
+            "the data channels are offered again"
+        );
+        answer(&mut neg, &mut server, &mut client, offer);
+        assert!(
+            server.media(mid).is_some(),
+            "the server's connection has the section"
+        );
+        assert_eq!(
+            client.media(mid).map(|m| m.direction()),
+            Some(Direction::RecvOnly)
+        );
     }
 }

@@ -25,6 +25,23 @@ pub struct PeerRef {
     pub pc: PcKind,
 }
 
+/// Where a peer's packets come from: the client's address and the transport (UDP, or one
+/// ICE/TCP connection from that address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Remote {
+    pub proto: str0m::net::Protocol,
+    pub addr: SocketAddr,
+}
+
+impl Remote {
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            proto: str0m::net::Protocol::Udp,
+            addr,
+        }
+    }
+}
+
 /// Addresses one peer may be reached from at once (ICE candidates of one client; more would
 /// let a client grow the shard's address index without bound by spraying STUN from new ports).
 pub const MAX_PEER_ADDRS: usize = 4;
@@ -39,7 +56,7 @@ pub struct Peer {
     pub connected: bool,
     /// Source addresses routed to this peer, oldest first (at most [`MAX_PEER_ADDRS`]); each
     /// learnt only after str0m accepted a STUN request from it (integrity checked).
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<Remote>,
     /// Set once the peer reported a fatal error; it is ticked no more.
     pub failed: bool,
     /// The cumulative counts str0m last reported per stream (for metrics' increments).
@@ -79,18 +96,22 @@ impl Peer {
     }
 }
 
-/// Builds the shard's peer connections: ICE-lite, RTP mode, our codecs, one host candidate,
+/// Builds the shard's peer connections: ICE-lite, RTP mode, our codecs, one host candidate
+/// (and a passive TCP one),
 /// and the shard's one DTLS certificate (generating one per peer costs a key generation on
 /// every join; mediasoup likewise shares one per worker).
 pub struct PeerFactory {
     candidate: SocketAddr,
+    /// The passive ICE/TCP candidate (RFC 6544), if TCP media is on.
+    tcp_candidate: Option<SocketAddr>,
     dtls_cert: Option<str0m::config::DtlsCert>,
 }
 
 impl PeerFactory {
-    pub fn new(candidate: SocketAddr) -> Self {
+    pub fn new(candidate: SocketAddr, tcp_candidate: Option<SocketAddr>) -> Self {
         Self {
             candidate,
+            tcp_candidate,
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -115,6 +136,15 @@ impl PeerFactory {
             .build(now);
         let host = Candidate::host(self.candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);
+        if let Some(addr) = self.tcp_candidate {
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
+                .map_err(|e| JoinError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(tcp);
+        }
         Ok(Peer::new(rtc, now))
     }
 }

@@ -156,7 +156,8 @@ impl Shard {
         if let Origin::Relayed { place, id, .. } = track.origin {
             self.relayed.remove(&(place, id));
         }
-        // Their sections stay parked under the track's SID (see `SubscriberNegotiation::parked`).
+        // Their sections are parked, then recycled for the subscribers' next tracks of that
+        // kind (`SubscriberNegotiation::recycle`).
         for &sub in &track.subscribers {
             self.unsubscribe(sub, tkey);
         }

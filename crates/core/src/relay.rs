@@ -9,7 +9,10 @@
 //!   number of subscribers there, and only of the layers wanted there;
 //! - **feedback** toward the origin: the union of the far side's receivers' layer needs
 //!   (`Wish`) and keyframe requests (`Keyframe`); NACKs and congestion control stay per hop;
-//! - **data packets** for the far side's participants (`Data`).
+//! - **data packets** for the far side's participants (`Data`);
+//! - **data-track frames**, like media: a place asks the place it mirrors a publisher from
+//!   for the frames of one of its data tracks while anyone there (or beyond) subscribes
+//!   (`DataWish`), and each frame then crosses the link once (`DataFrame`).
 //!
 //! Split horizon: the places of one [`Tier`](crate::ids::Tier) that hold a room are fully
 //! meshed (workers of a node; nodes of a region, through one anchor worker each; regions,
@@ -28,7 +31,7 @@ use str0m::rtp::{AbsCaptureTime, ExtensionValues, VideoOrientation};
 use crate::command::SubscriptionPermission;
 use crate::data::{DataKind, Destinations};
 use crate::forwarder::Layer;
-use crate::ids::{ParticipantSid, RelayTrackId, RoomName, TrackSid};
+use crate::ids::{DataTrackSid, ParticipantSid, RelayTrackId, RoomName, TrackSid};
 use crate::track::LayerMask;
 
 /// One message over a relay link.
@@ -73,6 +76,27 @@ pub enum RelayMessage {
     Keyframe { track: RelayTrackId },
     /// One media packet of a track the receiver asked for.
     Rtp(RelayRtp),
+    /// The receiver's side (its subscribers, or places beyond it) does (not) want the frames
+    /// of this data track, which the receiver hosts or mirrors.
+    DataWish {
+        room: RoomName,
+        track: DataTrackSid,
+        subscribe: bool,
+    },
+    /// One packet of a data track the receiver asked for, with the publisher's handle (each
+    /// place rewrites it for its own subscribers).
+    DataFrame {
+        room: RoomName,
+        track: DataTrackSid,
+        packet: Arc<[u8]>,
+    },
+}
+
+impl RelayMessage {
+    /// Media and data-track frames: a receiver far behind may drop them, never state.
+    pub fn is_media(&self) -> bool {
+        matches!(self, RelayMessage::Rtp(_) | RelayMessage::DataFrame { .. })
+    }
 }
 
 /// A participant as its host describes it to other places.

@@ -29,7 +29,7 @@ use crate::ids::{
     TrackKey, TrackSid,
 };
 use crate::participant::{Participant, RemoteParticipant};
-use crate::peer::{PcKind, PeerFactory, PeerRef, MAX_PEER_ADDRS};
+use crate::peer::{PcKind, PeerFactory, PeerRef, Remote, MAX_PEER_ADDRS};
 use crate::relay::RelayMessage;
 use crate::room::{Placement, Room};
 use crate::timers::Timers;
@@ -285,7 +285,7 @@ pub struct Shard {
     // Room names and sids are chosen by clients: the DoS-resistant hash.
     pub(crate) rooms: HashMap<RoomName, Room>,
     // Keys we mint ourselves (never chosen by a client): the fast hash.
-    pub(crate) participants: FxHashMap<ParticipantKey, Participant>,
+    pub(crate) participants: FxHashMap<ParticipantKey, Box<Participant>>,
     pub(crate) remotes: FxHashMap<ParticipantKey, RemoteParticipant>,
     pub(crate) tracks: FxHashMap<TrackKey, Track>,
     pub(crate) track_sids: HashMap<TrackSid, TrackKey>,
@@ -293,7 +293,7 @@ pub struct Shard {
     pub(crate) relayed: FxHashMap<(PlaceId, RelayTrackId), TrackKey>,
     pub(crate) sessions: FxHashMap<SessionId, ParticipantKey>,
     pub(crate) ufrags: HashMap<String, PeerRef>,
-    pub(crate) addrs: HashMap<SocketAddr, PeerRef>,
+    pub(crate) addrs: HashMap<Remote, PeerRef>,
     next_key: u64,
     pub(crate) outputs: VecDeque<Output>,
     /// Peers written to since they were last drained.
@@ -322,6 +322,9 @@ pub struct Shard {
     pub(crate) sinks: Vec<crate::track::Sink>,
     /// Reused by the data-track fan-out: its subscribers, and the packet being rewritten.
     pub(crate) data_fanout: Vec<(ParticipantKey, u16)>,
+    /// Data tracks of participants hosted at other places that this place relays (to its
+    /// subscribers, or on to other places).
+    pub(crate) relayed_data: FxHashMap<crate::ids::DataTrackSid, crate::datatrack::RelayedDataTrack>,
     pub(crate) data_scratch: Vec<u8>,
     /// The earliest time a room stops waiting for its linked places' snapshots.
     pub(crate) link_deadline: Option<Instant>,
@@ -334,7 +337,7 @@ impl Shard {
     pub fn new(config: ShardConfig, now: Instant, unix_ms: i64, seed: u64) -> Self {
         let key_base = config.key_base;
         Self {
-            peers: PeerFactory::new(config.udp_candidate),
+            peers: PeerFactory::new(config.udp_candidate, config.tcp_candidate),
             config,
             rng: StdRng::seed_from_u64(seed),
             clock_base: (now, unix_ms),
@@ -362,6 +365,7 @@ impl Shard {
             fanout: Vec::new(),
             sinks: Vec::new(),
             data_fanout: Vec::new(),
+            relayed_data: FxHashMap::default(),
             data_scratch: Vec::new(),
             link_deadline: None,
             silent_places: Vec::new(),
@@ -388,6 +392,16 @@ impl Shard {
         let published = self.tracks.values().filter(|t| t.is_local()).count();
         let subscribed = self.participants.values().map(|p| p.downtracks.len()).sum();
         (published, subscribed)
+    }
+
+    /// Inactive subscriber media sections kept for reuse, over all participants here, and the
+    /// msids of recycled ones: what subscriptions that came and went still cost.
+    pub fn parked_sections(&self) -> (usize, usize) {
+        let n = |f: fn(&Participant) -> usize| self.participants.values().map(|p| f(p)).sum();
+        (
+            n(|p| p.negotiation.parked.len()),
+            n(|p| p.negotiation.msids.len()),
+        )
     }
 
     pub(crate) fn unix_ms(&self, now: Instant) -> i64 {
@@ -494,7 +508,30 @@ impl Shard {
         destination: SocketAddr,
         buf: &[u8],
     ) -> Received {
-        let known = self.addrs.get(&source).copied();
+        self.receive_on(now, Protocol::Udp, source, destination, buf)
+    }
+
+    /// A packet arrived on an ICE/TCP connection from `source` (one RFC 4571 frame).
+    pub fn receive_tcp(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> Received {
+        self.receive_on(now, Protocol::Tcp, source, destination, buf)
+    }
+
+    fn receive_on(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> Received {
+        let remote = Remote { proto, addr: source };
+        let known = self.addrs.get(&remote).copied();
         let (peer, stun) = match known {
             Some(p) => (p, false),
             None => match self.peer_by_stun_username(buf) {
@@ -504,7 +541,7 @@ impl Shard {
         };
         self.stats.datagrams_in += 1;
         self.last_receive = now;
-        let Ok(receive) = Receive::new(Protocol::Udp, source, destination, buf) else {
+        let Ok(receive) = Receive::new(proto, source, destination, buf) else {
             self.stats.datagrams_dropped += 1;
             return Received::Handled;
         };
@@ -517,10 +554,19 @@ impl Shard {
         }
         let before = self.outputs.len();
         self.drain(now, peer);
-        if stun && self.answered(before, source) {
-            self.learn_address(peer, source);
+        if stun && self.answered(before, remote) {
+            self.learn_address(peer, remote);
         }
         Received::Handled
+    }
+
+    /// Whether an ICE/TCP connection from `source` reaches a peer here (a STUN request from it
+    /// was accepted).
+    pub fn reaches_over_tcp(&self, source: SocketAddr) -> bool {
+        self.addrs.contains_key(&Remote {
+            proto: Protocol::Tcp,
+            addr: source,
+        })
     }
 
     /// The peer a STUN request is for, by its USERNAME (`our-ufrag:their-ufrag`).
@@ -532,15 +578,15 @@ impl Shard {
 
     /// Whether the outputs queued since `since` include a datagram to `to`: str0m answers a
     /// STUN request only once its integrity checked out.
-    fn answered(&self, since: usize, to: SocketAddr) -> bool {
+    fn answered(&self, since: usize, to: Remote) -> bool {
         self.outputs
             .range(since..)
-            .any(|o| matches!(o, Output::Transmit(t) if t.destination == to))
+            .any(|o| matches!(o, Output::Transmit(t) if t.destination == to.addr && t.proto == to.proto))
     }
 
     /// Route `source` to `peer` from now on (the oldest address is forgotten beyond
     /// [`MAX_PEER_ADDRS`]).
-    fn learn_address(&mut self, peer: PeerRef, source: SocketAddr) {
+    fn learn_address(&mut self, peer: PeerRef, source: Remote) {
         let Some(p) = self.participants.get_mut(&peer.key) else {
             return;
         };
@@ -552,7 +598,7 @@ impl Shard {
         addrs.push(source);
         if let Some(old) = evicted {
             self.addrs.remove(&old);
-            self.emit(ShardEvent::AddressForgotten(old));
+            self.address_event(old, false);
         }
         if let Some(previous) = self.addrs.insert(source, peer) {
             // The address moved between peers (a client reusing a port): the old one lets go.
@@ -560,8 +606,21 @@ impl Shard {
                 q.peer_mut(previous.pc).addrs.retain(|a| *a != source);
             }
         } else {
-            self.emit(ShardEvent::AddressLearned(source));
+            self.address_event(source, true);
         }
+    }
+
+    /// Tell the runtime's UDP demultiplexer that a source address is (no longer) ours. ICE/TCP
+    /// connections are routed by the runtime itself, connection by connection.
+    fn address_event(&mut self, remote: Remote, learned: bool) {
+        if remote.proto != Protocol::Udp {
+            return;
+        }
+        self.emit(if learned {
+            ShardEvent::AddressLearned(remote.addr)
+        } else {
+            ShardEvent::AddressForgotten(remote.addr)
+        });
     }
 
     /// Drive every peer whose timer expired, and the shard's own housekeeping.
@@ -779,7 +838,7 @@ impl Shard {
             for a in &conn.addrs {
                 if self.addrs.get(a).is_some_and(|r| r.key == p.key) {
                     self.addrs.remove(a);
-                    self.emit(ShardEvent::AddressForgotten(*a));
+                    self.address_event(*a, false);
                 }
             }
             self.timers.cancel(PeerRef { key: p.key, pc });

@@ -91,7 +91,7 @@ impl Shard {
             last_data_handle: 0,
         };
         info!(room = %p.room, participant = %sid, identity = %p.identity, "participant joined");
-        self.participants.insert(key, p);
+        self.participants.insert(key, Box::new(p));
         self.sessions.insert(params.session, key);
         self.remember_ufrag(PeerRef {
             key,
@@ -200,7 +200,7 @@ impl Shard {
             participant: Some(p.info(&self.tracks)),
             other_participants: self.others_info(key, &p.room),
             server_version: info.version.clone(),
-            ice_servers: vec![],
+            ice_servers: self.config.ice_servers.clone(),
             subscriber_primary: p.permission.can_subscribe,
             server_region: info.region.clone(),
             ping_timeout: PING_TIMEOUT_SECS,
@@ -253,7 +253,7 @@ impl Shard {
         info!(room = %room, participant = %p.sid, "participant resumed");
         self.sessions.insert(params.session, key);
         let reconnect = lk::ReconnectResponse {
-            ice_servers: vec![],
+            ice_servers: self.config.ice_servers.clone(),
             client_configuration: None,
             server_info: Some(self.server_info()),
             last_message_seq: last_seq,
@@ -270,7 +270,7 @@ impl Shard {
         }
         let p = self.participants.get_mut(&key).expect("found above");
         if p.permission.can_subscribe {
-            p.negotiation.pending = None;
+            p.negotiation.give_up_offer(&mut p.downtracks);
             p.negotiation.ice_restart = true;
             self.negotiate(key);
         }

@@ -11,11 +11,12 @@ use tracing::debug;
 use crate::command::SubscriptionPermission;
 use crate::forwarder::{Forwarder, TOP_LAYER};
 use crate::ids::{ParticipantKey, TrackKey, TrackSid};
+use crate::msid::Msid;
 use crate::participant::allows;
 use crate::peer::{PcKind, PeerRef};
 use crate::relay::RelayMessage;
 use crate::shard::Shard;
-use crate::track::{DownTrack, LayerMask, Origin, ParkedDownTrack};
+use crate::track::{DownTrack, LayerMask, Origin};
 use crate::vp8_munger::Vp8Munger;
 
 /// Resend cache of a forwarded video stream: 300 ms, which answers a NACK (sent when the
@@ -114,14 +115,27 @@ impl Shard {
         }
         debug!(subscriber = %s.sid, track = %t.sid, "subscribing");
         let clock_rate = if t.kind.is_audio() { 48_000 } else { 90_000 };
-        let (mid, forwarder, vp8, pt_map) = match s.negotiation.parked.remove(&t.sid) {
+        let msid = Msid::of(&t.owner_sid, &t.sid);
+        let reused = match s.negotiation.parked.remove(&t.sid) {
+            // Resubscription: the track's own parked section.
             Some(parked) => {
-                // Resubscription: reuse the parked section; forwarding resumes at the next
-                // keyframe with sequence numbers continuing where they stopped.
-                let mut forwarder = parked.forwarder;
-                forwarder.set_target(None);
                 s.negotiation.removes.retain(|m| *m != parked.mid);
                 s.negotiation.reactivate.push(parked.mid);
+                Some(parked)
+            }
+            // Another track's dormant section: it announces this track now, with this
+            // track's payload types.
+            None => s.negotiation.recycle(t.kind, msid).map(|mut p| {
+                p.pt_map.clear();
+                p
+            }),
+        };
+        let (mid, forwarder, vp8, pt_map) = match reused {
+            // The section's outgoing stream goes on: forwarding resumes at the track's next
+            // keyframe, sequence numbers and picture ids continuing where they stopped.
+            Some(parked) => {
+                let mut forwarder = parked.forwarder;
+                forwarder.set_target(None);
                 (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
             None => {
@@ -157,20 +171,7 @@ impl Shard {
             return;
         };
         debug!(subscriber = %s.sid, track = %dt.track_sid, "unsubscribing");
-        match dt.mid {
-            Some(mid) => {
-                s.negotiation.removes.push(mid);
-                s.negotiation.reactivate.retain(|m| *m != mid);
-                let kept = ParkedDownTrack {
-                    mid,
-                    forwarder: dt.forwarder,
-                    vp8: dt.vp8,
-                    pt_map: dt.pt_map,
-                };
-                s.negotiation.parked.insert(dt.track_sid, kept);
-            }
-            None => s.negotiation.adds.retain(|k| *k != tkey),
-        }
+        s.negotiation.park(dt);
         if let Some(t) = self.tracks.get_mut(&tkey) {
             t.subscribers.retain(|k| *k != sub);
         }
@@ -231,6 +232,7 @@ impl Shard {
             }
         }
         self.auto_subscribe_to_tracks(now, &tracks);
+        self.enforce_data_permission(owner);
     }
 
     /// Make (or schedule) a subscriber offer carrying every queued change.

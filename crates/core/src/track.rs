@@ -265,6 +265,10 @@ impl DownTrack {
 #[derive(Debug)]
 pub struct ParkedDownTrack {
     pub mid: Mid,
+    pub kind: MediaKind,
+    /// The client answered the offer that made the section inactive: it may carry another
+    /// track now (`SubscriberNegotiation::recycle`).
+    pub dormant: bool,
     pub forwarder: Forwarder,
     pub vp8: Vp8Munger,
     pub pt_map: Vec<(Pt, Option<Pt>)>,

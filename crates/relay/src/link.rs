@@ -90,10 +90,10 @@ impl LinkHandle {
         self.conn.rtt()
     }
 
-    /// Queue a message for the peer; media is dropped (false) when the link is far behind or
-    /// gone, state only when the link is gone.
+    /// Queue a message for the peer; media (and data-track frames) are dropped (false) when
+    /// the link is far behind or gone, state only when the link is gone.
     pub fn send(&self, msg: RelayMessage) -> bool {
-        let media = matches!(msg, RelayMessage::Rtp(_));
+        let media = msg.is_media();
         if media && self.queued_media.load(Ordering::Relaxed) >= MAX_QUEUED_MEDIA {
             return false;
         }
@@ -180,10 +180,11 @@ async fn write(
                 continue;
             }
         };
-        let media = matches!(msg, RelayMessage::Rtp(_));
-        if media {
+        if msg.is_media() {
             queued_media.fetch_sub(1, Ordering::Relaxed);
         }
+        // RTP goes as datagrams; data-track frames, which may exceed one, on the stream.
+        let media = matches!(msg, RelayMessage::Rtp(_));
         let (announce, frame) = match wire::encode(&msg, &mut codecs) {
             Ok(f) => f,
             Err(e) => {

@@ -13,7 +13,7 @@ use livekit_protocol as lk;
 use prost::Message;
 use pylon_core::command::{SubscriptionPermission, TrackPermission};
 use pylon_core::data::{DataKind, Destinations};
-use pylon_core::ids::{ParticipantIdentity, ParticipantSid, RelayTrackId, RoomName, TrackSid};
+use pylon_core::ids::{DataTrackSid, ParticipantIdentity, ParticipantSid, RelayTrackId, RoomName, TrackSid};
 use pylon_core::relay::{DataOut, MediaExtensions, MediaPacket, ParticipantState, RelayMessage, RelayRtp};
 use pylon_core::track::LayerMask;
 use str0m::format::PayloadParams;
@@ -42,7 +42,7 @@ pub enum WireError {
 /// One frame.
 #[derive(Clone, PartialEq, Message)]
 pub struct Frame {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
     pub body: Option<Body>,
 }
 
@@ -72,6 +72,32 @@ pub enum Body {
     Homes(Homes),
     #[prost(message, tag = "11")]
     Quality(Quality),
+    #[prost(message, tag = "12")]
+    DataWish(DataWish),
+    #[prost(message, tag = "13")]
+    DataFrame(DataFrame),
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DataWish {
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// The data track's `DTR_` sid.
+    #[prost(string, tag = "2")]
+    pub track: String,
+    #[prost(bool, tag = "3")]
+    pub subscribe: bool,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct DataFrame {
+    #[prost(string, tag = "1")]
+    pub room: String,
+    #[prost(string, tag = "2")]
+    pub track: String,
+    /// The data-track packet, with the publisher's handle.
+    #[prost(bytes = "vec", tag = "3")]
+    pub packet: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -348,6 +374,20 @@ pub fn encode(msg: &RelayMessage, codecs: &mut CodecTable) -> Result<(Option<Fra
             quality: *quality as i32,
             sids: sids.iter().map(|s| s.as_str().to_string()).collect(),
         }),
+        RelayMessage::DataWish {
+            room,
+            track,
+            subscribe,
+        } => Body::DataWish(DataWish {
+            room: room.as_str().to_string(),
+            track: track.to_string(),
+            subscribe: *subscribe,
+        }),
+        RelayMessage::DataFrame { room, track, packet } => Body::DataFrame(DataFrame {
+            room: room.as_str().to_string(),
+            track: track.to_string(),
+            packet: packet.to_vec(),
+        }),
         RelayMessage::Rtp(r) => return encode_rtp(r, codecs),
     };
     Ok((None, Frame { body: Some(body) }))
@@ -465,6 +505,16 @@ pub fn decode(frame: Frame, codecs: &mut CodecTable) -> Result<Option<RelayMessa
                 .map(|s| ParticipantSid::parse(s).ok_or(WireError::Invalid("participant sid")))
                 .collect::<Result<_, _>>()?,
         },
+        Body::DataWish(w) => RelayMessage::DataWish {
+            room: room(w.room)?,
+            track: DataTrackSid::parse(&w.track).ok_or(WireError::Invalid("data track sid"))?,
+            subscribe: w.subscribe,
+        },
+        Body::DataFrame(f) => RelayMessage::DataFrame {
+            room: room(f.room)?,
+            track: DataTrackSid::parse(&f.track).ok_or(WireError::Invalid("data track sid"))?,
+            packet: f.packet.into(),
+        },
     }))
 }
 
@@ -546,7 +596,10 @@ fn state_to_wire(s: &ParticipantState) -> State {
                         .map(|s| s.as_str().to_string())
                         .unwrap_or_default(),
                     all_tracks: g.all_tracks,
-                    tracks: g.tracks.iter().map(|t| t.as_str().to_string()).collect(),
+                    // Data tracks' `DTR_` sids travel in the same list (older nodes skip them).
+                    tracks: (g.tracks.iter().map(|t| t.as_str().to_string()))
+                        .chain(g.data_tracks.iter().map(|t| t.to_string()))
+                        .collect(),
                 })
                 .collect(),
         }),
@@ -580,6 +633,7 @@ fn state_from_wire(s: State) -> Result<ParticipantState, WireError> {
                         .then(|| ParticipantIdentity::new(g.participant_identity)),
                     all_tracks: g.all_tracks,
                     tracks: g.tracks.iter().filter_map(|t| TrackSid::parse(t)).collect(),
+                    data_tracks: g.tracks.iter().filter_map(|t| DataTrackSid::parse(t)).collect(),
                 })
                 .collect(),
         }),
@@ -595,6 +649,49 @@ pub fn frame(bytes: &[u8]) -> Result<Frame, WireError> {
 mod tests {
     use super::*;
     use pylon_core::ids::RoomName;
+
+    #[test]
+    fn data_track_wishes_and_frames_roundtrip_and_bad_sids_are_refused() {
+        let room = RoomName::new("r");
+        let track = DataTrackSid::parse("DTR_abc").unwrap();
+        let msg = RelayMessage::DataWish {
+            room: room.clone(),
+            track: track.clone(),
+            subscribe: true,
+        };
+        let RelayMessage::DataWish {
+            track: t, subscribe, ..
+        } = roundtrip(msg)
+        else {
+            panic!("data wish expected")
+        };
+        assert_eq!((t, subscribe), (track.clone(), true));
+        let packet: Arc<[u8]> = Arc::from(&[0u8, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8, 42][..]);
+        let msg = RelayMessage::DataFrame {
+            room,
+            track: track.clone(),
+            packet: packet.clone(),
+        };
+        let RelayMessage::DataFrame {
+            track: t, packet: p, ..
+        } = roundtrip(msg)
+        else {
+            panic!("data frame expected")
+        };
+        assert_eq!((t, &p[..]), (track, &packet[..]));
+        let bad = Frame {
+            body: Some(Body::DataWish(DataWish {
+                room: "r".into(),
+                track: "TR_notadatatrack".into(),
+                subscribe: true,
+            })),
+        };
+        let bytes = bad.encode_to_vec();
+        assert_eq!(
+            decode(super::frame(&bytes).unwrap(), &mut CodecTable::default()).err(),
+            Some(WireError::Invalid("data track sid"))
+        );
+    }
 
     fn roundtrip(msg: RelayMessage) -> RelayMessage {
         let mut tx = CodecTable::default();

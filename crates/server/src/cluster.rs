@@ -987,7 +987,11 @@ impl Receiver for NodeReceiver {
             | RelayMessage::Participant { room, .. }
             | RelayMessage::Left { room, .. }
             | RelayMessage::Data { room, .. }
-            | RelayMessage::Quality { room, .. } => room.clone(),
+            | RelayMessage::Quality { room, .. }
+            // Data tracks are relayed by the room's instance linked to the other node: its
+            // anchor, which passes them to and from its other workers.
+            | RelayMessage::DataWish { room, .. }
+            | RelayMessage::DataFrame { room, .. } => room.clone(),
         };
         // Another region talks to the room's home here (its gateway), and to no other node.
         let anchor = match place.tier {

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use livekit_protocol as lk;
 use pylon_auth::KeySet;
 use pylon_core::{RoomDefaults, ShardConfig};
 use serde::Deserialize;
@@ -24,6 +25,33 @@ pub enum ConfigError {
     Invalid { key: &'static str, why: String },
     #[error("config key `{0}` is not supported by this version of Pylon")]
     Unsupported(&'static str),
+}
+
+/// One of `rtc.turn_servers`.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TurnServerFile {
+    pub host: String,
+    pub port: u16,
+    /// `udp`, `tcp` or `tls`.
+    pub protocol: Option<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// LiveKit's `turn:` block (its embedded TURN server).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnFile {
+    pub enabled: Option<bool>,
+    pub domain: Option<String>,
+    pub udp_port: Option<u16>,
+    pub tls_port: Option<u16>,
+    pub external_tls: Option<bool>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub relay_range_start: Option<u16>,
+    pub relay_range_end: Option<u16>,
 }
 
 /// The YAML file as written by an operator. Field names are LiveKit's.
@@ -46,7 +74,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub relay: RelayFile,
     pub webhook: Option<WebhookFile>,
-    pub turn: Option<serde_yaml::Value>,
+    pub turn: Option<TurnFile>,
     pub prometheus_port: Option<u16>,
     /// Pylon's own: the demo page (`/demo/`).
     #[serde(default)]
@@ -121,6 +149,21 @@ pub struct RtcFile {
     pub use_external_ip: Option<bool>,
     pub port_range_start: Option<u16>,
     pub port_range_end: Option<u16>,
+    /// STUN servers clients are told to use (the join response's ICE servers).
+    pub stun_servers: Option<Vec<String>>,
+    /// TURN servers clients are told to use.
+    pub turn_servers: Option<Vec<TurnServerFile>>,
+    /// LiveKit's buffer tuning: str0m sizes its own buffers; accepted without effect.
+    pub packet_buffer_size: Option<u64>,
+    pub packet_buffer_size_video: Option<u64>,
+    pub packet_buffer_size_audio: Option<u64>,
+    /// Downlink congestion control: not built yet (subscribers get the layer they ask for).
+    pub congestion_control: Option<serde_yaml::Value>,
+    /// Keyframe-request spacing per quality: Pylon spaces requests per track itself.
+    pub pli_throttle: Option<serde_yaml::Value>,
+    /// Interface and address filters for gathered candidates: Pylon advertises one address.
+    pub interfaces: Option<serde_yaml::Value>,
+    pub ips: Option<serde_yaml::Value>,
     /// Pylon's own: media worker threads (0 or absent: one per available core).
     pub workers: Option<usize>,
     /// Pylon's own: participants a room's instance on one worker takes before the room spreads
@@ -182,6 +225,8 @@ pub struct Overrides {
     pub bind: Option<IpAddr>,
     pub port: Option<u16>,
     pub udp_port: Option<u16>,
+    /// `rtc.tcp_port` (0 turns ICE/TCP off).
+    pub tcp_port: Option<u16>,
     pub node_ip: Option<IpAddr>,
     pub keys: Option<String>,
     /// `relay.secret`, from the environment (`PYLON_RELAY_SECRET`): applied when
@@ -199,6 +244,9 @@ pub struct Config {
     pub bind: IpAddr,
     pub http_port: u16,
     pub udp_port: u16,
+    /// ICE over TCP (RFC 6544 passive candidates, RFC 4571 framing) on this port; `None`
+    /// when `rtc.tcp_port` is 0.
+    pub tcp_port: Option<u16>,
     pub node_ip: IpAddr,
     pub keys: KeySet,
     pub room: RoomDefaults,
@@ -210,6 +258,12 @@ pub struct Config {
     pub drain: DrainConfig,
     /// When the node is full (`limit:`).
     pub limits: Limits,
+    /// What clients are told to use besides the node itself (`rtc.stun_servers`,
+    /// `rtc.turn_servers`), in the join and reconnect responses.
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// Keys accepted without effect, and other notes worth an operator's attention: logged
+    /// once at start-up.
+    pub warnings: Vec<String>,
     pub webhook: Option<crate::webhook::WebhookConfig>,
     pub demo: Option<crate::demo::DemoConfig>,
     /// Serve Prometheus metrics on this port (same bind address), as LiveKit does.
@@ -287,6 +341,8 @@ pub const DEFAULT_ROOM_SPREAD_THRESHOLD: usize = 16;
 /// More workers than this is a configuration mistake (and more threads than any node has).
 const MAX_WORKERS: usize = 256;
 pub const DEFAULT_UDP_PORT: u16 = 7882;
+/// LiveKit's default `rtc.tcp_port`.
+pub const DEFAULT_TCP_PORT: u16 = 7881;
 /// The key pair `--dev` accepts, as LiveKit's `--dev` does.
 pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
@@ -339,13 +395,35 @@ impl Config {
             });
         }
         let http_port = o.port.or(f.port).unwrap_or(DEFAULT_HTTP_PORT);
-        let udp_port = o.udp_port.or(f.rtc.udp_port).unwrap_or(DEFAULT_UDP_PORT);
+        let warnings = check_rtc_and_turn(&f)?;
+        let ice_servers = ice_servers(&f.rtc)?;
+        let udp_port = (o.udp_port.or(f.rtc.udp_port))
+            .or(f.rtc.port_range_start)
+            .unwrap_or(DEFAULT_UDP_PORT);
         if udp_port == 0 {
             return Err(ConfigError::Invalid {
                 key: "rtc.udp_port",
                 why: "must not be 0".into(),
             });
         }
+        let tcp_port = match o.tcp_port.or(f.rtc.tcp_port).unwrap_or(DEFAULT_TCP_PORT) {
+            0 => None,
+            p if p == udp_port => {
+                // Different protocols could share a number, but operators open ports by
+                // number: one that means two things is almost always a typo.
+                return Err(ConfigError::Invalid {
+                    key: "rtc.tcp_port",
+                    why: format!("{p} is also rtc.udp_port; pick another port, or 0 to turn ICE/TCP off"),
+                });
+            }
+            p if p == http_port => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.tcp_port",
+                    why: format!("{p} is also the HTTP port; pick another port, or 0 to turn ICE/TCP off"),
+                });
+            }
+            p => Some(p),
+        };
         let webhook = resolve_webhook(f.webhook.as_ref(), &keys)?;
         let workers = match f.rtc.workers {
             None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -395,9 +473,12 @@ impl Config {
             bind,
             http_port,
             udp_port,
+            tcp_port,
             node_ip,
             keys,
             room,
+            ice_servers,
+            warnings,
             auto_create: f.room.auto_create.unwrap_or(true),
             log_level: level,
             webhook,
@@ -421,8 +502,15 @@ impl Config {
         SocketAddr::new(self.bind, self.udp_port)
     }
 
+    /// Where the ICE/TCP listener binds, if TCP media is on.
+    pub fn tcp_bind_addr(&self) -> Option<SocketAddr> {
+        self.tcp_port.map(|p| SocketAddr::new(self.bind, p))
+    }
+
     pub fn shard_config(&self) -> ShardConfig {
         let mut c = ShardConfig::new(SocketAddr::new(self.node_ip, self.udp_port));
+        c.tcp_candidate = self.tcp_port.map(|p| SocketAddr::new(self.node_ip, p));
+        c.ice_servers = self.ice_servers.clone();
         c.room = self.room.clone();
         c.region = self.region.clone();
         c.rooms_closed_by_runtime = true;
@@ -441,13 +529,134 @@ pub fn parse_yaml(text: &str) -> Result<FileConfig, ConfigError> {
     serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))
 }
 
+/// LiveKit's `rtc:` and `turn:` keys Pylon has no equivalent for: refused with what to do
+/// instead; tuning keys with no effect here are accepted with a warning (returned).
+fn check_rtc_and_turn(f: &FileConfig) -> Result<Vec<String>, ConfigError> {
+    let set_node_ip =
+        "set rtc.node_ip (or --node-ip, or the NODE_IP environment variable) to the address clients reach";
+    if f.turn.as_ref().is_some_and(|t| t.enabled == Some(true)) {
+        return Err(ConfigError::Invalid {
+            key: "turn.enabled",
+            why: "Pylon has no embedded TURN server yet: run one (coturn, or LiveKit's) and list it under \
+                  rtc.turn_servers, which clients are given in the join response; or set turn.enabled: false"
+                .into(),
+        });
+    }
+    if f.rtc.use_external_ip == Some(true) {
+        return Err(ConfigError::Invalid {
+            key: "rtc.use_external_ip",
+            why: format!("Pylon does not discover its public address with STUN: {set_node_ip}, and remove use_external_ip"),
+        });
+    }
+    for (present, key) in [
+        (f.rtc.interfaces.is_some(), "rtc.interfaces"),
+        (f.rtc.ips.is_some(), "rtc.ips"),
+    ] {
+        if present {
+            return Err(ConfigError::Invalid {
+                key,
+                why: format!("Pylon advertises one media address per node, not a filtered set: {set_node_ip}, and remove this key"),
+            });
+        }
+    }
+    match (f.rtc.port_range_start, f.rtc.port_range_end) {
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: "rtc.port_range_start",
+                why: "port_range_end without port_range_start; Pylon needs one UDP port: set rtc.udp_port"
+                    .into(),
+            })
+        }
+        (Some(s), Some(e)) if s > e => {
+            return Err(ConfigError::Invalid {
+                key: "rtc.port_range_end",
+                why: format!("{e} is below port_range_start {s}"),
+            })
+        }
+        _ => {}
+    }
+    let mut warnings = Vec::new();
+    if let Some(start) = f.rtc.port_range_start {
+        warnings.push(match f.rtc.udp_port {
+            None => format!(
+                "rtc.port_range_start/port_range_end: Pylon serves every participant's media on one UDP port; \
+                 using {start}, the first of the range (set rtc.udp_port to choose another)"
+            ),
+            Some(p) => format!("rtc.port_range_start/port_range_end are unused: all media goes to rtc.udp_port {p}"),
+        });
+    }
+    let no_effect = [
+        (f.rtc.packet_buffer_size.is_some(), "rtc.packet_buffer_size", "str0m sizes its own buffers"),
+        (f.rtc.packet_buffer_size_video.is_some(), "rtc.packet_buffer_size_video", "str0m sizes its own buffers"),
+        (f.rtc.packet_buffer_size_audio.is_some(), "rtc.packet_buffer_size_audio", "str0m sizes its own buffers"),
+        (
+            f.rtc.pli_throttle.is_some(),
+            "rtc.pli_throttle",
+            "Pylon spaces keyframe requests per track itself",
+        ),
+        (
+            f.rtc.congestion_control.is_some(),
+            "rtc.congestion_control",
+            "Pylon does not adapt a subscriber's video to its downlink bandwidth yet; subscribers get the layers they ask for",
+        ),
+    ];
+    for (present, key, why) in no_effect {
+        if present {
+            warnings.push(format!("{key} has no effect: {why}"));
+        }
+    }
+    Ok(warnings)
+}
+
+/// `rtc.stun_servers` and `rtc.turn_servers` as the join response's ICE servers.
+fn ice_servers(f: &RtcFile) -> Result<Vec<lk::IceServer>, ConfigError> {
+    let mut out = Vec::new();
+    for s in f.stun_servers.iter().flatten() {
+        if s.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "rtc.stun_servers",
+                why: "an empty entry; write host:port".into(),
+            });
+        }
+        let url = if s.starts_with("stun:") {
+            s.clone()
+        } else {
+            format!("stun:{s}")
+        };
+        out.push(lk::IceServer {
+            urls: vec![url],
+            ..Default::default()
+        });
+    }
+    for t in f.turn_servers.iter().flatten() {
+        let url = match t.protocol.as_deref().unwrap_or("udp") {
+            "udp" => format!("turn:{}:{}?transport=udp", t.host, t.port),
+            "tcp" => format!("turn:{}:{}?transport=tcp", t.host, t.port),
+            "tls" => format!("turns:{}:{}?transport=tcp", t.host, t.port),
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "rtc.turn_servers",
+                    why: format!("protocol {other:?} is not one of udp, tcp, tls"),
+                })
+            }
+        };
+        if t.host.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "rtc.turn_servers",
+                why: "an entry without a host".into(),
+            });
+        }
+        out.push(lk::IceServer {
+            urls: vec![url],
+            username: t.username.clone().unwrap_or_default(),
+            credential: t.credential.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
 fn refuse_unsupported(f: &FileConfig) -> Result<(), ConfigError> {
     let unsupported = [
-        (f.turn.is_some(), "turn"),
-        (f.rtc.tcp_port.is_some(), "rtc.tcp_port"),
-        (f.rtc.port_range_start.is_some(), "rtc.port_range_start"),
-        (f.rtc.port_range_end.is_some(), "rtc.port_range_end"),
-        (f.rtc.use_external_ip == Some(true), "rtc.use_external_ip"),
         (f.room.auto_create == Some(false), "room.auto_create"),
         (f.logging.json == Some(true), "logging.json"),
     ];
@@ -786,7 +995,27 @@ mod tests {
         assert_eq!(c.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.http_port, 7880);
         assert_eq!(c.udp_port, 7882);
+        assert_eq!(c.tcp_port, Some(7881), "ICE/TCP on LiveKit's default port");
         assert!(c.keys.secret("devkey").is_some());
+    }
+
+    #[test]
+    fn tcp_port_zero_turns_ice_tcp_off_and_a_clash_is_refused() {
+        let f = parse_yaml("rtc:\n  tcp_port: 0\n").unwrap();
+        let c = Config::resolve(f, &dev()).unwrap();
+        assert_eq!((c.tcp_port, c.shard_config().tcp_candidate), (None, None));
+        let f = parse_yaml("rtc:\n  tcp_port: 9881\n").unwrap();
+        let c = Config::resolve(f, &dev()).unwrap();
+        assert_eq!(
+            c.shard_config().tcp_candidate,
+            Some("127.0.0.1:9881".parse().unwrap())
+        );
+        for clash in ["rtc:\n  tcp_port: 7882\n", "port: 9000\nrtc:\n  tcp_port: 9000\n"] {
+            let e = Config::resolve(parse_yaml(clash).unwrap(), &dev())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("rtc.tcp_port"), "{e}");
+        }
     }
 
     #[test]
@@ -830,6 +1059,105 @@ mod tests {
         assert!(e.contains("webhook.urls"), "{e}");
         let f = parse_yaml("webhook:\n  api_key: devkey\n  urls: [\"http://127.0.0.1:9/hook\"]\n").unwrap();
         assert_eq!(Config::resolve(f, &dev()).unwrap().webhook.unwrap().urls.len(), 1);
+    }
+
+    /// LiveKit's `config-sample.yaml` `rtc:` and `turn:` blocks, every key set.
+    const LIVEKIT_SAMPLE_RTC: &str = "rtc:
+  port_range_start: 50000
+  port_range_end: 60000
+  tcp_port: 7881
+  packet_buffer_size: 500
+  stun_servers:
+    - stun.example.com:3478
+  turn_servers:
+    - host: myhost.com
+      port: 443
+      protocol: tls
+      username: \"u\"
+      credential: \"c\"
+  congestion_control:
+    enabled: true
+    allow_pause: true
+  pli_throttle:
+    low_quality: 500ms
+    mid_quality: 1s
+    high_quality: 1s
+turn:
+  enabled: false
+  udp_port: 3478
+  tls_port: 5349
+  relay_range_start: 1024
+  relay_range_end: 30000
+  external_tls: true
+  domain: turn.myhost.com
+  cert_file: /path/to/cert.pem
+  key_file: /path/to/key.pem
+";
+
+    #[test]
+    fn livekit_sample_rtc_and_turn_blocks_work_or_are_refused_with_what_to_do() {
+        let c = Config::resolve(parse_yaml(LIVEKIT_SAMPLE_RTC).unwrap(), &dev())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.udp_port, 50000,
+            "one UDP port, the first of the operator's range"
+        );
+        assert_eq!(c.tcp_port, Some(7881));
+        let urls: Vec<&str> = c.ice_servers.iter().map(|s| s.urls[0].as_str()).collect();
+        assert_eq!(
+            urls,
+            ["stun:stun.example.com:3478", "turns:myhost.com:443?transport=tcp"]
+        );
+        assert_eq!(
+            (
+                c.ice_servers[1].username.as_str(),
+                c.ice_servers[1].credential.as_str()
+            ),
+            ("u", "c")
+        );
+        assert_eq!(
+            c.shard_config().ice_servers,
+            c.ice_servers,
+            "clients are given them"
+        );
+        let warned = c.warnings.join("\n");
+        for key in [
+            "port_range_start",
+            "packet_buffer_size",
+            "pli_throttle",
+            "congestion_control",
+        ] {
+            assert!(warned.contains(key), "{key} is accepted with a warning: {warned}");
+        }
+        // What Pylon cannot do is refused, naming the key and what to do instead.
+        for (extra, key, advice) in [
+            ("turn:\n  enabled: true\n", "turn.enabled", "rtc.turn_servers"),
+            (
+                "rtc:\n  use_external_ip: true\n",
+                "rtc.use_external_ip",
+                "rtc.node_ip",
+            ),
+            (
+                "rtc:\n  interfaces:\n    includes: [en0]\n",
+                "rtc.interfaces",
+                "rtc.node_ip",
+            ),
+            (
+                "rtc:\n  port_range_start: 9\n  port_range_end: 8\n",
+                "rtc.port_range_end",
+                "below",
+            ),
+            (
+                "rtc:\n  turn_servers:\n    - host: h\n      port: 1\n      protocol: quic\n",
+                "rtc.turn_servers",
+                "udp, tcp, tls",
+            ),
+        ] {
+            let e = Config::resolve(parse_yaml(extra).unwrap(), &dev())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(advice), "{extra}: {e}");
+        }
     }
 
     #[test]

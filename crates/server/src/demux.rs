@@ -31,6 +31,12 @@ impl Demux {
         if let Some(w) = self.addrs.get(&source) {
             return Some(*w);
         }
+        self.owner_by_ufrag(datagram)
+    }
+
+    /// The worker owning the peer a STUN request is for, by its USERNAME (ICE/TCP connections
+    /// are routed only this way: addresses here are UDP sources).
+    pub fn owner_by_ufrag(&self, datagram: &[u8]) -> Option<WorkerId> {
         let stun = str0m::ice::StunMessage::parse(datagram).ok()?;
         let (local, _remote) = stun.split_username()?;
         self.ufrags.get(local).copied()

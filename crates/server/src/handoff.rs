@@ -34,12 +34,27 @@ pub struct Pool {
 
 impl Default for Pool {
     fn default() -> Self {
-        let (returns, home) = sync_channel(POOL_SIZE);
-        Self { home, returns }
+        Self::with_capacity(POOL_SIZE)
     }
 }
 
 impl Pool {
+    /// A pool keeping at most `n` returned buffers.
+    pub fn with_capacity(n: usize) -> Self {
+        let (returns, home) = sync_channel(n);
+        Self { home, returns }
+    }
+
+    /// An empty buffer (a returned one if any) with room for a datagram and its framing.
+    pub fn buffer(&self) -> Vec<u8> {
+        let mut buf = self
+            .home
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(MAX_DATAGRAM + 2));
+        buf.clear();
+        buf
+    }
+
     /// Where other workers give this pool's buffers back.
     pub fn returns(&self) -> SyncSender<Vec<u8>> {
         self.returns.clone()
@@ -51,11 +66,7 @@ impl Pool {
         if bytes.len() > MAX_DATAGRAM {
             return None;
         }
-        let mut buf = self
-            .home
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(MAX_DATAGRAM));
-        buf.clear();
+        let mut buf = self.buffer();
         buf.extend_from_slice(bytes);
         Some(Handoff { from, source, buf })
     }

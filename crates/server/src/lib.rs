@@ -10,6 +10,8 @@ pub mod directory;
 pub mod drain;
 pub mod egress;
 mod fault;
+pub mod fdlimit;
+pub mod framing;
 pub mod handoff;
 pub mod health;
 pub mod http;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod region_api;
 pub mod session;
+pub mod tcp;
 pub mod webhook;
 pub mod wire;
 pub mod worker;
@@ -32,6 +35,7 @@ pub use config::{Config, ConfigError, Overrides};
 
 /// Run a node until the process is told to stop.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    fdlimit::raise();
     let notifier = match &config.webhook {
         Some(w) => webhook::Notifier::spawn(w.clone()),
         None => webhook::Notifier::disabled(),
@@ -47,6 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         directory: Some(directory.clone()),
         relay: None,
         node: None,
+        tcp: Default::default(),
     };
     let (cluster_tx, cluster_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = worker::Shared {
@@ -63,6 +68,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics.workers,
     )
     .with_context(|| format!("binding UDP media port {}", config.udp_bind_addr()))?;
+    if let Some(addr) = config.tcp_bind_addr() {
+        let listener = tcp::bind(addr)
+            .await
+            .with_context(|| format!("binding ICE/TCP media port {addr} (rtc.tcp_port; 0 turns it off)"))?;
+        tokio::spawn(tcp::serve(listener, workers.handles.clone(), metrics.tcp.clone()));
+    }
     let health = Arc::new(health::Health::new(
         workers.handles.iter().map(|h| h.health.clone()).collect(),
         shared.epoch,
@@ -118,6 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(
         http = %config.http_addr(),
         udp = %config.udp_bind_addr(),
+        tcp = ?config.tcp_bind_addr(),
         node_ip = %config.node_ip,
         workers = config.workers,
         dev = config.dev,

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub relay: Option<Arc<pylon_relay::RelayStats>>,
     /// Readiness, draining and the cluster's links (set once the node is built).
     pub node: Option<(Arc<Node>, Arc<Health>)>,
+    /// The ICE/TCP listener.
+    pub tcp: Arc<crate::tcp::TcpStats>,
 }
 
 impl fmt::Debug for Metrics {
@@ -341,6 +343,22 @@ impl Collector for Metrics {
             "pylon_worker_media_dropped",
             "Media messages dropped because the receiving worker was too far behind.",
             sum(|g| &g.media_dropped),
+        )?;
+        let t = &self.tcp;
+        o.counter(
+            "pylon_ice_tcp_connections_accepted",
+            "ICE/TCP connections accepted on rtc.tcp_port.",
+            get(&t.accepted),
+        )?;
+        o.counter(
+            "pylon_ice_tcp_connections_refused",
+            "ICE/TCP connections closed on accept because too many were still in their handshake.",
+            get(&t.refused),
+        )?;
+        o.gauge(
+            "pylon_ice_tcp_connections",
+            "ICE/TCP connections open now.",
+            t.open.load(std::sync::atomic::Ordering::Relaxed) as i64,
         )?;
 
         // Webhooks.

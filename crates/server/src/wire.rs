@@ -12,7 +12,7 @@ use pylon_core::command::{
     AddTrack, MetadataUpdate, PublishDataTrack, QualityRequest, SignalCommand, SubscriptionPermission,
     TrackPermission, VideoLayer,
 };
-use pylon_core::ids::{ParticipantIdentity, ParticipantSid, TrackSid};
+use pylon_core::ids::{DataTrackSid, ParticipantIdentity, ParticipantSid, TrackSid};
 use pylon_core::peer::PcKind;
 use serde::Deserialize;
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -209,6 +209,11 @@ fn subscription_permission(p: lk::SubscriptionPermission) -> SubscriptionPermiss
                 participant_identity: non_empty(tp.participant_identity).map(ParticipantIdentity::new),
                 all_tracks: tp.all_tracks,
                 tracks: track_sids(tp.track_sids.iter()),
+                data_tracks: tp
+                    .track_sids
+                    .iter()
+                    .filter_map(|s| DataTrackSid::parse(s))
+                    .collect(),
             })
             .collect(),
     }

@@ -34,6 +34,7 @@ use crate::directory::{Directory, Idle, WorkerId};
 use crate::egress::{Batch, Batcher};
 use crate::handoff::{give_back, Handoff, Pool};
 use crate::metrics::ShardGauges;
+use crate::tcp::{Outgoing, TcpLink};
 
 /// Messages a session's WebSocket pump receives from its worker.
 #[derive(Debug)]
@@ -141,6 +142,13 @@ pub enum Inbox {
         link: Option<LinkHandle>,
     },
     Datagram(Handoff),
+    /// A frame from an ICE/TCP connection (media: may be dropped).
+    Tcp {
+        link: Arc<TcpLink>,
+        buf: Vec<u8>,
+    },
+    /// An ICE/TCP connection this worker adopted closed.
+    TcpClosed(Arc<TcpLink>),
     Route(Route),
     #[cfg(debug_assertions)]
     Fault(Fault),
@@ -189,9 +197,24 @@ impl WorkerHandle {
         true
     }
 
+    /// A frame from an ICE/TCP connection; `false` if the worker is too far behind to take it.
+    pub fn tcp_frame(&self, link: Arc<TcpLink>, buf: Vec<u8>) -> bool {
+        self.send_media(Inbox::Tcp { link, buf })
+    }
+
+    /// An ICE/TCP connection this worker adopted closed.
+    pub fn tcp_closed(&self, link: Arc<TcpLink>) {
+        self.send_control(Inbox::TcpClosed(link));
+    }
+
+    /// Give back a buffer borrowed from this worker's pool.
+    pub fn give_back(&self, buf: Vec<u8>) {
+        give_back(&self.returns, buf);
+    }
+
     /// A relay message from another place: media may be dropped, state never is.
     pub fn relay_from(&self, from: PlaceId, msg: RelayMessage) -> bool {
-        if matches!(msg, RelayMessage::Rtp(_)) {
+        if msg.is_media() {
             self.send_media(Inbox::Relay { from, msg })
         } else {
             self.send_control(Inbox::Relay { from, msg });
@@ -312,6 +335,10 @@ struct Worker {
     shard: Shard,
     socket: UdpSocket,
     local: SocketAddr,
+    /// The passive ICE/TCP candidate, if TCP media is on.
+    tcp_local: Option<SocketAddr>,
+    /// ICE/TCP connections this worker adopted, by the client's address.
+    tcp_links: HashMap<SocketAddr, Arc<TcpLink>>,
     sessions: HashMap<SessionId, SessionTx>,
     /// Receive buffers (one per datagram of a batch, each big enough for a GRO read).
     bufs: Vec<Vec<u8>>,
@@ -361,6 +388,7 @@ fn unix_ms_now() -> i64 {
 impl Worker {
     fn new(p: Parts) -> Self {
         let local = p.config.udp_candidate;
+        let tcp_local = p.config.tcp_candidate;
         let seed = rand::random();
         let udp = quinn_udp::UdpSocketState::new((&p.socket).into()).expect("UDP socket state");
         let egress = Batcher::new(udp.max_gso_segments());
@@ -378,6 +406,8 @@ impl Worker {
             shard: Shard::new(p.config, Instant::now(), unix_ms_now(), seed),
             socket: p.socket,
             local,
+            tcp_local,
+            tcp_links: HashMap::new(),
             sessions: HashMap::new(),
             bufs: (0..batch).map(|_| vec![0; RECV_BUF]).collect(),
             meta: vec![quinn_udp::RecvMeta::default(); batch],
@@ -535,12 +565,43 @@ impl Worker {
         }
     }
 
+    /// A frame from an ICE/TCP connection: ours (the shard takes it, and adopts the connection
+    /// once it accepted a STUN request from it), another worker's (a STUN request routed by
+    /// its USERNAME), or nobody's.
+    fn tcp_frame(&mut self, now: Instant, link: Arc<TcpLink>, buf: Vec<u8>) {
+        let Some(local) = self.tcp_local else {
+            link.give_back(buf);
+            return;
+        };
+        if self.shard.receive_tcp(now, link.source, local, &buf) == Received::Handled {
+            if link.owner() != Some(self.id) && self.shard.reaches_over_tcp(link.source) {
+                link.adopt(self.id);
+                self.tcp_links.insert(link.source, link.clone());
+            }
+            link.give_back(buf);
+            return;
+        }
+        match self.demux.owner_by_ufrag(&buf) {
+            Some(owner) if owner != self.id => {
+                if self.peers[owner as usize].tcp_frame(link, buf) {
+                    self.counters.handed_off += 1;
+                } else {
+                    self.counters.media_dropped += 1;
+                }
+            }
+            _ => {
+                self.counters.unroutable += 1;
+                link.give_back(buf);
+            }
+        }
+    }
+
     fn inbox(&mut self, msg: Inbox) {
         let now = Instant::now();
         match msg {
             Inbox::Command(cmd) => self.command(now, cmd),
             Inbox::Relay { from, msg } => {
-                if matches!(msg, RelayMessage::Rtp(_)) {
+                if msg.is_media() {
                     self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.shard.relay_input(now, from, msg);
@@ -555,6 +616,19 @@ impl Worker {
                 }
                 let _ = self.shard.receive(now, h.source, self.local, &h.buf);
                 give_back(&self.peers[h.from as usize].returns, h.buf);
+            }
+            Inbox::Tcp { link, buf } => {
+                self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
+                self.tcp_frame(now, link, buf);
+            }
+            Inbox::TcpClosed(link) => {
+                if self
+                    .tcp_links
+                    .get(&link.source)
+                    .is_some_and(|l| Arc::ptr_eq(l, &link))
+                {
+                    self.tcp_links.remove(&link.source);
+                }
             }
             Inbox::Route(Route::Ufrag(ufrag, owner)) => self.demux.set_ufrag(ufrag, owner),
             Inbox::Route(Route::Address(addr, owner)) => self.demux.set_address(addr, owner),
@@ -668,6 +742,20 @@ impl Worker {
         let mut send = |b: Batch<'_>| send_batch(socket, udp, &b);
         while let Some(out) = self.shard.poll_output() {
             match out {
+                Output::Transmit(t) if t.proto == str0m::net::Protocol::Tcp => {
+                    let Some(link) = self.tcp_links.get(&t.destination) else {
+                        continue;
+                    };
+                    let mut buf = self.pool.buffer();
+                    if crate::framing::frame_into(&mut buf, &t.contents).is_err() {
+                        continue;
+                    }
+                    if let Err(o) = link.send(Outgoing { from: self.id, buf }) {
+                        // The client reads too slowly (or is gone): drop, as a full path would.
+                        give_back(&self.peers[self.id as usize].returns, o.buf);
+                        self.counters.media_dropped += 1;
+                    }
+                }
                 Output::Transmit(t) => self.egress.push(t.destination, &t.contents, &mut send),
                 Output::Signal(session, msg) => {
                     let Some(tx) = self.sessions.get(&session) else {

@@ -45,6 +45,8 @@ pub struct ClientOptions {
     /// Address the client's media sockets bind (and offer as their host candidate). Loopback
     /// by default; a server in another network namespace needs this side's veth address.
     pub local_ip: std::net::IpAddr,
+    /// UDP, or ICE over TCP only.
+    pub transport: crate::peer::Transport,
 }
 
 impl Default for ClientOptions {
@@ -57,6 +59,7 @@ impl Default for ClientOptions {
             record_media: true,
             drop_every_nth_rtp: None,
             local_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            transport: Default::default(),
         }
     }
 }
@@ -110,8 +113,8 @@ impl Client {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
-        let publisher = Peer::new(cert.as_ref(), opts.local_ip, now)?;
-        let subscriber = Peer::new(cert.as_ref(), opts.local_ip, now)?;
+        let publisher = Peer::new(cert.as_ref(), opts.local_ip, opts.transport, now)?;
+        let subscriber = Peer::new(cert.as_ref(), opts.local_ip, opts.transport, now)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
         let mut driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);

@@ -96,7 +96,16 @@ enum Wake {
     Command(Option<Command>),
     Signal(Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>),
     Udp(PcKind, std::io::Result<(usize, SocketAddr)>),
+    Tcp(PcKind, SocketAddr, Vec<u8>),
     Timer,
+}
+
+/// The next frame on a peer's ICE/TCP connections; never, for a UDP peer.
+async fn recv_tcp(tcp: &mut Option<crate::peer::TcpPath>) -> Option<(SocketAddr, Vec<u8>)> {
+    match tcp {
+        Some(t) => t.inbound.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Wake {
@@ -105,6 +114,7 @@ impl Wake {
             Wake::Command(_) => "command",
             Wake::Signal(_) => "signal",
             Wake::Udp(..) => "udp",
+            Wake::Tcp(..) => "tcp",
             Wake::Timer => "timer",
         }
     }
@@ -184,6 +194,8 @@ impl Driver {
                 m = self.ws.next(), if self.ws_open => Wake::Signal(m),
                 r = self.publisher.socket.recv_from(&mut self.pub_buf) => Wake::Udp(PcKind::Publisher, r),
                 r = self.subscriber.socket.recv_from(&mut self.sub_buf) => Wake::Udp(PcKind::Subscriber, r),
+                Some((s, f)) = recv_tcp(&mut self.publisher.tcp) => Wake::Tcp(PcKind::Publisher, s, f),
+                Some((s, f)) = recv_tcp(&mut self.subscriber.tcp) => Wake::Tcp(PcKind::Subscriber, s, f),
                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
             };
             debug!(wake = wake.name(), "driver wake");
@@ -195,6 +207,12 @@ impl Driver {
                 Wake::Command(Some(c)) => self.on_command(c).await?,
                 Wake::Signal(m) => self.on_ws(m).await?,
                 Wake::Udp(pc, r) => self.on_udp(pc, r)?,
+                Wake::Tcp(pc, source, frame) => {
+                    if let Err(e) = self.peer_mut(pc).receive(Instant::now(), source, &frame) {
+                        debug!(?pc, "peer refused a frame: {e}");
+                    }
+                    self.poll_peer(pc)?;
+                }
                 // The next iteration ticks both peers.
                 Wake::Timer => {}
             }

@@ -97,7 +97,7 @@ impl Server {
     }
 
     async fn try_start(opts: &ServerOptions) -> Result<Server, ServerError> {
-        let (http_port, udp_port) = free_ports()?;
+        let (http_port, udp_port, tcp_port) = free_ports()?;
         let dir = output_dir(&opts.binary);
         std::fs::create_dir_all(&dir)
             .map_err(|e| ServerError::Setup(format!("create {}: {e}", dir.display())))?;
@@ -111,7 +111,7 @@ impl Server {
         let config_path = dir.join(format!("{stem}.yaml"));
         let log_path = dir.join(format!("{stem}.log"));
         let yaml = format!(
-            "port: {http_port}\nrtc:\n  udp_port: {udp_port}\n{}keys:\n  {TEST_API_KEY}: {TEST_API_SECRET}\n{}",
+            "port: {http_port}\nrtc:\n  udp_port: {udp_port}\n  tcp_port: {tcp_port}\n{}keys:\n  {TEST_API_KEY}: {TEST_API_SECRET}\n{}",
             rtc_from_env(),
             opts.extra_yaml
         );
@@ -262,15 +262,18 @@ impl Drop for Server {
     }
 }
 
-/// A free TCP port and a free UDP port on loopback (bound to port 0, then released).
-fn free_ports() -> Result<(u16, u16), ServerError> {
+/// Free ports on loopback (bound to port 0, then released): HTTP (TCP), media (UDP) and
+/// ICE/TCP.
+fn free_ports() -> Result<(u16, u16, u16), ServerError> {
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let setup = |e: std::io::Error| ServerError::Setup(format!("find a free port: {e}"));
     let tcp = TcpListener::bind(any).map_err(setup)?;
     let udp = UdpSocket::bind(any).map_err(setup)?;
+    let ice_tcp = TcpListener::bind(any).map_err(setup)?;
     let ports = (
         tcp.local_addr().map_err(setup)?.port(),
         udp.local_addr().map_err(setup)?.port(),
+        ice_tcp.local_addr().map_err(setup)?.port(),
     );
     Ok(ports)
 }

@@ -117,8 +117,8 @@ app.kubernetes.io/component: redis
 {{- fail (printf "relay.peerRegions: %q is not a valid region name" .) -}}
 {{- end -}}
 {{- end -}}
-{{- if .Values.rtc.tcp_port -}}
-{{- fail "rtc.tcp_port: Pylon does not support ICE over TCP yet and refuses the key" -}}
+{{- if and .Values.rtc.tcp_port (eq (int .Values.rtc.tcp_port) (int .Values.rtc.udp_port)) -}}
+{{- fail "rtc.tcp_port: the same number as rtc.udp_port; pick another port, or 0 to turn ICE/TCP off" -}}
 {{- end -}}
 {{- if gt (len (.Values.bind_addresses | default list)) 1 -}}
 {{- fail "bind_addresses: Pylon binds one address" -}}

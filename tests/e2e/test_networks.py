@@ -1,0 +1,197 @@
+"""Every network: ICE over TCP on `rtc.tcp_port` when UDP to the server is blocked (nftables in
+a namespace of the test's own); hostile input on the TCP media port (a huge length prefix, a
+slow drip, a thousand idle connections) that must neither stall a running call nor grow the
+server's memory without bound; the operator's STUN/TURN servers given to clients."""
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+from cluster import NOT_IN_VARIANT_RUNS
+from conftest import free_port, rss_kib, scrape
+from peers import Peer, Publisher, a_to_b, wait_for
+from rawsignal import next_response, open_signal
+from regions import NFT, wan  # noqa: F401 - the namespace fixture
+
+
+HERE = Path(__file__).parent
+
+BLOCK_UDP = """
+table inet pylon_block_udp {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    meta l4proto udp drop
+  }
+}
+"""
+
+
+def block_udp(netns: str) -> None:
+    """What a firewall that blocks UDP does: nothing reaches the server's UDP ports (its media
+    port included); its HTTP port and ICE/TCP port stay open."""
+    r = subprocess.run(["ip", "netns", "exec", netns, NFT, "-f", "-"], input=BLOCK_UDP, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+async def selected_protocols(peer: Peer) -> list[str]:
+    """The transport protocol (`udp`/`tcp`) of the local candidate of the selected candidate
+    pair of each of the peer's connections, as libwebrtc reports them."""
+    stats = await peer.room.get_rtc_stats()
+    out = []
+    for group in (stats.publisher_stats, stats.subscriber_stats):
+        pairs, locals_, selected = {}, {}, []
+        for s in group:
+            kind = s.WhichOneof("stats")
+            if kind == "transport" and s.transport.transport.selected_candidate_pair_id:
+                selected.append(s.transport.transport.selected_candidate_pair_id)
+            elif kind == "candidate_pair":
+                pairs[s.candidate_pair.rtc.id] = s.candidate_pair.candidate_pair.local_candidate_id
+            elif kind == "local_candidate":
+                locals_[s.local_candidate.rtc.id] = s.local_candidate.candidate.protocol
+        out += [locals_.get(pairs.get(pair, ""), "?") for pair in selected]
+    return out
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_with_udp_to_the_server_blocked_clients_connect_over_ice_tcp_and_media_flows_both_ways(wan, pylon_factory):
+    net = wan.add_region("tcp")
+    server = pylon_factory({}, host=net.host, netns=net.netns)
+    block_udp(net.netns)
+    a = await Peer("A").connect(server.url, server.token("A"))
+    b = await Peer("B").connect(server.url, server.token("B"))
+    pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, "B to decode A's video over TCP")
+        await wait_for(lambda: a.video_frames("B/camera") > 10, 45, "A to decode B's video over TCP")
+        await wait_for(lambda: a.audio_frames("B/microphone") > 50, 15, "A to hear B over TCP")
+        for peer in (a, b):
+            protocols = await selected_protocols(peer)
+            assert protocols and set(protocols) == {"tcp"}, f"{peer.identity}'s selected candidate pairs: {protocols}"
+    finally:
+        for p in pubs:
+            p.stop()
+        for p in (a, b):
+            await p.close()
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_over_ice_tcp_a_frozen_subscriber_does_not_stall_the_others(wan, pylon_factory):
+    """A subscriber whose process is frozen (SIGSTOP) stops reading its TCP connection (the
+    kernels' buffers fill first, then the server's bounded queue to it): the other subscriber
+    keeps its video."""
+    net = wan.add_region("slow")
+    server = pylon_factory({}, host=net.host, netns=net.netns)
+    block_udp(net.netns)
+    b = await Peer("B").connect(server.url, server.token("B"))
+    a = await Peer("A").connect(server.url, server.token("A"))
+    pub = await Publisher(a.room).publish()
+    env = {**os.environ, "PYLON_URL": server.url, "PYLON_TOKEN": server.token("C"), "PYLON_IDENTITY": "C", "PYLON_PUBLISH": "0"}
+    child = subprocess.Popen([sys.executable, str(HERE / "publish_forever.py")], env=env)
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, "B to decode A's video over TCP")
+        await wait_for(lambda: "C" in b.room.remote_participants, 30, "C to join")
+        await asyncio.sleep(3)  # C subscribed and receiving
+        child.send_signal(signal.SIGSTOP)
+        frames = b.video_frames("A/camera")
+        await asyncio.sleep(10)  # within the 15 s ping timeout: C is still in the room
+        assert "C" in b.room.remote_participants, "C is still a participant (frozen, not gone)"
+        assert b.video_frames("A/camera") > frames + 100, "B kept decoding A's video (30 fps) while C was frozen"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        pub.stop()
+        for p in (a, b):
+            await p.close()
+
+
+async def test_hostile_tcp_media_input_neither_stalls_a_call_nor_grows_memory(pylon_factory, http):
+    metrics_port = free_port(socket.SOCK_STREAM)
+    # Started as systemd and most shells start a process: a soft open-file limit of 1024, which
+    # the server raises to the hard limit (else it could not hold the thousand connections).
+    pylon = pylon_factory({"prometheus_port": metrics_port}, soft_nofile=1024)
+    target = (pylon.host, pylon.tcp_port)
+    async with a_to_b(pylon) as (_, b):
+        rss_before = rss_kib(pylon.proc.pid)
+        # A huge length prefix (64 KiB - 1, far over any packet): closed at once.
+        huge = socket.create_connection(target)
+        huge.sendall(struct.pack("!H", 0xFFFF) + b"x" * 100)
+        huge.settimeout(5)
+        assert huge.recv(1) == b"", "a frame longer than any packet is refused by closing"
+        huge.close()
+        # A thousand connections that send nothing, then a slow drip of a STUN-looking frame
+        # (opened last: its 10 s handshake allowance must outlast the drip, however long a
+        # loaded machine takes to open the thousand).
+        idle = [socket.create_connection(target) for _ in range(1000)]
+        drip = socket.create_connection(target)
+        frames = b.video_frames("A/camera")
+        held = 0  # the most connections the server held open at once
+        for byte in struct.pack("!H", 200) + b"\x00\x01" * 8:
+            drip.sendall(bytes([byte]))
+            await asyncio.sleep(0.25)
+            m = await scrape(http, metrics_port)
+            held = max(held, m["pylon_ice_tcp_connections"])
+        assert b.video_frames("A/camera") > frames + 30, "B kept decoding A's video while the TCP port was flooded"
+        # It held all of them at once: none refused, none left in the backlog for want of file
+        # descriptors (the server raises its soft open-file limit, often 1024, to the hard one).
+        assert m["pylon_ice_tcp_connections_refused_total"] == 0, m
+        assert held >= 1001, f"the server held {held} connections at once, not the thousand and one"
+
+        # None of them completes an ICE handshake: all are closed after the handshake timeout.
+        async def closed(s: socket.socket) -> bool:
+            s.setblocking(False)
+            try:
+                return s.recv(1) == b""
+            except BlockingIOError:
+                return False
+            except ConnectionResetError:
+                return True
+
+        for s in [drip, idle[0], idle[-1]]:
+            await wait_for_async(lambda s=s: closed(s), 20, "the server to close a connection that never did ICE")
+        await wait_for_async(
+            lambda: metric_is(http, metrics_port, "pylon_ice_tcp_connections", 0), 20, "every hostile connection closed"
+        )
+        for s in idle + [drip]:
+            s.close()
+        grown = rss_kib(pylon.proc.pid) - rss_before
+        assert grown < 32 * 1024, f"the server grew by {grown} KiB for a thousand idle connections"
+        frames = b.video_frames("A/camera")
+        await wait_for(lambda: b.video_frames("A/camera") > frames + 10, 10, "B to go on decoding A's video")
+
+
+async def metric_is(http, port: int, name: str, value: float) -> bool:
+    return (await scrape(http, port)).get(name) == value
+
+
+async def wait_for_async(cond, timeout: float, what: str):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await cond():
+        assert loop.time() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_an_operators_stun_and_turn_servers_reach_clients_in_the_join_response(pylon_factory, http):
+    # LiveKit's `rtc.stun_servers` / `rtc.turn_servers`, and its sample's port range: one UDP
+    # port out of the range is used.
+    rtc_block = {
+        "stun_servers": ["stun.example.com:3478"],
+        "turn_servers": [{"host": "turn.example.com", "port": 443, "protocol": "tls", "username": "u", "credential": "c"}],
+    }
+    pylon = pylon_factory({"rtc": rtc_block})
+    ws = await open_signal(http, pylon.url, pylon.token("alice"))
+    try:
+        first = await next_response(ws)
+        assert first.WhichOneof("message") == "join"
+        servers = [(list(s.urls), s.username, s.credential) for s in first.join.ice_servers]
+        assert servers == [
+            (["stun:stun.example.com:3478"], "", ""),
+            (["turns:turn.example.com:443?transport=tcp"], "u", "c"),
+        ], servers
+    finally:
+        await ws.close()
