@@ -96,7 +96,9 @@ class AudioStats:
 class Peer:
     """A connected `rtc.Room` that subscribes to everything and records events."""
 
-    def __init__(self, identity: str):
+    def __init__(self, identity: str, close_unsubscribed: bool = True):
+        """`close_unsubscribed=False` keeps consuming a track's stream after it is unsubscribed
+        (to see that the server stopped sending it)."""
         self.identity = identity
         self.room = rtc.Room()
         self.video: dict[str, VideoStats] = {}  # by "<identity>/<track name>"
@@ -104,11 +106,13 @@ class Peer:
         self.data: list[tuple[str | None, bytes, str]] = []  # (sender identity, payload, topic)
         self.events: list[tuple] = []
         self.tasks: list[asyncio.Task] = []
-        self.consumers: dict[str, asyncio.Task] = {}  # by "<identity>/<track name>"
+        self.consumers: dict[str, tuple[str, asyncio.Task]] = {}  # track sid -> (key, consumer)
         self.disconnect_reason = None
         _LIVE.add(self)
         r = self.room
         r.on("track_subscribed", self._on_track)
+        if close_unsubscribed:
+            r.on("track_unsubscribed", self._on_untrack)
         r.on("data_received", self._on_data)
         r.on("participant_connected", lambda p: self.events.append(("joined", p.identity)))
         r.on("participant_disconnected", lambda p: self.events.append(("left", p.identity)))
@@ -145,15 +149,25 @@ class Peer:
             stats = self.audio.setdefault(key, AudioStats())
             task = asyncio.ensure_future(self._consume_audio(track, stats))
         self.tasks.append(task)
-        self.consumers[key] = task
+        self.consumers[pub.sid] = (key, task)
+
+    def _on_untrack(self, track, pub, participant):
+        """An unsubscribed track's stream is closed, as an application does: the server may
+        give its receiver (transceiver) to a later track, as LiveKit does, and a stream left
+        open on it would play that track too."""
+        self._stop(pub.sid)
+
+    def _stop(self, sid: str):
+        entry = self.consumers.pop(sid, None)
+        if entry is not None:
+            entry[1].cancel()
+            self.tasks.remove(entry[1])
 
     def forget(self, key: str):
         """Stop consuming and drop the records of a track (`<identity>/<track name>`) that is
         gone, so a long test keeps only what it still watches."""
-        task = self.consumers.pop(key, None)
-        if task is not None:
-            task.cancel()
-            self.tasks.remove(task)
+        for sid in [sid for sid, (k, _) in self.consumers.items() if k == key]:
+            self._stop(sid)
         self.video.pop(key, None)
         self.audio.pop(key, None)
 
@@ -172,10 +186,14 @@ class Peer:
             await stream.aclose()
 
     async def _consume_audio(self, track, stats: AudioStats):
-        async for ev in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
-            stats.frames += 1
-            stats.samples.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
-            del stats.samples[:-100]
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        try:
+            async for ev in stream:
+                stats.frames += 1
+                stats.samples.append(np.frombuffer(ev.frame.data, dtype=np.int16).copy())
+                del stats.samples[:-100]
+        finally:
+            await stream.aclose()
 
     def _on_data(self, packet: rtc.DataPacket):
         sender = packet.participant.identity if packet.participant else None

@@ -10,12 +10,13 @@ from livekit import rtc
 
 from conftest import memory_kib
 from peers import Peer, Publisher, feed_video, wait_for
+from test_media import assert_receives_av
 
 
 async def test_manual_subscription_starts_and_stops_media(pylon):
     a = await Peer("A").connect(pylon.url, pylon.token("A"))
     pub = await Publisher(a.room).publish()
-    b = await Peer("B").connect(pylon.url, pylon.token("B"), auto_subscribe=False)
+    b = await Peer("B", close_unsubscribed=False).connect(pylon.url, pylon.token("B"), auto_subscribe=False)
     try:
         await wait_for(lambda: "A" in b.room.remote_participants, 10, "B to see A")
         await wait_for(lambda: len(b.room.remote_participants["A"].track_publications) == 2, 10, "B to see 2 tracks")
@@ -61,14 +62,14 @@ async def test_subscription_permissions_limit_who_receives(pylon):
             await p.close()
 
 
-async def subscriber_video_mids(peer: Peer) -> set[str]:
-    """The mids of the video streams the peer's subscriber connection receives (libwebrtc's
-    inbound-rtp stats)."""
+async def subscriber_mids(peer: Peer, kinds: tuple[str, ...] = ("audio", "video")) -> set[str]:
+    """The mids of the streams of `kinds` the peer's subscriber connection receives
+    (libwebrtc's inbound-rtp stats)."""
     stats = await peer.room.get_rtc_stats()
     return {
         s.inbound_rtp.inbound.mid
         for s in stats.subscriber_stats
-        if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "video"
+        if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind in kinds
     }
 
 
@@ -102,7 +103,7 @@ async def test_tracks_published_again_and_again_arrive_whole_on_recycled_section
             published = await a.room.local_participant.publish_track(track, opts)
             await wait_for(lambda: b.video_frames(f"A/{name}") > 5, patience, f"B to decode {name}")
             assert published.sid in subscribed, f"B subscribed to {name} under its own SID"
-            mids |= await subscriber_video_mids(b)
+            mids |= await subscriber_mids(b, ("video",))
             await a.room.local_participant.unpublish_track(published.sid)
             feeding.cancel()
             await wait_for(lambda: b.saw("unpublished", "A", name), 10, f"B to see {name} unpublished")
@@ -126,3 +127,33 @@ async def test_tracks_published_again_and_again_arrive_whole_on_recycled_section
         pub.stop()
         await a.close()
         await b.close()
+
+
+async def test_a_newcomer_is_seen_and_heard_on_the_sections_of_someone_who_left(pylon):
+    """A leaves and C joins: B's subscriber connection gives C's camera and microphone the
+    sections A's tracks had (one of each kind), and B decodes C's colour and hears C's tone on
+    them. (Audio on a recycled section once waited for a keyframe that audio never marks:
+    silence.)"""
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    pub = await Publisher(a.room).publish()
+    c = pub2 = None
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 20, "B to decode A's video")
+        await assert_receives_av(b, "A")
+        mids = await subscriber_mids(b)
+        pub.stop()
+        await a.close()
+        await wait_for(lambda: "A" not in b.room.remote_participants, 10, "B to see A leave")
+        c = await Peer("C").connect(pylon.url, pylon.token("C"))
+        pub2 = await Publisher(c.room).publish()
+        await wait_for(lambda: b.video_frames("C/camera") > 10, 20, "B to decode C's video")
+        await assert_receives_av(b, "C")
+        assert await subscriber_mids(b) == mids, "C's tracks did not reuse A's sections"
+    finally:
+        for p in (pub, pub2):
+            if p:
+                p.stop()
+        for p in (a, b, c):
+            if p:
+                await p.close()

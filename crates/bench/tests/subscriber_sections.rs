@@ -58,7 +58,8 @@ fn track_sid(net: &Net, c: usize, name: &str) -> Option<String> {
     alice.tracks.into_iter().find(|t| t.name == name).map(|t| t.sid)
 }
 
-/// Stream VP8 on alice's `mid` until bob received `n` packets more (or give up).
+/// Stream on alice's `mid` (VP8 payloads; on an audio section they go out as Opus) until bob
+/// received `n` packets more (or give up).
 fn bob_receives(net: &mut Net, alice: usize, mid: Mid, bob: usize, n: u64, seq: &mut u64) -> bool {
     let before = net.clients[bob].subscriber.rtp_received;
     for _ in 0..400 {
@@ -145,5 +146,37 @@ fn five_hundred_publish_unpublish_cycles_leave_the_subscribers_sdp_as_it_was() {
     assert!(
         bob_receives(&mut net, alice, churn, bob, 20, &mut seq),
         "media on the 500th track"
+    );
+}
+
+#[test]
+fn a_microphone_published_again_is_heard_on_the_recycled_section() {
+    // Audio forwarding starts at any packet, not at a keyframe: a recycled audio section must
+    // not wait for one (it did, silently, for ever).
+    let (mut net, alice, bob) = setup();
+    let mic = net.publish(alice, MediaKind::Audio, "mic-0");
+    net.run_for(Duration::from_secs(1));
+    let mut seq = 0;
+    assert!(
+        bob_receives(&mut net, alice, mic, bob, 20, &mut seq),
+        "audio of the first microphone"
+    );
+    let sections_before = sections(&last_offer(&net, bob).sdp);
+    for i in 1..=3 {
+        net.unpublish(alice, mic);
+        net.run_for(Duration::from_millis(100));
+        let name = format!("mic-{i}");
+        net.republish(alice, mic, &name);
+        net.run_for(Duration::from_millis(100));
+        assert!(track_sid(&net, bob, &name).is_some(), "bob was told of {name}");
+        assert!(
+            bob_receives(&mut net, alice, mic, bob, 20, &mut seq),
+            "audio of microphone {i}"
+        );
+    }
+    assert_eq!(
+        sections(&last_offer(&net, bob).sdp),
+        sections_before,
+        "the microphones shared one section"
     );
 }

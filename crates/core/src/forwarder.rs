@@ -93,6 +93,15 @@ impl Forwarder {
         }
     }
 
+    /// Start over on another stream (a section given to a new track, or a track subscribed
+    /// again): forwarding resumes at its next keyframe (audio: its next packet), sequence
+    /// numbers and timestamps continuing where this forwarder stopped. The target is the
+    /// lowest layer until the caller sets the one it wants (video does per packet).
+    pub fn restart(&mut self) {
+        self.current = None;
+        self.target = Some(0);
+    }
+
     /// Decide for one packet of `layer` with extended sequence `seq` and RTP `timestamp`.
     /// `keyframe_start` says whether it begins a keyframe (always true for audio).
     pub fn on_packet(

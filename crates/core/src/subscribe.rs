@@ -132,10 +132,11 @@ impl Shard {
         };
         let (mid, forwarder, vp8, pt_map) = match reused {
             // The section's outgoing stream goes on: forwarding resumes at the track's next
-            // keyframe, sequence numbers and picture ids continuing where they stopped.
+            // keyframe (audio: next packet), sequence numbers and picture ids continuing
+            // where they stopped.
             Some(parked) => {
                 let mut forwarder = parked.forwarder;
-                forwarder.set_target(None);
+                forwarder.restart();
                 (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
             None => {
