@@ -115,8 +115,46 @@ export async function startPylon(name) {
   };
 }
 
-export async function launchBrowser() {
-  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+/** Debian's Chromium, headless; `extraArgs` are added to the usual switches. */
+export async function launchBrowser(extraArgs = []) {
+  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: [...CHROMIUM_ARGS, ...extraArgs] });
+}
+
+/**
+ * Keep every RTCPeerConnection the page creates in `window.pcs` (call before the page loads):
+ * tests count them and read their transports.
+ */
+export async function recordPeerConnections(page) {
+  await page.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    window.pcs = [];
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        window.pcs.push(this);
+      }
+    };
+  });
+}
+
+/**
+ * For each open peer connection of a page prepared by `recordPeerConnections`: the protocol
+ * (`udp`/`tcp`) and type of the local candidate of its selected candidate pair.
+ */
+export function selectedCandidates(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    for (const pc of window.pcs) {
+      if (pc.connectionState === 'closed') continue;
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+        const local = stats.get(stats.get(s.selectedCandidatePairId)?.localCandidateId);
+        out.push({ protocol: local?.protocol, type: local?.candidateType, state: pc.connectionState });
+      });
+    }
+    return out;
+  });
 }
 
 /**
