@@ -6,8 +6,9 @@ import asyncio
 
 
 class CuttableProxy:
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
         self.target_port = target_port
+        self.target_host = target_host
         self.port = 0
         self.request_lines: list[str] = []
         self._writers: set[asyncio.StreamWriter] = set()
@@ -24,7 +25,7 @@ class CuttableProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
         try:
-            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            server_r, server_w = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
             client_w.close()
             return

@@ -15,7 +15,9 @@ from pathlib import Path
 from cluster import NOT_IN_VARIANT_RUNS
 from conftest import free_port, rss_kib, scrape
 from peers import Peer, Publisher, a_to_b, wait_for
+from proxy import CuttableProxy
 from rawsignal import next_response, open_signal
+from test_signalling import assert_resumes
 from regions import NFT, wan  # noqa: F401 - the namespace fixture
 
 
@@ -59,10 +61,13 @@ async def selected_protocols(peer: Peer) -> list[str]:
 
 @NOT_IN_VARIANT_RUNS
 async def test_with_udp_to_the_server_blocked_clients_connect_over_ice_tcp_and_media_flows_both_ways(wan, pylon_factory):
+    """Both clients' selected candidate pairs are TCP; then A's signalling connection drops
+    and A resumes (same SID, ICE restarted) over TCP, its media still flowing both ways."""
     net = wan.add_region("tcp")
     server = pylon_factory({}, host=net.host, netns=net.netns)
     block_udp(net.netns)
-    a = await Peer("A").connect(server.url, server.token("A"))
+    proxy = await CuttableProxy(server.http_port, net.host).start()
+    a = await Peer("A").connect(proxy.url, server.token("A", can_update_own_metadata=True))
     b = await Peer("B").connect(server.url, server.token("B"))
     pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
     try:
@@ -72,11 +77,17 @@ async def test_with_udp_to_the_server_blocked_clients_connect_over_ice_tcp_and_m
         for peer in (a, b):
             protocols = await selected_protocols(peer)
             assert protocols and set(protocols) == {"tcp"}, f"{peer.identity}'s selected candidate pairs: {protocols}"
+        await assert_resumes(a, b, proxy)
+        before = a.video_frames("B/camera")
+        await wait_for(lambda: a.video_frames("B/camera") > before + 15, 15, "A to decode B's video after resuming")
+        protocols = await selected_protocols(a)
+        assert protocols and set(protocols) == {"tcp"}, f"A's selected candidate pairs after the resume: {protocols}"
     finally:
         for p in pubs:
             p.stop()
         for p in (a, b):
             await p.close()
+        await proxy.close()
 
 
 @NOT_IN_VARIANT_RUNS
