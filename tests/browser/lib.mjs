@@ -170,9 +170,12 @@ export function isV1FallbackNoise(text, url = '') {
   );
 }
 
-/** A page that records console errors and page errors (checked at the end of a test). */
-export async function newPage(browser, label) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+/**
+ * A page that records console errors and page errors (checked at the end of a test);
+ * `contextOptions` are playwright's (a `userAgent`, say).
+ */
+export async function newPage(browser, label, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOptions });
   const page = await context.newPage();
   page.problems = [];
   page.on('console', (m) => {

@@ -22,7 +22,7 @@ use pylon_core::{
 };
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Event, Input, Rtc};
@@ -40,6 +40,8 @@ pub struct Peer {
     pub connected: bool,
     pub media: Vec<Mid>,
     pub rtp_received: u64,
+    /// The payload type and payload of the last RTP packet received.
+    pub last_rtp: Option<(Pt, Vec<u8>)>,
     pub channels: Vec<(ChannelId, String)>,
     pub data_received: Vec<Vec<u8>>,
 }
@@ -54,6 +56,7 @@ impl Peer {
             connected: false,
             media: Vec::new(),
             rtp_received: 0,
+            last_rtp: None,
             channels: Vec::new(),
             data_received: Vec::new(),
         }
@@ -423,7 +426,10 @@ impl Net {
                 str0m::Output::Event(e) => match e {
                     Event::Connected => peer.connected = true,
                     Event::MediaAdded(m) => peer.media.push(m.mid),
-                    Event::RtpPacket(_) => peer.rtp_received += 1,
+                    Event::RtpPacket(p) => {
+                        peer.rtp_received += 1;
+                        peer.last_rtp = Some((p.header.payload_type, p.payload.to_vec()));
+                    }
                     Event::ChannelOpen(id, label) => peer.channels.push((id, label)),
                     Event::ChannelData(d) => peer.data_received.push(d.data),
                     _ => {}
@@ -598,11 +604,36 @@ impl Net {
         self.send_offer(c, offer, pending);
     }
 
+    /// Offer and accept RFC 2198 redundant audio (RED) on both of client `c`'s connections, as
+    /// libwebrtc does; call right after `join`, before anything is negotiated.
+    pub fn enable_red(&mut self, c: usize) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        for peer in [&mut client.publisher, &mut client.subscriber] {
+            peer.rtc = pylon_testkit::client_rtc_with_red(peer.addr, now).expect("host candidate");
+        }
+    }
+
+    /// The payload types client `c`'s connection `pc` uses for Opus and for RED (if negotiated).
+    pub fn opus_pts(&self, c: usize, publisher: bool) -> (Pt, Option<Pt>) {
+        let client = &self.clients[c];
+        let peer = if publisher {
+            &client.publisher
+        } else {
+            &client.subscriber
+        };
+        let opus = peer
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+            .expect("opus configured");
+        (opus.pt(), opus.red())
+    }
+
     /// Send one RTP packet on the client's publisher `mid` (VP8 for video, a token Opus
     /// payload for audio).
     pub fn write_rtp(&mut self, c: usize, mid: Mid, seq: u64, ts: u32, payload: Vec<u8>) {
-        let now = self.now;
-        let rtc = &mut self.clients[c].publisher.rtc;
+        let rtc = &self.clients[c].publisher.rtc;
         let kind = rtc.media(mid).map(|m| m.kind()).expect("published mid");
         let codec = if kind.is_video() {
             str0m::format::Codec::Vp8
@@ -614,6 +645,14 @@ impl Net {
             .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
             .expect("codec negotiated");
+        self.write_rtp_as(c, mid, pt, seq, ts, payload);
+    }
+
+    /// Send one RTP packet of payload type `pt` on the client's publisher `mid`.
+    pub fn write_rtp_as(&mut self, c: usize, mid: Mid, pt: Pt, seq: u64, ts: u32, payload: Vec<u8>) {
+        let now = self.now;
+        let rtc = &mut self.clients[c].publisher.rtc;
+        let kind = rtc.media(mid).map(|m| m.kind()).expect("published mid");
         let mut api = rtc.direct_api();
         let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
         tx.write_rtp(

@@ -12,7 +12,7 @@ use std::time::Instant;
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::Pt;
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::forwarder::{layer_for_rid, Decision};
 use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, Tier, TrackKey};
@@ -20,7 +20,7 @@ use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::peer::{PcKind, PeerRef};
 use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::{kind_index, Shard};
-use crate::track::{Origin, Sink};
+use crate::track::{Origin, Sink, SubscriberPt};
 
 impl Shard {
     /// Identify an RTP packet from a hosted publisher and fan it out.
@@ -37,10 +37,13 @@ impl Shard {
         else {
             return;
         };
+        // A RED payload type (RFC 2198) names its primary codec's parameters.
+        let pt = pkt.header.payload_type;
         let params = rtc
             .codec_config()
-            .find(|c| c.pt() == pkt.header.payload_type)
+            .find(|c| c.pt() == pt || c.red() == Some(pt))
             .copied();
+        let red = params.is_some_and(|c| c.red() == Some(pt));
         let Some(tkey) = self.track_by_mid(key, mid) else {
             return;
         };
@@ -65,6 +68,10 @@ impl Shard {
         if let Some(level) = pkt.header.ext_vals.audio_level {
             t.speech.observe(level);
         }
+        if layer_seen.iter().all(Option::is_none) {
+            let codec = params.map(|c| c.spec().codec);
+            info!(track = %t.sid, ?codec, red, "first media of a published track");
+        }
         layer_seen[layer as usize] = Some(now);
         rids[layer as usize] = rid;
         let media = MediaPacket {
@@ -75,6 +82,7 @@ impl Shard {
             marker: pkt.header.marker,
             keyframe: t.kind.is_audio() || is_keyframe_start(t.codec, &pkt.payload),
             params,
+            red,
             ext: MediaExtensions::from_received(&pkt.header.ext_vals),
             payload: pkt.payload,
         };
@@ -125,6 +133,9 @@ impl Shard {
             _ => None,
         };
         let ext = m.ext.to_values();
+        // RED for receivers that did not negotiate it: the primary block, cut out once per
+        // packet (the one allocation on this path, and only while such a receiver listens).
+        let mut primary: Option<Option<std::sync::Arc<[u8]>>> = None;
         let mut want_keyframe = false;
         let mut wishes_changed = false;
         for &sub in &fanout {
@@ -157,15 +168,31 @@ impl Shard {
                 continue;
             };
             wishes_changed |= switched;
-            let Some(pt) = map_pt(&mut dt.pt_map, m.params.as_ref(), &s.subscriber.rtc) else {
+            let settled = !dt.awaiting_answer;
+            let Some(sub_pt) = map_pt(&mut dt.pt_map, m.params.as_ref(), &s.subscriber.rtc, settled) else {
                 continue;
+            };
+            let (pt, payload) = match (m.red, sub_pt.red) {
+                (false, _) => (sub_pt.pt, m.payload.clone()),
+                (true, Some(red)) => (red, m.payload.clone()),
+                (true, None) => {
+                    let cut = primary.get_or_insert_with(|| match crate::red::primary(&m.payload) {
+                        Ok(range) => Some(std::sync::Arc::from(&m.payload[range])),
+                        Err(e) => {
+                            debug!(track = %dt.track_sid, "RED packet not forwarded: {e}");
+                            None
+                        }
+                    });
+                    let Some(cut) = cut else { continue };
+                    (sub_pt.pt, cut.clone())
+                }
             };
             let mut api = s.subscriber.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
                 continue;
             };
             // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
-            let write = RtpWrite::new(pt, seq.into(), timestamp, now, m.payload.clone())
+            let write = RtpWrite::new(pt, seq.into(), timestamp, now, payload)
                 .marker(m.marker)
                 .ext_vals(ext.clone())
                 .nackable(kind.is_video());
@@ -203,13 +230,15 @@ impl Shard {
     }
 }
 
-/// The subscriber's payload type for the publisher's codec, cached per receiver by the
-/// publisher's payload type.
+/// The subscriber's payload types for the publisher's codec, cached per receiver by the
+/// publisher's payload type once the client's answer `settled` them (str0m drops RED from
+/// the codec configuration when the answer does not keep it).
 fn map_pt(
-    cache: &mut Vec<(Pt, Option<Pt>)>,
+    cache: &mut Vec<(Pt, Option<SubscriberPt>)>,
     params: Option<&PayloadParams>,
     sub_rtc: &str0m::Rtc,
-) -> Option<Pt> {
+    settled: bool,
+) -> Option<SubscriberPt> {
     let params = params?;
     let pub_pt = params.pt();
     if let Some((_, mapped)) = cache.iter().find(|(p, _)| *p == pub_pt) {
@@ -219,7 +248,12 @@ fn map_pt(
     let mapped = cfg
         .match_params(*params)
         .or_else(|| cfg.find(|c| c.spec().codec == params.spec().codec && c.spec().codec != Codec::H264))
-        .map(|c| c.pt());
-    cache.push((pub_pt, mapped));
+        .map(|c| SubscriberPt {
+            pt: c.pt(),
+            red: c.red(),
+        });
+    if settled {
+        cache.push((pub_pt, mapped));
+    }
     mapped
 }

@@ -10,6 +10,7 @@
 #![allow(deprecated)]
 
 pub mod admin;
+pub mod client;
 pub mod command;
 pub mod config;
 pub mod data;
@@ -31,6 +32,7 @@ pub mod participant;
 pub mod peer;
 mod publish;
 pub mod quality;
+pub mod red;
 pub mod relay;
 pub mod room;
 pub mod shard;

@@ -58,6 +58,8 @@ pub struct Participant {
     pub room: RoomName,
     pub protocol: i32,
     pub auto_subscribe: bool,
+    /// What the client can take (`client.rs`).
+    pub client: crate::client::ClientTraits,
     pub session: Option<SessionId>,
     pub session_lost_at: Option<Instant>,
     pub active: bool,

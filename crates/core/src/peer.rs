@@ -118,7 +118,8 @@ impl PeerFactory {
         }
     }
 
-    pub fn build(&self, now: Instant) -> Result<Peer, JoinError> {
+    /// A server peer connection; `red`: offer and accept redundant audio (`red.rs`).
+    pub fn build(&self, now: Instant, red: bool) -> Result<Peer, JoinError> {
         let mut builder = Rtc::builder();
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
@@ -127,7 +128,10 @@ impl PeerFactory {
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            // Redundant audio (RFC 2198) offered and accepted where the client takes it, as
+            // LiveKit does: forwarded as is to receivers that negotiated it, as its primary
+            // Opus block to the others.
+            .enable_opus(true, red)
             .enable_vp8(true)
             .enable_h264(true)
             .enable_vp9(true)

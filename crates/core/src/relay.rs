@@ -141,6 +141,8 @@ pub struct MediaPacket {
     pub keyframe: bool,
     /// The publisher's codec parameters for the packet's payload type.
     pub params: Option<PayloadParams>,
+    /// The payload is RFC 2198 redundant audio (`red.rs`) of the `params` codec.
+    pub red: bool,
     pub ext: MediaExtensions,
     pub payload: Arc<[u8]>,
 }

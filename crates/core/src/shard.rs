@@ -23,6 +23,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::Input;
 use tracing::{debug, info, warn};
 
+use crate::client::ClientTraits;
 use crate::config::{ShardConfig, LIVEKIT_COMPAT_VERSION, SERVER_PROTOCOL};
 use crate::ids::{
     ParticipantIdentity, ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, RoomSid, SessionId,
@@ -100,6 +101,8 @@ pub struct JoinParams {
     pub protocol: i32,
     /// Where the room's instance here sits among the room's others.
     pub placement: Placement,
+    /// What the client can take (from its `ClientInfo`).
+    pub client: ClientTraits,
 }
 
 impl JoinParams {
@@ -124,6 +127,7 @@ impl JoinParams {
             auto_subscribe: true,
             protocol: SERVER_PROTOCOL,
             placement: Placement::default(),
+            client: ClientTraits::default(),
         }
     }
 }

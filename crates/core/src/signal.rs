@@ -32,8 +32,8 @@ impl Shard {
         if duplicate.is_none() && full {
             return Err(JoinError::RoomFull);
         }
-        let publisher = self.peers.build(now)?;
-        let subscriber = self.peers.build(now)?;
+        let publisher = self.peers.build(now, params.client.audio_red)?;
+        let subscriber = self.peers.build(now, params.client.audio_red)?;
         if let Some(old) = duplicate {
             self.remove_participant(
                 now,
@@ -68,6 +68,7 @@ impl Shard {
             room: params.room.clone(),
             protocol: params.protocol,
             auto_subscribe: params.auto_subscribe,
+            client: params.client,
             session: Some(params.session),
             session_lost_at: None,
             active: false,

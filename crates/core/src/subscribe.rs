@@ -125,10 +125,11 @@ impl Shard {
             }
             // Another track's dormant section: it announces this track now, with this
             // track's payload types.
-            None => s.negotiation.recycle(t.kind, msid).map(|mut p| {
+            None if s.client.recycle_sections => s.negotiation.recycle(t.kind, msid).map(|mut p| {
                 p.pt_map.clear();
                 p
             }),
+            None => None,
         };
         let (mid, forwarder, vp8, pt_map) = match reused {
             // The section's outgoing stream goes on: forwarding resumes at the track's next

@@ -224,7 +224,7 @@ pub struct DownTrack {
     /// VP8 picture numbering kept continuous across layer switches.
     pub vp8: Vp8Munger,
     /// Publisher payload type → subscriber payload type, learnt on first use.
-    pub pt_map: Vec<(Pt, Option<Pt>)>,
+    pub pt_map: Vec<(Pt, Option<SubscriberPt>)>,
     /// The subscriber turned this track off (UpdateTrackSettings.disabled).
     pub disabled: bool,
     /// The highest layer the subscriber asked for (UpdateTrackSettings quality or size); the
@@ -261,6 +261,14 @@ impl DownTrack {
     }
 }
 
+/// A receiver's payload types for one codec of the publisher's: the codec's, and RED's when
+/// the receiver negotiated redundant audio for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberPt {
+    pub pt: Pt,
+    pub red: Option<Pt>,
+}
+
 /// What is kept of an unsubscribed track's media section.
 #[derive(Debug)]
 pub struct ParkedDownTrack {
@@ -271,7 +279,7 @@ pub struct ParkedDownTrack {
     pub dormant: bool,
     pub forwarder: Forwarder,
     pub vp8: Vp8Munger,
-    pub pt_map: Vec<(Pt, Option<Pt>)>,
+    pub pt_map: Vec<(Pt, Option<SubscriberPt>)>,
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ async fn main() {
                 marker: true,
                 keyframe: false,
                 params: Some(params),
+                red: false,
                 ext: MediaExtensions::default(),
                 payload: payload.clone(),
             },

@@ -255,7 +255,7 @@ pub struct Rtp {
     pub seq: u64,
     #[prost(uint32, tag = "5")]
     pub timestamp: u32,
-    /// Bit 0: marker; bit 1: starts a keyframe.
+    /// Bit 0: marker; bit 1: starts a keyframe; bit 2: RED (RFC 2198) payload.
     #[prost(uint32, tag = "6")]
     pub flags: u32,
     /// Codec id + 1 (0: no codec parameters).
@@ -278,6 +278,8 @@ pub struct Rtp {
 
 const MARKER: u32 = 1;
 const KEYFRAME: u32 = 2;
+/// The payload is RFC 2198 redundant audio of the codec named.
+const RED: u32 = 4;
 
 /// The codecs one direction of a link has named so far.
 #[derive(Default)]
@@ -417,7 +419,9 @@ fn encode_rtp(r: &RelayRtp, codecs: &mut CodecTable) -> Result<(Option<Frame>, F
         best: m.best.map_or(0, |b| u32::from(b) + 1),
         seq: m.seq,
         timestamp: m.timestamp,
-        flags: if m.marker { MARKER } else { 0 } | if m.keyframe { KEYFRAME } else { 0 },
+        flags: if m.marker { MARKER } else { 0 }
+            | if m.keyframe { KEYFRAME } else { 0 }
+            | if m.red { RED } else { 0 },
         codec,
         audio_level: ext.audio_level.map(i32::from),
         voice_activity: ext.voice_activity,
@@ -543,6 +547,7 @@ fn rtp_from_wire(r: Rtp, codecs: &CodecTable) -> Result<RelayRtp, WireError> {
         marker: r.flags & MARKER != 0,
         keyframe: r.flags & KEYFRAME != 0,
         params,
+        red: r.flags & RED != 0,
         ext: MediaExtensions {
             audio_level: r.audio_level.and_then(|v| i8::try_from(v).ok()),
             voice_activity: r.voice_activity,
@@ -757,6 +762,7 @@ mod tests {
             marker: true,
             keyframe: true,
             params: Some(params),
+            red: true,
             ext: MediaExtensions {
                 audio_level: Some(-30),
                 ..Default::default()
@@ -776,8 +782,8 @@ mod tests {
         };
         let p = r.packet;
         assert_eq!(
-            (p.layer, p.best, p.seq, p.timestamp, p.marker, p.keyframe),
-            (2, Some(1), 1 << 40, 9, true, true)
+            (p.layer, p.best, p.seq, p.timestamp, p.marker, p.keyframe, p.red),
+            (2, Some(1), 1 << 40, 9, true, true, true)
         );
         assert_eq!(p.ext.audio_level, Some(-30));
         assert_eq!(p.params.map(|c| c.pt()), Some(params.pt()));

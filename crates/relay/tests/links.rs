@@ -98,6 +98,7 @@ fn rtp(seq: u64) -> RelayMessage {
             marker: true,
             keyframe: seq == 0,
             params: Some(params),
+            red: false,
             ext: MediaExtensions::default(),
             payload: Arc::from(vec![0x5a; 1100]),
         },

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use pylon_auth::{Claims, KeySet, TokenError};
+use pylon_core::client::ClientTraits;
 use pylon_core::ids::{ParticipantIdentity, ParticipantSid, RoomName, SessionId};
 use pylon_core::{JoinParams, ResumeParams};
 use tokio::sync::mpsc;
@@ -142,6 +143,7 @@ struct RtcRequest {
     auto_subscribe: bool,
     protocol: i32,
     resume: Option<ParticipantSid>,
+    client: ClientTraits,
 }
 
 fn unix_now() -> i64 {
@@ -220,6 +222,11 @@ fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) ->
         auto_subscribe: flag(q, "auto_subscribe").unwrap_or(true),
         protocol,
         resume,
+        // ClientInfo's browser as livekit-client puts it in the query, else the User-Agent's.
+        client: ClientTraits::of(
+            q.get("browser").map(String::as_str),
+            headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        ),
         claims,
     })
 }
@@ -302,6 +309,7 @@ async fn join(
         auto_subscribe: req.auto_subscribe,
         protocol: req.protocol,
         placement: Default::default(),
+        client: req.client,
     };
     app.node.join(params, out).await.map_err(|e| {
         let status = match e {

@@ -41,7 +41,13 @@ pub enum Transport {
 /// A client peer connection as every Pylon tool makes it: str0m in RTP mode sending Opus and
 /// VP8, with a host candidate for `local` (the address its datagrams come from).
 pub fn client_rtc(local: SocketAddr, cert: Option<&DtlsCert>, now: Instant) -> Result<Rtc, ClientError> {
-    client_rtc_on(local, Transport::Udp, cert, now)
+    client_rtc_on(local, Transport::Udp, cert, now, false)
+}
+
+/// `client_rtc`, also offering and accepting RFC 2198 redundant audio (RED) for Opus, as
+/// libwebrtc does.
+pub fn client_rtc_with_red(local: SocketAddr, now: Instant) -> Result<Rtc, ClientError> {
+    client_rtc_on(local, Transport::Udp, None, now, true)
 }
 
 fn client_rtc_on(
@@ -49,11 +55,12 @@ fn client_rtc_on(
     transport: Transport,
     cert: Option<&DtlsCert>,
     now: Instant,
+    red: bool,
 ) -> Result<Rtc, ClientError> {
     let mut builder = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
-        .enable_opus(true, false)
+        .enable_opus(true, red)
         .enable_vp8(true);
     if let Some(cert) = cert {
         builder = builder.set_dtls_cert(cert.clone());
@@ -174,7 +181,7 @@ impl Peer {
             Transport::Tcp => SocketAddr::new(ip, 9),
         };
         let socket = UdpSocket::from_std(std_socket)?;
-        let rtc = client_rtc_on(local, transport, cert, now)?;
+        let rtc = client_rtc_on(local, transport, cert, now, false)?;
         Ok(Peer {
             rtc,
             socket,
