@@ -4,7 +4,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { joinDemo, launchBrowser, newPage, pythonParticipant, startPylon, waitFor, waitForMedia } from './lib.mjs';
+import { dropSignalling, joinDemo, launchBrowser, newPage, pythonParticipant, startPylon, waitFor, waitForMedia } from './lib.mjs';
 
 test('a browser and a Python SDK participant see and hear each other', { timeout: 180000 }, async (t) => {
   const pylon = await startPylon('cross-sdk');
@@ -47,16 +47,8 @@ test('a browser resumes after its signalling connection drops, with the same SID
     window.leaves = [];
     window.pylonDemo.room.on('participantDisconnected', (p) => window.leaves.push(p.identity));
   });
-  const sidBefore = await alice.evaluate(() => window.pylonDemo.room.localParticipant.sid);
-  await alice.evaluate(() => {
-    window.resumed = false;
-    window.pylonDemo.room.on('reconnected', () => { window.resumed = true; });
-    // The SDK's own hook: closes the signalling WebSocket as a network failure would.
-    return window.pylonDemo.room.simulateScenario('signal-reconnect');
-  });
-  await waitFor(() => alice.evaluate(() => window.resumed), 30000, 'alice to report it reconnected');
-  const sidAfter = await alice.evaluate(() => window.pylonDemo.room.localParticipant.sid);
-  assert.equal(sidAfter, sidBefore, 'the participant SID changed: a full rejoin, not a resume');
+  const sid = await dropSignalling(alice, 'alice');
+  assert.equal(sid.after, sid.before, 'the participant SID changed: a full rejoin, not a resume');
   const log = fs.readFileSync(pylon.logPath, 'utf8');
   assert.match(log, /participant resumed/, 'the server never saw a resume (reconnect=1)');
   await waitForMedia(bob, 'alice', 'bob receiving alice after the resume');

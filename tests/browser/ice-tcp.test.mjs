@@ -5,6 +5,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  dropSignalling,
   joinDemo,
   launchBrowser,
   newPage,
@@ -48,14 +49,8 @@ test('without UDP a browser connects over ICE/TCP, and resumes over it', { timeo
   await assertAllTcp(bob, 'bob', 'after joining');
 
   // A signalling drop: the SDK resumes (same SID) and restarts ICE, again over TCP.
-  const sidBefore = await alice.evaluate(() => window.pylonDemo.room.localParticipant.sid);
-  await alice.evaluate(() => {
-    window.resumed = false;
-    window.pylonDemo.room.on('reconnected', () => { window.resumed = true; });
-    return window.pylonDemo.room.simulateScenario('signal-reconnect');
-  });
-  await waitFor(() => alice.evaluate(() => window.resumed), 30000, 'alice to report it reconnected');
-  assert.equal(await alice.evaluate(() => window.pylonDemo.room.localParticipant.sid), sidBefore, 'a full rejoin, not a resume');
+  const sid = await dropSignalling(alice, 'alice');
+  assert.equal(sid.after, sid.before, 'a full rejoin, not a resume');
   await waitForMedia(bob, 'alice', 'bob receiving alice after the resume');
   await waitForMedia(alice, 'bob', 'alice receiving bob after the resume');
   await assertAllTcp(alice, 'alice', 'after the resume');

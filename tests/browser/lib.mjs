@@ -187,6 +187,23 @@ export async function newPage(browser, label, contextOptions = {}) {
   return page;
 }
 
+/**
+ * Drop the page's signalling WebSocket as a network failure would (the SDK's own
+ * `simulateScenario('signal-reconnect')`) and wait for the SDK to report it reconnected;
+ * returns the participant SID before and after (equal for a resume, not a full rejoin).
+ */
+export async function dropSignalling(page, who) {
+  const before = await page.evaluate(() => window.pylonDemo.room.localParticipant.sid);
+  await page.evaluate(() => {
+    window.resumed = false;
+    window.pylonDemo.room.on('reconnected', () => { window.resumed = true; });
+    return window.pylonDemo.room.simulateScenario('signal-reconnect');
+  });
+  await waitFor(() => page.evaluate(() => window.resumed), 30000, `${who} to report it reconnected`);
+  const after = await page.evaluate(() => window.pylonDemo.room.localParticipant.sid);
+  return { before, after };
+}
+
 /** Join through the demo page's form. */
 export async function joinDemo(page, demoUrl, room, name, query = '') {
   await page.goto(demoUrl + query);

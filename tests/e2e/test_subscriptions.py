@@ -38,6 +38,32 @@ async def test_manual_subscription_starts_and_stops_media(pylon):
         await b.close()
 
 
+async def test_a_track_subscribed_again_is_announced_again_and_plays(pylon):
+    """Unsubscribe and subscribe again, twice: each time the SDK announces the track
+    (`track_subscribed`) and its video plays. (The Rust SDK dispatches a track once per
+    section and stream id: back on its old section it was never announced again.)"""
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    pub = await Publisher(a.room).publish()
+    b = await Peer("B").connect(pylon.url, pylon.token("B"), auto_subscribe=False)
+    subscribed = []
+    b.room.on("track_subscribed", lambda track, p, who: subscribed.append(p.name))
+    try:
+        await wait_for(lambda: "A" in b.room.remote_participants, 10, "B to see A")
+        await wait_for(lambda: len(b.room.remote_participants["A"].track_publications) == 2, 10, "B to see 2 tracks")
+        camera = next(p for p in b.room.remote_participants["A"].track_publications.values() if p.name == "camera")
+        for n in range(1, 4):
+            camera.set_subscribed(True)
+            await wait_for(lambda: subscribed.count("camera") == n, 10, f"subscription {n} announced")
+            frames = b.video_frames("A/camera")
+            await wait_for(lambda: b.video_frames("A/camera") > frames + 10, 20, f"video of subscription {n}")
+            camera.set_subscribed(False)
+            await wait_for(lambda: not camera.subscribed, 10, "the camera to be unsubscribed")
+    finally:
+        pub.stop()
+        await a.close()
+        await b.close()
+
+
 async def test_subscription_permissions_limit_who_receives(pylon):
     a = await Peer("A").connect(pylon.url, pylon.token("A"))
     b = await Peer("B").connect(pylon.url, pylon.token("B"))

@@ -94,12 +94,13 @@ impl Forwarder {
     }
 
     /// Start over on another stream (a section given to a new track, or a track subscribed
-    /// again): forwarding resumes at its next keyframe (audio: its next packet), sequence
-    /// numbers and timestamps continuing where this forwarder stopped. The target is the
-    /// lowest layer until the caller sets the one it wants (video does per packet).
-    pub fn restart(&mut self) {
+    /// again), sequence numbers and timestamps continuing where this forwarder stopped. Audio
+    /// resumes at its next packet. Video waits for a target, which its first packet sets, and
+    /// until then wishes for every layer up to the receiver's cap (`DownTrack::wanted_layers`),
+    /// so that whichever layer the publisher sends can start it.
+    pub fn restart(&mut self, audio: bool) {
         self.current = None;
-        self.target = Some(0);
+        self.target = audio.then_some(0);
     }
 
     /// Decide for one packet of `layer` with extended sequence `seq` and RTP `timestamp`.

@@ -33,6 +33,15 @@ impl Msid {
             track: track.as_str().to_string(),
         }
     }
+
+    /// What a parked section announces once its track has moved to another section: no
+    /// stream, and a track id of its own (`-` is JSEP's "no stream").
+    pub fn inert(mid: Mid) -> Msid {
+        Msid {
+            stream: "-".to_string(),
+            track: format!("parked-{mid}"),
+        }
+    }
 }
 
 /// `sdp` with the msid of every section named in `msids` replaced (and the session's
@@ -71,7 +80,7 @@ pub fn rewrite(sdp: &str, msids: &HashMap<Mid, Msid>) -> String {
             .strip_prefix("a=msid:")
             .and_then(|v| v.split_whitespace().next())
         {
-            if !streams.contains(&stream) {
+            if stream != "-" && !streams.contains(&stream) {
                 streams.push(stream);
             }
         }

@@ -9,8 +9,14 @@
 //! subscription to any track of the same kind takes it over with a new msid (`msid.rs`). So a
 //! subscriber's SDP holds as many media sections as it ever had subscriptions at once, however
 //! many tracks come and go (`docs/mline-recycling.md`).
+//!
+//! A section never carries the same track twice once the client has seen it go: the Rust SDK
+//! (and so the Python one) dispatches a remote track once per (mid, msid stream id) for the
+//! life of the connection, so a track subscribed again, or relayed back after a partition,
+//! takes another section, and its old one stops announcing it (two sections with one msid are
+//! refused by libwebrtc).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use livekit_protocol as lk;
 use rustc_hash::FxHashMap;
@@ -35,17 +41,22 @@ pub struct SubscriberNegotiation {
     pub removes: Vec<Mid>,
     /// Parked media sections to turn back to sendonly in the next offer.
     pub reactivate: Vec<Mid>,
-    /// Media sections of unsubscribed or vanished tracks, by track SID, kept inactive with
-    /// their forwarding state: subscribing to a track of that SID again — a resubscription, or
-    /// a track relayed from another region that went silent and came back under a new key —
-    /// reuses the section (a new one would repeat the track's msid, which libwebrtc refuses as
-    /// a duplicate `a=msid`) and continues its sequence numbers.
-    pub parked: HashMap<TrackSid, ParkedDownTrack>,
+    /// Media sections of unsubscribed or vanished tracks, by mid, kept inactive with their
+    /// forwarding state until a track takes one over (its own again only while the client has
+    /// not been offered its removal).
+    pub parked: HashMap<Mid, ParkedDownTrack>,
+    /// Which track each section carried, newest last (bounded: `CARRIED_KEPT`): a section is
+    /// not given to a track it carried before.
+    pub carried: VecDeque<(Mid, TrackSid)>,
     /// The msid each recycled section announces now (str0m keeps the one it was added with).
     pub msids: HashMap<Mid, Msid>,
     pub channels_created: bool,
     pub ice_restart: bool,
 }
+
+/// Section/track pairs remembered (`SubscriberNegotiation::carried`); beyond this the oldest
+/// are forgotten, which can only cost a returning track the SDK's `track_subscribed`.
+pub const CARRIED_KEPT: usize = 1024;
 
 /// The outstanding offer and the changes it carries: str0m applies them only when the answer
 /// comes, so an offer that is given up (a resume's ICE restart) must queue them again.
@@ -128,6 +139,11 @@ impl SubscriberNegotiation {
             dt.mid = Some(mid);
             adds.push((tkey, mid));
         }
+        for (tkey, mid) in &adds {
+            if let Some(dt) = downtracks.get(tkey) {
+                self.note_carried(*mid, &dt.track_sid);
+            }
+        }
         for &mid in &self.removes {
             api.set_direction(mid, Direction::Inactive);
         }
@@ -178,7 +194,7 @@ impl SubscriberNegotiation {
                 }
                 // Unsubscribed since: its section never existed, so there is nothing to park.
                 _ => {
-                    self.parked.retain(|_, p| p.mid != mid);
+                    self.parked.remove(&mid);
                     self.removes.retain(|m| *m != mid);
                     self.reactivate.retain(|m| *m != mid);
                     self.msids.remove(&mid);
@@ -210,27 +226,61 @@ impl SubscriberNegotiation {
         self.reactivate.retain(|m| *m != mid);
         let kept = ParkedDownTrack {
             mid,
+            sid: dt.track_sid,
             kind: dt.kind,
             dormant: false,
             forwarder: dt.forwarder,
             vp8: dt.vp8,
             pt_map: dt.pt_map,
         };
-        self.parked.insert(dt.track_sid, kept);
+        self.parked.insert(mid, kept);
+    }
+
+    /// The track's own parked section, if the client has not been offered its removal yet
+    /// (it never saw the track go): the section simply stays active.
+    pub fn take_back(&mut self, sid: &TrackSid) -> Option<ParkedDownTrack> {
+        let mid = self
+            .parked
+            .values()
+            .find(|p| &p.sid == sid && self.removes.contains(&p.mid))
+            .map(|p| p.mid)?;
+        self.removes.retain(|m| *m != mid);
+        self.parked.remove(&mid)
+    }
+
+    /// The track `sid` is about to be announced on a section it never had: every parked
+    /// section that still announces it stops doing so (an inert msid; libwebrtc refuses two
+    /// sections with one msid).
+    pub fn retire_msid(&mut self, sid: &TrackSid) {
+        for p in self.parked.values().filter(|p| &p.sid == sid) {
+            self.msids.insert(p.mid, Msid::inert(p.mid));
+        }
+    }
+
+    fn note_carried(&mut self, mid: Mid, sid: &TrackSid) {
+        if self.carried.len() == CARRIED_KEPT {
+            self.carried.pop_front();
+        }
+        self.carried.push_back((mid, sid.clone()));
+    }
+
+    fn has_carried(&self, mid: Mid, sid: &TrackSid) -> bool {
+        self.carried.iter().any(|(m, s)| *m == mid && s == sid)
     }
 
     /// Take a dormant section of `kind` (its track unsubscribed or gone, the client's answer
     /// to that received) for another track: the section is reactivated and announces `msid`.
-    pub fn recycle(&mut self, kind: MediaKind, msid: Msid) -> Option<ParkedDownTrack> {
-        let sid = self
+    pub fn recycle(&mut self, kind: MediaKind, sid: &TrackSid, msid: Msid) -> Option<ParkedDownTrack> {
+        let mid = self
             .parked
-            .iter()
-            .filter(|(_, p)| p.dormant && p.kind == kind)
-            .min_by_key(|(_, p)| p.mid)
-            .map(|(sid, _)| sid.clone())?;
-        let parked = self.parked.remove(&sid)?;
+            .values()
+            .filter(|p| p.dormant && p.kind == kind && !self.has_carried(p.mid, sid))
+            .map(|p| p.mid)
+            .min()?;
+        let parked = self.parked.remove(&mid)?;
         self.msids.insert(parked.mid, msid);
         self.reactivate.push(parked.mid);
+        self.note_carried(parked.mid, sid);
         Some(parked)
     }
 
@@ -344,16 +394,18 @@ mod tests {
         let mid = park(&mut neg, &mut downtracks, 1);
         let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
         assert!(
-            neg.recycle(MediaKind::Video, msid("TR_two")).is_none(),
+            neg.recycle(MediaKind::Video, &TrackSid::new("TR_two"), msid("TR_two"))
+                .is_none(),
             "not before the client answered the section inactive"
         );
         answer(&mut neg, &mut server, &mut client, offer);
         assert!(
-            neg.recycle(MediaKind::Audio, msid("TR_two")).is_none(),
+            neg.recycle(MediaKind::Audio, &TrackSid::new("TR_two"), msid("TR_two"))
+                .is_none(),
             "not for another kind"
         );
         let parked = neg
-            .recycle(MediaKind::Video, msid("TR_two"))
+            .recycle(MediaKind::Video, &TrackSid::new("TR_two"), msid("TR_two"))
             .expect("dormant now");
         assert_eq!(parked.mid, mid);
 
@@ -391,6 +443,61 @@ mod tests {
             client.media(mid).map(|m| m.direction()),
             Some(Direction::RecvOnly)
         );
+    }
+
+    #[test]
+    fn a_track_subscribed_again_takes_another_section_and_its_old_one_stops_announcing_it() {
+        // The Rust SDK dispatches a (mid, msid stream) pair once: back on its old section the
+        // track would never be announced to the application again.
+        let (mut server, mut client) = (rtc(), rtc());
+        let mut neg = SubscriberNegotiation::default();
+        let mut downtracks = FxHashMap::default();
+        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
+        neg.adds.push(TrackKey(1));
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        answer(&mut neg, &mut server, &mut client, offer);
+        let old = park(&mut neg, &mut downtracks, 1);
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        answer(&mut neg, &mut server, &mut client, offer);
+
+        // Dormant, but it carried TR_one: not for TR_one.
+        let one = TrackSid::new("TR_one");
+        assert!(neg.take_back(&one).is_none(), "its removal was offered");
+        assert!(neg.recycle(MediaKind::Video, &one, msid("TR_one")).is_none());
+        neg.retire_msid(&one);
+        downtracks.insert(TrackKey(3), downtrack(3, "TR_one"));
+        neg.adds.push(TrackKey(3));
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        let new = downtracks[&TrackKey(3)].mid.expect("a section");
+        assert_ne!(new, old);
+        assert_eq!(
+            offer.sdp.matches("a=msid:PA_pub|TR_one ").count(),
+            1,
+            "one section announces TR_one:\n{}",
+            offer.sdp
+        );
+        answer(&mut neg, &mut server, &mut client, offer);
+
+        // Another track may have the old section.
+        let parked = neg
+            .recycle(MediaKind::Video, &TrackSid::new("TR_two"), msid("TR_two"))
+            .expect("the old section, for another track");
+        assert_eq!(parked.mid, old);
+    }
+
+    #[test]
+    fn a_section_parked_and_taken_back_before_any_offer_stays_its_tracks() {
+        let (mut server, mut client) = (rtc(), rtc());
+        let mut neg = SubscriberNegotiation::default();
+        let mut downtracks = FxHashMap::default();
+        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
+        neg.adds.push(TrackKey(1));
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        answer(&mut neg, &mut server, &mut client, offer);
+        let mid = park(&mut neg, &mut downtracks, 1);
+        let back = neg.take_back(&TrackSid::new("TR_one")).expect("not offered yet");
+        assert_eq!(back.mid, mid);
+        assert!(neg.removes.is_empty() && neg.parked.is_empty());
     }
 
     #[test]

@@ -356,6 +356,7 @@ impl Shard {
                 return;
             }
             AnswerOutcome::Settled { refused, again } => {
+                debug!(participant = %p.sid, id, again, "subscriber answer");
                 if let Some(why) = refused {
                     warn!(participant = %p.sid, "subscriber answer refused: {why}");
                 }

@@ -116,20 +116,24 @@ impl Shard {
         debug!(subscriber = %s.sid, track = %t.sid, "subscribing");
         let clock_rate = if t.kind.is_audio() { 48_000 } else { 90_000 };
         let msid = Msid::of(&t.owner_sid, &t.sid);
-        let reused = match s.negotiation.parked.remove(&t.sid) {
-            // Resubscription: the track's own parked section.
-            Some(parked) => {
-                s.negotiation.removes.retain(|m| *m != parked.mid);
-                s.negotiation.reactivate.push(parked.mid);
-                Some(parked)
+        let reused = match s.negotiation.take_back(&t.sid) {
+            // Its own section, whose removal the client was not offered yet: it stays.
+            Some(parked) => Some(parked),
+            None => {
+                // Any section that still announces it stops (it may be back after a
+                // partition, or subscribed again).
+                s.negotiation.retire_msid(&t.sid);
+                if s.client.recycle_sections {
+                    // A dormant section it never had: it announces this track now, with this
+                    // track's payload types.
+                    s.negotiation.recycle(t.kind, &t.sid, msid).map(|mut p| {
+                        p.pt_map.clear();
+                        p
+                    })
+                } else {
+                    None
+                }
             }
-            // Another track's dormant section: it announces this track now, with this
-            // track's payload types.
-            None if s.client.recycle_sections => s.negotiation.recycle(t.kind, msid).map(|mut p| {
-                p.pt_map.clear();
-                p
-            }),
-            None => None,
         };
         let (mid, forwarder, vp8, pt_map) = match reused {
             // The section's outgoing stream goes on: forwarding resumes at the track's next
@@ -137,7 +141,7 @@ impl Shard {
             // where they stopped.
             Some(parked) => {
                 let mut forwarder = parked.forwarder;
-                forwarder.restart();
+                forwarder.restart(t.kind.is_audio());
                 (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
             None => {
@@ -245,6 +249,7 @@ impl Shard {
         let Some(sd) = p.negotiation.offer(&mut p.subscriber.rtc, &mut p.downtracks) else {
             return;
         };
+        debug!(participant = %p.sid, id = sd.id, sections = sd.mid_to_track_id.len(), "subscriber offer");
         let session = p.session;
         self.send(session, Resp::Offer(sd));
         let peer = PeerRef {

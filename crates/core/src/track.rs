@@ -273,6 +273,8 @@ pub struct SubscriberPt {
 #[derive(Debug)]
 pub struct ParkedDownTrack {
     pub mid: Mid,
+    /// The track it carried last.
+    pub sid: TrackSid,
     pub kind: MediaKind,
     /// The client answered the offer that made the section inactive: it may carry another
     /// track now (`SubscriberNegotiation::recycle`).
