@@ -374,6 +374,19 @@ mod tests {
         mid
     }
 
+    /// A subscriber connection with video track `TR_one` (key 1) offered and answered:
+    /// (server, client, negotiation, downtracks).
+    fn subscribed_to_one() -> (Rtc, Rtc, SubscriberNegotiation, FxHashMap<TrackKey, DownTrack>) {
+        let (mut server, mut client) = (rtc(), rtc());
+        let mut neg = SubscriberNegotiation::default();
+        let mut downtracks = FxHashMap::default();
+        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
+        neg.adds.push(TrackKey(1));
+        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
+        answer(&mut neg, &mut server, &mut client, offer);
+        (server, client, neg, downtracks)
+    }
+
     fn msid(track: &str) -> Msid {
         Msid {
             stream: format!("PA_pub|{track}"),
@@ -383,13 +396,7 @@ mod tests {
 
     #[test]
     fn a_section_is_recycled_only_once_the_client_answered_it_inactive() {
-        let (mut server, mut client) = (rtc(), rtc());
-        let mut neg = SubscriberNegotiation::default();
-        let mut downtracks = FxHashMap::default();
-        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
-        neg.adds.push(TrackKey(1));
-        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
-        answer(&mut neg, &mut server, &mut client, offer);
+        let (mut server, mut client, mut neg, mut downtracks) = subscribed_to_one();
 
         let mid = park(&mut neg, &mut downtracks, 1);
         let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
@@ -449,13 +456,7 @@ mod tests {
     fn a_track_subscribed_again_takes_another_section_and_its_old_one_stops_announcing_it() {
         // The Rust SDK dispatches a (mid, msid stream) pair once: back on its old section the
         // track would never be announced to the application again.
-        let (mut server, mut client) = (rtc(), rtc());
-        let mut neg = SubscriberNegotiation::default();
-        let mut downtracks = FxHashMap::default();
-        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
-        neg.adds.push(TrackKey(1));
-        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
-        answer(&mut neg, &mut server, &mut client, offer);
+        let (mut server, mut client, mut neg, mut downtracks) = subscribed_to_one();
         let old = park(&mut neg, &mut downtracks, 1);
         let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
         answer(&mut neg, &mut server, &mut client, offer);
@@ -487,13 +488,7 @@ mod tests {
 
     #[test]
     fn a_section_parked_and_taken_back_before_any_offer_stays_its_tracks() {
-        let (mut server, mut client) = (rtc(), rtc());
-        let mut neg = SubscriberNegotiation::default();
-        let mut downtracks = FxHashMap::default();
-        downtracks.insert(TrackKey(1), downtrack(1, "TR_one"));
-        neg.adds.push(TrackKey(1));
-        let offer = neg.offer(&mut server, &mut downtracks).expect("an offer");
-        answer(&mut neg, &mut server, &mut client, offer);
+        let (_, _, mut neg, mut downtracks) = subscribed_to_one();
         let mid = park(&mut neg, &mut downtracks, 1);
         let back = neg.take_back(&TrackSid::new("TR_one")).expect("not offered yet");
         assert_eq!(back.mid, mid);
