@@ -214,15 +214,25 @@ export async function joinDemo(page, demoUrl, room, name, query = '') {
 }
 
 /**
- * What this page receives from `identity`: decoded video frames, the width of the last one and
- * audio bytes (from the receivers' WebRTC stats), and whether its tile's <video> is playing
- * with real dimensions.
+ * What this page receives from `identity`: decoded video frames, the width of the last one,
+ * audio bytes, samples (and how many were concealed) and level (from the receivers' WebRTC
+ * stats), and whether its tile's <video> is playing with real dimensions.
  */
 export function inbound(page, identity) {
   return page.evaluate(async (identity) => {
     const room = window.pylonDemo.room;
     const p = room?.remoteParticipants.get(identity);
-    const out = { present: !!p, framesDecoded: 0, frameWidth: 0, audioBytes: 0, videoWidth: 0, currentTime: 0 };
+    const out = {
+      present: !!p,
+      framesDecoded: 0,
+      frameWidth: 0,
+      audioBytes: 0,
+      audioSamples: 0,
+      audioConcealed: 0,
+      audioLevel: 0,
+      videoWidth: 0,
+      currentTime: 0,
+    };
     if (!p) return out;
     for (const pub of p.trackPublications.values()) {
       const receiver = pub.track?.receiver;
@@ -234,7 +244,12 @@ export function inbound(page, identity) {
           out.framesDecoded += s.framesDecoded ?? 0;
           out.frameWidth = s.frameWidth ?? 0;
         }
-        if (s.kind === 'audio') out.audioBytes += s.bytesReceived ?? 0;
+        if (s.kind === 'audio') {
+          out.audioBytes += s.bytesReceived ?? 0;
+          out.audioSamples += s.totalSamplesReceived ?? 0;
+          out.audioConcealed += s.concealedSamples ?? 0;
+          out.audioLevel = Math.max(out.audioLevel, s.audioLevel ?? 0);
+        }
       });
     }
     const video = document.querySelector(`#tile-${CSS.escape(identity)} video`);

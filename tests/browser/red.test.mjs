@@ -5,7 +5,7 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { joinDemo, launchBrowser, newPage, pythonParticipant, recordPeerConnections, startPylon, waitFor } from './lib.mjs';
+import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, recordPeerConnections, startPylon, waitFor } from './lib.mjs';
 
 const FIREFOX_UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0';
 
@@ -14,24 +14,6 @@ function offeredRed(page) {
   return page.evaluate(() =>
     window.pcs.some((pc) => pc.remoteDescription?.type === 'offer' && /a=rtpmap:\d+ red\/48000/.test(pc.remoteDescription.sdp)),
   );
-}
-
-/** The page's inbound audio from `identity`: samples received and the audio level. */
-function inboundAudio(page, identity) {
-  return page.evaluate(async (identity) => {
-    const p = window.pylonDemo.room.remoteParticipants.get(identity);
-    const out = { samples: 0, level: 0, concealed: 0 };
-    for (const pub of p?.audioTrackPublications.values() ?? []) {
-      const stats = await pub.track?.receiver?.getStats();
-      stats?.forEach((s) => {
-        if (s.type !== 'inbound-rtp' || s.kind !== 'audio') return;
-        out.samples += s.totalSamplesReceived ?? 0;
-        out.concealed += s.concealedSamples ?? 0;
-        out.level = Math.max(out.level, s.audioLevel ?? 0);
-      });
-    }
-    return out;
-  }, identity);
 }
 
 test('RED reaches a RED subscriber as sent and a Firefox one as Opus; both hear the tone', { timeout: 180000 }, async (t) => {
@@ -53,16 +35,16 @@ test('RED reaches a RED subscriber as sent and a Firefox one as Opus; both hear 
 
   for (const [page, who] of [[chrome, 'chrome'], [firefox, 'firefox']]) {
     const first = await waitFor(async () => {
-      const a = await inboundAudio(page, 'py');
-      return a.samples > 48000 ? a : null;
+      const a = await inbound(page, 'py');
+      return a.audioSamples > 48000 ? a : null;
     }, 45000, `${who} receiving the Python participant's audio`);
     // The tone (amplitude 12000 of 32767) plays at a level near 0.37; silence or garbage
     // decoded from mangled packets would not.
     const heard = await waitFor(async () => {
-      const a = await inboundAudio(page, 'py');
-      return a.samples > first.samples + 48000 && a.level > 0.2 ? a : null;
+      const a = await inbound(page, 'py');
+      return a.audioSamples > first.audioSamples + 48000 && a.audioLevel > 0.2 ? a : null;
     }, 20000, `${who} hearing the tone`);
-    const concealed = (heard.concealed - first.concealed) / (heard.samples - first.samples);
+    const concealed = (heard.audioConcealed - first.audioConcealed) / (heard.audioSamples - first.audioSamples);
     assert.ok(concealed < 0.2, `${who} concealed ${(concealed * 100).toFixed(0)} % of the samples`);
   }
   assert.equal(await offeredRed(chrome), true, 'Chromium was not offered RED');
