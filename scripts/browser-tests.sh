@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup-browser.sh
-exec scripts/node-tests.sh browser
+exec scripts/node-tests.sh browser "$@"

@@ -27,13 +27,17 @@ scripts/setup-haproxy.sh # the multi-node end-to-end tests put a load balancer i
 scripts/setup-nftables.sh # the region end-to-end tests partition their namespaces with nftables
 cargo test --workspace --locked
 
-# The integration tests that start the real binary, again with every room spread over the
-# workers from its second participant on (see the Python suite below).
+# The integration tests that start the real binary (the `pylon` package's, crates/cli/tests),
+# again with every room spread over the workers from its second participant on (see the Python
+# suite below). Named with `--workspace --test` rather than `-p pylon`: the same package set
+# unifies the same features, so nothing is compiled again.
 step "rust tests, rooms spread over workers"
-PYLON_TEST_SPREAD=1 cargo test --locked -p pylon --tests
+spread_tests=()
+for t in crates/cli/tests/*.rs; do spread_tests+=(--test "$(basename "$t" .rs)"); done
+PYLON_TEST_SPREAD=1 cargo test --workspace --locked "${spread_tests[@]}"
 
-step "fuzzing: every target for 15 s from the corpus in fuzz/corpus (libFuzzer, no crash allowed)"
-scripts/fuzz.sh -t 15
+step "fuzzing: every target for 10 s from the corpus in fuzz/corpus (libFuzzer, no crash allowed)"
+scripts/fuzz.sh -t 10
 
 step "deployment: Helm chart, Argo CD, schemas, checkov, the rendered config run by the binary"
 scripts/check-deploy.sh
@@ -47,14 +51,19 @@ scripts/setup-node.sh   # the demo page serves livekit-client from node_modules
 mkdir -p test-output
 .venv/bin/python -m pytest tests/e2e -v --junitxml=test-output/e2e.xml
 
-# The same suite twice more: every room spread over the workers from its second participant
-# on (a room's participants on different worker threads must behave exactly as on one), and
-# with a single worker (`rtc.workers: 1`).
+# The same suite again with every room spread over the workers from its second participant
+# on: a room's participants on different worker threads must behave exactly as on one.
 step "python SDK end-to-end tests, rooms spread over workers"
 PYLON_TEST_SPREAD=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-spread.xml
 
-step "python SDK end-to-end tests, one worker"
-PYLON_TEST_WORKERS=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-one-worker.xml
+# And the media-path files with a single worker (`rtc.workers: 1`): every room of a test, and
+# every track, on one thread. The signalling-only files (API, webhooks, metrics, CLI) take
+# the same path whatever the worker count, and the main run already keeps an unspread room on
+# one worker, so they are not run a third time (CI time budget; README, Tests).
+step "python SDK end-to-end tests, one worker (media-path files)"
+PYLON_TEST_WORKERS=1 .venv/bin/python -m pytest -q --junitxml=test-output/e2e-one-worker.xml \
+  tests/e2e/test_media.py tests/e2e/test_subscriptions.py tests/e2e/test_workers.py \
+  tests/e2e/test_quality.py tests/e2e/test_data_tracks.py
 
 step "node server SDK end-to-end tests"
 scripts/node-tests.sh
@@ -65,8 +74,10 @@ PYLON_TEST_SPREAD=1 scripts/node-tests.sh
 step "browser end-to-end tests (livekit-client in Chromium)"
 scripts/browser-tests.sh
 
-step "browser end-to-end tests, rooms spread over workers"
-PYLON_TEST_SPREAD=1 scripts/browser-tests.sh
+# Spread, only the browser files whose rooms carry media both ways between SDKs and across
+# section recycling; the others exercise the browser, not the worker seam.
+step "browser end-to-end tests, rooms spread over workers (cross-SDK, resume, republish)"
+PYLON_TEST_SPREAD=1 scripts/browser-tests.sh cross-sdk-and-resume republish
 
 step "load-test against Janus (videoroom mode smoke run, servers in a network namespace)"
 PYLON_BIN=target/debug/pylon bench/compare.sh meeting-2 --duration 3s --out test-output/bench-smoke
