@@ -21,6 +21,7 @@ mod events;
 mod forward;
 pub mod forwarder;
 pub mod ids;
+pub mod join_request;
 pub mod keyframe;
 pub mod limits;
 pub mod loss;
