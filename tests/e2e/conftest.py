@@ -108,6 +108,9 @@ class PylonServer:
         for key, env in (("workers", "PYLON_TEST_WORKERS"), ("room_spread_threshold", "PYLON_TEST_SPREAD")):
             if os.environ.get(env):
                 rtc[key] = int(os.environ[env])
+        # And with `/rtc/v1` served: the Python SDK then joins with one peer connection.
+        if os.environ.get("PYLON_TEST_SINGLE_PC"):
+            rtc["single_peer_connection"] = True
         config = {
             "port": self.http_port,
             "bind_addresses": ["0.0.0.0" if netns else host],

@@ -13,6 +13,7 @@ use livekit_protocol as lk;
 use lk::signal_response::Message as Resp;
 use prost::Message;
 
+use crate::peer::PcKind;
 use crate::data::{DataKind, Destinations};
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, TrackSid};
 use crate::participant::{departed, source_name};
@@ -559,7 +560,7 @@ impl Shard {
         }
         let tracks = self.participants[&key].tracks.clone();
         self.auto_subscribe_to_tracks(now, &tracks);
-        if self.participants[&key].subscriber.connected {
+        if self.participants[&key].peer(PcKind::Subscriber).connected {
             self.auto_subscribe_all(now, key);
         }
         self.close_instance_if_unused(room);

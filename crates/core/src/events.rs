@@ -41,11 +41,11 @@ impl Shard {
             // Counters for the metrics: NACKs and loss subscribers report, NACKs sent to
             // publishers (str0m answers and sends them itself); loss, packets and round trips
             // for connection quality.
-            Event::MediaEgressStats(st) if pc == PcKind::Subscriber => {
+            Event::MediaEgressStats(st) if self.is_down(peer) => {
                 if let Some(p) = self.participants.get_mut(&key) {
                     let lost = st.remote.map_or(0, |r| r.packets_lost);
                     let [nacks, lost, sent] =
-                        p.subscriber
+                        p.peer_mut(pc)
                             .stream_totals
                             .update(st.mid, st.rid, [st.nacks, lost, st.packets]);
                     self.stats.nacks_in += nacks;
@@ -66,7 +66,7 @@ impl Shard {
             Event::ChannelOpen(id, label) => self.on_channel_open(peer, id, &label),
             Event::ChannelClose(id) => self.on_channel_close(peer, id),
             Event::ChannelData(d) if pc == PcKind::Publisher => self.on_channel_data(now, key, d),
-            Event::KeyframeRequest(r) if pc == PcKind::Subscriber => {
+            Event::KeyframeRequest(r) if self.is_down(peer) => {
                 debug!(mid = %r.mid, kind = ?r.kind, "subscriber asks for a keyframe");
                 self.stats.plis_in += 1;
                 let track = self
@@ -90,8 +90,9 @@ impl Shard {
         };
         p.peer_mut(pc).connected = true;
         info!(participant = %p.sid, ?pc, "peer connection up");
+        let down = p.down_pc();
         let primary = if p.permission.can_subscribe {
-            PcKind::Subscriber
+            down
         } else {
             PcKind::Publisher
         };
@@ -106,8 +107,13 @@ impl Shard {
             let room_info = self.room_info(&room);
             self.webhook(now, event::PARTICIPANT_JOINED, room_info, info, None);
         }
-        if pc == PcKind::Subscriber {
+        if pc == down {
             self.auto_subscribe_all(now, key);
         }
+    }
+
+    /// Whether `peer` is the connection a participant's subscribed media leaves on.
+    fn is_down(&self, peer: PeerRef) -> bool {
+        self.participants.get(&peer.key).is_some_and(|p| p.down_pc() == peer.pc)
     }
 }

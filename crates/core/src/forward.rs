@@ -169,7 +169,7 @@ impl Shard {
             };
             wishes_changed |= switched;
             let settled = !dt.awaiting_answer;
-            let Some(sub_pt) = map_pt(&mut dt.pt_map, m.params.as_ref(), &s.subscriber.rtc, settled) else {
+            let Some(sub_pt) = map_pt(&mut dt.pt_map, m.params.as_ref(), &down_rtc(&s.subscriber, &s.publisher), settled) else {
                 continue;
             };
             let (pt, payload) = match (m.red, sub_pt.red) {
@@ -187,7 +187,17 @@ impl Shard {
                     (sub_pt.pt, cut.clone())
                 }
             };
-            let mut api = s.subscriber.rtc.direct_api();
+            let down = if s.subscriber.is_some() {
+                PcKind::Subscriber
+            } else {
+                PcKind::Publisher
+            };
+            // Fields, not `peer_mut`: `dt` borrows the downtracks meanwhile.
+            let conn = match s.subscriber.as_mut() {
+                Some(sub) => sub,
+                None => &mut s.publisher,
+            };
+            let mut api = conn.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
                 continue;
             };
@@ -206,10 +216,7 @@ impl Shard {
             tx.write_rtp(write);
             self.stats.rtp_out += 1;
             self.stats.media_out[kind_index(kind)].add(m.payload.len());
-            self.dirty.push(PeerRef {
-                key: sub,
-                pc: PcKind::Subscriber,
-            });
+            self.dirty.push(PeerRef { key: sub, pc: down });
         }
         self.fanout = fanout;
         if want_keyframe {
@@ -256,4 +263,9 @@ fn map_pt(
         cache.push((pub_pt, mapped));
     }
     mapped
+}
+
+/// The connection subscribed media leaves on (`Participant::down_pc`), from the fields.
+fn down_rtc<'a>(subscriber: &'a Option<crate::peer::Peer>, publisher: &'a crate::peer::Peer) -> &'a str0m::Rtc {
+    &subscriber.as_ref().unwrap_or(publisher).rtc
 }

@@ -38,6 +38,7 @@ pub mod relay;
 pub mod room;
 pub mod shard;
 mod signal;
+pub mod single_pc;
 pub mod speakers;
 mod subscribe;
 pub mod timers;

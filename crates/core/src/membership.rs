@@ -240,7 +240,7 @@ impl Shard {
         };
         let joining = std::mem::take(&mut room.joining);
         for key in joining {
-            self.send_join_response(key);
+            self.send_join_response(now, key);
         }
         self.drain_dirty(now);
     }
@@ -437,7 +437,9 @@ impl Shard {
         self.forget_peers(&p);
         self.detached.remove(&key);
         p.publisher.rtc.disconnect();
-        p.subscriber.rtc.disconnect();
+        if let Some(s) = p.subscriber.as_mut() {
+            s.rtc.disconnect();
+        }
         if let Some(r) = self.rooms.get_mut(&room) {
             r.remove(key, now);
         }

@@ -18,6 +18,7 @@ use crate::ids::{
     ParticipantIdentity, ParticipantKey, ParticipantSid, PlaceId, RoomName, SessionId, TrackKey, TrackSid,
 };
 use crate::negotiation::SubscriberNegotiation;
+use crate::single_pc::SinglePcNegotiation;
 use crate::peer::{PcKind, Peer};
 use crate::quality::LinkQuality;
 use crate::track::{DownTrack, Track};
@@ -63,13 +64,19 @@ pub struct Participant {
     pub session: Option<SessionId>,
     pub session_lost_at: Option<Instant>,
     pub active: bool,
+    /// The client's publisher connection; on `/rtc/v1` its only one, which also carries
+    /// everything it subscribes to.
     pub publisher: Peer,
-    pub subscriber: Peer,
+    /// The server-offered subscriber connection (dual PC, `/rtc`); `None` on `/rtc/v1`.
+    pub subscriber: Option<Peer>,
     pub pending_tracks: Vec<PendingTrack>,
     /// Published tracks, in publish order.
     pub tracks: Vec<TrackKey>,
     pub downtracks: FxHashMap<TrackKey, DownTrack>,
+    /// Dual PC: the subscriber connection's offers (`negotiation.rs`).
     pub negotiation: SubscriberNegotiation,
+    /// Single PC: slots in the client's offers (`single_pc.rs`).
+    pub single: SinglePcNegotiation,
     pub pub_channels: Channels,
     pub sub_channels: Channels,
     pub last_reliable_seq: u32,
@@ -120,18 +127,40 @@ impl Participant {
         }
     }
 
+    /// The peer connection of role `pc`: on a single peer connection both roles are the
+    /// publisher connection.
     pub fn peer_mut(&mut self, pc: PcKind) -> &mut Peer {
-        match pc {
-            PcKind::Publisher => &mut self.publisher,
-            PcKind::Subscriber => &mut self.subscriber,
+        match (pc, &mut self.subscriber) {
+            (PcKind::Subscriber, Some(s)) => s,
+            _ => &mut self.publisher,
         }
     }
 
     pub fn peer(&self, pc: PcKind) -> &Peer {
-        match pc {
-            PcKind::Publisher => &self.publisher,
-            PcKind::Subscriber => &self.subscriber,
+        match (pc, &self.subscriber) {
+            (PcKind::Subscriber, Some(s)) => s,
+            _ => &self.publisher,
         }
+    }
+
+    /// Whether it uses one peer connection for both directions (`/rtc/v1`).
+    pub fn single_pc(&self) -> bool {
+        self.subscriber.is_none()
+    }
+
+    /// The connection subscribed media leaves on, as events and timers name it.
+    pub fn down_pc(&self) -> PcKind {
+        if self.single_pc() {
+            PcKind::Publisher
+        } else {
+            PcKind::Subscriber
+        }
+    }
+
+    /// Its peer connections (one or two).
+    pub fn peers(&self) -> impl Iterator<Item = (PcKind, &Peer)> {
+        std::iter::once((PcKind::Publisher, &self.publisher))
+            .chain(self.subscriber.as_ref().map(|s| (PcKind::Subscriber, s)))
     }
 
     pub fn bump_version(&mut self) {

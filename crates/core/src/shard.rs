@@ -103,6 +103,11 @@ pub struct JoinParams {
     pub placement: Placement,
     /// What the client can take (from its `ClientInfo`).
     pub client: ClientTraits,
+    /// One peer connection for both directions (`/rtc/v1`; `single_pc.rs`).
+    pub single_pc: bool,
+    /// The publisher offer that came with the join request (`/rtc/v1`): SDP and offer id,
+    /// answered right after the JoinResponse.
+    pub publisher_offer: Option<(String, u32)>,
 }
 
 impl JoinParams {
@@ -128,6 +133,8 @@ impl JoinParams {
             protocol: SERVER_PROTOCOL,
             placement: Placement::default(),
             client: ClientTraits::default(),
+            single_pc: false,
+            publisher_offer: None,
         }
     }
 }
@@ -306,6 +313,8 @@ pub struct Shard {
     pub(crate) dynacast_dirty: Vec<TrackKey>,
     /// Tracks published here with a dynacast downgrade waiting for its hold.
     pub(crate) dynacast_pending: Vec<TrackKey>,
+    /// Single-PC participants whose subscriptions changed this turn (`Shard::flush_single_pc`).
+    pub(crate) single_pc_due: Vec<ParticipantKey>,
     /// Time of the last datagram received: forwarded packets wait in their subscribers' peers
     /// until [`Shard::poll_output`] drains them at this time.
     last_receive: Instant,
@@ -359,6 +368,7 @@ impl Shard {
             dirty: Vec::new(),
             dynacast_dirty: Vec::new(),
             dynacast_pending: Vec::new(),
+            single_pc_due: Vec::new(),
             last_receive: now,
             timers: Timers::default(),
             detached: FxHashSet::default(),
@@ -673,7 +683,7 @@ impl Shard {
             let Some(p) = self.participants.get(key) else {
                 continue;
             };
-            if p.publisher.failed || p.subscriber.failed {
+            if p.peers().any(|(_, c)| c.failed) {
                 gone.push((*key, lk::DisconnectReason::MediaFailure));
                 continue;
             }
@@ -764,9 +774,9 @@ impl Shard {
                 return;
             };
             let sid = &p.sid;
-            let conn = match peer.pc {
-                PcKind::Publisher => &mut p.publisher,
-                PcKind::Subscriber => &mut p.subscriber,
+            let conn = match (peer.pc, p.subscriber.as_mut()) {
+                (PcKind::Subscriber, Some(s)) => s,
+                _ => &mut p.publisher,
             };
             if conn.failed {
                 return;
@@ -801,6 +811,9 @@ impl Shard {
         if !self.dynacast_dirty.is_empty() {
             self.flush_dynacast(now);
         }
+        if !self.single_pc_due.is_empty() {
+            self.flush_single_pc();
+        }
         // A subscriber is marked once per packet forwarded to it; drain each peer once.
         self.dirty.sort_unstable();
         self.dirty.dedup();
@@ -834,8 +847,7 @@ impl Shard {
 
     /// Drop a departing participant's entries from the demux indexes.
     pub(crate) fn forget_peers(&mut self, p: &Participant) {
-        for pc in [PcKind::Publisher, PcKind::Subscriber] {
-            let conn = p.peer(pc);
+        for (pc, conn) in p.peers() {
             if self.ufrags.remove(&conn.ufrag).is_some() {
                 self.emit(ShardEvent::UfragRemoved(conn.ufrag.clone()));
             }

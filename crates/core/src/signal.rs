@@ -14,6 +14,7 @@ use crate::forwarder::TOP_LAYER;
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
 use crate::limits;
 use crate::negotiation::{AnswerOutcome, SubscriberNegotiation};
+use crate::single_pc::SinglePcNegotiation;
 use crate::participant::{Channels, Participant, PendingTrack};
 use crate::peer::{PcKind, PeerRef};
 use crate::shard::{leave_msg, update, JoinError, JoinParams, Output, ResumeParams, Shard};
@@ -33,7 +34,10 @@ impl Shard {
             return Err(JoinError::RoomFull);
         }
         let publisher = self.peers.build(now, params.client.audio_red)?;
-        let subscriber = self.peers.build(now, params.client.audio_red)?;
+        let subscriber = match params.single_pc {
+            true => None,
+            false => Some(self.peers.build(now, params.client.audio_red)?),
+        };
         if let Some(old) = duplicate {
             self.remove_participant(
                 now,
@@ -78,6 +82,10 @@ impl Shard {
             tracks: Vec::new(),
             downtracks: Default::default(),
             negotiation: SubscriberNegotiation::default(),
+            single: SinglePcNegotiation {
+                initial_offer: params.publisher_offer,
+                ..Default::default()
+            },
             pub_channels: Channels::default(),
             sub_channels: Channels::default(),
             last_reliable_seq: 0,
@@ -98,10 +106,12 @@ impl Shard {
             key,
             pc: PcKind::Publisher,
         });
-        self.remember_ufrag(PeerRef {
-            key,
-            pc: PcKind::Subscriber,
-        });
+        if !params.single_pc {
+            self.remember_ufrag(PeerRef {
+                key,
+                pc: PcKind::Subscriber,
+            });
+        }
         self.rooms
             .get_mut(&params.room)
             .expect("room ensured above")
@@ -110,7 +120,7 @@ impl Shard {
         // as LiveKit does; one that never connects gets participant_connection_aborted only.
         let room = self.rooms.get_mut(&params.room).expect("room ensured above");
         if room.awaiting.is_empty() {
-            self.send_join_response(key);
+            self.send_join_response(now, key);
         } else {
             room.joining.push(key);
         }
@@ -178,7 +188,7 @@ impl Shard {
 
     /// The JoinResponse (everyone already in the room, here and at linked places), then the
     /// first subscriber offer.
-    pub(crate) fn send_join_response(&mut self, key: ParticipantKey) {
+    pub(crate) fn send_join_response(&mut self, now: Instant, key: ParticipantKey) {
         let Some(p) = self.participants.get(&key) else {
             return;
         };
@@ -187,6 +197,22 @@ impl Shard {
         self.send(session, Resp::Join(join));
         if let Some(table) = self.quality_table(&room) {
             self.send(session, table);
+        }
+        // Single PC: the offer that came with the join request is answered right after it.
+        let initial = self
+            .participants
+            .get_mut(&key)
+            .and_then(|p| p.single.initial_offer.take());
+        if let Some((sdp, id)) = initial {
+            match SdpOffer::from_sdp_string(&sdp) {
+                Ok(offer) => self.on_publisher_offer(now, key, offer, id),
+                Err(e) => {
+                    if let Some(session) = session {
+                        self.protocol_violation(now, session, &format!("join request offer refused: {e}"));
+                    }
+                    return;
+                }
+            }
         }
         if can_subscribe {
             self.negotiate(key);
@@ -202,7 +228,8 @@ impl Shard {
             other_participants: self.others_info(key, &p.room),
             server_version: info.version.clone(),
             ice_servers: self.config.ice_servers.clone(),
-            subscriber_primary: p.permission.can_subscribe,
+            // On a single peer connection there is no subscriber connection to be primary.
+            subscriber_primary: p.permission.can_subscribe && !p.single_pc(),
             server_region: info.region.clone(),
             ping_timeout: PING_TIMEOUT_SECS,
             ping_interval: PING_INTERVAL_SECS,
@@ -245,7 +272,7 @@ impl Shard {
             self.outputs.push_back(Output::Close(old));
         }
         p.session_lost_at = None;
-        if !(p.publisher.failed || p.subscriber.failed) {
+        if !p.peers().any(|(_, c)| c.failed) {
             self.detached.remove(&key);
         }
         let p = &self.participants[&key];
@@ -270,7 +297,8 @@ impl Shard {
             );
         }
         let p = self.participants.get_mut(&key).expect("found above");
-        if p.permission.can_subscribe {
+        // Single PC: the client restarts ICE with an offer of its own; the server answers.
+        if p.permission.can_subscribe && !p.single_pc() {
             p.negotiation.give_up_offer(&mut p.downtracks);
             p.negotiation.ice_restart = true;
             self.negotiate(key);
@@ -326,6 +354,9 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        if p.single_pc() {
+            return self.on_single_pc_offer(now, key, offer, id);
+        }
         let Some(session) = p.session else { return };
         let answer = match p.publisher.rtc.sdp_api().accept_offer(offer) {
             Ok(a) => a,
@@ -350,7 +381,11 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        let again = match p.negotiation.answer(&mut p.subscriber.rtc, id, answer) {
+        let Some(subscriber) = p.subscriber.as_mut() else {
+            debug!(participant = %p.sid, "answer on a single peer connection; ignored");
+            return;
+        };
+        let again = match p.negotiation.answer(&mut subscriber.rtc, id, answer) {
             AnswerOutcome::Ignored => {
                 debug!(participant = %p.sid, id, "answer without a matching pending offer; ignored");
                 return;

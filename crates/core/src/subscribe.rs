@@ -65,7 +65,7 @@ impl Shard {
             .filter(|k| {
                 self.participants
                     .get(k)
-                    .is_some_and(|s| s.auto_subscribe && s.subscriber.connected)
+                    .is_some_and(|s| s.auto_subscribe && s.peer(PcKind::Subscriber).connected)
             })
             .collect();
         for sub in subs {
@@ -116,7 +116,12 @@ impl Shard {
         debug!(subscriber = %s.sid, track = %t.sid, "subscribing");
         let clock_rate = if t.kind.is_audio() { 48_000 } else { 90_000 };
         let msid = Msid::of(&t.owner_sid, &t.sid);
-        let reused = match s.negotiation.take_back(&t.sid) {
+        let reused = if s.single_pc() {
+            // A slot is picked when the client offers (`single_pc.rs`).
+            s.single.add(tkey);
+            None
+        } else {
+            match s.negotiation.take_back(&t.sid) {
             // Its own section, whose removal the client was not offered yet: it stays.
             Some(parked) => Some(parked),
             None => {
@@ -134,6 +139,7 @@ impl Shard {
                     None
                 }
             }
+        }
         };
         let (mid, forwarder, vp8, pt_map) = match reused {
             // The section's outgoing stream goes on: forwarding resumes at the track's next
@@ -145,7 +151,9 @@ impl Shard {
                 (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
             None => {
-                s.negotiation.adds.push(tkey);
+                if !s.single_pc() {
+                    s.negotiation.adds.push(tkey);
+                }
                 (None, Forwarder::new(clock_rate), Vp8Munger::default(), Vec::new())
             }
         };
@@ -177,7 +185,11 @@ impl Shard {
             return;
         };
         debug!(subscriber = %s.sid, track = %dt.track_sid, "unsubscribing");
-        s.negotiation.park(dt);
+        if s.single_pc() {
+            s.single.release(dt);
+        } else {
+            s.negotiation.park(dt);
+        }
         if let Some(t) = self.tracks.get_mut(&tkey) {
             t.subscribers.retain(|k| *k != sub);
         }
@@ -246,7 +258,10 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        let Some(sd) = p.negotiation.offer(&mut p.subscriber.rtc, &mut p.downtracks) else {
+        let Some(subscriber) = p.subscriber.as_mut() else {
+            return self.single_pc_changed(key);
+        };
+        let Some(sd) = p.negotiation.offer(&mut subscriber.rtc, &mut p.downtracks) else {
             return;
         };
         debug!(participant = %p.sid, id = sd.id, sections = sd.mid_to_track_id.len(), "subscriber offer");
@@ -278,7 +293,7 @@ impl Shard {
             .collect();
         // Resends are kept for the NACK window only (str0m's default, 3 s and 1,024 packets per
         // stream, was most of the memory per subscribed video track); audio is never resent.
-        let mut api = p.subscriber.rtc.direct_api();
+        let mut api = p.peer_mut(PcKind::Subscriber).rtc.direct_api();
         for &(_, mid, kind) in &fresh {
             if let Some(tx) = api.stream_tx_by_mid(mid, None) {
                 let (packets, age) = if kind.is_video() {

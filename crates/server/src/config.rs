@@ -169,6 +169,9 @@ pub struct RtcFile {
     /// Pylon's own: participants a room's instance on one worker takes before the room spreads
     /// to another worker.
     pub room_spread_threshold: Option<usize>,
+    /// Pylon's own: serve single peer connection signalling on `/rtc/v1` (today's SDKs'
+    /// default). Off: `/rtc/v1` answers 404 and every SDK falls back to `/rtc` (dual PC).
+    pub single_peer_connection: Option<bool>,
 }
 
 /// Pylon's own `relay:` block: how the nodes of a region reach each other.
@@ -272,6 +275,8 @@ pub struct Config {
     pub workers: usize,
     /// Participants on one worker's instance of a room before the room spreads.
     pub room_spread_threshold: usize,
+    /// `/rtc/v1` (single peer connection) is served; otherwise it answers 404.
+    pub single_peer_connection: bool,
     /// Set when a `redis:` block makes this node one of a region's.
     pub cluster: Option<ClusterConfig>,
 }
@@ -486,6 +491,7 @@ impl Config {
             prometheus_port: f.prometheus_port,
             workers,
             room_spread_threshold,
+            single_peer_connection: f.rtc.single_peer_connection.unwrap_or(false),
             cluster,
             region: f.region.unwrap_or_default(),
             dev,

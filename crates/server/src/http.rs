@@ -31,6 +31,9 @@ use crate::worker::SESSION_QUEUE;
 
 pub struct AppState {
     pub keys: KeySet,
+    /// `/rtc/v1` is served (`rtc.single_peer_connection`); otherwise it answers 404 and the
+    /// SDKs fall back to `/rtc`.
+    pub single_pc: bool,
     pub node: Arc<Node>,
     pub health: Arc<Health>,
     pub next_session: AtomicU64,
@@ -44,8 +47,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::fault::router())
         .route("/rtc", get(rtc))
         .route("/rtc/validate", get(validate))
-        .route("/rtc/v1", get(not_found))
-        .route("/rtc/v1/validate", get(not_found))
+        .route("/rtc/v1", get(rtc_v1))
+        .route("/rtc/v1/validate", get(validate_v1))
         .route(
             "/twirp/livekit.RoomService/{method}",
             axum::routing::post(crate::api::twirp),
@@ -144,6 +147,18 @@ struct RtcRequest {
     protocol: i32,
     resume: Option<ParticipantSid>,
     client: ClientTraits,
+    /// `/rtc/v1`: one peer connection, and the offer that came with the join request.
+    single_pc: bool,
+    publisher_offer: Option<(String, u32)>,
+}
+
+/// Which signalling path a request came on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `/rtc`: dual peer connection, the join in query parameters.
+    V0,
+    /// `/rtc/v1`: single peer connection, the join in the `join_request` parameter.
+    V1,
 }
 
 fn unix_now() -> i64 {
@@ -175,7 +190,12 @@ fn token<'a>(headers: &'a HeaderMap, q: &'a HashMap<String, String>) -> Result<&
         .ok_or_else(|| Refusal::new(StatusCode::UNAUTHORIZED, "no authorization token provided"))
 }
 
-fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<RtcRequest, Refusal> {
+fn parse_rtc(
+    keys: &KeySet,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    path: Path,
+) -> Result<RtcRequest, Refusal> {
     let claims = pylon_auth::verify(token(headers, q)?, keys, unix_now())?;
     let video = claims.video();
     if !video.room_join {
@@ -198,6 +218,9 @@ fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) ->
         .and_then(|_| pylon_core::limits::check_name(&claims.name))
         .and_then(|_| pylon_core::limits::check_metadata(&claims.metadata))
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if path == Path::V1 {
+        return parse_v1(claims, headers, q);
+    }
     let resume = match flag(q, "reconnect") {
         Some(true) => {
             let sid = q.get("sid").and_then(|s| ParticipantSid::parse(s));
@@ -228,6 +251,57 @@ fn parse_rtc(keys: &KeySet, headers: &HeaderMap, q: &HashMap<String, String>) ->
             headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
         ),
         claims,
+        single_pc: false,
+        publisher_offer: None,
+    })
+}
+
+/// The rest of a `/rtc/v1` request, from its `join_request` (`pylon_core::join_request`):
+/// settings and client info as the join request has them (an absent `auto_subscribe` is
+/// false there, as LiveKit reads it), and the publisher offer, which must parse.
+fn parse_v1(claims: Claims, headers: &HeaderMap, q: &HashMap<String, String>) -> Result<RtcRequest, Refusal> {
+    let param = q.get("join_request").map(String::as_str).unwrap_or_default();
+    let jr = pylon_core::join_request::decode(param)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let resume = match jr.reconnect {
+        true => Some(ParticipantSid::parse(&jr.participant_sid).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "reconnect without a valid participant sid",
+            )
+        })?),
+        false => None,
+    };
+    let publisher_offer = match jr.publisher_offer {
+        Some(o) if o.r#type == "offer" => {
+            str0m::change::SdpOffer::from_sdp_string(&o.sdp)
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("cannot parse publisher offer: {e}")))?;
+            Some((o.sdp, o.id))
+        }
+        Some(o) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("publisher offer of type {:?}", o.r#type),
+            ))
+        }
+        None => None,
+    };
+    let info = jr.client_info.unwrap_or_default();
+    let browser = (!info.browser.is_empty()).then_some(info.browser.as_str());
+    let video = claims.video();
+    Ok(RtcRequest {
+        room: RoomName::new(video.room.clone()),
+        identity: ParticipantIdentity::new(claims.identity()),
+        auto_subscribe: jr.connection_settings.is_some_and(|s| s.auto_subscribe),
+        protocol: info.protocol,
+        resume,
+        client: ClientTraits::of(
+            browser,
+            headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        ),
+        claims,
+        single_pc: true,
+        publisher_offer,
     })
 }
 
@@ -236,7 +310,24 @@ async fn validate(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match parse_rtc(&app.keys, &headers, &q) {
+    validate_on(&app, &headers, &q, Path::V0)
+}
+
+/// `/rtc/v1/validate`: livekit-client asks it after a failed `/rtc/v1` upgrade, and falls
+/// back to `/rtc` on its 404 — so it stays 404 while `/rtc/v1` is not served.
+async fn validate_v1(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !app.single_pc {
+        return not_found().await;
+    }
+    validate_on(&app, &headers, &q, Path::V1)
+}
+
+fn validate_on(app: &AppState, headers: &HeaderMap, q: &HashMap<String, String>, path: Path) -> Response {
+    match parse_rtc(&app.keys, headers, q, path) {
         Ok(_) => (StatusCode::OK, "success").into_response(),
         Err(r) => {
             info!(status = %r.status, "validate refused: {}", r.msg);
@@ -251,7 +342,31 @@ async fn rtc(
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let req = match parse_rtc(&app.keys, &headers, &q) {
+    upgrade(app, headers, q, ws, Path::V0).await
+}
+
+/// `/rtc/v1`, single peer connection signalling; 404 (the SDKs fall back to `/rtc`) unless
+/// `rtc.single_peer_connection` is on.
+async fn rtc_v1(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !app.single_pc {
+        return not_found().await;
+    }
+    upgrade(app, headers, q, ws, Path::V1).await
+}
+
+async fn upgrade(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    q: HashMap<String, String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    path: Path,
+) -> Response {
+    let req = match parse_rtc(&app.keys, &headers, &q, path) {
         Ok(r) => r,
         Err(r) => {
             info!(status = %r.status, "join refused: {}", r.msg);
@@ -310,6 +425,8 @@ async fn join(
         protocol: req.protocol,
         placement: Default::default(),
         client: req.client,
+        single_pc: req.single_pc,
+        publisher_offer: req.publisher_offer,
     };
     app.node.join(params, out).await.map_err(|e| {
         let status = match e {

@@ -119,6 +119,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node_for_drain = node.clone();
     let state = Arc::new(http::AppState {
         keys: config.keys.clone(),
+        single_pc: config.single_peer_connection,
         node,
         health,
         next_session: AtomicU64::new(1),
