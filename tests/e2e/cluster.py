@@ -51,6 +51,11 @@ NOT_IN_VARIANT_RUNS = pytest.mark.skipif(
 )
 
 
+# The suite run with `/rtc/v1` served (`rtc.single_peer_connection`): the Python SDK then
+# joins with one peer connection (scripts/test.sh).
+SINGLE_PC = bool(os.environ.get("PYLON_TEST_SINGLE_PC"))
+
+
 def node_name(i: int) -> str:
     return f"node-{i}"
 

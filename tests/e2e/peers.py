@@ -59,11 +59,12 @@ async def media_report() -> str:
                     f" encoded={o.outbound.frames_encoded} active={o.outbound.active}"
                     f" limited_by={reason} pli={o.outbound.pli_count}"
                 )
-        for s in stats.subscriber_stats:
+        # Inbound streams are on the subscriber connection, or on the only one (`/rtc/v1`).
+        for s in [*stats.subscriber_stats, *stats.publisher_stats]:
             if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "video":
                 i = s.inbound_rtp
                 lines.append(
-                    f"  {peer.identity} receives packets={i.received.packets_received}"
+                    f"  {peer.identity} receives mid={i.inbound.mid} packets={i.received.packets_received}"
                     f" lost={i.received.packets_lost} decoded={i.inbound.frames_decoded}"
                     f" keyframes={i.inbound.key_frames_decoded} pli={i.inbound.pli_count}"
                 )
@@ -155,6 +156,7 @@ class Peer:
         """An unsubscribed track's stream is closed, as an application does: the server may
         give its receiver (transceiver) to a later track, as LiveKit does, and a stream left
         open on it would play that track too."""
+        self.events.append(("unsubscribed", participant.identity, pub.name))
         self._stop(pub.sid)
 
     def _stop(self, sid: str):

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import urllib.parse
+
+from livekit.protocol import rtc as proto
 
 
 class CuttableProxy:
@@ -60,3 +65,21 @@ class CuttableProxy:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+
+
+def is_resume(request_line: str) -> bool:
+    """Whether an HTTP request line is an SDK's resume: `/rtc?reconnect=1&sid=...`, or on
+    `/rtc/v1` a join request with `reconnect` set."""
+    target = request_line.split(" ")[1] if " " in request_line else request_line
+    url = urllib.parse.urlsplit(target)
+    query = urllib.parse.parse_qs(url.query)
+    if url.path.endswith("/rtc"):
+        return query.get("reconnect") == ["1"]
+    if url.path.endswith("/rtc/v1") and "join_request" in query:
+        raw = base64.urlsafe_b64decode(query["join_request"][0] + "==")
+        wrapped = proto.WrappedJoinRequest.FromString(raw)
+        body = wrapped.join_request
+        if wrapped.compression == proto.WrappedJoinRequest.GZIP:
+            body = gzip.decompress(body)
+        return proto.JoinRequest.FromString(body).reconnect
+    return False

@@ -199,11 +199,12 @@ async def test_connection_quality_is_excellent_on_a_clean_link(pylon):
 
 
 async def local_ports(peer: Peer) -> set[int]:
-    """The UDP ports of the peer's subscriber connection (its local ICE candidates)."""
+    """The UDP ports of the peer's subscriber connection (its local ICE candidates), or of
+    its only one on `/rtc/v1`."""
     stats = await peer.room.get_rtc_stats()
     return {
         s.local_candidate.candidate.port
-        for s in stats.subscriber_stats
+        for s in [*stats.subscriber_stats, *(stats.publisher_stats if not stats.subscriber_stats else [])]
         if s.WhichOneof("stats") == "local_candidate" and s.local_candidate.candidate.protocol == "udp"
     }
 

@@ -13,10 +13,10 @@ use livekit_protocol as lk;
 use lk::signal_response::Message as Resp;
 use prost::Message;
 
-use crate::peer::PcKind;
 use crate::data::{DataKind, Destinations};
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, TrackSid};
 use crate::participant::{departed, source_name};
+use crate::peer::PcKind;
 use crate::room::{Placement, RoomRecord};
 use crate::shard::{event, update, Shard, ShardEvent};
 

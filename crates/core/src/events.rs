@@ -114,6 +114,8 @@ impl Shard {
 
     /// Whether `peer` is the connection a participant's subscribed media leaves on.
     fn is_down(&self, peer: PeerRef) -> bool {
-        self.participants.get(&peer.key).is_some_and(|p| p.down_pc() == peer.pc)
+        self.participants
+            .get(&peer.key)
+            .is_some_and(|p| p.down_pc() == peer.pc)
     }
 }

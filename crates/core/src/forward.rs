@@ -169,7 +169,12 @@ impl Shard {
             };
             wishes_changed |= switched;
             let settled = !dt.awaiting_answer;
-            let Some(sub_pt) = map_pt(&mut dt.pt_map, m.params.as_ref(), &down_rtc(&s.subscriber, &s.publisher), settled) else {
+            let Some(sub_pt) = map_pt(
+                &mut dt.pt_map,
+                m.params.as_ref(),
+                down_rtc(&s.subscriber, &s.publisher),
+                settled,
+            ) else {
                 continue;
             };
             let (pt, payload) = match (m.red, sub_pt.red) {
@@ -266,6 +271,9 @@ fn map_pt(
 }
 
 /// The connection subscribed media leaves on (`Participant::down_pc`), from the fields.
-fn down_rtc<'a>(subscriber: &'a Option<crate::peer::Peer>, publisher: &'a crate::peer::Peer) -> &'a str0m::Rtc {
+fn down_rtc<'a>(
+    subscriber: &'a Option<crate::peer::Peer>,
+    publisher: &'a crate::peer::Peer,
+) -> &'a str0m::Rtc {
     &subscriber.as_ref().unwrap_or(publisher).rtc
 }

@@ -18,9 +18,9 @@ use crate::ids::{
     ParticipantIdentity, ParticipantKey, ParticipantSid, PlaceId, RoomName, SessionId, TrackKey, TrackSid,
 };
 use crate::negotiation::SubscriberNegotiation;
-use crate::single_pc::SinglePcNegotiation;
 use crate::peer::{PcKind, Peer};
 use crate::quality::LinkQuality;
+use crate::single_pc::SinglePcNegotiation;
 use crate::track::{DownTrack, Track};
 
 /// A track announced with AddTrack whose media section has not been matched yet.

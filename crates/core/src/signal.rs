@@ -14,10 +14,10 @@ use crate::forwarder::TOP_LAYER;
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
 use crate::limits;
 use crate::negotiation::{AnswerOutcome, SubscriberNegotiation};
-use crate::single_pc::SinglePcNegotiation;
 use crate::participant::{Channels, Participant, PendingTrack};
 use crate::peer::{PcKind, PeerRef};
 use crate::shard::{leave_msg, update, JoinError, JoinParams, Output, ResumeParams, Shard};
+use crate::single_pc::SinglePcNegotiation;
 use crate::track::layer_for_size;
 
 /// Codecs offered to publishers in JoinResponse, most preferred first.

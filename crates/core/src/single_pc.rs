@@ -8,10 +8,14 @@
 //! `MediaSectionsRequirement{audios, videos}`; when a binding changes on a slot the client
 //! already has, it asks for a new offer with `MediaSectionsRequirement{0, 0}`.
 //!
-//! As in dual-PC (`negotiation.rs`) a slot keeps the forwarding state of the track it carried
-//! (its outgoing stream goes on with the next track), a slot freed by an unsubscription is
-//! given to another track only after an answer made it inactive, and a slot never carries a
-//! track it carried before: the Rust SDK announces a remote track once per (mid, stream id).
+//! A slot carries one track in its life. Unlike the server-offered sections of `/rtc`
+//! (`negotiation.rs`), a slot freed by an unsubscription is not given to another track: the
+//! Python SDK (Rust SDK 0.10 in libwebrtc) announces a track bound by an answer to a section
+//! that carried another one, and libwebrtc decodes it, but no frame reaches the application's
+//! stream (seen with `test_a_newcomer_is_seen_and_heard_on_the_sections_of_someone_who_left`).
+//! LiveKit's server does not reuse them either (pion keeps a removed track's sender on its
+//! transceiver, so `AddTrack` takes another). So the client's connection grows by one section
+//! per subscription over the session; it is answered `inactive` once unused.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
@@ -22,24 +26,19 @@ use str0m::change::SdpOffer;
 use str0m::media::{MediaKind, Mid};
 use tracing::debug;
 
-use crate::forwarder::Forwarder;
-use crate::ids::{ParticipantKey, TrackKey, TrackSid};
+use crate::ids::{ParticipantKey, TrackKey};
+use crate::msid::Msid;
 use crate::peer::{PcKind, PeerRef};
 use crate::shard::Shard;
-use crate::msid::Msid;
-use crate::negotiation::CARRIED_KEPT;
 use crate::track::DownTrack;
-use crate::vp8_munger::Vp8Munger;
 
 /// A `recvonly` media section the client offered.
 pub struct Slot {
     pub kind: MediaKind,
     /// The track it carries and the msid it announces.
     pub bound: Option<(TrackKey, Msid)>,
-    /// Unbound since the last answer: the client still has it sending until the next answer.
-    pub releasing: bool,
-    /// The forwarding state of the track it carried last, for the next one.
-    pub kept: Option<(Forwarder, Vp8Munger)>,
+    /// It carried a track: it carries no other.
+    pub used: bool,
 }
 
 /// The single peer connection's subscriber-side state.
@@ -58,8 +57,6 @@ pub struct SinglePcNegotiation {
     pub changed: bool,
     /// The offer that came with the join request, until the JoinResponse is sent.
     pub initial_offer: Option<(String, u32)>,
-    /// Which track each slot carried (bounded: `CARRIED_KEPT`).
-    pub carried: VecDeque<(Mid, TrackSid)>,
 }
 
 /// One m-line of a client offer: its mid, kind and the client's direction.
@@ -122,8 +119,6 @@ impl SinglePcNegotiation {
         self.waiting.retain(|k| *k != dt.track);
         if let Some(slot) = dt.mid.and_then(|m| self.slots.get_mut(&m)) {
             slot.bound = None;
-            slot.releasing = true;
-            slot.kept = Some((dt.forwarder, dt.vp8));
             self.changed = true;
         }
         self.due = true;
@@ -131,7 +126,11 @@ impl SinglePcNegotiation {
 
     /// Apply a client offer's sections: new `recvonly` ones become slots; a slot the client
     /// no longer receives on gives its track back to the queue (front, it had it first).
-    pub fn on_offer(&mut self, sections: &[OfferedSection], downtracks: &mut rustc_hash::FxHashMap<TrackKey, DownTrack>) {
+    pub fn on_offer(
+        &mut self,
+        sections: &[OfferedSection],
+        downtracks: &mut rustc_hash::FxHashMap<TrackKey, DownTrack>,
+    ) {
         self.offer_requested = false;
         self.asked = [0, 0];
         for s in sections {
@@ -139,8 +138,7 @@ impl SinglePcNegotiation {
                 self.slots.entry(s.mid).or_insert(Slot {
                     kind: s.kind,
                     bound: None,
-                    releasing: false,
-                    kept: None,
+                    used: false,
                 });
             } else if let Some(slot) = self.slots.remove(&s.mid) {
                 if let Some((tkey, _)) = slot.bound {
@@ -153,8 +151,8 @@ impl SinglePcNegotiation {
         }
     }
 
-    /// Bind waiting tracks to free slots of their kind (lowest mid first, never one that
-    /// carried the track before). Returns the tracks bound now.
+    /// Bind waiting tracks to unused slots of their kind, lowest mid first. Returns the tracks
+    /// bound now.
     pub fn bind(&mut self, downtracks: &mut rustc_hash::FxHashMap<TrackKey, DownTrack>) -> Vec<TrackKey> {
         let mut bound = Vec::new();
         let mut still = VecDeque::new();
@@ -165,12 +163,7 @@ impl SinglePcNegotiation {
             let free = self
                 .slots
                 .iter()
-                .find(|(mid, s)| {
-                    s.kind == dt.kind
-                        && s.bound.is_none()
-                        && !s.releasing
-                        && !self.carried.iter().any(|(m, sid)| m == *mid && sid == &dt.track_sid)
-                })
+                .find(|(_, s)| s.kind == dt.kind && !s.used)
                 .map(|(mid, _)| *mid);
             let Some(mid) = free else {
                 still.push_back(tkey);
@@ -178,18 +171,8 @@ impl SinglePcNegotiation {
             };
             let slot = self.slots.get_mut(&mid).expect("found above");
             slot.bound = Some((tkey, Msid::of(&dt.publisher_sid, &dt.track_sid)));
-            if let Some((mut forwarder, vp8)) = slot.kept.take() {
-                // The slot's outgoing stream goes on: sequence numbers and picture ids continue.
-                forwarder.restart(dt.kind.is_audio());
-                dt.forwarder = forwarder;
-                dt.vp8 = vp8;
-            }
+            slot.used = true;
             dt.mid = Some(mid);
-            dt.pt_map.clear();
-            if self.carried.len() == CARRIED_KEPT {
-                self.carried.pop_front();
-            }
-            self.carried.push_back((mid, dt.track_sid.clone()));
             bound.push(tkey);
         }
         self.waiting = still;
@@ -198,9 +181,6 @@ impl SinglePcNegotiation {
 
     /// An answer went out: released slots are inactive at the client now.
     pub fn answered(&mut self) {
-        for s in self.slots.values_mut() {
-            s.releasing = false;
-        }
         self.changed = false;
     }
 
@@ -231,31 +211,23 @@ impl SinglePcNegotiation {
     }
 
     /// The `MediaSectionsRequirement` to send now, if any: the sections still missing per kind
-    /// beyond those asked for, or (0, 0) when only a new offer is needed (a track could bind
-    /// to a free slot, or a slot was released).
-    pub fn requirement(&mut self, downtracks: &rustc_hash::FxHashMap<TrackKey, DownTrack>) -> Option<(u32, u32)> {
+    /// beyond those asked for, or (0, 0) when only a new offer is needed (a track can bind to
+    /// an unused slot, or a slot was released).
+    pub fn requirement(
+        &mut self,
+        downtracks: &rustc_hash::FxHashMap<TrackKey, DownTrack>,
+    ) -> Option<(u32, u32)> {
         self.due = false;
-        // Match waiting tracks to free slots as `bind` will once the client offers again
-        // (a slot being released counts: the answer frees it).
-        let mut claimed: Vec<Mid> = Vec::new();
-        let mut missing = [0u32; 2];
-        let mut bindable = false;
+        let mut waiting = [0u32; 2];
         for dt in self.waiting.iter().filter_map(|k| downtracks.get(k)) {
-            let free = self.slots.iter().find(|(mid, s)| {
-                s.kind == dt.kind
-                    && s.bound.is_none()
-                    && !claimed.contains(mid)
-                    && !self.carried.iter().any(|(m, sid)| m == *mid && sid == &dt.track_sid)
-            });
-            match free {
-                Some((mid, _)) => {
-                    claimed.push(*mid);
-                    bindable = true;
-                }
-                None => missing[kind_index(dt.kind)] += 1,
-            }
+            waiting[kind_index(dt.kind)] += 1;
         }
-        let missing = [0, 1].map(|k| missing[k].saturating_sub(self.asked[k]));
+        let mut unused = [0u32; 2];
+        for s in self.slots.values().filter(|s| !s.used) {
+            unused[kind_index(s.kind)] += 1;
+        }
+        let bindable = (0..2).any(|k| waiting[k] > 0 && unused[k] > 0);
+        let missing = [0, 1].map(|k| waiting[k].saturating_sub(unused[k]).saturating_sub(self.asked[k]));
         if missing != [0, 0] {
             self.asked[0] += missing[0];
             self.asked[1] += missing[1];
@@ -401,7 +373,9 @@ mod tests {
     fn sections_of_an_offer_with_the_client_direction() {
         let s = offered_sections(OFFER);
         assert_eq!(
-            s.iter().map(|s| (s.mid.to_string(), s.kind, s.client_receives_only)).collect::<Vec<_>>(),
+            s.iter()
+                .map(|s| (s.mid.to_string(), s.kind, s.client_receives_only))
+                .collect::<Vec<_>>(),
             vec![
                 ("1".into(), MediaKind::Audio, true),
                 ("2".into(), MediaKind::Video, true),
@@ -425,7 +399,10 @@ mod tests {
             },
         )]);
         let out = answer_sdp(answer, &bound, &[Mid::from("2")]);
-        assert!(out.contains("a=mid:1\r\na=sendonly\r\na=msid:PA_a|TR_b TR_b\r\n"), "{out}");
+        assert!(
+            out.contains("a=mid:1\r\na=sendonly\r\na=msid:PA_a|TR_b TR_b\r\n"),
+            "{out}"
+        );
         assert!(out.contains("a=ssrc:5 msid:PA_a|TR_b TR_b"), "{out}");
         let video = &out[out.find("a=mid:2").unwrap()..];
         assert!(video.starts_with("a=mid:2\r\na=inactive"), "{out}");

@@ -122,24 +122,24 @@ impl Shard {
             None
         } else {
             match s.negotiation.take_back(&t.sid) {
-            // Its own section, whose removal the client was not offered yet: it stays.
-            Some(parked) => Some(parked),
-            None => {
-                // Any section that still announces it stops (it may be back after a
-                // partition, or subscribed again).
-                s.negotiation.retire_msid(&t.sid);
-                if s.client.recycle_sections {
-                    // A dormant section it never had: it announces this track now, with this
-                    // track's payload types.
-                    s.negotiation.recycle(t.kind, &t.sid, msid).map(|mut p| {
-                        p.pt_map.clear();
-                        p
-                    })
-                } else {
-                    None
+                // Its own section, whose removal the client was not offered yet: it stays.
+                Some(parked) => Some(parked),
+                None => {
+                    // Any section that still announces it stops (it may be back after a
+                    // partition, or subscribed again).
+                    s.negotiation.retire_msid(&t.sid);
+                    if s.client.recycle_sections {
+                        // A dormant section it never had: it announces this track now, with this
+                        // track's payload types.
+                        s.negotiation.recycle(t.kind, &t.sid, msid).map(|mut p| {
+                            p.pt_map.clear();
+                            p
+                        })
+                    } else {
+                        None
+                    }
                 }
             }
-        }
         };
         let (mid, forwarder, vp8, pt_map) = match reused {
             // The section's outgoing stream goes on: forwarding resumes at the track's next

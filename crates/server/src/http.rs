@@ -274,8 +274,12 @@ fn parse_v1(claims: Claims, headers: &HeaderMap, q: &HashMap<String, String>) ->
     };
     let publisher_offer = match jr.publisher_offer {
         Some(o) if o.r#type == "offer" => {
-            str0m::change::SdpOffer::from_sdp_string(&o.sdp)
-                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("cannot parse publisher offer: {e}")))?;
+            str0m::change::SdpOffer::from_sdp_string(&o.sdp).map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot parse publisher offer: {e}"),
+                )
+            })?;
             Some((o.sdp, o.id))
         }
         Some(o) => {
