@@ -73,15 +73,24 @@ function freeUdpPort() {
   });
 }
 
-/** `pylon serve --dev` (demo page and token minting on) on free ports; its log in OUTPUT. */
-export async function startPylon(name) {
+/**
+ * `pylon serve --dev` (demo page and token minting on) on free ports; its log in OUTPUT.
+ * `config` is YAML for `--config` (e.g. `rtc:\n  single_peer_connection: true\n`).
+ */
+export async function startPylon(name, { config } = {}) {
   const bin = process.env.PYLON_BIN ?? path.join(ROOT, 'target', 'debug', 'pylon');
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
   const tcpPort = await freeTcpPort();
   const logPath = path.join(OUTPUT, `${name}.log`);
   const log = createWriteStream(logPath);
-  const child = spawn(bin, ['serve', '--dev', '--port', String(httpPort), '--udp-port', String(udpPort), '--tcp-port', String(tcpPort)], {
+  const args = ['serve', '--dev', '--port', String(httpPort), '--udp-port', String(udpPort), '--tcp-port', String(tcpPort)];
+  if (config) {
+    const configPath = path.join(OUTPUT, `${name}.yaml`);
+    fs.writeFileSync(configPath, config);
+    args.push('--config', configPath);
+  }
+  const child = spawn(bin, args, {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -158,10 +167,10 @@ export function selectedCandidates(page) {
 }
 
 /**
- * Chromium's own network messages for the expected single-PC probe: livekit-client first tries
- * `/rtc/v1` and its validate endpoint, Pylon answers 404 (single-PC signalling is not built
- * yet), and the SDK falls back to `/rtc`. Chromium logs those 404s itself; they are not SDK
- * errors and nothing else is excused.
+ * Chromium's own network messages for the single-PC probe: livekit-client first tries
+ * `/rtc/v1` and its validate endpoint, Pylon answers 404 unless `rtc.single_peer_connection`
+ * is on, and the SDK falls back to `/rtc`. Chromium logs those 404s itself; they are not SDK
+ * errors and nothing else is excused (`page.excused` keeps them: a single-PC test expects none).
  */
 export function isV1FallbackNoise(text, url = '') {
   return (
@@ -178,10 +187,11 @@ export async function newPage(browser, label, contextOptions = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOptions });
   const page = await context.newPage();
   page.problems = [];
+  page.excused = [];
   page.on('console', (m) => {
-    if (m.type() === 'error' && !isV1FallbackNoise(m.text(), m.location()?.url)) {
-      page.problems.push(`${label} console: ${m.text()} (${m.location()?.url ?? ''})`);
-    }
+    if (m.type() !== 'error') return;
+    const line = `${label} console: ${m.text()} (${m.location()?.url ?? ''})`;
+    (isV1FallbackNoise(m.text(), m.location()?.url) ? page.excused : page.problems).push(line);
   });
   page.on('pageerror', (e) => page.problems.push(`${label} pageerror: ${e.message}`));
   return page;

@@ -325,19 +325,7 @@ mod tests {
     }
 
     fn downtrack(key: u64, sid: &str) -> DownTrack {
-        DownTrack {
-            track: TrackKey(key),
-            track_sid: TrackSid::new(sid),
-            publisher_sid: ParticipantSid::new("PA_pub"),
-            kind: MediaKind::Video,
-            mid: None,
-            forwarder: Forwarder::new(90_000),
-            vp8: Vp8Munger::default(),
-            pt_map: Vec::new(),
-            disabled: false,
-            max_layer: TOP_LAYER,
-            awaiting_answer: true,
-        }
+        DownTrack::for_test(key, sid, MediaKind::Video)
     }
 
     /// The client answers the offer and the server settles it.

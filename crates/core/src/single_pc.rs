@@ -349,12 +349,26 @@ pub fn answer_sdp(sdp: &str, bound: &HashMap<Mid, Msid>, idle: &[Mid]) -> String
         }
         i = end;
     }
-    out.join("\r\n")
+    // The session's stream list names what the sections announce now.
+    let streams: Vec<&str> = out
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=msid:")?.split_whitespace().next())
+        .filter(|s| *s != "-")
+        .collect();
+    let wms = format!("a=msid-semantic: WMS {}", streams.join(" "));
+    out.iter()
+        .map(|l| match l.starts_with("a=msid-semantic:") {
+            true => wms.trim_end(),
+            false => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustc_hash::FxHashMap;
 
     const OFFER: &str = "v=0\r\n\
         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
@@ -368,6 +382,81 @@ mod tests {
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
         a=mid:3\r\n\
         a=sendonly\r\n";
+
+    fn section(mid: &str, kind: MediaKind) -> OfferedSection {
+        OfferedSection {
+            mid: Mid::from(mid),
+            kind,
+            client_receives_only: true,
+        }
+    }
+
+    fn subscribe(
+        neg: &mut SinglePcNegotiation,
+        dts: &mut FxHashMap<TrackKey, DownTrack>,
+        key: u64,
+        kind: MediaKind,
+    ) {
+        dts.insert(
+            TrackKey(key),
+            DownTrack::for_test(key, &format!("TR_{key}"), kind),
+        );
+        neg.add(TrackKey(key));
+    }
+
+    #[test]
+    fn tracks_bind_to_offered_slots_and_missing_ones_are_asked_for_once() {
+        let (mut neg, mut dts) = (SinglePcNegotiation::default(), FxHashMap::default());
+        neg.on_offer(
+            &[section("0", MediaKind::Audio), section("1", MediaKind::Video)],
+            &mut dts,
+        );
+        neg.answered();
+        assert_eq!(neg.requirement(&dts), None, "nothing subscribed, nothing asked");
+        subscribe(&mut neg, &mut dts, 1, MediaKind::Video);
+        subscribe(&mut neg, &mut dts, 2, MediaKind::Video);
+        subscribe(&mut neg, &mut dts, 3, MediaKind::Audio);
+        // One video and the audio fit the offered slots; one more video section is needed.
+        assert_eq!(neg.requirement(&dts), Some((0, 1)));
+        assert_eq!(neg.requirement(&dts), None, "asked once");
+        // The client re-offers with the section added.
+        let offered = [
+            section("0", MediaKind::Audio),
+            section("1", MediaKind::Video),
+            section("2", MediaKind::Video),
+        ];
+        neg.on_offer(&offered, &mut dts);
+        assert_eq!(neg.bind(&mut dts), vec![TrackKey(1), TrackKey(2), TrackKey(3)]);
+        assert_eq!(dts[&TrackKey(2)].mid, Some(Mid::from("2")));
+        let map = neg.mid_to_track_id();
+        assert_eq!((map.len(), map["1"].as_str()), (3, "TR_1"));
+        neg.answered();
+        assert_eq!(neg.requirement(&dts), None);
+    }
+
+    #[test]
+    fn a_released_slot_is_answered_inactive_and_never_carries_another_track() {
+        let (mut neg, mut dts) = (SinglePcNegotiation::default(), FxHashMap::default());
+        subscribe(&mut neg, &mut dts, 1, MediaKind::Video);
+        neg.on_offer(&[section("1", MediaKind::Video)], &mut dts);
+        neg.bind(&mut dts);
+        neg.answered();
+        let dt = dts.remove(&TrackKey(1)).unwrap();
+        neg.release(dt);
+        // Only a new offer is needed, to answer the slot inactive.
+        assert_eq!(neg.requirement(&dts), Some((0, 0)));
+        neg.on_offer(&[section("1", MediaKind::Video)], &mut dts);
+        assert!(neg.bind(&mut dts).is_empty());
+        assert_eq!(
+            neg.answer_sections().1,
+            vec![Mid::from("1")],
+            "idle in the answer"
+        );
+        neg.answered();
+        // The same track subscribed again needs a section of its own.
+        subscribe(&mut neg, &mut dts, 1, MediaKind::Video);
+        assert_eq!(neg.requirement(&dts), Some((0, 1)));
+    }
 
     #[test]
     fn sections_of_an_offer_with_the_client_direction() {

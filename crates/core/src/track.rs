@@ -235,6 +235,25 @@ pub struct DownTrack {
 }
 
 impl DownTrack {
+    /// A receiver of track `key` (`sid`, published by `PA_pub`) not yet on a section: what
+    /// the negotiation tests start from.
+    #[cfg(test)]
+    pub(crate) fn for_test(key: u64, sid: &str, kind: MediaKind) -> DownTrack {
+        DownTrack {
+            track: TrackKey(key),
+            track_sid: TrackSid::new(sid),
+            publisher_sid: ParticipantSid::new("PA_pub"),
+            kind,
+            mid: None,
+            forwarder: Forwarder::new(if kind.is_audio() { 48_000 } else { 90_000 }),
+            vp8: Vp8Munger::default(),
+            pt_map: Vec::new(),
+            disabled: false,
+            max_layer: TOP_LAYER,
+            awaiting_answer: true,
+        }
+    }
+
     /// The layers this receiver needs to see: while nothing is forwarded yet, every layer up
     /// to the target (it starts on the first keyframe of any); after that, the current layer
     /// and the one it converges to; and the layer it asked for, so that a far origin's
