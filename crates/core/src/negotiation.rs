@@ -316,9 +316,6 @@ mod tests {
     use str0m::change::SdpOffer;
 
     use super::*;
-    use crate::forwarder::{Forwarder, TOP_LAYER};
-    use crate::ids::ParticipantSid;
-    use crate::vp8_munger::Vp8Munger;
 
     fn rtc() -> Rtc {
         Rtc::builder().set_rtp_mode(true).build(Instant::now())
