@@ -52,9 +52,11 @@ mkdir -p test-output
 .venv/bin/python -m pytest tests/e2e -v --junitxml=test-output/e2e.xml
 
 # The same suite again with every room spread over the workers from its second participant
-# on: a room's participants on different worker threads must behave exactly as on one.
-step "python SDK end-to-end tests, rooms spread over workers"
-PYLON_TEST_SPREAD=1 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-spread.xml
+# on (a room's participants on different worker threads must behave exactly as on one), and
+# with `/rtc/v1` off, so the SDK falls back to `/rtc` and two peer connections (older SDKs'
+# path; the run above is single-PC, the Python SDK's default).
+step "python SDK end-to-end tests, rooms spread over workers, dual peer connection"
+PYLON_TEST_SPREAD=1 PYLON_TEST_SINGLE_PC=0 .venv/bin/python -m pytest tests/e2e -q --junitxml=test-output/e2e-spread.xml
 
 # And the media-path files with a single worker (`rtc.workers: 1`): every room of a test, and
 # every track, on one thread. The signalling-only files (API, webhooks, metrics, CLI) take
@@ -74,10 +76,10 @@ PYLON_TEST_SPREAD=1 scripts/node-tests.sh
 step "browser end-to-end tests (livekit-client in Chromium)"
 scripts/browser-tests.sh
 
-# Spread, only the browser files whose rooms carry media both ways between SDKs and across
-# section recycling; the others exercise the browser, not the worker seam.
-step "browser end-to-end tests, rooms spread over workers (cross-SDK, resume, republish)"
-PYLON_TEST_SPREAD=1 scripts/browser-tests.sh cross-sdk-and-resume republish
+# Spread and dual-PC, only the browser files whose rooms carry media both ways between SDKs
+# and across section recycling; the others exercise the browser, not the worker seam.
+step "browser end-to-end tests, rooms spread over workers, dual peer connection (cross-SDK, resume, republish)"
+PYLON_TEST_SPREAD=1 PYLON_TEST_SINGLE_PC=0 scripts/browser-tests.sh cross-sdk-and-resume republish
 
 step "load-test against Janus (videoroom mode smoke run, servers in a network namespace)"
 PYLON_BIN=target/debug/pylon bench/compare.sh meeting-2 --duration 3s --out test-output/bench-smoke

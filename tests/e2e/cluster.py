@@ -51,9 +51,10 @@ NOT_IN_VARIANT_RUNS = pytest.mark.skipif(
 )
 
 
-# The suite run with `/rtc/v1` served (`rtc.single_peer_connection`): the Python SDK then
-# joins with one peer connection (scripts/test.sh).
-SINGLE_PC = bool(os.environ.get("PYLON_TEST_SINGLE_PC"))
+# Whether servers serve `/rtc/v1` (`rtc.single_peer_connection`, on by default), so the Python
+# SDK joins with one peer connection; `PYLON_TEST_SINGLE_PC=0` runs the suite with it off, the
+# SDK falling back to `/rtc` and two (scripts/test.sh).
+SINGLE_PC = os.environ.get("PYLON_TEST_SINGLE_PC") != "0"
 
 
 def node_name(i: int) -> str:

@@ -108,9 +108,10 @@ class PylonServer:
         for key, env in (("workers", "PYLON_TEST_WORKERS"), ("room_spread_threshold", "PYLON_TEST_SPREAD")):
             if os.environ.get(env):
                 rtc[key] = int(os.environ[env])
-        # And with `/rtc/v1` served: the Python SDK then joins with one peer connection.
-        if os.environ.get("PYLON_TEST_SINGLE_PC"):
-            rtc["single_peer_connection"] = True
+        # And with `/rtc/v1` answering 404 (`PYLON_TEST_SINGLE_PC=0`): the Python SDK then falls
+        # back to `/rtc` and two peer connections.
+        if os.environ.get("PYLON_TEST_SINGLE_PC") == "0":
+            rtc["single_peer_connection"] = False
         config = {
             "port": self.http_port,
             "bind_addresses": ["0.0.0.0" if netns else host],

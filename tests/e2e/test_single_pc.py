@@ -1,8 +1,9 @@
 """Single peer connection signalling (`/rtc/v1`, `rtc.single_peer_connection`) with the
 official Python SDK, which joins that way by default and falls back to `/rtc` on a 404.
 
-Every other file of the suite runs single-PC too when `PYLON_TEST_SINGLE_PC` is set
-(scripts/test.sh); these tests start their own servers and run in every variant.
+Every other file of the suite runs single-PC too, as the server serves `/rtc/v1` by default,
+and again dual-PC with `PYLON_TEST_SINGLE_PC=0` (scripts/test.sh); these tests set the switch
+themselves and run in every variant.
 """
 
 from __future__ import annotations

@@ -108,6 +108,15 @@ impl Shard {
             self.webhook(now, event::PARTICIPANT_JOINED, room_info, info, None);
         }
         if pc == down {
+            // Single PC: tracks bound before the connection was up had their keyframe asked
+            // for too early to arrive; ask again now.
+            let early: Vec<_> = match self.participants.get(&key) {
+                Some(p) if p.single_pc() => p.downtracks.values().filter(|d| d.mid.is_some()).map(|d| d.track).collect(),
+                _ => Vec::new(),
+            };
+            for t in early {
+                self.request_keyframe(now, t);
+            }
             self.auto_subscribe_all(now, key);
         }
     }

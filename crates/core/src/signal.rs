@@ -198,7 +198,12 @@ impl Shard {
         if let Some(table) = self.quality_table(&room) {
             self.send(session, table);
         }
-        // Single PC: the offer that came with the join request is answered right after it.
+        // Single PC: subscriptions start now, so the answer to the offer that came with the
+        // join request (sent right after it) already carries the room's tracks.
+        let single_pc = self.participants.get(&key).is_some_and(|p| p.single_pc());
+        if single_pc && can_subscribe {
+            self.auto_subscribe_all(now, key);
+        }
         let initial = self
             .participants
             .get_mut(&key)

@@ -65,7 +65,11 @@ impl Shard {
             .filter(|k| {
                 self.participants
                     .get(k)
-                    .is_some_and(|s| s.auto_subscribe && s.peer(PcKind::Subscriber).connected)
+                    .is_some_and(|s| {
+                        // Dual PC: once the subscriber connection is up (`auto_subscribe_all`
+                        // covers what came before). Single PC: from the JoinResponse on.
+                        s.auto_subscribe && (s.single_pc() || s.peer(PcKind::Subscriber).connected)
+                    })
             })
             .collect();
         for sub in subs {

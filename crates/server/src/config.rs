@@ -170,7 +170,8 @@ pub struct RtcFile {
     /// to another worker.
     pub room_spread_threshold: Option<usize>,
     /// Pylon's own: serve single peer connection signalling on `/rtc/v1` (today's SDKs'
-    /// default). Off: `/rtc/v1` answers 404 and every SDK falls back to `/rtc` (dual PC).
+    /// default; on unless set false). Off: `/rtc/v1` answers 404 and every SDK falls back to
+    /// `/rtc` (dual PC), as before Pylon had it.
     pub single_peer_connection: Option<bool>,
 }
 
@@ -491,7 +492,7 @@ impl Config {
             prometheus_port: f.prometheus_port,
             workers,
             room_spread_threshold,
-            single_peer_connection: f.rtc.single_peer_connection.unwrap_or(false),
+            single_peer_connection: f.rtc.single_peer_connection.unwrap_or(true),
             cluster,
             region: f.region.unwrap_or_default(),
             dev,
@@ -1178,6 +1179,7 @@ turn:
         let c = Config::resolve(FileConfig::default(), &dev()).unwrap();
         assert!(c.workers >= 1);
         assert_eq!(c.room_spread_threshold, DEFAULT_ROOM_SPREAD_THRESHOLD);
+        assert!(c.single_peer_connection, "/rtc/v1 is served unless turned off");
         let f = parse_yaml("rtc:\n  workers: 3\n  room_spread_threshold: 2\n").unwrap();
         let c = Config::resolve(f, &dev()).unwrap();
         assert_eq!((c.workers, c.room_spread_threshold), (3, 2));
