@@ -111,7 +111,12 @@ impl Shard {
             // Single PC: tracks bound before the connection was up had their keyframe asked
             // for too early to arrive; ask again now.
             let early: Vec<_> = match self.participants.get(&key) {
-                Some(p) if p.single_pc() => p.downtracks.values().filter(|d| d.mid.is_some()).map(|d| d.track).collect(),
+                Some(p) if p.single_pc() => p
+                    .downtracks
+                    .values()
+                    .filter(|d| d.mid.is_some())
+                    .map(|d| d.track)
+                    .collect(),
                 _ => Vec::new(),
             };
             for t in early {

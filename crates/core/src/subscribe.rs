@@ -63,13 +63,11 @@ impl Shard {
             .iter()
             .copied()
             .filter(|k| {
-                self.participants
-                    .get(k)
-                    .is_some_and(|s| {
-                        // Dual PC: once the subscriber connection is up (`auto_subscribe_all`
-                        // covers what came before). Single PC: from the JoinResponse on.
-                        s.auto_subscribe && (s.single_pc() || s.peer(PcKind::Subscriber).connected)
-                    })
+                self.participants.get(k).is_some_and(|s| {
+                    // Dual PC: once the subscriber connection is up (`auto_subscribe_all`
+                    // covers what came before). Single PC: from the JoinResponse on.
+                    s.auto_subscribe && (s.single_pc() || s.peer(PcKind::Subscriber).connected)
+                })
             })
             .collect();
         for sub in subs {
