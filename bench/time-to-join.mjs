@@ -5,12 +5,34 @@
 // 404 from `/rtc/v1/validate`) and falls back to `/rtc` with two peer connections. Chromium
 // (Debian's) via playwright-core.
 //
-//   node bench/time-to-join.mjs [repetitions]     (default 10 per mode; needs target/release/pylon or PYLON_BIN)
+// The joiners reach each server's HTTP port through a proxy that delays every chunk by
+// `delay-ms` each way (default 40: an 80 ms round trip, a client in another country), as the
+// fallback's cost is round trips; media stays on loopback (this kernel has no netem).
+//
+//   node bench/time-to-join.mjs [repetitions] [delay-ms]   (default 10 per mode, 40 ms; needs target/release/pylon or PYLON_BIN)
 import path from 'node:path';
+import net from 'node:net';
 import { existsSync } from 'node:fs';
 import { ROOT, joinDemo, launchBrowser, newPage, startPylon, waitForMedia } from '../tests/browser/lib.mjs';
 
 const reps = Number(process.argv[2] ?? 10);
+const delayMs = Number(process.argv[3] ?? 40);
+
+/** A TCP proxy on a free loopback port to `port`, delaying each chunk `delayMs` each way. */
+async function delayProxy(port) {
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    const pipe = (from, to) => {
+      from.on('data', (chunk) => setTimeout(() => to.destroyed || to.write(chunk), delayMs));
+      from.on('end', () => setTimeout(() => to.end(), delayMs));
+      from.on('error', () => to.destroy());
+    };
+    pipe(client, upstream);
+    pipe(upstream, client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${server.address().port}/demo/`, close: () => server.close() };
+}
 if (!process.env.PYLON_BIN) {
   const release = path.join(ROOT, 'target', 'release', 'pylon');
   if (existsSync(release)) process.env.PYLON_BIN = release;
@@ -22,9 +44,9 @@ const MODES = {
 };
 
 /** One join into the room `host` publishes in: connect and first-frame times in ms. */
-async function join(browser, pylon, identity) {
+async function join(browser, demoUrl, identity) {
   const page = await newPage(browser, identity);
-  await page.goto(pylon.demoUrl);
+  await page.goto(demoUrl);
   const r = await page.evaluate(async (identity) => {
     const LK = window.LivekitClient;
     const res = await fetch(`token?room=ttj&identity=${identity}`);
@@ -51,11 +73,13 @@ async function join(browser, pylon, identity) {
 }
 
 const servers = {};
+const proxies = {};
 const browser = await launchBrowser();
 try {
   for (const [mode, config] of Object.entries(MODES)) {
     const pylon = await startPylon(`time-to-join-${mode}`, { config });
     servers[mode] = pylon;
+    proxies[mode] = await delayProxy(pylon.httpPort);
     // The participant everyone joins to see: publishes camera and microphone from the demo page.
     const host = await newPage(browser, `host-${mode}`);
     await joinDemo(host, pylon.demoUrl, 'ttj', 'host');
@@ -68,7 +92,7 @@ try {
   for (let i = 0; i < reps; i += 1) {
     // Alternate the modes so that drift on a noisy machine hits both alike.
     for (const mode of i % 2 ? ['fallback', 'v1'] : ['v1', 'fallback']) {
-      const r = await join(browser, servers[mode], `joiner-${i}`);
+      const r = await join(browser, proxies[mode].url, `joiner-${i}`);
       rows[mode].push(r);
       console.log(JSON.stringify({ rep: i + 1, mode, ...r }));
     }
@@ -92,6 +116,7 @@ try {
   console.log(
     JSON.stringify({
       repetitions: reps,
+      signalling_delay_ms_each_way: delayMs,
       ...summary,
       first_frame_p50_v1_over_fallback: Number(ratio.toFixed(2)),
       pylon: process.env.PYLON_BIN ?? 'target/debug/pylon',
@@ -99,5 +124,6 @@ try {
   );
 } finally {
   await browser.close();
+  for (const proxy of Object.values(proxies)) proxy.close();
   for (const pylon of Object.values(servers)) await pylon.stop();
 }

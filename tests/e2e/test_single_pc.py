@@ -66,6 +66,7 @@ async def test_rtc_v1_is_404_when_off_and_validates_the_join_request_when_on(pyl
         ({"access_token": token, "join_request": "!!not base64!!"}, 400, "cannot base64 decode"),
         ({"access_token": token, "join_request": base64.urlsafe_b64encode(b"\x00\x01").decode()}, 400, "cannot unmarshal"),
         ({"access_token": token, "join_request": join_request("not sdp")}, 400, "cannot parse publisher offer"),
+        ({"access_token": token, "join_request": join_request("v=0\r\n" + "m=audio 9 RTP/AVP 0\r\n" * 1025, compress=True)}, 400, "more than 1024"),
         ({"access_token": token, "join_request": join_request(reconnect_sid="nope")}, 400, "participant sid"),
         ({"access_token": "x.y.z", "join_request": join_request()}, 401, ""),
         ({"join_request": join_request()}, 401, ""),

@@ -27,6 +27,22 @@ pub const MAX_DATA_SUBSCRIPTION_UPDATES: usize = 256;
 /// bytes, `TRANSPORT_MTU` in rust-sdks, `TRANSPORT_MTU_BYTES` in JS). A larger one is dropped,
 /// so a hostile publisher cannot make every subscriber's channel carry 64 KiB messages.
 pub const MAX_DATA_TRACK_PACKET: usize = 16_000;
+/// Most media sections (`m=` lines) a client's offer may have. Every section of an offer becomes
+/// state in the peer connection (on `/rtc/v1` a `recvonly` one gets a send stream with its
+/// resend buffer), so a hostile offer must not have thousands. A client has one per track it
+/// publishes and, single-PC, one per subscription of its session.
+pub const MAX_OFFER_SECTIONS: usize = 1024;
+
+/// An offer's text with more than [`MAX_OFFER_SECTIONS`] media sections is refused.
+pub fn check_offer_sections(sdp: &str) -> Result<(), String> {
+    let sections = sdp.lines().filter(|l| l.starts_with("m=")).count();
+    if sections > MAX_OFFER_SECTIONS {
+        return Err(format!(
+            "{sections} media sections, more than {MAX_OFFER_SECTIONS}"
+        ));
+    }
+    Ok(())
+}
 
 /// Which limit a value broke.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -274,6 +274,9 @@ fn parse_v1(claims: Claims, headers: &HeaderMap, q: &HashMap<String, String>) ->
     };
     let publisher_offer = match jr.publisher_offer {
         Some(o) if o.r#type == "offer" => {
+            pylon_core::limits::check_offer_sections(&o.sdp).map_err(|e| {
+                Refusal::new(StatusCode::BAD_REQUEST, format!("publisher offer refused: {e}"))
+            })?;
             str0m::change::SdpOffer::from_sdp_string(&o.sdp).map_err(|e| {
                 Refusal::new(
                     StatusCode::BAD_REQUEST,

@@ -42,6 +42,7 @@ pub fn signal_command(req: lk::SignalRequest) -> Result<SignalCommand, WireError
     let msg = req.message.ok_or(WireError::Empty)?;
     Ok(match msg {
         Req::Offer(sd) => {
+            pylon_core::limits::check_offer_sections(&sd.sdp).map_err(WireError::Offer)?;
             let offer = SdpOffer::from_sdp_string(&sd.sdp).map_err(|e| WireError::Offer(e.to_string()))?;
             SignalCommand::Offer { offer, id: sd.id }
         }
@@ -242,6 +243,15 @@ mod tests {
             signal_command(req(Req::Offer(bad))),
             Err(WireError::Offer(_))
         ));
+        let huge = lk::SessionDescription {
+            r#type: "offer".into(),
+            sdp: "v=0\r\n".to_string() + &"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n".repeat(1025),
+            ..Default::default()
+        };
+        assert_eq!(
+            signal_command(req(Req::Offer(huge))).unwrap_err(),
+            WireError::Offer("1025 media sections, more than 1024".into())
+        );
     }
 
     #[test]
