@@ -12,21 +12,26 @@ import {
   recordPeerConnections,
   selectedCandidates,
   startPylon,
+  SINGLE_PC,
   waitFor,
   waitForMedia,
 } from './lib.mjs';
 
 const NO_UDP = '--webrtc-ip-handling-policy=disable_non_proxied_udp';
 
-/** Every open peer connection of `page` (two: publisher and subscriber) runs over TCP. */
+/**
+ * Every open peer connection of `page` (one on `/rtc/v1`; two, publisher and subscriber, on
+ * `/rtc`) runs over TCP.
+ */
 async function assertAllTcp(page, who, when) {
+  const count = SINGLE_PC ? 1 : 2;
   const selected = await waitFor(async () => {
     const s = await selectedCandidates(page);
-    return s.length === 2 ? s : null;
-  }, 20000, `${who}'s two peer connections to select a candidate pair ${when}`);
+    return s.length === count ? s : null;
+  }, 20000, `${who}'s ${count} peer connection(s) to select a candidate pair ${when}`);
   assert.deepEqual(
     selected.map((c) => c.protocol),
-    ['tcp', 'tcp'],
+    Array(count).fill('tcp'),
     `${who}'s selected candidate pairs ${when}: ${JSON.stringify(selected)}`,
   );
 }

@@ -30,6 +30,13 @@ const CHROMIUM_ARGS = [
   '--autoplay-policy=no-user-gesture-required',
 ];
 
+/**
+ * Whether the servers this run starts serve `/rtc/v1`, so livekit-client joins with one peer
+ * connection (the default); `PYLON_TEST_SINGLE_PC=0` turns it off and the SDK falls back to
+ * `/rtc` and two.
+ */
+export const SINGLE_PC = process.env.PYLON_TEST_SINGLE_PC !== '0';
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export async function waitFor(cond, timeoutMs, what) {

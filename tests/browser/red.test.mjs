@@ -9,10 +9,13 @@ import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, recordPee
 
 const FIREFOX_UA = 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0';
 
-/** Whether the server's offers to the page's subscriber connection offered RED for audio. */
+/**
+ * Whether the server's descriptions to the page offered RED for audio: its offers to the
+ * subscriber connection (`/rtc`), its answers on the one connection (`/rtc/v1`).
+ */
 function offeredRed(page) {
   return page.evaluate(() =>
-    window.pcs.some((pc) => pc.remoteDescription?.type === 'offer' && /a=rtpmap:\d+ red\/48000/.test(pc.remoteDescription.sdp)),
+    window.pcs.some((pc) => /a=rtpmap:\d+ red\/48000/.test(pc.remoteDescription?.sdp ?? '')),
   );
 }
 
