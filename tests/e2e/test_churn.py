@@ -44,15 +44,25 @@ def load_test(pylon, room: str, duration: str) -> subprocess.Popen:
     )
 
 
-async def churn_round(pylon, n: int) -> None:
-    """One round; odd rounds end abruptly (SIGKILL while media flows)."""
+JOINED = 'livekit_participant_join_total{state="signal_connected"}'
+
+
+async def churn_round(pylon, n: int, http, port: int) -> None:
+    """One round; odd rounds end abruptly (SIGKILL while media flows, once every participant
+    of the round has joined: a busy machine may take more than the 4 s of media to start them
+    all, and a client killed before its join is no churn)."""
     room = f"churn-{n}"
     if n % 2 == 0:
         p = load_test(pylon, room, "2s")
         rc = await asyncio.to_thread(p.wait, 60)
         assert rc == 0, f"load-test round {n} exited {rc}"
     else:
+        before = (await scrape(http, port))[JOINED]
         p = load_test(pylon, room, "30s")
+        deadline = time.monotonic() + 30
+        while (await scrape(http, port))[JOINED] < before + ROOMS * (PUBLISHERS + SUBSCRIBERS):
+            assert time.monotonic() < deadline, f"round {n}: not every participant joined in 30 s"
+            await asyncio.sleep(0.2)
         await asyncio.sleep(4)
         p.send_signal(signal.SIGKILL)
         await asyncio.to_thread(p.wait, 10)
@@ -105,20 +115,20 @@ async def test_churn_leaves_nothing_behind(pylon_factory, http):
     # warm-up's may hold more memory for that reason alone).
     peak = Peak(http, port)
     for n in range(WARM_UP):
-        await churn_round(pylon, n)
+        await churn_round(pylon, n, http, port)
     warm_peak = await peak.take()
     series = len(await settled(http, port))
     warm = {**memory_kib(pid), "fds": fds(pid), "series": series, "peak_participants": warm_peak}
-    joins_before = (await scrape(http, port))['livekit_participant_join_total{state="signal_connected"}']
+    joins_before = (await scrape(http, port))[JOINED]
 
     started = time.monotonic()
     peak = Peak(http, port)
     for n in range(WARM_UP, WARM_UP + ROUNDS):
-        await churn_round(pylon, n)
+        await churn_round(pylon, n, http, port)
     run_peak = await peak.take()
     m = await settled(http, port)
     after = {**memory_kib(pid), "fds": fds(pid), "series": len(m), "peak_participants": run_peak}
-    joins = m['livekit_participant_join_total{state="signal_connected"}'] - joins_before
+    joins = m[JOINED] - joins_before
     result = {
         "rounds": ROUNDS,
         "joins": int(joins),
