@@ -13,9 +13,11 @@
 //! Python SDK (Rust SDK 0.10 in libwebrtc) announces a track bound by an answer to a section
 //! that carried another one, and libwebrtc decodes it, but no frame reaches the application's
 //! stream (seen with `test_a_newcomer_is_seen_and_heard_on_the_sections_of_someone_who_left`).
-//! LiveKit's server does not reuse them either (pion keeps a removed track's sender on its
-//! transceiver, so `AddTrack` takes another). So the client's connection grows by one section
-//! per subscription over the session; it is answered `inactive` once unused.
+//! LiveKit's server does not reuse them for another track either, as far as upstream pion goes:
+//! `RemoveTrack` stops the sender but leaves it on its transceiver, and `AddTrack` only reuses a
+//! transceiver without one. So the client's connection grows by one section per subscription
+//! over the session (offers are capped at `limits::MAX_OFFER_SECTIONS`); a freed slot is
+//! answered `inactive`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
