@@ -17,7 +17,7 @@ use tracing::{debug, info};
 use crate::forwarder::{layer_for_rid, Decision};
 use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, Tier, TrackKey};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
-use crate::peer::{PcKind, PeerRef};
+use crate::peer::PeerRef;
 use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::{kind_index, Shard};
 use crate::track::{Origin, Sink, SubscriberPt};
@@ -142,6 +142,7 @@ impl Shard {
             let Some(s) = self.participants.get_mut(&sub) else {
                 continue;
             };
+            let down = s.down_pc();
             let Some(dt) = s.downtracks.get_mut(&tkey) else {
                 continue;
             };
@@ -172,7 +173,7 @@ impl Shard {
             let Some(sub_pt) = map_pt(
                 &mut dt.pt_map,
                 m.params.as_ref(),
-                down_rtc(&s.subscriber, &s.publisher),
+                &down_peer(&mut s.subscriber, &mut s.publisher).rtc,
                 settled,
             ) else {
                 continue;
@@ -192,17 +193,7 @@ impl Shard {
                     (sub_pt.pt, cut.clone())
                 }
             };
-            let down = if s.subscriber.is_some() {
-                PcKind::Subscriber
-            } else {
-                PcKind::Publisher
-            };
-            // Fields, not `peer_mut`: `dt` borrows the downtracks meanwhile.
-            let conn = match s.subscriber.as_mut() {
-                Some(sub) => sub,
-                None => &mut s.publisher,
-            };
-            let mut api = conn.rtc.direct_api();
+            let mut api = down_peer(&mut s.subscriber, &mut s.publisher).rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
                 continue;
             };
@@ -270,10 +261,11 @@ fn map_pt(
     mapped
 }
 
-/// The connection subscribed media leaves on (`Participant::down_pc`), from the fields.
-fn down_rtc<'a>(
-    subscriber: &'a Option<crate::peer::Peer>,
-    publisher: &'a crate::peer::Peer,
-) -> &'a str0m::Rtc {
-    &subscriber.as_ref().unwrap_or(publisher).rtc
+/// The connection subscribed media leaves on (`Participant::down_pc`), from the participant's
+/// fields: `peer_mut` would borrow the whole participant while a downtrack is borrowed.
+fn down_peer<'a>(
+    subscriber: &'a mut Option<crate::peer::Peer>,
+    publisher: &'a mut crate::peer::Peer,
+) -> &'a mut crate::peer::Peer {
+    subscriber.as_mut().unwrap_or(publisher)
 }

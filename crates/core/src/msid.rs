@@ -73,18 +73,7 @@ pub fn rewrite(sdp: &str, msids: &HashMap<Mid, Msid>) -> String {
                 .collect(),
         );
     }
-    // The stream ids every section announces now, in order, once each.
-    let mut streams: Vec<&str> = Vec::new();
-    for l in sections.iter().flatten() {
-        if let Some(stream) = l
-            .strip_prefix("a=msid:")
-            .and_then(|v| v.split_whitespace().next())
-        {
-            if stream != "-" && !streams.contains(&stream) {
-                streams.push(stream);
-            }
-        }
-    }
+    let streams = announced_streams(sections.iter().flatten().map(String::as_str));
     let mut out: Vec<String> = lines[..session_end]
         .iter()
         .map(|l| match l.strip_prefix("a=msid-semantic:") {
@@ -96,6 +85,23 @@ pub fn rewrite(sdp: &str, msids: &HashMap<Mid, Msid>) -> String {
         .collect();
     out.extend(sections.into_iter().flatten());
     out.join("\r\n")
+}
+
+/// The stream ids the `a=msid` lines among `lines` announce, in order, once each (`-`, no
+/// stream, left out): what the session's `a=msid-semantic: WMS` list names.
+pub fn announced_streams<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut streams: Vec<&str> = Vec::new();
+    for l in lines {
+        if let Some(stream) = l
+            .strip_prefix("a=msid:")
+            .and_then(|v| v.split_whitespace().next())
+        {
+            if stream != "-" && !streams.contains(&stream) {
+                streams.push(stream);
+            }
+        }
+    }
+    streams
 }
 
 fn rewrite_line(line: &str, msid: &Msid) -> String {

@@ -193,6 +193,7 @@ impl Shard {
             return;
         };
         let (session, can_subscribe, room) = (p.session, p.permission.can_subscribe, p.room.clone());
+        let single_pc = p.single_pc();
         let join = self.join_response(key);
         self.send(session, Resp::Join(join));
         if let Some(table) = self.quality_table(&room) {
@@ -200,7 +201,6 @@ impl Shard {
         }
         // Single PC: subscriptions start now, so the answer to the offer that came with the
         // join request (sent right after it) already carries the room's tracks.
-        let single_pc = self.participants.get(&key).is_some_and(|p| p.single_pc());
         if single_pc && can_subscribe {
             self.auto_subscribe_all(now, key);
         }

@@ -352,11 +352,7 @@ pub fn answer_sdp(sdp: &str, bound: &HashMap<Mid, Msid>, idle: &[Mid]) -> String
         i = end;
     }
     // The session's stream list names what the sections announce now.
-    let streams: Vec<&str> = out
-        .iter()
-        .filter_map(|l| l.strip_prefix("a=msid:")?.split_whitespace().next())
-        .filter(|s| *s != "-")
-        .collect();
+    let streams = crate::msid::announced_streams(out.iter().copied());
     let wms = format!("a=msid-semantic: WMS {}", streams.join(" "));
     out.iter()
         .map(|l| match l.starts_with("a=msid-semantic:") {

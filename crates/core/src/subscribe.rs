@@ -123,7 +123,7 @@ impl Shard {
             s.single.add(tkey);
             None
         } else {
-            match s.negotiation.take_back(&t.sid) {
+            let reused = match s.negotiation.take_back(&t.sid) {
                 // Its own section, whose removal the client was not offered yet: it stays.
                 Some(parked) => Some(parked),
                 None => {
@@ -141,7 +141,12 @@ impl Shard {
                         None
                     }
                 }
+            };
+            if reused.is_none() {
+                // A new section, in the next offer.
+                s.negotiation.adds.push(tkey);
             }
+            reused
         };
         let (mid, forwarder, vp8, pt_map) = match reused {
             // The section's outgoing stream goes on: forwarding resumes at the track's next
@@ -152,12 +157,7 @@ impl Shard {
                 forwarder.restart(t.kind.is_audio());
                 (Some(parked.mid), forwarder, parked.vp8, parked.pt_map)
             }
-            None => {
-                if !s.single_pc() {
-                    s.negotiation.adds.push(tkey);
-                }
-                (None, Forwarder::new(clock_rate), Vp8Munger::default(), Vec::new())
-            }
+            None => (None, Forwarder::new(clock_rate), Vp8Munger::default(), Vec::new()),
         };
         s.downtracks.insert(
             tkey,
