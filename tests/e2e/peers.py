@@ -68,6 +68,12 @@ async def media_report() -> str:
                     f" lost={i.received.packets_lost} decoded={i.inbound.frames_decoded}"
                     f" keyframes={i.inbound.key_frames_decoded} pli={i.inbound.pli_count}"
                 )
+        # What the application saw: the SDK's subscription events and the frames each
+        # stream delivered (a track decoded above but absent here never reached the app).
+        subs = [e for e in peer.events if e[0] in ("subscribed", "unsubscribed", "published", "unpublished")]
+        frames = {k: v.frames for k, v in peer.video.items()}
+        ended = [(k, None if t.cancelled() else repr(t.exception())) for k, t in peer.consumers.values() if t.done()]
+        lines.append(f"  {peer.identity} app: video frames {frames} streams ended {ended} events {subs}")
     return "video as the peers' WebRTC stacks see it:\n" + ("\n".join(lines) or "  (no peers)")
 
 
@@ -143,6 +149,7 @@ class Peer:
 
     def _on_track(self, track, pub, participant):
         key = f"{participant.identity}/{pub.name}"
+        self.events.append(("subscribed", participant.identity, pub.name))
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             stats = self.video.setdefault(key, VideoStats())
             task = asyncio.ensure_future(self._consume_video(track, stats))
@@ -292,8 +299,8 @@ class Publisher:
 
 
 class WatchPeer(Peer):
-    """A `Peer` that also records name, attribute and permission changes, (un)subscriptions,
-    local unpublications and room moves (for the Room API tests)."""
+    """A `Peer` that also records name, attribute and permission changes, local
+    unpublications and room moves (for the Room API tests)."""
 
     def __init__(self, identity: str):
         super().__init__(identity)
@@ -312,8 +319,6 @@ class WatchPeer(Peer):
                 ("permissions", p.identity, perm.can_publish, perm.can_subscribe, perm.can_publish_data)
             ),
         )
-        r.on("track_subscribed", lambda t, pub, p: self.events.append(("subscribed", p.identity, pub.name)))
-        r.on("track_unsubscribed", lambda t, pub, p: self.events.append(("unsubscribed", p.identity, pub.name)))
         r.on("local_track_unpublished", lambda pub: self.events.append(("local_unpublished", pub.name)))
         r.on("moved", lambda: self.events.append(("moved", self.room.name)))
 
