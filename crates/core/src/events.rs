@@ -122,7 +122,6 @@ impl Shard {
             for t in early {
                 self.request_keyframe(now, t);
             }
-            self.single_pc_ready(key);
             self.auto_subscribe_all(now, key);
         }
     }

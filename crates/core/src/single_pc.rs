@@ -6,9 +6,7 @@
 //! `PA_x|TR_y TR_y` and lists it in `mid_to_track_id`, and an unbound one `inactive`. When a
 //! track has no free slot of its kind, the server asks for more with
 //! `MediaSectionsRequirement{audios, videos}`; when a binding changes on a slot the client
-//! already has, it asks for a new offer with `MediaSectionsRequirement{0, 0}`. The answer to the
-//! join request's offer binds the room's tracks; later bindings and requirements wait until the
-//! connection is up (`SinglePcNegotiation::ready`).
+//! already has, it asks for a new offer with `MediaSectionsRequirement{0, 0}`.
 //!
 //! A slot carries one track in its life. Unlike the server-offered sections of `/rtc`
 //! (`negotiation.rs`), a slot freed by an unsubscription is not given to another track: the
@@ -61,14 +59,6 @@ pub struct SinglePcNegotiation {
     pub changed: bool,
     /// The offer that came with the join request, until the JoinResponse is sent.
     pub initial_offer: Option<(String, u32)>,
-    /// An answer went out (the first one binds the room's tracks at once).
-    pub answered_any: bool,
-    /// The connection came up once: later offers may bind tracks, and new offers may be asked
-    /// for. Until then the client is still connecting, and renegotiating under it is what
-    /// left a Python SDK (libwebrtc) subscriber decoding a track whose frames never reached
-    /// the application's stream, about once in 25 runs on a loaded machine
-    /// (`test_three_regions_form_one_room`).
-    pub ready: bool,
 }
 
 /// One m-line of a client offer: its mid, kind and the client's direction.
@@ -163,13 +153,10 @@ impl SinglePcNegotiation {
         }
     }
 
-    /// Bind waiting tracks to unused slots of their kind, lowest mid first: in the first answer,
-    /// then once the connection is up (`ready`). Returns the tracks bound now.
+    /// Bind waiting tracks to unused slots of their kind, lowest mid first. Returns the tracks
+    /// bound now.
     pub fn bind(&mut self, downtracks: &mut rustc_hash::FxHashMap<TrackKey, DownTrack>) -> Vec<TrackKey> {
         let mut bound = Vec::new();
-        if self.answered_any && !self.ready {
-            return bound;
-        }
         let mut still = VecDeque::new();
         while let Some(tkey) = self.waiting.pop_front() {
             let Some(dt) = downtracks.get_mut(&tkey) else {
@@ -197,7 +184,6 @@ impl SinglePcNegotiation {
     /// An answer went out: released slots are inactive at the client now.
     pub fn answered(&mut self) {
         self.changed = false;
-        self.answered_any = true;
     }
 
     /// What the answer announces: the msid of every bound slot, and the idle ones.
@@ -228,14 +214,11 @@ impl SinglePcNegotiation {
 
     /// The `MediaSectionsRequirement` to send now, if any: the sections still missing per kind
     /// beyond those asked for, or (0, 0) when only a new offer is needed (a track can bind to
-    /// an unused slot, or a slot was released). Nothing before the connection is up.
+    /// an unused slot, or a slot was released).
     pub fn requirement(
         &mut self,
         downtracks: &rustc_hash::FxHashMap<TrackKey, DownTrack>,
     ) -> Option<(u32, u32)> {
-        if !self.ready {
-            return None;
-        }
         self.due = false;
         let mut waiting = [0u32; 2];
         for dt in self.waiting.iter().filter_map(|k| downtracks.get(k)) {
@@ -307,19 +290,6 @@ impl Shard {
         }
     }
 
-    /// A single-PC participant's connection came up for the first time: what waited for it
-    /// (tracks subscribed since the first answer, released slots) is negotiated now.
-    pub(crate) fn single_pc_ready(&mut self, key: ParticipantKey) {
-        let Some(p) = self.participants.get_mut(&key) else {
-            return;
-        };
-        if !p.single_pc() || p.single.ready {
-            return;
-        }
-        p.single.ready = true;
-        self.single_pc_changed(key);
-    }
-
     pub(crate) fn flush_single_pc(&mut self) {
         let mut due = std::mem::take(&mut self.single_pc_due);
         due.sort_unstable();
@@ -331,8 +301,7 @@ impl Shard {
         }
     }
 
-    /// Send the `MediaSectionsRequirement` the participant needs now, if any (none before its
-    /// connection is up: [`Shard::single_pc_ready`] asks then).
+    /// Send the `MediaSectionsRequirement` the participant needs now, if any.
     fn ask_sections(&mut self, key: ParticipantKey) {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
@@ -436,17 +405,9 @@ mod tests {
         neg.add(TrackKey(key));
     }
 
-    /// A negotiation whose connection is up.
-    fn connected() -> SinglePcNegotiation {
-        SinglePcNegotiation {
-            ready: true,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn tracks_bind_to_offered_slots_and_missing_ones_are_asked_for_once() {
-        let (mut neg, mut dts) = (connected(), FxHashMap::default());
+        let (mut neg, mut dts) = (SinglePcNegotiation::default(), FxHashMap::default());
         neg.on_offer(
             &[section("0", MediaKind::Audio), section("1", MediaKind::Video)],
             &mut dts,
@@ -476,7 +437,7 @@ mod tests {
 
     #[test]
     fn a_released_slot_is_answered_inactive_and_never_carries_another_track() {
-        let (mut neg, mut dts) = (connected(), FxHashMap::default());
+        let (mut neg, mut dts) = (SinglePcNegotiation::default(), FxHashMap::default());
         subscribe(&mut neg, &mut dts, 1, MediaKind::Video);
         neg.on_offer(&[section("1", MediaKind::Video)], &mut dts);
         neg.bind(&mut dts);
@@ -496,29 +457,6 @@ mod tests {
         // The same track subscribed again needs a section of its own.
         subscribe(&mut neg, &mut dts, 1, MediaKind::Video);
         assert_eq!(neg.requirement(&dts), Some((0, 1)));
-    }
-
-    #[test]
-    fn the_first_answer_binds_and_later_ones_wait_for_the_connection() {
-        let (mut neg, mut dts) = (SinglePcNegotiation::default(), FxHashMap::default());
-        let offered = [section("1", MediaKind::Video), section("2", MediaKind::Video)];
-        // The room's tracks go out in the answer to the join request's offer.
-        subscribe(&mut neg, &mut dts, 1, MediaKind::Video);
-        neg.on_offer(&offered, &mut dts);
-        assert_eq!(neg.bind(&mut dts), vec![TrackKey(1)]);
-        neg.answered();
-        // A track subscribed while the client is still connecting waits: no new offer is
-        // asked for, and an offer the client makes on its own binds nothing.
-        subscribe(&mut neg, &mut dts, 2, MediaKind::Video);
-        assert_eq!(neg.requirement(&dts), None);
-        neg.on_offer(&offered, &mut dts);
-        assert!(neg.bind(&mut dts).is_empty());
-        neg.answered();
-        // Once the connection is up, the offer is asked for and the track bound.
-        neg.ready = true;
-        assert_eq!(neg.requirement(&dts), Some((0, 0)));
-        neg.on_offer(&offered, &mut dts);
-        assert_eq!(neg.bind(&mut dts), vec![TrackKey(2)]);
     }
 
     #[test]
