@@ -45,7 +45,7 @@ scripts/check-deploy.sh
 step "alert rules, their unit tests and the dashboard's queries (promtool)"
 scripts/check-alerts.sh
 
-step "python SDK end-to-end tests"
+step "python SDK end-to-end tests, dual peer connection (node and region tests included)"
 scripts/setup-python.sh
 scripts/setup-node.sh   # the demo page serves livekit-client from node_modules
 mkdir -p test-output
