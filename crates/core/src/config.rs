@@ -24,6 +24,12 @@ impl Default for RoomDefaults {
     }
 }
 
+/// Mints per-participant ICE servers (the embedded TURN server's credentials). It reads the
+/// wall clock, so it lives in the runtime; the core only asks.
+pub trait IceCredentials: Send + Sync + std::fmt::Debug {
+    fn ice_servers(&self, participant: &str) -> Vec<livekit_protocol::IceServer>;
+}
+
 /// Everything a shard needs to know about its node.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
@@ -34,6 +40,9 @@ pub struct ShardConfig {
     pub tcp_candidate: Option<SocketAddr>,
     /// STUN/TURN servers clients are told to use (join and reconnect responses).
     pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// The node's embedded TURN server, which gives each participant its own short-lived
+    /// credential in every join and reconnect response.
+    pub ice_credentials: Option<std::sync::Arc<dyn IceCredentials>>,
     pub room: RoomDefaults,
     pub region: String,
     pub node_id: String,
@@ -60,6 +69,7 @@ impl ShardConfig {
             udp_candidate,
             tcp_candidate: None,
             ice_servers: Vec::new(),
+            ice_credentials: None,
             room: RoomDefaults::default(),
             region: String::new(),
             node_id: String::new(),

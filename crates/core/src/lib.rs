@@ -46,6 +46,6 @@ pub mod track;
 pub mod vp8_munger;
 
 pub use command::SignalCommand;
-pub use config::{RoomDefaults, ShardConfig};
+pub use config::{IceCredentials, RoomDefaults, ShardConfig};
 pub use room::{Placement, RoomRecord};
 pub use shard::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardEvent, ShardStats};

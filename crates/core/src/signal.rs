@@ -224,6 +224,16 @@ impl Shard {
         }
     }
 
+    /// The node's configured ICE servers, and the embedded TURN server with a credential of
+    /// this participant's own.
+    fn ice_servers(&self, participant: &str) -> Vec<lk::IceServer> {
+        let mut servers = self.config.ice_servers.clone();
+        if let Some(minter) = &self.config.ice_credentials {
+            servers.extend(minter.ice_servers(participant));
+        }
+        servers
+    }
+
     fn join_response(&self, key: ParticipantKey) -> lk::JoinResponse {
         let p = &self.participants[&key];
         let info = self.server_info();
@@ -232,7 +242,7 @@ impl Shard {
             participant: Some(p.info(&self.tracks)),
             other_participants: self.others_info(key, &p.room),
             server_version: info.version.clone(),
-            ice_servers: self.config.ice_servers.clone(),
+            ice_servers: self.ice_servers(p.sid.as_str()),
             // On a single peer connection there is no subscriber connection to be primary.
             subscriber_primary: p.permission.can_subscribe && !p.single_pc(),
             server_region: info.region.clone(),
@@ -286,7 +296,7 @@ impl Shard {
         info!(room = %room, participant = %p.sid, "participant resumed");
         self.sessions.insert(params.session, key);
         let reconnect = lk::ReconnectResponse {
-            ice_servers: self.config.ice_servers.clone(),
+            ice_servers: self.ice_servers(p.sid.as_str()),
             client_configuration: None,
             server_info: Some(self.server_info()),
             last_message_seq: last_seq,

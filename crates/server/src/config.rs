@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use livekit_protocol as lk;
@@ -52,6 +53,11 @@ pub struct TurnFile {
     pub key_file: Option<String>,
     pub relay_range_start: Option<u16>,
     pub relay_range_end: Option<u16>,
+    pub bind_addresses: Option<Vec<String>>,
+    pub ttl_seconds: Option<i64>,
+    pub per_user_relay_allocation_limit: Option<i64>,
+    pub allow_restricted_peer_cidrs: Option<Vec<String>>,
+    pub deny_peer_cidrs: Option<Vec<String>>,
 }
 
 /// The YAML file as written by an operator. Field names are LiveKit's.
@@ -280,6 +286,8 @@ pub struct Config {
     pub single_peer_connection: bool,
     /// Set when a `redis:` block makes this node one of a region's.
     pub cluster: Option<ClusterConfig>,
+    /// The embedded TURN server (`turn.enabled`).
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 /// A node of a region: its directory in Redis and its links to the other nodes.
@@ -461,6 +469,18 @@ impl Config {
             mint: dev.then(|| first_key(&keys)).flatten(),
         });
         let cluster = resolve_cluster(&f, &keys, bind, node_ip, http_port)?;
+        let turn = resolve_turn(
+            &f,
+            &keys,
+            TurnContext {
+                bind,
+                node_ip,
+                udp_port,
+                tcp_port,
+                http_port,
+                relay_port: cluster.as_ref().map(|c| c.relay_bind.port()),
+            },
+        )?;
         let defaults = RoomDefaults::default();
         let room = RoomDefaults {
             empty_timeout: f
@@ -494,6 +514,7 @@ impl Config {
             room_spread_threshold,
             single_peer_connection: f.rtc.single_peer_connection.unwrap_or(true),
             cluster,
+            turn,
             region: f.region.unwrap_or_default(),
             dev,
             drain,
@@ -518,6 +539,10 @@ impl Config {
         let mut c = ShardConfig::new(SocketAddr::new(self.node_ip, self.udp_port));
         c.tcp_candidate = self.tcp_port.map(|p| SocketAddr::new(self.node_ip, p));
         c.ice_servers = self.ice_servers.clone();
+        c.ice_credentials = self
+            .turn
+            .as_ref()
+            .map(|t| Arc::new(t.minter()) as Arc<dyn pylon_core::IceCredentials>);
         c.room = self.room.clone();
         c.region = self.region.clone();
         c.rooms_closed_by_runtime = true;
@@ -541,14 +566,6 @@ pub fn parse_yaml(text: &str) -> Result<FileConfig, ConfigError> {
 fn check_rtc_and_turn(f: &FileConfig) -> Result<Vec<String>, ConfigError> {
     let set_node_ip =
         "set rtc.node_ip (or --node-ip, or the NODE_IP environment variable) to the address clients reach";
-    if f.turn.as_ref().is_some_and(|t| t.enabled == Some(true)) {
-        return Err(ConfigError::Invalid {
-            key: "turn.enabled",
-            why: "Pylon has no embedded TURN server yet: run one (coturn, or LiveKit's) and list it under \
-                  rtc.turn_servers, which clients are given in the join response; or set turn.enabled: false"
-                .into(),
-        });
-    }
     if f.rtc.use_external_ip == Some(true) {
         return Err(ConfigError::Invalid {
             key: "rtc.use_external_ip",
@@ -613,6 +630,168 @@ fn check_rtc_and_turn(f: &FileConfig) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(warnings)
+}
+
+/// What the `turn:` block is checked against.
+struct TurnContext {
+    bind: IpAddr,
+    node_ip: IpAddr,
+    udp_port: u16,
+    tcp_port: Option<u16>,
+    http_port: u16,
+    relay_port: Option<u16>,
+}
+
+/// LiveKit's `turn:` block. Off unless `enabled`; then every key either works or is refused
+/// with what to do.
+fn resolve_turn(
+    f: &FileConfig,
+    keys: &KeySet,
+    cx: TurnContext,
+) -> Result<Option<crate::turn::TurnConfig>, ConfigError> {
+    use crate::turn::{TurnConfig, TurnTls};
+    let Some(t) = f.turn.as_ref().filter(|t| t.enabled == Some(true)) else {
+        return Ok(None);
+    };
+    let invalid = |key: &'static str, why: String| ConfigError::Invalid { key, why };
+    let udp_port = t.udp_port.filter(|p| *p != 0);
+    let tls_port = t.tls_port.filter(|p| *p != 0);
+    if udp_port.is_none() && tls_port.is_none() {
+        return Err(invalid(
+            "turn.enabled",
+            "TURN is on but neither turn.udp_port nor turn.tls_port is set: set udp_port (3478 is usual) \
+             and/or tls_port (5349, or 443 behind a TLS load balancer)"
+                .into(),
+        ));
+    }
+    let bind =
+        match t.bind_addresses.as_deref() {
+            None | Some([]) => cx.bind,
+            Some([one]) => one
+                .parse()
+                .map_err(|_| invalid("turn.bind_addresses", format!("{one:?} is not an IP address")))?,
+            Some(_) => return Err(invalid(
+                "turn.bind_addresses",
+                "Pylon's TURN server listens on one address: list one (or none, for the node's bind address)"
+                    .into(),
+            )),
+        };
+    if let Some(p) = udp_port {
+        if p == cx.udp_port || Some(p) == cx.relay_port {
+            return Err(invalid(
+                "turn.udp_port",
+                format!("{p} is already the media port (rtc.udp_port) or the node link (relay.port); pick another, e.g. 3478"),
+            ));
+        }
+    }
+    let domain = t.domain.clone().filter(|d| !d.is_empty());
+    let tls = match tls_port {
+        None => None,
+        Some(p) => {
+            if p == cx.http_port || Some(p) == cx.tcp_port || Some(p) == f.prometheus_port {
+                return Err(invalid(
+                    "turn.tls_port",
+                    format!("{p} is already the HTTP port, rtc.tcp_port or prometheus_port; pick another, e.g. 5349"),
+                ));
+            }
+            let Some(d) = domain.as_deref() else {
+                return Err(invalid(
+                    "turn.domain",
+                    "turn.tls_port is set, so clients need a name to check the certificate against: set turn.domain"
+                        .into(),
+                ));
+            };
+            if !d.contains('.')
+                || !d
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            {
+                return Err(invalid("turn.domain", format!("{d:?} is not a domain name")));
+            }
+            let acceptor = if t.external_tls == Some(true) {
+                None
+            } else {
+                let (Some(cert), Some(key)) = (t.cert_file.as_deref(), t.key_file.as_deref()) else {
+                    return Err(invalid(
+                        "turn.cert_file",
+                        "turn.tls_port needs turn.cert_file and turn.key_file, or external_tls: true when a load \
+                         balancer terminates TLS"
+                            .into(),
+                    ));
+                };
+                Some(crate::turn::load_tls(cert, key).map_err(|why| invalid("turn.cert_file", why))?)
+            };
+            Some(TurnTls {
+                bind: SocketAddr::new(bind, p),
+                acceptor,
+                // Behind a TLS load balancer clients reach 443, as LiveKit advertises.
+                advertised_port: if t.external_tls == Some(true) { 443 } else { p },
+            })
+        }
+    };
+    let (start, end) = match (t.relay_range_start.unwrap_or(0), t.relay_range_end.unwrap_or(0)) {
+        (0, _) | (_, 0) => (30000, 40000),
+        (s, e) if s > e => {
+            return Err(invalid(
+                "turn.relay_range_end",
+                format!("{e} is below relay_range_start {s}"),
+            ))
+        }
+        (s, e) => (s, e),
+    };
+    for (what, p) in [
+        ("rtc.udp_port", Some(cx.udp_port)),
+        ("turn.udp_port", udp_port),
+        ("relay.port", cx.relay_port),
+    ] {
+        if let Some(p) = p.filter(|p| (start..=end).contains(p)) {
+            return Err(invalid(
+                "turn.relay_range_start",
+                format!("the relay range {start}-{end} contains {what} {p}; move one of them"),
+            ));
+        }
+    }
+    let ttl = match t.ttl_seconds {
+        None => 300,
+        Some(s) if s <= 0 => 300,
+        Some(s) => s.min(86_400) as u64,
+    };
+    let per_participant_limit = match t.per_user_relay_allocation_limit {
+        None => 12,
+        Some(n) if n <= 0 => 0,
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    for (key, cidrs) in [
+        ("turn.allow_restricted_peer_cidrs", &t.allow_restricted_peer_cidrs),
+        ("turn.deny_peer_cidrs", &t.deny_peer_cidrs),
+    ] {
+        if cidrs.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(invalid(
+                key,
+                "Pylon's TURN server relays only to this node's own media port (rtc.node_ip, rtc.udp_port), \
+                 so there is no other peer to allow or deny: remove this key"
+                    .into(),
+            ));
+        }
+    }
+    let (_, secret) = first_key(keys).ok_or_else(|| {
+        invalid(
+            "turn.enabled",
+            "TURN credentials are derived from an API key: configure keys".into(),
+        )
+    })?;
+    Ok(Some(TurnConfig {
+        udp: udp_port.map(|p| SocketAddr::new(bind, p)),
+        tls,
+        domain,
+        relay_bind: bind,
+        node_ip: cx.node_ip,
+        media: SocketAddr::new(cx.node_ip, cx.udp_port),
+        relay_range: (start, end),
+        ttl: Duration::from_secs(ttl),
+        per_participant_limit,
+        secret: pylon_turn::TurnSecret::derive(secret.as_bytes()),
+    }))
 }
 
 /// `rtc.stun_servers` and `rtc.turn_servers` as the join response's ICE servers.

@@ -20,6 +20,7 @@ pub mod node;
 pub mod region_api;
 pub mod session;
 pub mod tcp;
+pub mod turn;
 pub mod webhook;
 pub mod wire;
 pub mod worker;
@@ -52,6 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         relay: None,
         node: None,
         tcp: Default::default(),
+        turn: Default::default(),
     };
     let (cluster_tx, cluster_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = worker::Shared {
@@ -73,6 +75,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding ICE/TCP media port {addr} (rtc.tcp_port; 0 turns it off)"))?;
         tokio::spawn(tcp::serve(listener, workers.handles.clone(), metrics.tcp.clone()));
+    }
+    if let Some(t) = &config.turn {
+        turn::start(t.clone(), metrics.turn.clone()).await?;
     }
     let health = Arc::new(health::Health::new(
         workers.handles.iter().map(|h| h.health.clone()).collect(),

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub node: Option<(Arc<Node>, Arc<Health>)>,
     /// The ICE/TCP listener.
     pub tcp: Arc<crate::tcp::TcpStats>,
+    /// The embedded TURN server (zeros when `turn.enabled` is off).
+    pub turn: Arc<crate::turn::TurnStats>,
 }
 
 impl fmt::Debug for Metrics {
@@ -359,6 +361,41 @@ impl Collector for Metrics {
             "pylon_ice_tcp_connections",
             "ICE/TCP connections open now.",
             t.open.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        )?;
+
+        // Embedded TURN.
+        let t = &self.turn;
+        o.gauge(
+            "pylon_turn_allocations",
+            "TURN allocations (relay ports) held now.",
+            t.allocations.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        )?;
+        o.counter(
+            "pylon_turn_allocations_made",
+            "TURN allocations made.",
+            get(&t.allocations_total),
+        )?;
+        o.counter(
+            "pylon_turn_auth_failures",
+            "TURN requests refused for a wrong, expired or foreign credential or nonce.",
+            get(&t.auth_failures),
+        )?;
+        o.counter(
+            "pylon_turn_dropped",
+            "TURN datagrams dropped: not STUN, no allocation, channel or permission.",
+            get(&t.dropped),
+        )?;
+        let refusals = t.peer_refusals.lock().map(|r| r.clone()).unwrap_or_default();
+        let labels: Vec<[(&str, &str); 1]> = refusals.iter().map(|(c, _)| [("class", *c)]).collect();
+        let rows: Vec<(&Labels<'_>, u64)> = labels
+            .iter()
+            .map(|l| &l[..])
+            .zip(refusals.iter().map(|(_, v)| *v))
+            .collect();
+        o.counters(
+            "pylon_turn_peer_refusals",
+            "TURN permissions and channels refused because the peer is not this node's media port, by the address's class.",
+            &rows,
         )?;
 
         // Webhooks.

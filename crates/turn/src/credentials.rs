@@ -106,7 +106,10 @@ mod tests {
         assert_eq!(v.participant, "PA_abc");
         assert_eq!(v.key, long_term_key(&c.username, REALM, &c.password));
         assert_eq!(s.verify(&c.username, Some(1_300)), Err(CredentialError::Expired));
-        assert!(s.verify(&c.username, None).is_ok(), "refreshes do not check the expiry");
+        assert!(
+            s.verify(&c.username, None).is_ok(),
+            "refreshes do not check the expiry"
+        );
     }
 
     #[test]

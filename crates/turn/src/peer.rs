@@ -110,8 +110,7 @@ pub fn classify(ip: IpAddr) -> Option<Refusal> {
                 Refusal::LinkLocal
             } else if v6.is_multicast() {
                 Refusal::Multicast
-            } else if (s[0] == 0x2001 && s[1] == 0xdb8) || (s[0] == 0x2001 && s[1] == 0) || s[..4] == [0x100, 0, 0, 0]
-            {
+            } else if (s[0] == 0x2001 && (s[1] == 0xdb8 || s[1] == 0)) || s[..4] == [0x100, 0, 0, 0] {
                 Refusal::Reserved
             } else {
                 return None;

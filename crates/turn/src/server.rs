@@ -177,7 +177,10 @@ impl TurnServer {
                 FromClient::Reply
             }
             (Class::Indication, Method::Send) => self.send_indication(now, client, &msg),
-            (Class::Request, Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind) => {
+            (
+                Class::Request,
+                Method::Allocate | Method::Refresh | Method::CreatePermission | Method::ChannelBind,
+            ) => {
                 let Some(auth) = self.authenticate(now, unix_now, client, &msg, out) else {
                     return FromClient::Reply;
                 };
@@ -210,7 +213,14 @@ impl TurnServer {
 
     /// A datagram that reached relay socket `relay` from `peer`. Returns the client to send
     /// `out` to, or `None` when it is dropped (no allocation or no permission).
-    pub fn from_peer(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr, data: &[u8], out: &mut Vec<u8>) -> Option<Client> {
+    pub fn from_peer(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Client> {
         let client = *self.by_relay.get(&relay)?;
         let a = self.allocations.get(&client)?;
         if !a.permitted(now, peer.ip()) || data.len() > usize::from(u16::MAX) - 64 {
@@ -268,7 +278,10 @@ impl TurnServer {
     fn channel_data<'a>(&mut self, now: Instant, client: Client, bytes: &'a [u8]) -> FromClient<'a> {
         let relayed = stun::parse_channel_data(bytes).and_then(|(number, data)| {
             let a = self.allocations.get(&client)?;
-            let ch = a.channels.iter().find(|c| c.number == number && c.expires > now)?;
+            let ch = a
+                .channels
+                .iter()
+                .find(|c| c.number == number && c.expires > now)?;
             Some(FromClient::Relay {
                 relay: a.relay,
                 peer: ch.peer,
@@ -286,8 +299,8 @@ impl TurnServer {
             let a = self.allocations.get(&client)?;
             let peer = msg.xor_address(attr::XOR_PEER_ADDRESS)?;
             let data = msg.get(attr::DATA)?;
-            let allowed = a.permitted(now, peer.ip())
-                && self.config.policy.check_addr(peer, a.relay.is_ipv6()).is_ok();
+            let allowed =
+                a.permitted(now, peer.ip()) && self.config.policy.check_addr(peer, a.relay.is_ipv6()).is_ok();
             allowed.then_some(FromClient::Relay {
                 relay: a.relay,
                 peer,
@@ -328,11 +341,22 @@ impl TurnServer {
         if nonce != self.nonce_for(secs, client) {
             return None;
         }
-        let age = now.saturating_duration_since(self.epoch).as_secs().saturating_sub(u64::from(secs));
+        let age = now
+            .saturating_duration_since(self.epoch)
+            .as_secs()
+            .saturating_sub(u64::from(secs));
         Some(age < NONCE_LIFETIME.as_secs())
     }
 
-    fn challenge(&mut self, now: Instant, client: Client, msg: &Message<'_>, code: u16, reason: &str, out: &mut Vec<u8>) {
+    fn challenge(
+        &mut self,
+        now: Instant,
+        client: Client,
+        msg: &Message<'_>,
+        code: u16,
+        reason: &str,
+        out: &mut Vec<u8>,
+    ) {
         let nonce = self.nonce(now, client);
         Writer::new(out, msg.method, Class::Error, msg.transaction)
             .error(code, reason)
@@ -342,7 +366,14 @@ impl TurnServer {
     }
 
     /// Long-term credential check (RFC 8489 §9.2). On failure the error is in `out`.
-    fn authenticate(&mut self, now: Instant, unix_now: u64, client: Client, msg: &Message<'_>, out: &mut Vec<u8>) -> Option<Authed> {
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        unix_now: u64,
+        client: Client,
+        msg: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Authed> {
         let (Some(username), Some(nonce), true) = (msg.username(), msg.nonce(), msg.has_integrity()) else {
             // The first request of every client: the challenge, not a failure.
             self.challenge(now, client, msg, 401, "Unauthorized", out);
@@ -404,7 +435,15 @@ impl TurnServer {
         Self::reply_error(out, msg, key, 403, "Forbidden");
     }
 
-    fn allocate(&mut self, now: Instant, client: Client, msg: &Message<'_>, auth: Authed, binder: &mut impl RelayBinder, out: &mut Vec<u8>) {
+    fn allocate(
+        &mut self,
+        now: Instant,
+        client: Client,
+        msg: &Message<'_>,
+        auth: Authed,
+        binder: &mut impl RelayBinder,
+        out: &mut Vec<u8>,
+    ) {
         if let Some(a) = self.allocations.get(&client) {
             if a.allocate_transaction == msg.transaction {
                 // A retransmitted Allocate: the same answer again.
@@ -459,7 +498,14 @@ impl TurnServer {
         Self::allocate_success(out, msg, client, relay, lifetime, &auth.key);
     }
 
-    fn allocate_success(out: &mut Vec<u8>, msg: &Message<'_>, client: Client, relay: SocketAddr, lifetime: Duration, key: &[u8; 16]) {
+    fn allocate_success(
+        out: &mut Vec<u8>,
+        msg: &Message<'_>,
+        client: Client,
+        relay: SocketAddr,
+        lifetime: Duration,
+        key: &[u8; 16],
+    ) {
         Writer::new(out, Method::Allocate, Class::Success, msg.transaction)
             .xor_address(attr::XOR_RELAYED_ADDRESS, relay)
             .u32(attr::LIFETIME, lifetime.as_secs() as u32)
@@ -486,7 +532,14 @@ impl TurnServer {
             .fingerprint();
     }
 
-    fn create_permission(&mut self, now: Instant, client: Client, msg: &Message<'_>, auth: &Authed, out: &mut Vec<u8>) {
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        client: Client,
+        msg: &Message<'_>,
+        auth: &Authed,
+        out: &mut Vec<u8>,
+    ) {
         let Some(a) = self.allocations.get(&client) else {
             return Self::reply_error(out, msg, &auth.key, 437, "Allocation Mismatch");
         };
@@ -522,11 +575,19 @@ impl TurnServer {
             .fingerprint();
     }
 
-    fn channel_bind(&mut self, now: Instant, client: Client, msg: &Message<'_>, auth: &Authed, out: &mut Vec<u8>) {
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        client: Client,
+        msg: &Message<'_>,
+        auth: &Authed,
+        out: &mut Vec<u8>,
+    ) {
         let Some(a) = self.allocations.get(&client) else {
             return Self::reply_error(out, msg, &auth.key, 437, "Allocation Mismatch");
         };
-        let (Some(number), Some(peer)) = (msg.channel_number(), msg.xor_address(attr::XOR_PEER_ADDRESS)) else {
+        let (Some(number), Some(peer)) = (msg.channel_number(), msg.xor_address(attr::XOR_PEER_ADDRESS))
+        else {
             return Self::reply_error(out, msg, &auth.key, 400, "Bad Request");
         };
         if !(0x4000..=0x4FFF).contains(&number) {
@@ -645,7 +706,10 @@ mod tests {
             s.allocate(&mut buf, [2; 12]);
             assert_eq!(self.ask(c, &buf), (Class::Success, None));
             let m = Message::parse(&self.out).unwrap();
-            assert!(m.verify_integrity(&s.key), "the success is signed with the client's key");
+            assert!(
+                m.verify_integrity(&s.key),
+                "the success is signed with the client's key"
+            );
             (s, m.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap())
         }
     }
@@ -659,13 +723,24 @@ mod tests {
         let mut buf = Vec::new();
         // No permission yet: a Send goes nowhere.
         client::send_indication(&mut buf, [3; 12], node, b"ping");
-        let r = f.server.from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
+        let r = f
+            .server
+            .from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
         assert_eq!(r, FromClient::Nothing);
         s.create_permission(&mut buf, [4; 12], node);
         assert_eq!(f.ask(c, &buf), (Class::Success, None));
         client::send_indication(&mut buf, [5; 12], node, b"ping");
-        let r = f.server.from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
-        assert_eq!(r, FromClient::Relay { relay, peer: node, data: b"ping" });
+        let r = f
+            .server
+            .from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
+        assert_eq!(
+            r,
+            FromClient::Relay {
+                relay,
+                peer: node,
+                data: b"ping"
+            }
+        );
         // The node answers: a Data indication to the client.
         let to = f.server.from_peer(f.now, relay, node, b"pong", &mut f.out);
         assert_eq!(to, Some(c));
@@ -676,9 +751,21 @@ mod tests {
         s.channel_bind(&mut buf, [6; 12], 0x4000, node);
         assert_eq!(f.ask(c, &buf), (Class::Success, None));
         stun::write_channel_data(&mut buf, 0x4000, b"media", false);
-        let r = f.server.from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
-        assert_eq!(r, FromClient::Relay { relay, peer: node, data: b"media" });
-        assert_eq!(f.server.from_peer(f.now, relay, node, b"back", &mut f.out), Some(c));
+        let r = f
+            .server
+            .from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
+        assert_eq!(
+            r,
+            FromClient::Relay {
+                relay,
+                peer: node,
+                data: b"media"
+            }
+        );
+        assert_eq!(
+            f.server.from_peer(f.now, relay, node, b"back", &mut f.out),
+            Some(c)
+        );
         assert_eq!(stun::parse_channel_data(&f.out), Some((0x4000, &b"back"[..])));
         // Someone else writing to the relay port is dropped: no permission.
         let stranger: SocketAddr = "198.51.100.7:9".parse().unwrap();
@@ -750,7 +837,9 @@ mod tests {
         let (s, _) = f.allocated(c, "PA_1");
         let mut buf = Vec::new();
         s.refresh(&mut buf, [4; 12], 600);
-        let r = f.server.from_client(f.now, UNIX + 10_000, c, &buf, &mut f.ports, &mut f.out);
+        let r = f
+            .server
+            .from_client(f.now, UNIX + 10_000, c, &buf, &mut f.ports, &mut f.out);
         assert_eq!(r, FromClient::Reply);
         assert_eq!(Message::parse(&f.out).unwrap().class, Class::Success);
     }
@@ -834,7 +923,9 @@ mod tests {
         let mut buf = Vec::new();
         s.allocate(&mut buf, [2; 12]);
         assert_eq!(f.ask(c, &buf), (Class::Success, None));
-        let again = Message::parse(&f.out).unwrap().xor_address(attr::XOR_RELAYED_ADDRESS);
+        let again = Message::parse(&f.out)
+            .unwrap()
+            .xor_address(attr::XOR_RELAYED_ADDRESS);
         assert_eq!(again, Some(relay));
         s.allocate(&mut buf, [3; 12]);
         assert_eq!(f.ask(c, &buf), (Class::Error, Some(437)));
@@ -869,7 +960,9 @@ mod tests {
     fn garbage_is_dropped_without_a_reply() {
         let mut f = Fixture::new(12);
         for junk in [&b""[..], &[0u8; 19], &[0x40, 0x00, 0xff, 0xff], &[0xff; 64]] {
-            let r = f.server.from_client(f.now, UNIX, client(1), junk, &mut f.ports, &mut f.out);
+            let r = f
+                .server
+                .from_client(f.now, UNIX, client(1), junk, &mut f.ports, &mut f.out);
             assert_eq!(r, FromClient::Nothing);
         }
     }
