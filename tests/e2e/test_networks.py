@@ -19,6 +19,7 @@ from proxy import CuttableProxy
 from rawsignal import next_response, open_signal
 from test_signalling import assert_resumes
 from regions import NFT, wan  # noqa: F401 - the namespace fixture
+from livekit.rtc._proto import stats_pb2
 
 
 HERE = Path(__file__).parent
@@ -40,9 +41,9 @@ def block_udp(netns: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-async def selected_protocols(peer: Peer) -> list[str]:
-    """The transport protocol (`udp`/`tcp`) of the local candidate of the selected candidate
-    pair of each of the peer's connections, as libwebrtc reports them."""
+async def selected_local_candidates(peer: Peer) -> list[tuple[str, str]]:
+    """The local candidate of the selected candidate pair of each of the peer's connections,
+    as libwebrtc reports them: (transport protocol `udp`/`tcp`, type `host`/`relay`/...)."""
     stats = await peer.room.get_rtc_stats()
     out = []
     for group in (stats.publisher_stats, stats.subscriber_stats):
@@ -54,9 +55,15 @@ async def selected_protocols(peer: Peer) -> list[str]:
             elif kind == "candidate_pair":
                 pairs[s.candidate_pair.rtc.id] = s.candidate_pair.candidate_pair.local_candidate_id
             elif kind == "local_candidate":
-                locals_[s.local_candidate.rtc.id] = s.local_candidate.candidate.protocol
-        out += [locals_.get(pairs.get(pair, ""), "?") for pair in selected]
+                c = s.local_candidate.candidate
+                locals_[s.local_candidate.rtc.id] = (c.protocol, stats_pb2.IceCandidateType.Name(c.candidate_type).lower())
+        out += [locals_.get(pairs.get(pair, ""), ("?", "?")) for pair in selected]
     return out
+
+
+async def selected_protocols(peer: Peer) -> list[str]:
+    """The transport protocol (`udp`/`tcp`) of each connection's selected local candidate."""
+    return [protocol for protocol, _ in await selected_local_candidates(peer)]
 
 
 @NOT_IN_VARIANT_RUNS
@@ -82,6 +89,61 @@ async def test_with_udp_to_the_server_blocked_clients_connect_over_ice_tcp_and_m
         await wait_for(lambda: a.video_frames("B/camera") > before + 15, 15, "A to decode B's video after resuming")
         protocols = await selected_protocols(a)
         assert protocols and set(protocols) == {"tcp"}, f"A's selected candidate pairs after the resume: {protocols}"
+    finally:
+        for p in pubs:
+            p.stop()
+        for p in (a, b):
+            await p.close()
+        await proxy.close()
+
+
+ONLY_TURN = """
+table inet pylon_only_turn {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname "lo" accept
+    udp dport %(turn)d accept
+    meta l4proto udp drop
+    tcp dport %(ice_tcp)d drop
+  }
+}
+"""
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_with_everything_but_turn_blocked_clients_relay_through_the_embedded_turn_server(wan, pylon_factory, http):
+    """A firewall lets through the signalling port and the TURN port only: no UDP to the media
+    port, no ICE/TCP. Both clients allocate relays on the node's embedded TURN server with the
+    credential from their join response, and every selected candidate pair is a relayed one;
+    media flows both ways, also after A resumes (fresh credentials in the reconnect response).
+    The relay reaches the media port inside the node (`lo`), as it does in a pod."""
+    net = wan.add_region("turn")
+    turn_port = free_port(socket.SOCK_DGRAM)
+    metrics_port = free_port(socket.SOCK_STREAM)
+    turn = {"enabled": True, "udp_port": turn_port, "relay_range_start": 31000, "relay_range_end": 31999}
+    server = pylon_factory({"turn": turn, "prometheus_port": metrics_port}, host=net.host, netns=net.netns)
+    rules = ONLY_TURN % {"turn": turn_port, "ice_tcp": server.tcp_port}
+    r = subprocess.run(["ip", "netns", "exec", net.netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    proxy = await CuttableProxy(server.http_port, net.host).start()
+    a = await Peer("A").connect(proxy.url, server.token("A", can_update_own_metadata=True))
+    b = await Peer("B").connect(server.url, server.token("B"))
+    pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, "B to decode A's video through TURN")
+        await wait_for(lambda: a.video_frames("B/camera") > 10, 45, "A to decode B's video through TURN")
+        await wait_for(lambda: a.audio_frames("B/microphone") > 50, 15, "A to hear B through TURN")
+        for peer in (a, b):
+            pairs = await selected_local_candidates(peer)
+            assert pairs and set(pairs) == {("udp", "relay")}, f"{peer.identity}'s selected local candidates: {pairs}"
+        m = await scrape(http, metrics_port, host=net.host)
+        assert m["pylon_turn_allocations"] >= 2, m
+        assert m.get("pylon_turn_peer_refusals_total", 0) == 0, "an SDK only ever asks for the node's media port"
+        await assert_resumes(a, b, proxy)
+        before = a.video_frames("B/camera")
+        await wait_for(lambda: a.video_frames("B/camera") > before + 15, 20, "A to decode B's video after resuming")
+        pairs = await selected_local_candidates(a)
+        assert pairs and set(pairs) == {("udp", "relay")}, f"A's selected local candidates after the resume: {pairs}"
     finally:
         for p in pubs:
             p.stop()

@@ -739,18 +739,9 @@ fn resolve_turn(
         }
         (s, e) => (s, e),
     };
-    for (what, p) in [
-        ("rtc.udp_port", Some(cx.udp_port)),
-        ("turn.udp_port", udp_port),
-        ("relay.port", cx.relay_port),
-    ] {
-        if let Some(p) = p.filter(|p| (start..=end).contains(p)) {
-            return Err(invalid(
-                "turn.relay_range_start",
-                format!("the relay range {start}-{end} contains {what} {p}; move one of them"),
-            ));
-        }
-    }
+    // The range may contain other ports of the node (LiveKit's sample has 1024-30000 around
+    // turn.udp_port 3478): a relay socket is bound without SO_REUSEPORT, so a port in use is
+    // skipped, never shared.
     let ttl = match t.ttl_seconds {
         None => 300,
         Some(s) if s <= 0 => 300,
@@ -1317,7 +1308,6 @@ turn:
         }
         // What Pylon cannot do is refused, naming the key and what to do instead.
         for (extra, key, advice) in [
-            ("turn:\n  enabled: true\n", "turn.enabled", "rtc.turn_servers"),
             (
                 "rtc:\n  use_external_ip: true\n",
                 "rtc.use_external_ip",
@@ -1347,10 +1337,56 @@ turn:
     }
 
     #[test]
-    fn unsupported_features_are_refused_by_name() {
-        let f = parse_yaml("turn:\n  enabled: true\n").unwrap();
-        let e = Config::resolve(f, &dev()).unwrap_err().to_string();
-        assert!(e.contains("turn"), "{e}");
+    fn the_turn_block_works_or_is_refused_with_what_to_do() {
+        let on = LIVEKIT_SAMPLE_RTC.replace("  enabled: false", "  enabled: true");
+        let c = Config::resolve(parse_yaml(&on).unwrap(), &dev()).unwrap_or_else(|e| panic!("{e}"));
+        let t = c.turn.as_ref().expect("TURN on");
+        assert_eq!(t.udp.map(|a| a.port()), Some(3478));
+        assert_eq!(t.relay_range, (1024, 30000));
+        assert_eq!(t.ttl, Duration::from_secs(300));
+        assert_eq!(t.per_participant_limit, 12);
+        let tls = t.tls.as_ref().expect("TLS port");
+        assert!(tls.acceptor.is_none(), "external_tls: plain TCP behind the load balancer");
+        let servers = pylon_core::IceCredentials::ice_servers(&t.minter(), "PA_x");
+        assert_eq!(
+            servers[0].urls,
+            [
+                format!("turn:{}:3478?transport=udp", c.node_ip),
+                "turns:turn.myhost.com:443?transport=tcp".to_string()
+            ]
+        );
+        assert!(servers[0].username.ends_with(":PA_x"));
+        assert!(c.shard_config().ice_credentials.is_some(), "join responses carry them");
+
+        let base = "turn:\n  enabled: true\n";
+        let ttl = |extra: &str| {
+            let f = parse_yaml(&format!("{base}  udp_port: 3478\n{extra}")).unwrap();
+            Config::resolve(f, &dev()).unwrap().turn.unwrap().ttl.as_secs()
+        };
+        assert_eq!(ttl("  ttl_seconds: 0\n"), 300);
+        assert_eq!(ttl("  ttl_seconds: 999999\n"), 86_400);
+        for (extra, key, advice) in [
+            ("", "turn.enabled", "udp_port"),
+            ("  tls_port: 5349\n", "turn.domain", "set turn.domain"),
+            ("  tls_port: 5349\n  domain: t.example.com\n", "turn.cert_file", "external_tls"),
+            (
+                "  tls_port: 5349\n  domain: t.example.com\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent.key\n",
+                "turn.cert_file",
+                "cannot read",
+            ),
+            ("  tls_port: 5349\n  domain: localhost\n  external_tls: true\n", "turn.domain", "not a domain"),
+            ("  udp_port: 7882\n", "turn.udp_port", "media port"),
+            ("  udp_port: 3478\n  relay_range_start: 9000\n  relay_range_end: 8000\n", "turn.relay_range_end", "below"),
+            ("  udp_port: 3478\n  allow_restricted_peer_cidrs: [10.0.0.0/8]\n", "turn.allow_restricted_peer_cidrs", "remove"),
+            ("  udp_port: 3478\n  deny_peer_cidrs: [10.0.0.0/8]\n", "turn.deny_peer_cidrs", "remove"),
+            ("  udp_port: 3478\n  bind_addresses: [0.0.0.0, \"::\"]\n", "turn.bind_addresses", "one address"),
+        ] {
+            let yaml = format!("{base}{extra}");
+            let e = Config::resolve(parse_yaml(&yaml).unwrap(), &dev())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(advice), "{yaml}: {e}");
+        }
     }
 
     #[test]
