@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run one load shape against a local Pylon and record the server's cost.
 #
-#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--ice-tcp] [--out NAME]
+#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--ice-tcp | --turn] [--out NAME]
 #
 # shapes: meeting-N, webinar, audio-room, townhall, small-rooms (bench/shapes.sh).
 # --workers sets rtc.workers (default: one per core), --spread rtc.room_spread_threshold;
-# --ice-tcp makes every participant use ICE over TCP (rtc.tcp_port) instead of UDP;
+# --ice-tcp makes every participant use ICE over TCP (rtc.tcp_port) instead of UDP; --turn
+# turns on the embedded TURN server and makes every participant relay through it;
 # --out names the result file (default: the shape).
 #
 # Builds the release binary, starts `pylon serve --dev` pinned to CPU 0 and `pylon load-test`
@@ -29,6 +30,7 @@ while [[ $# -gt 0 ]]; do
     --workers) workers=$2; shift 2 ;;
     --spread) spread=$2; shift 2 ;;
     --ice-tcp) transport=(--ice-tcp); shift ;;
+    --turn) transport=(--turn); shift ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -51,6 +53,13 @@ config=test-output/bench/$out.yaml
   echo "rtc:"
   echo "  workers: $workers"
   [[ -z "$spread" ]] || echo "  room_spread_threshold: $spread"
+  if [[ "${transport[*]:-}" == --turn ]]; then
+    echo "turn:"
+    echo "  enabled: true"
+    echo "  udp_port: $((port + 3))"
+    echo "  relay_range_start: 31000"
+    echo "  relay_range_end: 31999"
+  fi
 } > "$config"
 taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) --tcp-port $((port + 2)) \
   > "test-output/bench/$out-server.log" 2>&1 &

@@ -88,8 +88,13 @@ pub struct LoadTestArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) local_ip: std::net::IpAddr,
     /// Every participant uses ICE over TCP (the server's `rtc.tcp_port`) instead of UDP.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "turn")]
     pub(crate) ice_tcp: bool,
+    /// Every participant relays through the server's embedded TURN server (`turn.enabled`,
+    /// `turn.udp_port`): its only candidate is the relayed address from the join response's
+    /// credential.
+    #[arg(long)]
+    pub(crate) turn: bool,
 }
 
 /// A server process measured from /proc.
@@ -505,6 +510,8 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
         local_ip: args.local_ip,
         transport: if args.ice_tcp {
             pylon_testkit::Transport::Tcp
+        } else if args.turn {
+            pylon_testkit::Transport::Turn
         } else {
             pylon_testkit::Transport::Udp
         },

@@ -1,6 +1,7 @@
 //! A subscriber receives exactly the RTP payloads a publisher sent, byte for byte, on an
 //! Opus track and a VP8 track: over UDP, and with both participants on ICE over TCP (the
-//! server's passive TCP candidate, RFC 4571 frames).
+//! server's passive TCP candidate, RFC 4571 frames), and with both relayed through the node's
+//! embedded TURN server (ChannelData to the TURN port, relayed to the media port).
 //!
 //! B joins first; A publishes both tracks. A sends warm-up packets (prefixed `W`) until B
 //! receives some on both tracks, which proves the subscription is negotiated and video
@@ -10,7 +11,7 @@
 use std::time::Duration;
 
 use pylon_testkit::{
-    vp8, Client, ClientOptions, LocalTrack, ReceivedRtp, RtpOut, Server, TrackSpec, Transport,
+    vp8, Client, ClientOptions, LocalTrack, ReceivedRtp, RtpOut, Server, ServerOptions, TrackSpec, Transport,
 };
 
 const AUDIO_PACKETS: usize = 200;
@@ -99,12 +100,25 @@ async fn over_ice_tcp_subscriber_receives_published_payloads_byte_for_byte() {
     byte_for_byte(Transport::Tcp).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_turn_subscriber_receives_published_payloads_byte_for_byte() {
+    byte_for_byte(Transport::Turn).await;
+}
+
 async fn byte_for_byte(transport: Transport) {
     pylon_testkit::init_test_logging();
     let name = format!("forwarding_bytes_{transport:?}").to_lowercase();
-    let server = Server::start(env!("CARGO_BIN_EXE_pylon"), &name)
-        .await
-        .expect("server starts");
+    let mut server_opts = ServerOptions::new(env!("CARGO_BIN_EXE_pylon"), name);
+    if transport == Transport::Turn {
+        let turn_port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        server_opts.extra_yaml = format!(
+            "turn:\n  enabled: true\n  udp_port: {turn_port}\n  relay_range_start: 31000\n  relay_range_end: 31999\n"
+        );
+    }
+    let server = Server::start_with(server_opts).await.expect("server starts");
     let opts = || ClientOptions {
         transport,
         ..ClientOptions::default()

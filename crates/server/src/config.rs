@@ -1346,7 +1346,10 @@ turn:
         assert_eq!(t.ttl, Duration::from_secs(300));
         assert_eq!(t.per_participant_limit, 12);
         let tls = t.tls.as_ref().expect("TLS port");
-        assert!(tls.acceptor.is_none(), "external_tls: plain TCP behind the load balancer");
+        assert!(
+            tls.acceptor.is_none(),
+            "external_tls: plain TCP behind the load balancer"
+        );
         let servers = pylon_core::IceCredentials::ice_servers(&t.minter(), "PA_x");
         assert_eq!(
             servers[0].urls,
@@ -1356,7 +1359,10 @@ turn:
             ]
         );
         assert!(servers[0].username.ends_with(":PA_x"));
-        assert!(c.shard_config().ice_credentials.is_some(), "join responses carry them");
+        assert!(
+            c.shard_config().ice_credentials.is_some(),
+            "join responses carry them"
+        );
 
         let base = "turn:\n  enabled: true\n";
         let ttl = |extra: &str| {

@@ -45,7 +45,7 @@ pub struct ClientOptions {
     /// Address the client's media sockets bind (and offer as their host candidate). Loopback
     /// by default; a server in another network namespace needs this side's veth address.
     pub local_ip: std::net::IpAddr,
-    /// UDP, or ICE over TCP only.
+    /// UDP, ICE over TCP only, or relayed through the server's TURN server only.
     pub transport: crate::peer::Transport,
 }
 
@@ -113,8 +113,19 @@ impl Client {
         let cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate();
-        let publisher = Peer::new(cert.as_ref(), opts.local_ip, opts.transport, now)?;
-        let subscriber = Peer::new(cert.as_ref(), opts.local_ip, opts.transport, now)?;
+        let (publisher, subscriber) = if opts.transport == crate::peer::Transport::Turn {
+            let turn = crate::peer::TurnServerInfo::from_join(&join)
+                .ok_or_else(|| ClientError::Protocol("the join response has no turn: UDP server".into()))?;
+            (
+                Peer::new_relayed(cert.as_ref(), opts.local_ip, &turn).await?,
+                Peer::new_relayed(cert.as_ref(), opts.local_ip, &turn).await?,
+            )
+        } else {
+            (
+                Peer::new(cert.as_ref(), opts.local_ip, opts.transport, now)?,
+                Peer::new(cert.as_ref(), opts.local_ip, opts.transport, now)?,
+            )
+        };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
         let mut driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);

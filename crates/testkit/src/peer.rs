@@ -36,6 +36,10 @@ pub enum Transport {
     /// ICE over TCP only (RFC 6544): an active TCP host candidate, RFC 4571 framing; the
     /// server's UDP candidates are never paired.
     Tcp,
+    /// Relayed through the TURN server of the join response (its first `turn:` UDP URL): the
+    /// only local candidate is the relayed address, and every datagram travels as ChannelData
+    /// between the client's socket and the TURN server.
+    Turn,
 }
 
 /// A client peer connection as every Pylon tool makes it: str0m in RTP mode sending Opus and
@@ -68,6 +72,8 @@ fn client_rtc_on(
     let mut rtc = builder.build(now);
     let candidate = match transport {
         Transport::Udp => Candidate::host(local, "udp"),
+        // For a relay, `local` is the relayed address.
+        Transport::Turn => Candidate::relayed(local, local, "udp"),
         Transport::Tcp => Candidate::builder()
             .tcp()
             .host(local)
@@ -92,6 +98,132 @@ pub struct Peer {
     pub channels: HashMap<ChannelId, DataKind>,
     /// With ICE over TCP: the connections to the server's candidates.
     pub tcp: Option<TcpPath>,
+    /// Through TURN: the allocation on the server's TURN server.
+    pub turn: Option<TurnPath>,
+}
+
+/// Where a relayed peer's TURN server is and its credential (from the join response).
+#[derive(Clone, Debug)]
+pub struct TurnServerInfo {
+    pub server: SocketAddr,
+    pub username: String,
+    pub password: String,
+}
+
+impl TurnServerInfo {
+    /// The first `turn:<host>:<port>?transport=udp` URL of the join response.
+    pub fn from_join(join: &livekit_protocol::JoinResponse) -> Option<Self> {
+        join.ice_servers.iter().find_map(|s| {
+            let url = s
+                .urls
+                .iter()
+                .find(|u| u.starts_with("turn:") && u.ends_with("?transport=udp"))?;
+            let host_port = url.strip_prefix("turn:")?.strip_suffix("?transport=udp")?;
+            Some(TurnServerInfo {
+                server: host_port.parse().ok()?,
+                username: s.username.clone(),
+                password: s.credential.clone(),
+            })
+        })
+    }
+}
+
+/// One TURN request and its reply (the first datagram back from the server).
+async fn turn_request(socket: &UdpSocket, server: SocketAddr, req: &[u8]) -> Result<Vec<u8>, ClientError> {
+    socket.send_to(req, server).await?;
+    let mut reply = vec![0u8; RECV_BUF];
+    let recv = socket.recv_from(&mut reply);
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), recv)
+        .await
+        .map_err(|_| ClientError::Protocol(format!("TURN server {server} did not answer")))??;
+    reply.truncate(n);
+    Ok(reply)
+}
+
+/// A peer's TURN allocation: ChannelData out, ChannelData (or Data indications) in. Channels
+/// are bound on the first datagram to each peer; nothing is refreshed, so a relayed peer lives
+/// for the allocation's lifetime (10 minutes), which is what tests and benchmarks need.
+pub struct TurnPath {
+    server: SocketAddr,
+    session: pylon_turn::client::Session,
+    channels: Vec<(SocketAddr, u16)>,
+    buf: Vec<u8>,
+    next_tx: u8,
+}
+
+impl TurnPath {
+    /// Allocate a relay (the 401 challenge, then the authenticated Allocate).
+    async fn allocate(
+        socket: &UdpSocket,
+        info: &TurnServerInfo,
+    ) -> Result<(TurnPath, SocketAddr), ClientError> {
+        use pylon_turn::stun::{attr, Class, Message};
+        let mut session = pylon_turn::client::Session::new(&info.username, &info.password, pylon_turn::REALM);
+        let mut buf = Vec::new();
+        pylon_turn::client::allocate_unauthenticated(&mut buf, [1; 12]);
+        let first = turn_request(socket, info.server, &buf).await?;
+        let challenge = Message::parse(&first).map_err(|e| ClientError::Protocol(format!("TURN: {e}")))?;
+        session.challenged(&challenge);
+        session.allocate(&mut buf, [2; 12]);
+        let second = turn_request(socket, info.server, &buf).await?;
+        let m = Message::parse(&second).map_err(|e| ClientError::Protocol(format!("TURN: {e}")))?;
+        let relayed = match (m.class, m.xor_address(attr::XOR_RELAYED_ADDRESS)) {
+            (Class::Success, Some(a)) => a,
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "TURN Allocate refused: {:?}",
+                    m.error_code()
+                )))
+            }
+        };
+        let path = TurnPath {
+            server: info.server,
+            session,
+            channels: Vec::new(),
+            buf,
+            next_tx: 3,
+        };
+        Ok((path, relayed))
+    }
+
+    fn send(&mut self, socket: &UdpSocket, to: SocketAddr, payload: &[u8]) {
+        let channel = match self.channels.iter().find(|(p, _)| *p == to) {
+            Some((_, c)) => *c,
+            None => {
+                let c = 0x4000 + self.channels.len() as u16;
+                self.next_tx = self.next_tx.wrapping_add(1);
+                self.session
+                    .channel_bind(&mut self.buf, [self.next_tx; 12], c, to);
+                let _ = socket.try_send_to(&self.buf, self.server);
+                self.channels.push((to, c));
+                c
+            }
+        };
+        pylon_turn::stun::write_channel_data(&mut self.buf, channel, payload, false);
+        if let Err(e) = socket.try_send_to(&self.buf, self.server) {
+            tracing::debug!(%to, "turn send failed: {e}");
+        }
+    }
+
+    /// What a datagram from the TURN server carries: the peer it came from and its payload.
+    /// Replies to our own requests (the channel bindings) carry nothing.
+    fn unwrap<'a>(&self, source: SocketAddr, buf: &'a [u8]) -> Option<(SocketAddr, &'a [u8])> {
+        if source != self.server {
+            return None;
+        }
+        if let Some((number, data)) = pylon_turn::stun::parse_channel_data(buf) {
+            let peer = self.channels.iter().find(|(_, c)| *c == number)?.0;
+            return Some((peer, data));
+        }
+        let m = pylon_turn::stun::Message::parse(buf).ok()?;
+        if m.method != pylon_turn::stun::Method::Data {
+            return None;
+        }
+        Some((
+            m.xor_address(pylon_turn::stun::attr::XOR_PEER_ADDRESS)?,
+            m.get(pylon_turn::stun::attr::DATA)?,
+        ))
+    }
 }
 
 /// The TCP connections of a peer using ICE over TCP, opened on the first packet to each
@@ -179,6 +311,11 @@ impl Peer {
             // Active TCP candidates carry port 9 (RFC 6544 §4.5): the real port is the
             // connection's, unknown until it is opened.
             Transport::Tcp => SocketAddr::new(ip, 9),
+            Transport::Turn => {
+                return Err(ClientError::Usage(
+                    "a relayed peer is made with Peer::new_relayed".into(),
+                ));
+            }
         };
         let socket = UdpSocket::from_std(std_socket)?;
         let rtc = client_rtc_on(local, transport, cert, now, false)?;
@@ -190,6 +327,29 @@ impl Peer {
             connected: false,
             channels: HashMap::new(),
             tcp: (transport == Transport::Tcp).then(TcpPath::new),
+            turn: None,
+        })
+    }
+
+    /// A peer whose only candidate is a relay allocated on `turn`.
+    pub async fn new_relayed(
+        cert: Option<&DtlsCert>,
+        ip: IpAddr,
+        turn: &TurnServerInfo,
+    ) -> Result<Peer, ClientError> {
+        let socket = UdpSocket::bind((ip, 0)).await?;
+        let (path, relayed) = TurnPath::allocate(&socket, turn).await?;
+        let now = Instant::now();
+        let rtc = client_rtc_on(relayed, Transport::Turn, cert, now, false)?;
+        Ok(Peer {
+            rtc,
+            socket,
+            local: relayed,
+            next_timeout: now,
+            connected: false,
+            channels: HashMap::new(),
+            tcp: None,
+            turn: Some(path),
         })
     }
 
@@ -199,6 +359,13 @@ impl Peer {
             Protocol::Tcp
         } else {
             Protocol::Udp
+        };
+        let (source, buf) = match &self.turn {
+            Some(turn) => match turn.unwrap(source, buf) {
+                Some(x) => x,
+                None => return Ok(()),
+            },
+            None => (source, buf),
         };
         // Not STUN, DTLS, RTP or RTCP: nothing a peer connection can use.
         let Ok(receive) = Receive::new(proto, source, self.local, buf) else {
@@ -225,6 +392,11 @@ impl Peer {
                 Output::Transmit(t) if t.proto == Protocol::Tcp => {
                     if let Some(tcp) = &mut self.tcp {
                         tcp.send(t.destination, &t.contents);
+                    }
+                }
+                Output::Transmit(t) if self.turn.is_some() => {
+                    if let Some(turn) = &mut self.turn {
+                        turn.send(&self.socket, t.destination, &t.contents);
                     }
                 }
                 Output::Transmit(t) => {
