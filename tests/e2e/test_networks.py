@@ -18,6 +18,7 @@ from peers import Peer, Publisher, a_to_b, wait_for
 from proxy import CuttableProxy
 from rawsignal import next_response, open_signal
 from test_signalling import assert_resumes
+from turnraw import TurnClient
 from regions import NFT, wan  # noqa: F401 - the namespace fixture
 from livekit.rtc._proto import stats_pb2
 
@@ -150,6 +151,54 @@ async def test_with_everything_but_turn_blocked_clients_relay_through_the_embedd
         for p in (a, b):
             await p.close()
         await proxy.close()
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_the_embedded_turn_server_relays_to_nothing_but_the_media_port(wan, pylon_factory, http):
+    """Raw TURN requests from an independent client (`turnraw.py`, standard library only) with
+    the credential a join response hands out: a wrong password is refused, and a relay to
+    loopback, a private address, the cloud metadata address or IPv6 loopback is refused with
+    403; only the node's own media address is admitted, and on its media port only."""
+    net = wan.add_region("turnraw")
+    turn_port = free_port(socket.SOCK_DGRAM)
+    metrics_port = free_port(socket.SOCK_STREAM)
+    turn = {"enabled": True, "udp_port": turn_port, "relay_range_start": 31000, "relay_range_end": 31999}
+    server = pylon_factory({"turn": turn, "prometheus_port": metrics_port}, host=net.host, netns=net.netns)
+    ws = await open_signal(http, server.url, server.token("mallory"))
+    try:
+        join = (await next_response(ws)).join
+    finally:
+        await ws.close()
+    [ice] = join.ice_servers
+    assert list(ice.urls) == [f"turn:{net.host}:{turn_port}?transport=udp"], ice.urls
+    assert ice.username.endswith(":" + join.participant.sid), ice.username
+
+    wrong = TurnClient((net.host, turn_port), ice.username, ice.credential + "x")
+    assert wrong.allocate().code == 401, "a wrong password is refused"
+    wrong.close()
+    c = TurnClient((net.host, turn_port), ice.username, ice.credential)
+    try:
+        allocated = c.allocate()
+        assert allocated.ok, allocated.code
+        assert 31000 <= allocated.relayed()[1] <= 31999
+        for peer in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "::1", "0.0.0.0", "::ffff:127.0.0.1", "64:ff9b::a9fe:a9fe"]:
+            assert c.create_permission(peer).code == 403, peer
+        assert c.create_permission(net.host).ok, "the node's media address"
+        assert c.channel_bind(net.host, server.http_port).code == 403, "the node, but not its media port"
+        assert c.channel_bind(net.host, server.udp_port).ok, "the media port"
+    finally:
+        c.close()
+    # The counters are published once a second.
+    await wait_for_async(
+        lambda: metric_at_least(http, metrics_port, net.host, "pylon_turn_peer_refusals_total", 8), 5, "refusals counted"
+    )
+    m = await scrape(http, metrics_port, host=net.host)
+    assert m['pylon_turn_peer_refusals_total{class="loopback"}'] >= 3, m
+    assert m["pylon_turn_allocations_made_total"] >= 1, m
+
+
+async def metric_at_least(http, port: int, host: str, name: str, value: float) -> bool:
+    return (await scrape(http, port, host=host)).get(name, 0) >= value
 
 
 @NOT_IN_VARIANT_RUNS
