@@ -19,7 +19,7 @@ from proxy import CuttableProxy
 from rawsignal import next_response, open_signal
 from test_signalling import assert_resumes
 from turnraw import TurnClient
-from regions import NFT, wan  # noqa: F401 - the namespace fixture
+from regions import NFT, PREFIX, in_ns, wan  # noqa: F401 - the namespace fixture
 from livekit.rtc._proto import stats_pb2
 
 
@@ -199,6 +199,37 @@ async def test_the_embedded_turn_server_relays_to_nothing_but_the_media_port(wan
 
 async def metric_at_least(http, port: int, host: str, name: str, value: float) -> bool:
     return (await scrape(http, port, host=host)).get(name, 0) >= value
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_on_a_host_with_several_addresses_media_answers_from_rtc_node_ip(wan, pylon_factory):
+    """The node has two addresses on the clients' interface and binds all of them; rtc.node_ip
+    is the second, and the first is internal (clients' UDP to it is dropped). Clients send to
+    node_ip, and the node must answer from it too, where the kernel would pick the first
+    address as the source: else ICE never completes, since a client only accepts answers from
+    the address it asked, and a peer-reflexive candidate on the first address is unreachable."""
+    net = wan.add_region("addrs")
+    second = f"10.231.{net.k}.3"
+    in_ns(net.netns, "ip", "addr", "add", f"{second}/24", "dev", f"{PREFIX}{net.k}r")
+    # The first address is not for clients (as a node's internal address is not): media sent to
+    # it is dropped, so a client cannot fall back on answers that come from it.
+    rules = f"table inet pylon_internal {{\n chain input {{\n type filter hook input priority 0; policy accept;\n ip daddr {net.host} meta l4proto udp drop\n }}\n}}\n"
+    r = subprocess.run(["ip", "netns", "exec", net.netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # ICE/TCP off: a TCP connection answers from the address it was accepted on, so it would
+    # hide the UDP behaviour under test.
+    server = pylon_factory({"rtc": {"tcp_port": 0}}, host=second, netns=net.netns)
+    a = await Peer("A").connect(server.url, server.token("A"))
+    b = await Peer("B").connect(server.url, server.token("B"))
+    pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, "B to decode A's video")
+        await wait_for(lambda: a.video_frames("B/camera") > 10, 45, "A to decode B's video")
+    finally:
+        for p in pubs:
+            p.stop()
+        for p in (a, b):
+            await p.close()
 
 
 @NOT_IN_VARIANT_RUNS

@@ -159,11 +159,15 @@ enum Event {
 pub async fn start(config: TurnConfig, stats: Arc<TurnStats>) -> anyhow::Result<()> {
     use anyhow::Context;
     let udp = match config.udp {
-        Some(addr) => Some(Arc::new(
+        Some(addr) => Some(Arc::new({
+            // Answer from the address clients are told (`turn:<node_ip>`), as the media port
+            // does (`worker::source_ip`).
+            let addr = crate::worker::source_ip(addr, config.node_ip)
+                .map_or(addr, |ip| SocketAddr::new(ip, addr.port()));
             UdpSocket::bind(addr)
                 .await
-                .with_context(|| format!("binding turn.udp_port {addr}"))?,
-        )),
+                .with_context(|| format!("binding turn.udp_port {addr}"))?
+        })),
         None => None,
     };
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);

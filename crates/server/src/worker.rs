@@ -262,6 +262,16 @@ fn media_socket(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::Udp
     Ok(socket.into())
 }
 
+/// The source address media goes out from: `rtc.node_ip` when the socket is bound to every
+/// address and node_ip is one of this host's. The kernel would otherwise pick the source by
+/// route, which on a host with several addresses can be another than the one clients sent to,
+/// and a client only accepts ICE answers from the address it asked. A node_ip that is not
+/// local (a 1:1 NAT's public address) leaves the choice to the kernel, which is then right.
+pub fn source_ip(bind: SocketAddr, node_ip: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    let local = std::net::UdpSocket::bind((node_ip, 0)).is_ok();
+    (bind.ip().is_unspecified() && local && !node_ip.is_unspecified()).then_some(node_ip)
+}
+
 /// Start `count` workers on the media port `bind`, advertising `config.udp_candidate`.
 pub fn spawn(
     count: usize,
@@ -274,6 +284,7 @@ pub fn spawn(
     for _ in 0..count {
         sockets.push(media_socket(bind, count > 1)?);
     }
+    let src_ip = source_ip(bind, config.udp_candidate.ip());
     let mut handles = Vec::with_capacity(count);
     let mut parts = Vec::with_capacity(count);
     for id in 0..count {
@@ -306,6 +317,7 @@ pub fn spawn(
                     let parts = Parts {
                         id: id as WorkerId,
                         config,
+                        src_ip,
                         socket,
                         peers,
                         pool,
@@ -323,6 +335,7 @@ pub fn spawn(
 struct Parts {
     id: WorkerId,
     config: ShardConfig,
+    src_ip: Option<std::net::IpAddr>,
     socket: UdpSocket,
     peers: Vec<WorkerHandle>,
     pool: Pool,
@@ -334,6 +347,8 @@ struct Worker {
     id: WorkerId,
     shard: Shard,
     socket: UdpSocket,
+    /// What every datagram is sent from ([`source_ip`]).
+    src_ip: Option<std::net::IpAddr>,
     local: SocketAddr,
     /// The passive ICE/TCP candidate, if TCP media is on.
     tcp_local: Option<SocketAddr>,
@@ -405,6 +420,7 @@ impl Worker {
             egress,
             shard: Shard::new(p.config, Instant::now(), unix_ms_now(), seed),
             socket: p.socket,
+            src_ip: p.src_ip,
             local,
             tcp_local,
             tcp_links: HashMap::new(),
@@ -738,8 +754,8 @@ impl Worker {
 
     /// Hand every output of the shard to where it goes; events are kept for the caller.
     fn drain_outputs(&mut self, cut: &mut Vec<SessionId>, events: &mut Vec<ShardEvent>) {
-        let (socket, udp) = (&self.socket, &self.udp);
-        let mut send = |b: Batch<'_>| send_batch(socket, udp, &b);
+        let (socket, udp, src_ip) = (&self.socket, &self.udp, self.src_ip);
+        let mut send = |b: Batch<'_>| send_batch(socket, udp, src_ip, &b);
         while let Some(out) = self.shard.poll_output() {
             match out {
                 Output::Transmit(t) if t.proto == str0m::net::Protocol::Tcp => {
@@ -874,13 +890,18 @@ fn inject(worker: WorkerId, fault: Fault) {
 /// Send one batch. UDP semantics: a full socket buffer drops it, as the network would. A
 /// batch the path refuses as GSO (quinn-udp then turns GSO off for the socket) goes out
 /// datagram by datagram.
-fn send_batch(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, b: &Batch<'_>) {
+fn send_batch(
+    socket: &UdpSocket,
+    udp: &quinn_udp::UdpSocketState,
+    src_ip: Option<std::net::IpAddr>,
+    b: &Batch<'_>,
+) {
     let transmit = quinn_udp::Transmit {
         destination: b.destination,
         ecn: None,
         contents: b.contents,
         segment_size: b.segment_size,
-        src_ip: None,
+        src_ip,
     };
     match socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), &transmit)) {
         Ok(()) => {}
@@ -888,10 +909,34 @@ fn send_batch(socket: &UdpSocket, udp: &quinn_udp::UdpSocketState, b: &Batch<'_>
         Err(e) => match b.segment_size {
             Some(size) if udp.max_gso_segments() == 1 => {
                 for d in b.contents.chunks(size) {
-                    let _ = socket.try_send_to(d, b.destination);
+                    let one = quinn_udp::Transmit {
+                        contents: d,
+                        segment_size: None,
+                        ..transmit
+                    };
+                    let _ = socket.try_io(Interest::WRITABLE, || udp.try_send(socket.into(), &one));
                 }
             }
             _ => debug!(to = %b.destination, "udp send failed: {e}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_ip;
+
+    #[test]
+    fn media_goes_out_from_node_ip_only_when_bound_everywhere_and_node_ip_is_ours() {
+        let any = "0.0.0.0:7882".parse().unwrap();
+        let lo = "127.0.0.1".parse().unwrap();
+        assert_eq!(source_ip(any, lo), Some(lo));
+        assert_eq!(
+            source_ip("127.0.0.1:7882".parse().unwrap(), lo),
+            None,
+            "bound to one address"
+        );
+        // A 1:1 NAT's public address is not on any interface: the kernel picks.
+        assert_eq!(source_ip(any, "203.0.113.7".parse().unwrap()), None);
     }
 }
