@@ -144,6 +144,12 @@ if helm_q template pylon "$CHART" --namespace pylon > "$OUT/one-region.yaml"; th
 else
   fail "helm template (default values)"
 fi
+if helm_q template pylon "$CHART" --namespace pylon --set turn.enabled=true --set turn.tls_port=5349 \
+    --set turn.domain=turn.example.com --set turn.tlsSecret=pylon-turn-tls > "$OUT/turn.yaml"; then
+  renders+=(turn); echo "ok: one region with TURN over UDP and TLS"
+else
+  fail "helm template (turn)"
+fi
 for r in "${REGIONS[@]}"; do
   if helm_q template pylon "$CHART" --namespace pylon \
       -f deploy/argocd/values/common.yaml -f "deploy/argocd/values/$r.yaml" > "$OUT/$r.yaml"; then
@@ -165,7 +171,9 @@ refuse() {
     echo "ok: refuses $why"
   fi
 }
-refuse "an unknown livekit.yaml key" "turn" --set turn.enabled=true
+refuse "an unknown livekit.yaml key" "ice_lite" --set ice_lite=true
+refuse "TURN/TLS without a domain" "turn.domain" --set turn.enabled=true --set turn.tls_port=5349
+refuse "TURN/TLS without a certificate" "turn.tlsSecret" --set turn.enabled=true --set turn.tls_port=5349 --set turn.domain=turn.example.com
 refuse "peer regions without relay.secretRef" "relay.secretRef" --set 'relay.peerRegions={us-east}'
 refuse "a negative rtc.tcp_port" "tcp_port" --set rtc.tcp_port=-1
 refuse "a region without Redis" "redis" --set redis.internal.enabled=false
@@ -311,6 +319,13 @@ for name in names:
         want.add((conf["prometheus_port"], "TCP"))
     if conf["rtc"].get("tcp_port"):
         want.add((conf["rtc"]["tcp_port"], "TCP"))
+    turn = conf.get("turn", {})
+    for key, proto in (("udp_port", "UDP"), ("tls_port", "TCP")):
+        if turn.get(key):
+            want.add((turn[key], proto))
+    if turn.get("cert_file"):
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        check(turn["cert_file"].rsplit("/", 1)[0] in mounts, f"{name}: the TURN certificate's directory is mounted")
     check(want <= ports, f"{name}: container ports {sorted(want)} (have {sorted(ports)})")
     check("keys" not in conf and "secret" not in conf.get("relay", {}) and "password" not in conf.get("redis", {}), f"{name}: no secret in livekit.yaml")
     for d in by("ConfigMap"):
@@ -439,11 +454,22 @@ for i, name in enumerate(names):
     conf = yaml.safe_load(cm["data"]["livekit.yaml"])
     # What differs from a pod: loopback, free ports. Redis stays as rendered (absent here, as it
     # may be when a pod starts): Pylon must start anyway and only stay unready.
-    http, udp, relay, metrics, ice_tcp = free_ports(5)
+    http, udp, relay, metrics, ice_tcp, turn_udp, turn_tls = free_ports(7)
     conf["bind_addresses"] = ["127.0.0.1"]
     conf["port"], conf["rtc"]["udp_port"], conf["relay"]["port"] = http, udp, relay
     if conf["rtc"].get("tcp_port"):
         conf["rtc"]["tcp_port"] = ice_tcp
+    turn = conf.get("turn") or {}
+    if turn.get("udp_port"):
+        turn["udp_port"] = turn_udp
+    if turn.get("tls_port"):
+        turn["tls_port"] = turn_tls
+    if turn.get("cert_file"):
+        # What the pod mounts from turn.tlsSecret: a throwaway certificate for the domain.
+        cert, key = os.path.abspath(f"{out}/{name}.turn.crt"), os.path.abspath(f"{out}/{name}.turn.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={turn['domain']}",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        turn["cert_file"], turn["key_file"] = cert, key
     if conf.get("prometheus_port"):
         conf["prometheus_port"] = metrics
     if i == 0:

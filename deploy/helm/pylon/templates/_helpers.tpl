@@ -120,6 +120,22 @@ app.kubernetes.io/component: redis
 {{- if and .Values.rtc.tcp_port (eq (int .Values.rtc.tcp_port) (int .Values.rtc.udp_port)) -}}
 {{- fail "rtc.tcp_port: the same number as rtc.udp_port; pick another port, or 0 to turn ICE/TCP off" -}}
 {{- end -}}
+{{- with .Values.turn -}}
+{{- if .enabled -}}
+{{- if and (not .udp_port) (not .tls_port) -}}
+{{- fail "turn.enabled: set turn.udp_port and/or turn.tls_port" -}}
+{{- end -}}
+{{- if and .tls_port (not .domain) -}}
+{{- fail "turn.domain: TURN/TLS needs the name in its certificate" -}}
+{{- end -}}
+{{- if and .tls_port (not .external_tls) (not .tlsSecret) -}}
+{{- fail "turn.tlsSecret: name the kubernetes.io/tls Secret for TURN/TLS, or set turn.external_tls" -}}
+{{- end -}}
+{{- if gt (int .relay_range_start) (int .relay_range_end) -}}
+{{- fail "turn.relay_range_end is below turn.relay_range_start" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if gt (len (.Values.bind_addresses | default list)) 1 -}}
 {{- fail "bind_addresses: Pylon binds one address" -}}
 {{- end -}}
