@@ -148,12 +148,20 @@ enum Event {
     StreamOpen(SocketAddr, mpsc::Sender<Vec<u8>>),
     StreamFrame(SocketAddr, Vec<u8>),
     StreamClosed(SocketAddr),
+    /// A datagram from a peer to a relay socket: `buf[..len]`. The buffer goes back to the
+    /// socket's reader through `back`, so relaying allocates nothing in steady state.
     Peer {
         relay: SocketAddr,
         peer: SocketAddr,
-        data: Vec<u8>,
+        buf: Vec<u8>,
+        len: usize,
+        back: mpsc::UnboundedSender<Vec<u8>>,
     },
 }
+
+/// Bytes read per datagram on a relay socket: what reaches it is the media port's output,
+/// never above the path MTU.
+const RELAY_BUF: usize = 2048;
 
 /// Bind the listeners and start the TURN server. Errors name the port that failed.
 pub async fn start(config: TurnConfig, stats: Arc<TurnStats>) -> anyhow::Result<()> {
@@ -251,15 +259,18 @@ impl Relays {
 }
 
 async fn read_relay(socket: Arc<UdpSocket>, relay: SocketAddr, events: mpsc::Sender<Event>) {
-    let mut buf = vec![0u8; 65536];
+    let (back, mut returned) = mpsc::unbounded_channel();
     loop {
-        let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+        let mut buf = returned.try_recv().unwrap_or_else(|_| vec![0u8; RELAY_BUF]);
+        let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
         let event = Event::Peer {
             relay,
             peer,
-            data: buf[..n].to_vec(),
+            buf,
+            len,
+            back: back.clone(),
         };
         if events.send(event).await.is_err() {
             return;
@@ -310,10 +321,11 @@ async fn run_core(
                         let action = core.from_client(now, unix_now(), client, &frame, &mut relays, &mut out);
                         act(action, client, &out, &udp, &streams, &relays);
                     }
-                    Event::Peer { relay, peer, data } => {
-                        if let Some(client) = core.from_peer(now, relay, peer, &data, &mut out) {
+                    Event::Peer { relay, peer, buf, len, back } => {
+                        if let Some(client) = core.from_peer(now, relay, peer, &buf[..len], &mut out) {
                             send_to_client(client, &out, &udp, &streams);
                         }
+                        let _ = back.send(buf);
                     }
                 }
             }
