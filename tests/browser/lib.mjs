@@ -69,7 +69,7 @@ async function freeTcpPort() {
   }
 }
 
-function freeUdpPort() {
+export function freeUdpPort() {
   return new Promise((resolve, reject) => {
     const s = dgram.createSocket('udp4');
     s.bind(0, '127.0.0.1', () => {

@@ -136,7 +136,10 @@
 
     const token = await fetchToken(roomName, name);
     const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
-    await room.connect(url, token);
+    // `?relay=1`: media only through the TURN server the join response names (the server's
+    // embedded one when `turn.enabled`), as livekit-client's own TURN check does.
+    const relay = params.get('relay') === '1';
+    await room.connect(url, token, relay ? { rtcConfig: { iceTransportPolicy: 'relay' } } : {});
     $('join-form').hidden = true;
     $('call').hidden = false;
     tileFor(room.localParticipant);
