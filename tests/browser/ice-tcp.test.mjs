@@ -5,36 +5,17 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  assertSelected,
   dropSignalling,
   joinDemo,
   launchBrowser,
   newPage,
   recordPeerConnections,
-  selectedCandidates,
   startPylon,
-  SINGLE_PC,
-  waitFor,
   waitForMedia,
 } from './lib.mjs';
 
 const NO_UDP = '--webrtc-ip-handling-policy=disable_non_proxied_udp';
-
-/**
- * Every open peer connection of `page` (one on `/rtc/v1`; two, publisher and subscriber, on
- * `/rtc`) runs over TCP.
- */
-async function assertAllTcp(page, who, when) {
-  const count = SINGLE_PC ? 1 : 2;
-  const selected = await waitFor(async () => {
-    const s = await selectedCandidates(page);
-    return s.length === count ? s : null;
-  }, 20000, `${who}'s ${count} peer connection(s) to select a candidate pair ${when}`);
-  assert.deepEqual(
-    selected.map((c) => c.protocol),
-    Array(count).fill('tcp'),
-    `${who}'s selected candidate pairs ${when}: ${JSON.stringify(selected)}`,
-  );
-}
 
 test('without UDP a browser connects over ICE/TCP, and resumes over it', { timeout: 240000 }, async (t) => {
   const pylon = await startPylon('ice-tcp');
@@ -50,15 +31,15 @@ test('without UDP a browser connects over ICE/TCP, and resumes over it', { timeo
   await joinDemo(bob, pylon.demoUrl, 'tcp', 'bob');
   await waitForMedia(bob, 'alice', 'bob receiving alice over TCP');
   await waitForMedia(alice, 'bob', 'alice receiving bob over TCP');
-  await assertAllTcp(alice, 'alice', 'after joining');
-  await assertAllTcp(bob, 'bob', 'after joining');
+  await assertSelected(alice, '/tcp', 'alice after joining');
+  await assertSelected(bob, '/tcp', 'bob after joining');
 
   // A signalling drop: the SDK resumes (same SID) and restarts ICE, again over TCP.
   const sid = await dropSignalling(alice, 'alice');
   assert.equal(sid.after, sid.before, 'a full rejoin, not a resume');
   await waitForMedia(bob, 'alice', 'bob receiving alice after the resume');
   await waitForMedia(alice, 'bob', 'alice receiving bob after the resume');
-  await assertAllTcp(alice, 'alice', 'after the resume');
+  await assertSelected(alice, '/tcp', 'alice after the resume');
   const problems = [...alice.problems, ...bob.problems].filter((p) => !/WS closed unexpectedly with code 1006/.test(p));
   assert.deepEqual(problems, []);
 });

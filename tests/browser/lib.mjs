@@ -176,6 +176,23 @@ export function selectedCandidates(page) {
 }
 
 /**
+ * Every open peer connection of `page` (one on `/rtc/v1`; two, publisher and subscriber, on
+ * `/rtc`) has selected a candidate pair whose local candidate is `want` (`type/protocol`, e.g.
+ * `host/tcp`, `relay/udp`); `what` names the page and the moment in the failure message.
+ */
+export async function assertSelected(page, want, what) {
+  const count = SINGLE_PC ? 1 : 2;
+  const selected = await waitFor(async () => {
+    const s = await selectedCandidates(page);
+    return s.length === count ? s : null;
+  }, 20000, `${what}: ${count} peer connection(s) to select a candidate pair`);
+  const got = selected.map((c) => `${c.type}/${c.protocol}`);
+  if (!got.every((g) => g.endsWith(want))) {
+    throw new Error(`${what}: selected local candidates ${JSON.stringify(selected)}, want ${want}`);
+  }
+}
+
+/**
  * Chromium's own network messages for the single-PC probe when `/rtc/v1` is off: livekit-client
  * first tries `/rtc/v1` and its validate endpoint, Pylon answers 404, and the SDK falls back to
  * `/rtc`. Chromium logs those 404s itself; they are not SDK errors. They are excused only in the

@@ -7,31 +7,17 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  assertSelected,
   dropSignalling,
   freeUdpPort,
   joinDemo,
   launchBrowser,
   newPage,
   recordPeerConnections,
-  selectedCandidates,
   startPylon,
   SINGLE_PC,
-  waitFor,
   waitForMedia,
 } from './lib.mjs';
-
-async function assertAllRelayed(page, who, when) {
-  const count = SINGLE_PC ? 1 : 2;
-  const selected = await waitFor(async () => {
-    const s = await selectedCandidates(page);
-    return s.length === count ? s : null;
-  }, 20000, `${who}'s ${count} peer connection(s) to select a candidate pair ${when}`);
-  assert.deepEqual(
-    selected.map((c) => `${c.type}/${c.protocol}`),
-    Array(count).fill('relay/udp'),
-    `${who}'s selected candidate pairs ${when}: ${JSON.stringify(selected)}`,
-  );
-}
 
 test('a browser forced to relay goes through the embedded TURN server, and resumes through it', { timeout: 240000 }, async (t) => {
   const turnPort = await freeUdpPort();
@@ -50,14 +36,14 @@ test('a browser forced to relay goes through the embedded TURN server, and resum
   await joinDemo(bob, pylon.demoUrl, 'turn', 'bob', '?relay=1');
   await waitForMedia(bob, 'alice', 'bob receiving alice through TURN');
   await waitForMedia(alice, 'bob', 'alice receiving bob through TURN');
-  await assertAllRelayed(alice, 'alice', 'after joining');
-  await assertAllRelayed(bob, 'bob', 'after joining');
+  await assertSelected(alice, 'relay/udp', 'alice after joining');
+  await assertSelected(bob, 'relay/udp', 'bob after joining');
 
   const sid = await dropSignalling(alice, 'alice');
   assert.equal(sid.after, sid.before, 'a full rejoin, not a resume');
   await waitForMedia(bob, 'alice', 'bob receiving alice after the resume');
   await waitForMedia(alice, 'bob', 'alice receiving bob after the resume');
-  await assertAllRelayed(alice, 'alice', 'after the resume');
+  await assertSelected(alice, 'relay/udp', 'alice after the resume');
   const problems = [...alice.problems, ...bob.problems].filter((p) => !/WS closed unexpectedly with code 1006/.test(p));
   assert.deepEqual(problems, []);
 });

@@ -35,11 +35,46 @@ table inet pylon_block_udp {
 """
 
 
+def nft(netns: str, rules: str) -> None:
+    """Load nftables rules into a namespace of the test's own."""
+    r = subprocess.run(["ip", "netns", "exec", netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def block_udp(netns: str) -> None:
     """What a firewall that blocks UDP does: nothing reaches the server's UDP ports (its media
     port included); its HTTP port and ICE/TCP port stay open."""
-    r = subprocess.run(["ip", "netns", "exec", netns, NFT, "-f", "-"], input=BLOCK_UDP, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    nft(netns, BLOCK_UDP)
+
+
+async def call_both_ways_and_resume(server, net, pairs_ok, how: str, extra_checks=None) -> None:
+    """A (through a proxy it can be cut from) and B publish to each other; both decode and A
+    hears B; every selected candidate pair passes `pairs_ok`; then A's signalling drops, A
+    resumes (same SID, ICE restarted), and its media and pairs are checked again."""
+    proxy = await CuttableProxy(server.http_port, net.host).start()
+    a = await Peer("A").connect(proxy.url, server.token("A", can_update_own_metadata=True))
+    b = await Peer("B").connect(server.url, server.token("B"))
+    pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, f"B to decode A's video {how}")
+        await wait_for(lambda: a.video_frames("B/camera") > 10, 45, f"A to decode B's video {how}")
+        await wait_for(lambda: a.audio_frames("B/microphone") > 50, 15, f"A to hear B {how}")
+        for peer in (a, b):
+            pairs = await selected_local_candidates(peer)
+            assert pairs and all(map(pairs_ok, pairs)), f"{peer.identity}'s selected local candidates: {pairs}"
+        if extra_checks:
+            await extra_checks()
+        await assert_resumes(a, b, proxy)
+        before = a.video_frames("B/camera")
+        await wait_for(lambda: a.video_frames("B/camera") > before + 15, 20, f"A to decode B's video after resuming {how}")
+        pairs = await selected_local_candidates(a)
+        assert pairs and all(map(pairs_ok, pairs)), f"A's selected local candidates after the resume: {pairs}"
+    finally:
+        for p in pubs:
+            p.stop()
+        for p in (a, b):
+            await p.close()
+        await proxy.close()
 
 
 async def selected_local_candidates(peer: Peer) -> list[tuple[str, str]]:
@@ -62,11 +97,6 @@ async def selected_local_candidates(peer: Peer) -> list[tuple[str, str]]:
     return out
 
 
-async def selected_protocols(peer: Peer) -> list[str]:
-    """The transport protocol (`udp`/`tcp`) of each connection's selected local candidate."""
-    return [protocol for protocol, _ in await selected_local_candidates(peer)]
-
-
 @NOT_IN_VARIANT_RUNS
 async def test_with_udp_to_the_server_blocked_clients_connect_over_ice_tcp_and_media_flows_both_ways(wan, pylon_factory):
     """Both clients' selected candidate pairs are TCP; then A's signalling connection drops
@@ -74,28 +104,7 @@ async def test_with_udp_to_the_server_blocked_clients_connect_over_ice_tcp_and_m
     net = wan.add_region("tcp")
     server = pylon_factory({}, host=net.host, netns=net.netns)
     block_udp(net.netns)
-    proxy = await CuttableProxy(server.http_port, net.host).start()
-    a = await Peer("A").connect(proxy.url, server.token("A", can_update_own_metadata=True))
-    b = await Peer("B").connect(server.url, server.token("B"))
-    pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, "B to decode A's video over TCP")
-        await wait_for(lambda: a.video_frames("B/camera") > 10, 45, "A to decode B's video over TCP")
-        await wait_for(lambda: a.audio_frames("B/microphone") > 50, 15, "A to hear B over TCP")
-        for peer in (a, b):
-            protocols = await selected_protocols(peer)
-            assert protocols and set(protocols) == {"tcp"}, f"{peer.identity}'s selected candidate pairs: {protocols}"
-        await assert_resumes(a, b, proxy)
-        before = a.video_frames("B/camera")
-        await wait_for(lambda: a.video_frames("B/camera") > before + 15, 15, "A to decode B's video after resuming")
-        protocols = await selected_protocols(a)
-        assert protocols and set(protocols) == {"tcp"}, f"A's selected candidate pairs after the resume: {protocols}"
-    finally:
-        for p in pubs:
-            p.stop()
-        for p in (a, b):
-            await p.close()
-        await proxy.close()
+    await call_both_ways_and_resume(server, net, lambda pair: pair[0] == "tcp", "over TCP")
 
 
 ONLY_TURN = """
@@ -123,34 +132,14 @@ async def test_with_everything_but_turn_blocked_clients_relay_through_the_embedd
     metrics_port = free_port(socket.SOCK_STREAM)
     turn = {"enabled": True, "udp_port": turn_port, "relay_range_start": 31000, "relay_range_end": 31999}
     server = pylon_factory({"turn": turn, "prometheus_port": metrics_port}, host=net.host, netns=net.netns)
-    rules = ONLY_TURN % {"turn": turn_port, "ice_tcp": server.tcp_port}
-    r = subprocess.run(["ip", "netns", "exec", net.netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    proxy = await CuttableProxy(server.http_port, net.host).start()
-    a = await Peer("A").connect(proxy.url, server.token("A", can_update_own_metadata=True))
-    b = await Peer("B").connect(server.url, server.token("B"))
-    pubs = [await Publisher(a.room).publish(), await Publisher(b.room, size=(320, 180)).publish()]
-    try:
-        await wait_for(lambda: b.video_frames("A/camera") > 10, 45, "B to decode A's video through TURN")
-        await wait_for(lambda: a.video_frames("B/camera") > 10, 45, "A to decode B's video through TURN")
-        await wait_for(lambda: a.audio_frames("B/microphone") > 50, 15, "A to hear B through TURN")
-        for peer in (a, b):
-            pairs = await selected_local_candidates(peer)
-            assert pairs and set(pairs) == {("udp", "relay")}, f"{peer.identity}'s selected local candidates: {pairs}"
+    nft(net.netns, ONLY_TURN % {"turn": turn_port, "ice_tcp": server.tcp_port})
+
+    async def metrics():
         m = await scrape(http, metrics_port, host=net.host)
         assert m["pylon_turn_allocations"] >= 2, m
         assert m.get("pylon_turn_peer_refusals_total", 0) == 0, "an SDK only ever asks for the node's media port"
-        await assert_resumes(a, b, proxy)
-        before = a.video_frames("B/camera")
-        await wait_for(lambda: a.video_frames("B/camera") > before + 15, 20, "A to decode B's video after resuming")
-        pairs = await selected_local_candidates(a)
-        assert pairs and set(pairs) == {("udp", "relay")}, f"A's selected local candidates after the resume: {pairs}"
-    finally:
-        for p in pubs:
-            p.stop()
-        for p in (a, b):
-            await p.close()
-        await proxy.close()
+
+    await call_both_ways_and_resume(server, net, lambda pair: pair == ("udp", "relay"), "through TURN", metrics)
 
 
 @NOT_IN_VARIANT_RUNS
@@ -213,9 +202,7 @@ async def test_on_a_host_with_several_addresses_media_answers_from_rtc_node_ip(w
     in_ns(net.netns, "ip", "addr", "add", f"{second}/24", "dev", f"{PREFIX}{net.k}r")
     # The first address is not for clients (as a node's internal address is not): media sent to
     # it is dropped, so a client cannot fall back on answers that come from it.
-    rules = f"table inet pylon_internal {{\n chain input {{\n type filter hook input priority 0; policy accept;\n ip daddr {net.host} meta l4proto udp drop\n }}\n}}\n"
-    r = subprocess.run(["ip", "netns", "exec", net.netns, NFT, "-f", "-"], input=rules, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    nft(net.netns, f"table inet pylon_internal {{\n chain input {{\n type filter hook input priority 0; policy accept;\n ip daddr {net.host} meta l4proto udp drop\n }}\n}}\n")
     # ICE/TCP off: a TCP connection answers from the address it was accepted on, so it would
     # hide the UDP behaviour under test.
     server = pylon_factory({"rtc": {"tcp_port": 0}}, host=second, netns=net.netns)
