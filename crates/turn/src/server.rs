@@ -899,6 +899,61 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_refreshes_keeps_relaying_for_an_hour() {
+        let mut f = Fixture::new(12);
+        let c = client(5010);
+        let (mut s, relay) = f.allocated(c, "PA_1");
+        let node: SocketAddr = NODE.parse().unwrap();
+        let mut buf = Vec::new();
+        s.channel_bind(&mut buf, [3; 12], 0x4000, node);
+        assert_eq!(f.ask(c, &buf), (Class::Success, None));
+        // As libwebrtc does: permissions every 4 minutes, the allocation and channel before
+        // they lapse, a fresh nonce when one goes stale.
+        for minute in 1..=60u8 {
+            f.now += Duration::from_secs(60);
+            f.server.handle_timeout(f.now);
+            if minute % 4 == 0 {
+                for (i, refresh) in [0u8, 1].into_iter().enumerate() {
+                    let tx = [minute.wrapping_mul(2).wrapping_add(i as u8); 12];
+                    if refresh == 0 {
+                        s.channel_bind(&mut buf, tx, 0x4000, node);
+                    } else {
+                        s.refresh(&mut buf, tx, 600);
+                    }
+                    if f.ask(c, &buf) == (Class::Error, Some(438)) {
+                        s.challenged(&Message::parse(&f.out).unwrap());
+                        let tx = [tx[0].wrapping_add(128); 12];
+                        if refresh == 0 {
+                            s.channel_bind(&mut buf, tx, 0x4000, node);
+                        } else {
+                            s.refresh(&mut buf, tx, 600);
+                        }
+                    }
+                    assert_eq!(f.ask(c, &buf), (Class::Success, None), "minute {minute}");
+                }
+            }
+            stun::write_channel_data(&mut buf, 0x4000, b"rtp", false);
+            let r = f
+                .server
+                .from_client(f.now, UNIX, c, &buf, &mut f.ports, &mut f.out);
+            assert_eq!(
+                r,
+                FromClient::Relay {
+                    relay,
+                    peer: node,
+                    data: b"rtp"
+                },
+                "minute {minute}"
+            );
+            assert_eq!(
+                f.server.from_peer(f.now, relay, node, b"rtcp", &mut f.out),
+                Some(c)
+            );
+        }
+        assert_eq!(f.server.poll_released(), None);
+    }
+
+    #[test]
     fn the_per_participant_quota_gives_486() {
         let mut f = Fixture::new(2);
         f.allocated(client(6000), "PA_1");
