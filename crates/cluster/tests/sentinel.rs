@@ -108,13 +108,25 @@ async fn the_directory_follows_a_sentinel_failover() {
     assert_eq!(a.renew(&info(7001)).await.unwrap(), Lease::Acquired);
     let room = RoomName::new("replicated");
     let record = a.claim_room(&room, &new_room()).await.unwrap().into_record();
-    // Let the write reach the replica before the master dies.
-    let _: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query_async(&mut raw_master)
-        .await
-        .unwrap();
+    // Let the write reach the replica before the master dies. WAIT gives up after its timeout
+    // and says how many replicas acknowledged: on a loaded machine the replica may still be in
+    // its first sync, so ask again until it has the write.
+    let start = Instant::now();
+    loop {
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(5000)
+            .query_async(&mut raw_master)
+            .await
+            .unwrap();
+        if acked >= 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the replica did not acknowledge the room's write within 60 s"
+        );
+    }
     drop(raw_master);
 
     master.stop();
