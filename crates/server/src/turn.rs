@@ -331,12 +331,10 @@ async fn run_core(
             }
             _ = tick.tick() => {
                 core.handle_timeout(std::time::Instant::now());
-                while let Some(r) = core.poll_released() {
-                    relays.release(r);
-                }
                 publish(&core, &stats);
             }
         }
+        // Allocations deleted by a request or expired by the tick: close their relay sockets.
         while let Some(r) = core.poll_released() {
             relays.release(r);
         }
