@@ -193,6 +193,31 @@ export async function assertSelected(page, want, what) {
 }
 
 /**
+ * Alice and bob join `room` on the demo page (with `query`) and receive each other; every
+ * selected candidate pair of both is `want` (see assertSelected); then alice's signalling drops
+ * and she resumes (same SID), media flows both ways again and her pairs are still `want`. No page
+ * logs a problem but the dropped WebSocket's 1006.
+ */
+export async function callBothWaysAndResume(browser, pylon, room, query, want, how) {
+  const alice = await newPage(browser, 'alice');
+  const bob = await newPage(browser, 'bob');
+  for (const page of [alice, bob]) await recordPeerConnections(page);
+  await joinDemo(alice, pylon.demoUrl, room, 'alice', query);
+  await joinDemo(bob, pylon.demoUrl, room, 'bob', query);
+  await waitForMedia(bob, 'alice', `bob receiving alice ${how}`);
+  await waitForMedia(alice, 'bob', `alice receiving bob ${how}`);
+  await assertSelected(alice, want, 'alice after joining');
+  await assertSelected(bob, want, 'bob after joining');
+  const sid = await dropSignalling(alice, 'alice');
+  if (sid.after !== sid.before) throw new Error(`a full rejoin, not a resume: ${JSON.stringify(sid)}`);
+  await waitForMedia(bob, 'alice', 'bob receiving alice after the resume');
+  await waitForMedia(alice, 'bob', 'alice receiving bob after the resume');
+  await assertSelected(alice, want, 'alice after the resume');
+  const problems = [...alice.problems, ...bob.problems].filter((p) => !/WS closed unexpectedly with code 1006/.test(p));
+  if (problems.length) throw new Error(`pages logged problems: ${JSON.stringify(problems)}`);
+}
+
+/**
  * Chromium's own network messages for the single-PC probe when `/rtc/v1` is off: livekit-client
  * first tries `/rtc/v1` and its validate endpoint, Pylon answers 404, and the SDK falls back to
  * `/rtc`. Chromium logs those 404s itself; they are not SDK errors. They are excused only in the
