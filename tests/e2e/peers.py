@@ -243,11 +243,17 @@ async def feed_video(source: rtc.VideoSource, size: tuple[int, int]):
 
 
 class Publisher:
-    """Generated camera (solid colour, 640x360 unless told) and microphone (440 Hz tone)."""
+    """Generated camera (solid colour, 640x360 unless told) and microphone (440 Hz tone).
+    `noise=True`: faint noise over the colour, which the encoder cannot compress well, so that
+    every simulcast layer sends near its full bitrate (bandwidth tests), keeping its resolution
+    when the encoder runs short of CPU (at full strength it drops frames instead)."""
 
-    def __init__(self, room: rtc.Room, size: tuple[int, int] = (WIDTH, HEIGHT), loudness: int = 12000):
+    def __init__(
+        self, room: rtc.Room, size: tuple[int, int] = (WIDTH, HEIGHT), loudness: int = 12000, noise: bool = False
+    ):
         self.room = room
         self.size = size
+        self.noise = noise
         self.loudness = loudness  # the tone's amplitude (int16); 0 publishes silence
         self.video_source = rtc.VideoSource(*size)
         self.audio_source = rtc.AudioSource(SAMPLE_RATE, 1)
@@ -259,9 +265,14 @@ class Publisher:
 
     async def publish(self) -> "Publisher":
         lp = self.room.local_participant
-        self.video_pub = await lp.publish_track(
-            self.video_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
-        )
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        if self.noise:
+            # The top layer at 1.2 Mbit/s rather than the SDK's 3 (for 1280x720): an estimate
+            # this loaded machine sustains while three SDK peers share its two cores.
+            options.video_encoding.max_bitrate = 1_200_000
+            options.video_encoding.max_framerate = 30
+            options.degradation_preference = rtc.DegradationPreference.MAINTAIN_RESOLUTION
+        self.video_pub = await lp.publish_track(self.video_track, options)
         self.audio_pub = await lp.publish_track(
             self.audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
@@ -272,7 +283,20 @@ class Publisher:
         width, height = self.size
         rgba = np.empty((height, width, 4), dtype=np.uint8)
         rgba[:, :] = (*FRAME_RGB, 255)
-        frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba.tobytes())
+        frames = [rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba.tobytes())]
+        if self.noise:
+            # Faint noise over the colour: at full strength the encoder would drop frames rather
+            # than reach its rate; this much it encodes at its target rate, every frame.
+            rng = np.random.default_rng(7)
+            frames = [
+                rtc.VideoFrame(
+                    width,
+                    height,
+                    rtc.VideoBufferType.RGBA,
+                    np.clip(rgba.astype(np.int16) + rng.integers(-10, 11, rgba.shape), 0, 255).astype(np.uint8).tobytes(),
+                )
+                for _ in range(8)
+            ]
         n = 0
         samples_per_10ms = SAMPLE_RATE // 100
         start = time.monotonic()
@@ -282,6 +306,7 @@ class Publisher:
                 # An explicit, increasing capture time: libwebrtc drops a frame whose timestamp
                 # is not newer than the last one's, and the same frame object is sent each time.
                 # (A CI run showed A's encoder at 1 frame encoded in 20 s with the default 0.)
+                frame = frames[(n // 3) % len(frames)]
                 self.video_source.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6))
             t = np.arange(samples_per_10ms) + n * samples_per_10ms
             tone = (np.sin(2 * np.pi * TONE_HZ * t / SAMPLE_RATE) * self.loudness).astype(np.int16)

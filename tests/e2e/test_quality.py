@@ -17,9 +17,10 @@ from livekit.protocol import rtc as proto
 from cluster import NOT_IN_VARIANT_RUNS
 from peers import Peer, Publisher, a_to_b, wait_for
 from rawsignal import next_response, open_signal
-from regions import NFT, wan  # noqa: F401 - the namespace fixture
+from regions import NFT, PREFIX, wan  # noqa: F401 - the namespace fixture
 
 HD = (1280, 720)
+SD = (640, 360)
 # The layers LiveKit's SDKs publish for a 1280x720 camera: q 320x180, h 640x360, f 1280x720.
 LOW = (320, 180)
 LOW_Q = rtc.VideoQuality.VIDEO_QUALITY_LOW
@@ -281,3 +282,150 @@ async def test_absurd_track_settings_are_ignored_and_disturb_nobody(pylon, http)
             assert r is not None and r.pong_resp.last_ping_timestamp == 7, "X's session is still served"
         finally:
             await ws.close()
+
+
+async def audio_counts(peer: Peer) -> tuple[int, int]:
+    """(packets received, packets lost) of every audio stream the peer receives."""
+    stats = await peer.room.get_rtc_stats()
+    got = lost = 0
+    for s in [*stats.subscriber_stats, *stats.publisher_stats]:
+        if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "audio":
+            got += s.inbound_rtp.received.packets_received
+            lost += max(0, s.inbound_rtp.received.packets_lost)
+    return got, lost
+
+
+async def steady_at(peer: Peer, want: tuple[int, int], what: str, server=None) -> int:
+    """Wait until `peer` decodes A's camera at `want` for three seconds in a row (on this
+    loaded machine a new subscriber's estimate can dip for a few seconds first). Returns the
+    length of `server`'s log when those three seconds began: what the server says after it
+    is about what comes next."""
+    deadline = time.monotonic() + 60
+    while True:
+        mark = len(server.log()) if server else 0
+        steady = True
+        for _ in range(3):
+            before = peer.video_frames("A/camera")
+            await asyncio.sleep(1)
+            if size(peer) != want or peer.video_frames("A/camera") < before + 15:
+                steady = False
+                break
+        if steady:
+            return mark
+        assert time.monotonic() < deadline, f"{what}: decodes {size(peer)}"
+
+
+class Shaper:
+    """A rate limit on what the server in `net`'s namespace sends to some UDP ports (HTB on
+    the namespace's client-facing veth, a 25 kB queue: a narrow access link)."""
+
+    def __init__(self, net, ports: set[int]):
+        self.netns = net.netns
+        self.dev = f"{PREFIX}{net.k}r"
+        self.ports = ports
+
+    def tc(self, *args: str, check: bool = True) -> None:
+        r = subprocess.run(["ip", "netns", "exec", self.netns, "tc", *args], capture_output=True, text=True)
+        assert r.returncode == 0 or not check, f"tc {' '.join(args)}: {r.stderr}"
+
+    def limit(self, kbit: int) -> None:
+        self.lift()
+        self.tc("qdisc", "add", "dev", self.dev, "root", "handle", "1:", "htb", "default", "1")
+        self.tc("class", "add", "dev", self.dev, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
+        self.tc("class", "add", "dev", self.dev, "parent", "1:", "classid", "1:2", "htb", "rate", f"{kbit}kbit")
+        self.tc("qdisc", "add", "dev", self.dev, "parent", "1:2", "handle", "20:", "bfifo", "limit", "25000")
+        for port in self.ports:
+            self.tc(
+                "filter", "add", "dev", self.dev, "parent", "1:", "protocol", "ip", "prio", "1",
+                "u32", "match", "ip", "dport", str(port), "0xffff", "flowid", "1:2",
+            )  # fmt: skip
+
+    def lift(self) -> None:
+        self.tc("qdisc", "del", "dev", self.dev, "root", check=False)
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_a_subscriber_behind_400_kbits_keeps_decoding_a_lower_layer_and_climbs_back(wan, pylon_factory):
+    # The server in a namespace of the test's own, so that a rate limit there narrows what it
+    # sends to one subscriber and nothing else.
+    net = wan.add_region("bwe")
+    server = pylon_factory({}, host=net.host, netns=net.netns)
+    slow = await Peer("S").connect(server.url, server.token("S"))
+    fast = await Peer("F").connect(server.url, server.token("F"))
+    a = await Peer("A").connect(server.url, server.token("A"))
+    # Noisy pictures: the top layer needs about 1 Mbit/s, so 400 kbit/s carries a lower layer
+    # and audio, not more.
+    pub = await Publisher(a.room, HD, noise=True).publish()
+    try:
+        await steady_at(slow, HD, "S at 1280x720")
+        await steady_at(fast, HD, "F at 1280x720")
+        ports = await local_ports(slow)
+        assert ports, "S's subscriber connection has no UDP candidate"
+        shaper = Shaper(net, ports)
+        shaper.limit(400)
+        try:
+            await wait_for(lambda: size(slow) in (LOW, SD), 20, "S to move to a lower layer")
+            # Settled: S decodes without a freeze, hears its audio, and F is untouched.
+            await asyncio.sleep(6)
+            watch = FreezeWatch(slow)
+            got0, lost0 = await audio_counts(slow)
+            await asyncio.sleep(10)
+            frozen = watch.stop()
+            got1, lost1 = await audio_counts(slow)
+            settled_size = size(slow)
+            assert settled_size in (LOW, SD), f"S decodes {settled_size} behind 400 kbit/s"
+            assert frozen < 1.0, f"S's video stood still for {frozen:.2f} s behind 400 kbit/s ({settled_size})"
+            got, lost = got1 - got0, lost1 - lost0
+            print(f"BWE_400 size={settled_size} frozen={frozen:.2f} audio_lost={lost}/{got + lost}")
+            assert got > 400, f"S received {got} audio packets in 10 s"
+            assert lost / (got + lost) < 0.01, f"S lost {lost} of {got + lost} audio packets"
+            # F's own estimate is its own business (on this loaded machine it wobbles between
+            # layers); what S's limit must not do is stop F's video.
+            before = fast.video_frames("A/camera")
+            await wait_for(lambda: fast.video_frames("A/camera") > before + 30, 10, "F's video to keep flowing")
+        finally:
+            shaper.lift()
+        # The limit lifted: S climbs back to the top layer (str0m probes for it).
+        await wait_for(lambda: size(slow) == HD, 40, "S to climb back to 1280x720")
+    finally:
+        pub.stop()
+        for p in (a, slow, fast):
+            await p.close()
+
+
+@NOT_IN_VARIANT_RUNS
+async def test_with_allow_pause_video_a_link_cannot_carry_pauses_and_audio_goes_on(wan, pylon_factory):
+    net = wan.add_region("pause")
+    server = pylon_factory(
+        {"rtc": {"congestion_control": {"enabled": True, "allow_pause": True}}}, host=net.host, netns=net.netns
+    )
+    slow = await Peer("S").connect(server.url, server.token("S"))
+    a = await Peer("A").connect(server.url, server.token("A"))
+    pub = await Publisher(a.room, SD, noise=True).publish()
+    try:
+        mark = await steady_at(slow, SD, "S at 640x360", server)
+        shaper = Shaper(net, await local_ports(slow))
+        # Audio (Opus with RED, about 100 kbit/s on the wire) fits; the low layer (about
+        # 130 kbit/s) beside it does not.
+        shaper.limit(150)
+        try:
+            await wait_for(lambda: "state=Paused" in server.log()[mark:], 20, "the server to tell S its video is paused")
+            await asyncio.sleep(2)
+            frames = slow.video_frames("A/camera")
+            got0, _ = await audio_counts(slow)
+            await asyncio.sleep(6)
+            got1, _ = await audio_counts(slow)
+            assert slow.video_frames("A/camera") - frames < 10, "S still decodes video behind 150 kbit/s"
+            # Audio goes on (not loss-free: str0m pads to 50 kbit/s and probes for the video's
+            # return, which a link this narrow pays for in audio packets).
+            assert got1 - got0 > 200, f"S received {got1 - got0} audio packets in 6 s"
+        finally:
+            shaper.lift()
+        # The link is back: S is told its video is active and decodes it again.
+        await wait_for(lambda: "state=Active" in server.log()[mark:], 40, "the server to tell S its video is back")
+        frames = slow.video_frames("A/camera")
+        await wait_for(lambda: slow.video_frames("A/camera") > frames + 30, 20, "S's video to come back")
+    finally:
+        pub.stop()
+        for p in (a, slow):
+            await p.close()

@@ -61,6 +61,19 @@ pub struct ShardConfig {
     /// The participants of a region whose link went down are kept this long (shown with
     /// connection quality `LOST`), so a short partition does not make them leave and rejoin.
     pub region_grace: Duration,
+    /// Downlink congestion control (LiveKit's `rtc.congestion_control`).
+    pub congestion_control: CongestionControl,
+}
+
+/// Downlink congestion control (LiveKit's `rtc.congestion_control` keys): a bandwidth
+/// estimate per subscriber connection (str0m's TWCC estimator) and the allocator that fits
+/// the subscriber's video into it (`allocator.rs`, `downlink.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CongestionControl {
+    pub enabled: bool,
+    /// Video a subscriber's link cannot carry at its lowest layer is paused (and the
+    /// subscriber told with `StreamStateUpdate`) rather than sent anyway.
+    pub allow_pause: bool,
 }
 
 impl ShardConfig {
@@ -78,6 +91,7 @@ impl ShardConfig {
             key_base: 0,
             rooms_closed_by_runtime: false,
             region_grace: Duration::from_secs(15),
+            congestion_control: CongestionControl::default(),
         }
     }
 }

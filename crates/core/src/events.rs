@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use str0m::bwe::BweKind;
 use str0m::{Event, IceConnectionState};
 use tracing::{debug, info};
 
@@ -61,6 +62,12 @@ impl Shard {
                 if let Some(p) = self.participants.get_mut(&key) {
                     let [nacks, ..] = p.publisher.stream_totals.update(st.mid, st.rid, [st.nacks, 0, 0]);
                     self.stats.nacks_out += nacks;
+                }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, can_probe }) if self.is_down(peer) => {
+                if let Some(p) = self.participants.get_mut(&key) {
+                    tracing::trace!(participant = %p.sid, estimate = estimate.as_u64(), can_probe, "bandwidth estimate");
+                    p.downlink.estimate = can_probe.then(|| estimate.as_u64());
                 }
             }
             Event::ChannelOpen(id, label) => self.on_channel_open(peer, id, &label),

@@ -108,9 +108,10 @@ impl Shard {
     /// Send one packet to every sink of the track. `arrived_over` is the tier of the link it
     /// came in on (`None`: from a publisher here).
     fn fan_out(&mut self, now: Instant, tkey: TrackKey, m: &MediaPacket, arrived_over: Option<Tier>) {
-        let Some(t) = self.tracks.get(&tkey) else {
+        let Some(t) = self.tracks.get_mut(&tkey) else {
             return;
         };
+        t.rates.add(m.layer, m.payload.len());
         let (kind, codec) = (t.kind, t.codec);
         let relayed = !t.is_local();
         let mut sinks = std::mem::take(&mut self.sinks);

@@ -10,12 +10,14 @@
 #![allow(deprecated)]
 
 pub mod admin;
+pub mod allocator;
 pub mod client;
 pub mod command;
 pub mod config;
 pub mod data;
 mod datachannel;
 pub mod datatrack;
+mod downlink;
 pub mod dynacast;
 mod events;
 mod forward;
@@ -46,6 +48,6 @@ pub mod track;
 pub mod vp8_munger;
 
 pub use command::SignalCommand;
-pub use config::{IceCredentials, RoomDefaults, ShardConfig};
+pub use config::{CongestionControl, IceCredentials, RoomDefaults, ShardConfig};
 pub use room::{Placement, RoomRecord};
 pub use shard::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardEvent, ShardStats};

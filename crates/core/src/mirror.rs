@@ -406,6 +406,7 @@ impl Shard {
                 dynacast: Default::default(),
                 speech: Default::default(),
                 upstream: [0; 2],
+                rates: Default::default(),
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

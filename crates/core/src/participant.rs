@@ -91,6 +91,8 @@ pub struct Participant {
     pub warned_tracks: bool,
     /// Its transport in the current connection-quality window (`quality.rs`).
     pub link: LinkQuality,
+    /// The bandwidth estimate of the connection its subscribed media leaves on (`downlink.rs`).
+    pub downlink: crate::downlink::Downlink,
     /// Data tracks it publishes, in publish order (`datatrack.rs`).
     pub data_tracks: Vec<DataTrack>,
     /// Data tracks it receives, by the handle this subscriber knows them by.

@@ -105,13 +105,22 @@ pub struct PeerFactory {
     /// The passive ICE/TCP candidate (RFC 6544), if TCP media is on.
     tcp_candidate: Option<SocketAddr>,
     dtls_cert: Option<str0m::config::DtlsCert>,
+    /// Downlink bandwidth estimation on every connection (its starting estimate), when
+    /// congestion control is on.
+    bwe: Option<str0m::bwe::Bitrate>,
 }
 
+/// Where a connection's bandwidth estimate starts: enough for a 720p camera and audio, so
+/// that a subscriber starts on the layer it asked for and the estimate falls when its link
+/// is narrower (LiveKit likewise allocates freely until congestion shows).
+pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
+
 impl PeerFactory {
-    pub fn new(candidate: SocketAddr, tcp_candidate: Option<SocketAddr>) -> Self {
+    pub fn new(candidate: SocketAddr, tcp_candidate: Option<SocketAddr>, bwe: bool) -> Self {
         Self {
             candidate,
             tcp_candidate,
+            bwe: bwe.then(|| str0m::bwe::Bitrate::bps(INITIAL_ESTIMATE_BPS)),
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -137,6 +146,7 @@ impl PeerFactory {
             .enable_vp9(true)
             .enable_av1(true)
             .set_stats_interval(Some(STATS_INTERVAL))
+            .enable_bwe(self.bwe)
             .build(now);
         let host = Candidate::host(self.candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);

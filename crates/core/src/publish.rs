@@ -97,6 +97,7 @@ impl Shard {
             dynacast: Default::default(),
             speech: Default::default(),
             upstream: [0; 2],
+            rates: Default::default(),
         };
         p.tracks.push(tkey);
         p.bump_version();

@@ -343,6 +343,9 @@ pub struct Shard {
     pub(crate) link_deadline: Option<Instant>,
     /// Region places whose link is down, and when their participants go.
     pub(crate) silent_places: Vec<(PlaceId, Instant)>,
+    /// When the tracks' rate windows were last closed (`downlink.rs`).
+    pub(crate) rates_window: Instant,
+    pub(crate) alloc: crate::downlink::AllocScratch,
 }
 
 impl Shard {
@@ -350,7 +353,11 @@ impl Shard {
     pub fn new(config: ShardConfig, now: Instant, unix_ms: i64, seed: u64) -> Self {
         let key_base = config.key_base;
         Self {
-            peers: PeerFactory::new(config.udp_candidate, config.tcp_candidate),
+            peers: PeerFactory::new(
+                config.udp_candidate,
+                config.tcp_candidate,
+                config.congestion_control.enabled,
+            ),
             config,
             rng: StdRng::seed_from_u64(seed),
             clock_base: (now, unix_ms),
@@ -383,6 +390,8 @@ impl Shard {
             data_scratch: Vec::new(),
             link_deadline: None,
             silent_places: Vec::new(),
+            rates_window: now,
+            alloc: Default::default(),
         }
     }
 
@@ -659,6 +668,7 @@ impl Shard {
         self.expire_silent_places(now);
         self.recheck_dynacast(now);
         self.update_speakers();
+        self.allocate_downlinks(now);
         if now >= self.next_quality {
             self.next_quality = now + crate::quality::QUALITY_INTERVAL;
             self.update_qualities(now);

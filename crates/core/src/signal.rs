@@ -95,6 +95,7 @@ impl Shard {
             warned_data: false,
             warned_tracks: false,
             link: Default::default(),
+            downlink: Default::default(),
             data_tracks: Vec::new(),
             data_subs: Vec::new(),
             last_data_handle: 0,

@@ -173,6 +173,7 @@ impl Shard {
                 disabled: false,
                 max_layer: TOP_LAYER,
                 awaiting_answer: true,
+                grant: Default::default(),
             },
         );
         t.subscribers.push(sub);

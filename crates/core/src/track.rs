@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
+use crate::allocator::{Grant, LayerRates};
 use crate::dynacast::Dynacast;
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS, TOP_LAYER};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
@@ -147,6 +148,8 @@ pub struct Track {
     /// [packets received, sequence numbers lost] since the last quality window (published
     /// here only; `quality.rs`).
     pub upstream: [u64; 2],
+    /// Each layer's bitrate as it reaches this place (what a subscriber here would cost).
+    pub rates: LayerRates,
 }
 
 impl Track {
@@ -232,6 +235,8 @@ pub struct DownTrack {
     pub max_layer: Layer,
     /// Set until the first answer that contains this track's media section.
     pub awaiting_answer: bool,
+    /// What the subscriber's downlink allows (`downlink.rs`); video only.
+    pub grant: Grant,
 }
 
 impl DownTrack {
@@ -251,6 +256,7 @@ impl DownTrack {
             disabled: false,
             max_layer: TOP_LAYER,
             awaiting_answer: true,
+            grant: Grant::default(),
         }
     }
 
@@ -274,9 +280,12 @@ impl DownTrack {
     }
 
     /// The layer to converge to when `best` is the best live layer: the best up to what the
-    /// subscriber asked for.
+    /// subscriber asked for and its downlink allows; `None` while the downlink pauses it.
     pub fn target_for(&self, best: Option<Layer>) -> Option<Layer> {
-        best.map(|b| b.min(self.max_layer))
+        match self.grant {
+            Grant::UpTo(cap) => best.map(|b| b.min(self.max_layer).min(cap)),
+            Grant::Paused => None,
+        }
     }
 }
 

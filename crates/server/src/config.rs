@@ -163,8 +163,8 @@ pub struct RtcFile {
     pub packet_buffer_size: Option<u64>,
     pub packet_buffer_size_video: Option<u64>,
     pub packet_buffer_size_audio: Option<u64>,
-    /// Downlink congestion control: not built yet (subscribers get the layer they ask for).
-    pub congestion_control: Option<serde_yaml::Value>,
+    /// Downlink congestion control (LiveKit's keys and defaults: on, no pausing).
+    pub congestion_control: Option<CongestionControlFile>,
     /// Keyframe-request spacing per quality: Pylon spaces requests per track itself.
     pub pli_throttle: Option<serde_yaml::Value>,
     /// Interface and address filters for gathered candidates: Pylon advertises one address.
@@ -288,6 +288,20 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The embedded TURN server (`turn.enabled`).
     pub turn: Option<crate::turn::TurnConfig>,
+    /// Downlink bandwidth estimation and allocation (`rtc.congestion_control`).
+    pub congestion_control: pylon_core::CongestionControl,
+}
+
+/// `rtc.congestion_control`, as in LiveKit's `livekit.yaml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct CongestionControlFile {
+    /// Estimate each subscriber's downlink and fit its video into it (default true).
+    pub enabled: Option<bool>,
+    /// Pause video the downlink cannot carry at its lowest layer (default false).
+    pub allow_pause: Option<bool>,
+    /// LiveKit's probe tuning: str0m's estimator probes by its own rules.
+    #[serde(flatten)]
+    pub tuning: std::collections::BTreeMap<String, serde_yaml::Value>,
 }
 
 /// A node of a region: its directory in Redis and its links to the other nodes.
@@ -515,6 +529,13 @@ impl Config {
             single_peer_connection: f.rtc.single_peer_connection.unwrap_or(true),
             cluster,
             turn,
+            congestion_control: {
+                let cc = f.rtc.congestion_control.clone().unwrap_or_default();
+                pylon_core::CongestionControl {
+                    enabled: cc.enabled.unwrap_or(true),
+                    allow_pause: cc.allow_pause.unwrap_or(false),
+                }
+            },
             region: f.region.unwrap_or_default(),
             dev,
             drain,
@@ -546,6 +567,7 @@ impl Config {
         c.room = self.room.clone();
         c.region = self.region.clone();
         c.rooms_closed_by_runtime = true;
+        c.congestion_control = self.congestion_control;
         if let Some(r) = self.cluster.as_ref().and_then(|c| c.regions.as_ref()) {
             c.region_grace = r.grace_period;
         }
@@ -610,24 +632,38 @@ fn check_rtc_and_turn(f: &FileConfig) -> Result<Vec<String>, ConfigError> {
         });
     }
     let no_effect = [
-        (f.rtc.packet_buffer_size.is_some(), "rtc.packet_buffer_size", "str0m sizes its own buffers"),
-        (f.rtc.packet_buffer_size_video.is_some(), "rtc.packet_buffer_size_video", "str0m sizes its own buffers"),
-        (f.rtc.packet_buffer_size_audio.is_some(), "rtc.packet_buffer_size_audio", "str0m sizes its own buffers"),
+        (
+            f.rtc.packet_buffer_size.is_some(),
+            "rtc.packet_buffer_size",
+            "str0m sizes its own buffers",
+        ),
+        (
+            f.rtc.packet_buffer_size_video.is_some(),
+            "rtc.packet_buffer_size_video",
+            "str0m sizes its own buffers",
+        ),
+        (
+            f.rtc.packet_buffer_size_audio.is_some(),
+            "rtc.packet_buffer_size_audio",
+            "str0m sizes its own buffers",
+        ),
         (
             f.rtc.pli_throttle.is_some(),
             "rtc.pli_throttle",
             "Pylon spaces keyframe requests per track itself",
-        ),
-        (
-            f.rtc.congestion_control.is_some(),
-            "rtc.congestion_control",
-            "Pylon does not adapt a subscriber's video to its downlink bandwidth yet; subscribers get the layers they ask for",
         ),
     ];
     for (present, key, why) in no_effect {
         if present {
             warnings.push(format!("{key} has no effect: {why}"));
         }
+    }
+    if let Some(cc) = f.rtc.congestion_control.as_ref().filter(|c| !c.tuning.is_empty()) {
+        let keys: Vec<&str> = cc.tuning.keys().map(String::as_str).collect();
+        warnings.push(format!(
+            "rtc.congestion_control: {} have no effect: Pylon's estimator (str0m's) probes by its own rules",
+            keys.join(", ")
+        ));
     }
     Ok(warnings)
 }
@@ -1255,6 +1291,7 @@ mod tests {
   congestion_control:
     enabled: true
     allow_pause: true
+    probe_mode: padding
   pli_throttle:
     low_quality: 500ms
     mid_quality: 1s
@@ -1297,12 +1334,32 @@ turn:
             c.ice_servers,
             "clients are given them"
         );
+        assert_eq!(
+            c.shard_config().congestion_control,
+            pylon_core::CongestionControl {
+                enabled: true,
+                allow_pause: true
+            },
+            "rtc.congestion_control is LiveKit's"
+        );
+        let off = "rtc:\n  congestion_control:\n    enabled: false\n";
+        let off = Config::resolve(parse_yaml(off).unwrap(), &dev()).unwrap();
+        assert!(!off.congestion_control.enabled);
+        let default = Config::resolve(parse_yaml("").unwrap(), &dev()).unwrap();
+        assert_eq!(
+            default.congestion_control,
+            pylon_core::CongestionControl {
+                enabled: true,
+                allow_pause: false
+            },
+            "LiveKit's defaults"
+        );
         let warned = c.warnings.join("\n");
         for key in [
             "port_range_start",
             "packet_buffer_size",
             "pli_throttle",
-            "congestion_control",
+            "probe_mode",
         ] {
             assert!(warned.contains(key), "{key} is accepted with a warning: {warned}");
         }

@@ -1,0 +1,312 @@
+//! Each subscriber's downlink: str0m's TWCC bandwidth estimate of the connection its media
+//! leaves on, and the allocation that fits its video into it (`allocator.rs`), run every
+//! housekeeping turn.
+//!
+//! A grant only caps a [`DownTrack`](crate::track::DownTrack)'s target layer; the forwarder
+//! still switches at keyframes. A paused track is announced with `StreamStateUpdate`
+//! (`PAUSED`, then `ACTIVE` when it resumes), as LiveKit's SDKs expect. str0m is told the
+//! rate worth probing for (what every subscribed track would send at the layers asked for),
+//! so that a subscriber whose link widens climbs back.
+
+use std::time::Instant;
+
+use livekit_protocol as lk;
+use str0m::bwe::Bitrate;
+use tracing::{debug, info};
+
+use crate::allocator::{allocate, default_video_bps, Class, Grant, Want, DEFAULT_AUDIO_BPS};
+use crate::forwarder::{Layer, MAX_LAYERS};
+use crate::ids::{ParticipantKey, TrackKey};
+use crate::shard::Shard;
+use crate::track::{DownTrack, Track};
+
+/// A subscriber connection's bandwidth estimate and what str0m was last asked to probe for.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Downlink {
+    /// The latest TWCC estimate (bits per second) while str0m can probe; `None` when
+    /// congestion control is off or the client sends no transport-wide feedback: nothing is
+    /// withheld then.
+    pub estimate: Option<u64>,
+    /// The rate str0m was last told to probe toward.
+    pub desired: u64,
+    /// The rate str0m was last told to sustain, padding what media does not fill.
+    pub minimum: u64,
+    /// While video is held below what the subscriber asked for: when str0m is next asked to
+    /// probe for more, and whether the turn before lowered the desired rate to prepare it.
+    next_probe: Option<Instant>,
+    lowered: bool,
+    /// What the last allocation sends.
+    pub allocated: u64,
+    /// The estimate at each of the last [`SAMPLES`] allocation turns (`u64::MAX`: none),
+    /// newest at `turn % SAMPLES`.
+    samples: [u64; SAMPLES],
+    turn: usize,
+}
+
+/// Allocation turns remembered: two seconds of housekeeping.
+const SAMPLES: usize = 4;
+/// Turns over which a low estimate must last before video goes down: one second.
+const DOWN_TURNS: usize = 2;
+
+impl Downlink {
+    /// Record this turn's estimate; returns (the highest of the last second, the lowest of
+    /// the last two), the estimates a track goes down and up by (`Grant::settle`).
+    fn sample(&mut self) -> (u64, u64) {
+        self.turn += 1;
+        self.samples[self.turn % SAMPLES] = self.estimate.unwrap_or(u64::MAX);
+        let recent = |n: usize| (0..n).map(|i| self.samples[(self.turn + SAMPLES - i) % SAMPLES]);
+        let high = recent(DOWN_TURNS).max().unwrap_or(u64::MAX);
+        // Until two seconds were seen, climbing is judged on what was seen.
+        let seen = self.turn.min(SAMPLES);
+        let low = recent(seen).min().unwrap_or(u64::MAX);
+        (high, low)
+    }
+
+    /// The rates to give str0m this turn, if they change: (minimum, desired). Desired is what
+    /// every track would send at the layers asked for (`wanted`). While less than that is
+    /// allocated:
+    /// - the minimum is the allocation plus the next step up (`step`): str0m pads up to it
+    ///   (never above its estimate), so the estimate can grow while the video it would carry
+    ///   is held back (str0m's estimate grows only with what is sent);
+    /// - every [`PROBE_INTERVAL`] the desired rate is lowered to the allocation for one turn
+    ///   and raised again the next, which str0m answers with a probe.
+    fn next_rates(&mut self, now: Instant, wanted: u64, step: u64) -> Option<(u64, u64)> {
+        let held = self.estimate.is_some() && self.allocated < wanted;
+        let minimum = if held {
+            (self.allocated + step + step / 8).min(wanted)
+        } else {
+            0
+        };
+        let set = if self.lowered {
+            self.lowered = false;
+            self.next_probe = Some(now + PROBE_INTERVAL);
+            Some(wanted)
+        } else if held && self.next_probe.is_some_and(|at| now >= at) {
+            self.lowered = true;
+            Some(self.allocated)
+        } else {
+            let last = self.desired as f64;
+            ((wanted as f64 - last).abs() > last * DESIRED_CHANGE).then_some(wanted)
+        };
+        if held && self.next_probe.is_none() {
+            self.next_probe = Some(now + PROBE_INTERVAL);
+        }
+        if !held {
+            self.next_probe = None;
+        }
+        let desired = set.unwrap_or(self.desired);
+        if desired == self.desired && minimum == self.minimum {
+            return None;
+        }
+        self.desired = desired;
+        self.minimum = minimum.min(desired);
+        Some((self.minimum, desired))
+    }
+}
+
+/// The desired rate is passed on to str0m when it moved by more than this fraction.
+const DESIRED_CHANGE: f64 = 0.1;
+
+/// While a subscriber's video is held below what it asked for, str0m probes for more this
+/// often. str0m probes when the desired rate rises above its estimate; a link that widened
+/// while the subscriber received little would otherwise be found only by str0m's stagnation
+/// probe, 15 s later (its application-limited probes do not run while the low layer fills
+/// most of the old estimate).
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Reused buffers of the allocation (no allocation per turn once warm).
+#[derive(Default)]
+pub(crate) struct AllocScratch {
+    keys: Vec<TrackKey>,
+    wants: Vec<Want>,
+    grants: Vec<Grant>,
+    grants_high: Vec<Grant>,
+    changed: Vec<lk::StreamStateInfo>,
+}
+
+impl Shard {
+    /// Close every track's rate window and allocate each estimated downlink.
+    pub(crate) fn allocate_downlinks(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.rates_window).as_millis() as u64;
+        self.rates_window = now;
+        for t in self.tracks.values_mut() {
+            t.rates.close_window(elapsed);
+        }
+        if !self.config.congestion_control.enabled {
+            return;
+        }
+        let allow_pause = self.config.congestion_control.allow_pause;
+        let mut scratch = std::mem::take(&mut self.alloc);
+        let keys: Vec<ParticipantKey> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| !p.downtracks.is_empty())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.allocate_downlink(now, key, allow_pause, &mut scratch);
+        }
+        self.alloc = scratch;
+    }
+
+    fn allocate_downlink(
+        &mut self,
+        now: Instant,
+        key: ParticipantKey,
+        allow_pause: bool,
+        s: &mut AllocScratch,
+    ) {
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        // No estimate (yet, or any more): nothing is withheld.
+        let estimate = p.downlink.estimate.unwrap_or(u64::MAX);
+        let (down_by, up_by) = p.downlink.sample();
+        let p = &**p;
+        s.keys.clear();
+        s.keys.extend(p.downtracks.keys().copied());
+        // Subscription order within a class: tracks keys grow with publication.
+        s.keys.sort_unstable();
+        s.wants.clear();
+        for tk in &s.keys {
+            let (Some(dt), Some(t)) = (p.downtracks.get(tk), self.tracks.get(tk)) else {
+                s.wants.push(Want {
+                    class: Class::Camera,
+                    max: None,
+                    current: None,
+                    rates: [0; MAX_LAYERS],
+                });
+                continue;
+            };
+            s.wants.push(want(dt, t, now));
+        }
+        let totals = allocate(down_by, &s.wants, allow_pause, &mut s.grants);
+        allocate(up_by, &s.wants, allow_pause, &mut s.grants_high);
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
+        s.changed.clear();
+        let mut allocated = 0;
+        // The smallest step up any held track could take next.
+        let mut step = u64::MAX;
+        for (((tk, low), high), w) in s.keys.iter().zip(&s.grants).zip(&s.grants_high).zip(&s.wants) {
+            let Some(dt) = p.downtracks.get_mut(tk) else {
+                continue;
+            };
+            if dt.kind.is_audio() {
+                allocated += w.rates[0];
+                continue;
+            }
+            let grant = &dt.grant.settle(*low, *high);
+            match (grant, w.max) {
+                (Grant::UpTo(l), Some(max)) => {
+                    let l = usize::from((*l).min(max));
+                    allocated += w.rates[l];
+                    if l < usize::from(max) {
+                        step = step.min(w.rates[l + 1].saturating_sub(w.rates[l]));
+                    }
+                }
+                (Grant::Paused, Some(_)) => step = step.min(w.rates[0]),
+                _ => {}
+            }
+            if dt.grant == *grant {
+                continue;
+            }
+            debug!(subscriber = %p.sid, track = %dt.track_sid, from = ?dt.grant, to = ?grant, estimate, rates = ?w.rates, current = ?w.current, "downlink grant");
+            let state = match (dt.grant, *grant) {
+                (Grant::Paused, Grant::UpTo(_)) => Some(lk::StreamState::Active),
+                (Grant::UpTo(_), Grant::Paused) => Some(lk::StreamState::Paused),
+                _ => None,
+            };
+            if let Some(state) = state {
+                info!(subscriber = %p.sid, track = %dt.track_sid, estimate, ?state, "video paused or resumed for the subscriber's bandwidth");
+                s.changed.push(lk::StreamStateInfo {
+                    participant_sid: dt.publisher_sid.to_string(),
+                    track_sid: dt.track_sid.to_string(),
+                    state: state as i32,
+                });
+            }
+            dt.grant = *grant;
+        }
+        p.downlink.allocated = allocated;
+        let step = if step == u64::MAX { 0 } else { step };
+        if let Some((minimum, desired)) = p.downlink.next_rates(now, totals.desired, step) {
+            let down = p.down_pc();
+            p.peer_mut(down)
+                .rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+            self.dirty.push(crate::peer::PeerRef { key, pc: down });
+        }
+        if !s.changed.is_empty() {
+            let msg = lk::signal_response::Message::StreamStateUpdate(lk::StreamStateUpdate {
+                stream_states: std::mem::take(&mut s.changed),
+            });
+            self.send_to(key, msg);
+        }
+    }
+}
+
+/// What the allocator needs of one subscribed track.
+fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
+    if dt.kind.is_audio() {
+        let measured = t.rates.bps(0);
+        let rate = if measured > 0 { measured } else { DEFAULT_AUDIO_BPS };
+        return Want {
+            class: Class::Audio,
+            max: Some(0),
+            current: Some(0),
+            rates: [rate, 0, 0],
+        };
+    }
+    let class = if t.info.source == lk::TrackSource::ScreenShare as i32 {
+        Class::Screen
+    } else {
+        Class::Camera
+    };
+    // Granted up to what the subscriber asked for; layers above the best live one cost
+    // nothing more (the forwarder never goes above the best live layer).
+    let best = if dt.disabled || dt.mid.is_none() {
+        None
+    } else {
+        t.best_layer(now)
+    };
+    let max = best.map(|_| dt.max_layer);
+    let mut rates = [0; MAX_LAYERS];
+    let mut floor = 0;
+    for (l, rate) in rates.iter_mut().enumerate() {
+        if best.is_some_and(|b| l as Layer > b) {
+            *rate = floor;
+            continue;
+        }
+        *rate = layer_bps(t, l as Layer).max(floor);
+        floor = *rate;
+    }
+    Want {
+        class,
+        max,
+        current: dt.forwarder.current(),
+        rates,
+    }
+}
+
+/// A layer's rate: measured where it reaches this place, else what the publisher announced
+/// for it, else what LiveKit's SDKs encode at its height. A measurement is capped a little
+/// above the announced maximum: above it are keyframe bursts (which a keyframe request of
+/// another subscriber's causes), not what the layer costs.
+fn layer_bps(t: &Track, layer: Layer) -> u64 {
+    let announced = t.info.layers.iter().find(|l| l.quality == i32::from(layer));
+    let measured = t.rates.bps(layer);
+    if measured > 0 {
+        return match announced {
+            Some(l) if l.bitrate > 0 => measured.min(u64::from(l.bitrate) * 6 / 5),
+            _ => measured,
+        };
+    }
+    match announced {
+        Some(l) if l.bitrate > 0 => u64::from(l.bitrate),
+        Some(l) => default_video_bps(l.height.min(l.width)),
+        // No layers announced: a single stream at the track's size.
+        None => default_video_bps(t.info.height.min(t.info.width)),
+    }
+}
