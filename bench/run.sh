@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Run one load shape against a local Pylon and record the server's cost.
 #
-#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--ice-tcp | --turn] [--out NAME]
+#   bench/run.sh <shape> [--duration 20s] [--workers N] [--spread N] [--ice-tcp | --turn] [--cc] [--out NAME]
 #
 # shapes: meeting-N, webinar, audio-room, townhall, small-rooms (bench/shapes.sh).
 # --workers sets rtc.workers (default: one per core), --spread rtc.room_spread_threshold;
 # --ice-tcp makes every participant use ICE over TCP (rtc.tcp_port) instead of UDP; --turn
-# turns on the embedded TURN server and makes every participant relay through it;
+# turns on the embedded TURN server and makes every participant relay through it; --cc
+# turns downlink congestion control on (rtc.congestion_control.enabled: true);
 # --out names the result file (default: the shape).
 #
 # Builds the release binary, starts `pylon serve --dev` pinned to CPU 0 and `pylon load-test`
@@ -22,6 +23,7 @@ shift
 duration=20s
 workers=0
 spread=""
+cc=false
 transport=()
 out=$shape
 while [[ $# -gt 0 ]]; do
@@ -31,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --spread) spread=$2; shift 2 ;;
     --ice-tcp) transport=(--ice-tcp); shift ;;
     --turn) transport=(--turn); shift ;;
+    --cc) cc=true; shift ;;
     --out) out=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -53,6 +56,8 @@ config=test-output/bench/$out.yaml
   echo "rtc:"
   echo "  workers: $workers"
   [[ -z "$spread" ]] || echo "  room_spread_threshold: $spread"
+  echo "  congestion_control:"
+  echo "    enabled: $cc"
   if [[ "${transport[*]:-}" == --turn ]]; then
     echo "turn:"
     echo "  enabled: true"

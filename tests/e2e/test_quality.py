@@ -349,7 +349,7 @@ async def test_a_subscriber_behind_400_kbits_keeps_decoding_a_lower_layer_and_cl
     # The server in a namespace of the test's own, so that a rate limit there narrows what it
     # sends to one subscriber and nothing else.
     net = wan.add_region("bwe")
-    server = pylon_factory({}, host=net.host, netns=net.netns)
+    server = pylon_factory({"rtc": {"congestion_control": {"enabled": True}}}, host=net.host, netns=net.netns)
     slow = await Peer("S").connect(server.url, server.token("S"))
     fast = await Peer("F").connect(server.url, server.token("F"))
     a = await Peer("A").connect(server.url, server.token("A"))

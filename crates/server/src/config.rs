@@ -163,7 +163,8 @@ pub struct RtcFile {
     pub packet_buffer_size: Option<u64>,
     pub packet_buffer_size_video: Option<u64>,
     pub packet_buffer_size_audio: Option<u64>,
-    /// Downlink congestion control (LiveKit's keys and defaults: on, no pausing).
+    /// Downlink congestion control (LiveKit's keys; off by default, unlike LiveKit: see
+    /// `docs/benchmarks.md`, "Downlink congestion control").
     pub congestion_control: Option<CongestionControlFile>,
     /// Keyframe-request spacing per quality: Pylon spaces requests per track itself.
     pub pli_throttle: Option<serde_yaml::Value>,
@@ -295,7 +296,7 @@ pub struct Config {
 /// `rtc.congestion_control`, as in LiveKit's `livekit.yaml`.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct CongestionControlFile {
-    /// Estimate each subscriber's downlink and fit its video into it (default true).
+    /// Estimate each subscriber's downlink and fit its video into it (default false).
     pub enabled: Option<bool>,
     /// Pause video the downlink cannot carry at its lowest layer (default false).
     pub allow_pause: Option<bool>,
@@ -532,7 +533,10 @@ impl Config {
             congestion_control: {
                 let cc = f.rtc.congestion_control.clone().unwrap_or_default();
                 pylon_core::CongestionControl {
-                    enabled: cc.enabled.unwrap_or(true),
+                    // Off unless asked for: str0m's pacer costs 2-3x the CPU per forwarded
+                    // packet and holds media back when receivers' feedback is late
+                    // (docs/benchmarks.md, "Downlink congestion control").
+                    enabled: cc.enabled.unwrap_or(false),
                     allow_pause: cc.allow_pause.unwrap_or(false),
                 }
             },
@@ -1349,10 +1353,10 @@ turn:
         assert_eq!(
             default.congestion_control,
             pylon_core::CongestionControl {
-                enabled: true,
+                enabled: false,
                 allow_pause: false
             },
-            "LiveKit's defaults"
+            "off unless asked for (LiveKit's default is on; docs/benchmarks.md says why not here)"
         );
         let warned = c.warnings.join("\n");
         for key in [
