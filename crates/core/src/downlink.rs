@@ -68,10 +68,16 @@ impl Downlink {
     /// - the minimum is the allocation plus the next step up (`step`): str0m pads up to it
     ///   (never above its estimate), so the estimate can grow while the video it would carry
     ///   is held back (str0m's estimate grows only with what is sent);
-    /// - every [`PROBE_INTERVAL`] the desired rate is lowered to the allocation for one turn
+    /// - every [`PROBE_INTERVAL`] the desired rate is lowered to the estimate for one turn
     ///   and raised again the next, which str0m answers with a probe.
     fn next_rates(&mut self, now: Instant, wanted: u64, step: u64) -> Option<(u64, u64)> {
         let held = self.estimate.is_some() && self.allocated < wanted;
+        // str0m caps every probe at twice the desired rate and takes a probe's result as its
+        // estimate even when it is lower: a desired rate below the estimate would pull the
+        // estimate down to it (at start-up, when little has been measured yet, to a few
+        // hundred kbit/s). So the desired rate never goes below the estimate.
+        let floor = self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS);
+        let wanted = wanted.max(floor);
         let minimum = if held {
             (self.allocated + step + step / 8).min(wanted)
         } else {
@@ -83,7 +89,7 @@ impl Downlink {
             Some(wanted)
         } else if held && self.next_probe.is_some_and(|at| now >= at) {
             self.lowered = true;
-            Some(self.allocated)
+            Some(floor)
         } else {
             let last = self.desired as f64;
             ((wanted as f64 - last).abs() > last * DESIRED_CHANGE).then_some(wanted)

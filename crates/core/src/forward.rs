@@ -134,6 +134,7 @@ impl Shard {
             _ => None,
         };
         let ext = m.ext.to_values();
+        let unpaced = self.config.congestion_control.enabled;
         // RED for receivers that did not negotiate it: the primary block, cut out once per
         // packet (the one allocation on this path, and only while such a receiver listens).
         let mut primary: Option<Option<std::sync::Arc<[u8]>>> = None;
@@ -198,6 +199,12 @@ impl Shard {
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
                 continue;
             };
+            // With congestion control on, str0m paces what it sends at 1.1x its estimate; the
+            // allocator already fits the layers into the estimate, so forwarded media is not
+            // held back a second time (LiveKit does not pace either). Probes stay paced.
+            if unpaced {
+                tx.set_unpaced(true);
+            }
             // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
             let write = RtpWrite::new(pt, seq.into(), timestamp, now, payload)
                 .marker(m.marker)
