@@ -123,6 +123,7 @@ const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 /// Reused buffers of the allocation (no allocation per turn once warm).
 #[derive(Default)]
 pub(crate) struct AllocScratch {
+    subscribers: Vec<ParticipantKey>,
     keys: Vec<TrackKey>,
     wants: Vec<Want>,
     grants: Vec<Grant>,
@@ -143,15 +144,18 @@ impl Shard {
         }
         let allow_pause = self.config.congestion_control.allow_pause;
         let mut scratch = std::mem::take(&mut self.alloc);
-        let keys: Vec<ParticipantKey> = self
-            .participants
-            .iter()
-            .filter(|(_, p)| !p.downtracks.is_empty())
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
+        let mut subscribers = std::mem::take(&mut scratch.subscribers);
+        subscribers.clear();
+        subscribers.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| !p.downtracks.is_empty())
+                .map(|(k, _)| *k),
+        );
+        for &key in &subscribers {
             self.allocate_downlink(now, key, allow_pause, &mut scratch);
         }
+        scratch.subscribers = subscribers;
         self.alloc = scratch;
     }
 
