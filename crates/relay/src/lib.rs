@@ -45,7 +45,12 @@ pub trait Inbound: Send + Sync + 'static {
 /// The messages of one link, in the order the peer sent them (state and feedback; media
 /// datagrams may overtake them).
 pub trait Receiver: Send + 'static {
+    /// A message; the receiver may hold it until the next [`Receiver::flush`].
     fn message(&mut self, msg: RelayMessage);
+    /// Nothing more has arrived for now: deliver what was held (the reader calls this after
+    /// each stream frame and after each run of datagrams that were ready together, so a
+    /// receiver can hand a run to its worker with one wake).
+    fn flush(&mut self) {}
     /// Between regions: the peer's region says which of its nodes is home of these rooms.
     fn homes(&mut self, _homes: Vec<RoomHome>) {}
 }

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use pylon_core::relay::RelayMessage;
 use tokio::io::AsyncReadExt;
@@ -69,8 +69,17 @@ pub struct LinkHandle {
 /// What the writer task sends.
 enum Outgoing {
     Message(RelayMessage),
+    /// A worker's messages of one loop turn, in order: one hand-off, one wake of the writer.
+    Batch(Vec<RelayMessage>),
     Homes(Vec<RoomHome>),
 }
+
+/// Bytes of media datagrams encoded into one allocation (about 30 video packets).
+const DATAGRAM_BLOCK: usize = 32 * 1024;
+
+/// Datagrams the reader takes without waiting before it hands what it has to the receiver
+/// (`Receiver::flush`): bounds the latency batching adds to the first of them.
+const READ_BATCH: usize = 64;
 
 impl std::fmt::Debug for LinkHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,6 +110,39 @@ impl LinkHandle {
             self.queued_media.fetch_add(1, Ordering::Relaxed);
         }
         self.tx.send(Outgoing::Message(msg)).is_ok()
+    }
+
+    /// Queue one loop turn's messages for the peer, in order, with one wake of the link's
+    /// writer; `msgs` is left empty. Returns how many media messages were dropped because
+    /// the link is far behind (then all of the batch's media are; state never is). A link
+    /// that is gone takes nothing and counts nothing: the rooms exchange snapshots when it
+    /// is back.
+    pub fn send_batch(&self, msgs: &mut Vec<RelayMessage>) -> usize {
+        if msgs.len() <= 1 {
+            // One message needs no list (and no allocation to carry it).
+            let sent = msgs.pop().is_none_or(|m| self.send(m));
+            return usize::from(!sent && self.is_open());
+        }
+        let media = msgs.iter().filter(|m| m.is_media()).count();
+        let mut dropped = 0;
+        if media > 0 {
+            if self.queued_media.load(Ordering::Relaxed) + media > MAX_QUEUED_MEDIA {
+                msgs.retain(|m| !m.is_media());
+                dropped = media;
+            } else {
+                self.queued_media.fetch_add(media, Ordering::Relaxed);
+            }
+        }
+        // The next turn's list starts as large as this one.
+        let batch = std::mem::replace(msgs, Vec::with_capacity(msgs.len()));
+        if batch.is_empty() {
+            return dropped;
+        }
+        if self.tx.send(Outgoing::Batch(batch)).is_err() {
+            self.queued_media.fetch_sub(media - dropped, Ordering::Relaxed);
+            return 0;
+        }
+        dropped
     }
 
     /// Tell a peer in another region which node is home of these rooms here.
@@ -159,59 +201,98 @@ async fn write(
     queued_media: Arc<AtomicUsize>,
     stats: Arc<RelayStats>,
 ) {
-    let Ok(mut stream) = conn.open_uni().await else {
+    let Ok(stream) = conn.open_uni().await else {
         return;
     };
-    let mut codecs = CodecTable::default();
-    let mut buf = Vec::with_capacity(1500);
-    while let Some(out) = rx.recv().await {
-        let msg = match out {
-            Outgoing::Message(m) => m,
+    let mut w = Writer {
+        conn,
+        stream,
+        codecs: CodecTable::default(),
+        buf: Vec::with_capacity(1500),
+        datagrams: BytesMut::with_capacity(DATAGRAM_BLOCK),
+        queued_media,
+        stats,
+    };
+    'link: while let Some(out) = rx.recv().await {
+        let sent = match out {
+            Outgoing::Message(m) => w.message(m).await,
+            Outgoing::Batch(msgs) => {
+                for m in msgs {
+                    if !w.message(m).await {
+                        break 'link;
+                    }
+                }
+                true
+            }
             Outgoing::Homes(rooms) => {
                 let frame = Frame {
                     body: Some(Body::Homes(Homes { rooms })),
                 };
-                if write_control(&mut stream, &frame, &mut buf, &stats)
+                write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
                     .await
-                    .is_err()
-                {
-                    break;
-                }
-                continue;
+                    .is_ok()
             }
         };
+        if !sent {
+            break;
+        }
+    }
+    let _ = w.stream.finish();
+}
+
+/// The writer task's state: the connection, its stream, and this direction's codec table.
+struct Writer {
+    conn: quinn::Connection,
+    stream: quinn::SendStream,
+    codecs: CodecTable,
+    buf: Vec<u8>,
+    /// Where media datagrams are encoded: each is split off and handed to QUIC, sharing
+    /// one allocation per block instead of one per datagram.
+    datagrams: BytesMut,
+    queued_media: Arc<AtomicUsize>,
+    stats: Arc<RelayStats>,
+}
+
+impl Writer {
+    /// Write one message; false when the link ended.
+    async fn message(&mut self, msg: RelayMessage) -> bool {
         if msg.is_media() {
-            queued_media.fetch_sub(1, Ordering::Relaxed);
+            self.queued_media.fetch_sub(1, Ordering::Relaxed);
         }
         // RTP goes as datagrams; data-track frames, which may exceed one, on the stream.
         let media = matches!(msg, RelayMessage::Rtp(_));
-        let (announce, frame) = match wire::encode(&msg, &mut codecs) {
+        let (announce, frame) = match wire::encode(&msg, &mut self.codecs) {
             Ok(f) => f,
             Err(e) => {
                 debug!("relay message not encodable: {e}");
-                continue;
+                return true;
             }
         };
         // A codec's announcement goes on the stream before the media that names it.
         if let Some(a) = announce {
-            if write_control(&mut stream, &a, &mut buf, &stats).await.is_err() {
-                break;
+            if write_control(&mut self.stream, &a, &mut self.buf, &self.stats)
+                .await
+                .is_err()
+            {
+                return false;
             }
         }
-        let written = if media {
-            buf.clear();
+        if media {
+            let len = frame.encoded_len();
+            if self.datagrams.capacity() < len {
+                // Reclaims the block when QUIC has let go of every datagram cut from it.
+                self.datagrams.reserve(len.max(DATAGRAM_BLOCK));
+            }
             frame
-                .encode(&mut buf)
-                .map(|_| send_datagram(&conn, &buf, &stats))
+                .encode(&mut self.datagrams)
+                .map(|_| send_datagram(&self.conn, self.datagrams.split().freeze(), &self.stats))
                 .is_ok()
         } else {
-            write_control(&mut stream, &frame, &mut buf, &stats).await.is_ok()
-        };
-        if !written {
-            break;
+            write_control(&mut self.stream, &frame, &mut self.buf, &self.stats)
+                .await
+                .is_ok()
         }
     }
-    let _ = stream.finish();
 }
 
 /// One frame on the reliable stream (length-prefixed).
@@ -232,12 +313,12 @@ async fn write_control(
     Ok(())
 }
 
-fn send_datagram(conn: &quinn::Connection, bytes: &[u8], stats: &RelayStats) {
-    let fits = conn.max_datagram_size().is_some_and(|max| bytes.len() <= max);
-    // QUIC owns what it sends: one buffer per media datagram is the link's allocation.
-    if fits && conn.send_datagram(Bytes::copy_from_slice(bytes)).is_ok() {
+fn send_datagram(conn: &quinn::Connection, bytes: Bytes, stats: &RelayStats) {
+    let len = bytes.len();
+    let fits = conn.max_datagram_size().is_some_and(|max| len <= max);
+    if fits && conn.send_datagram(bytes).is_ok() {
         add(&stats.packets_sent, 1);
-        add(&stats.bytes_sent, bytes.len());
+        add(&stats.bytes_sent, len);
         return;
     }
     add(&stats.media_dropped, 1);
@@ -287,7 +368,10 @@ async fn read_loop(
                     continue;
                 }
                 match wire::decode(frame, &mut codecs) {
-                    Ok(Some(msg)) => receiver.message(msg),
+                    Ok(Some(msg)) => {
+                        receiver.message(msg);
+                        receiver.flush();
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         let why = format!("invalid frame: {e}");
@@ -298,28 +382,62 @@ async fn read_loop(
                 }
             }
             datagram = conn.read_datagram() => {
-                let bytes = match datagram {
-                    Ok(b) => b,
-                    Err(e) => return e.to_string(),
-                };
-                add(&stats.bytes_received, bytes.len());
-                let decoded = wire::frame(&bytes).and_then(|f| wire::decode(f, &mut codecs));
-                match decoded {
-                    Ok(Some(msg @ RelayMessage::Rtp(_))) => {
-                        add(&stats.packets_received, 1);
-                        receiver.message(msg);
-                    }
-                    // Media may overtake its codec's announcement on the stream: dropped.
-                    Err(WireError::UnknownCodec(_)) => add(&stats.media_dropped, 1),
-                    other => {
-                        add(&stats.media_dropped, 1);
-                        if !std::mem::replace(&mut warned_media, true) {
-                            warn!(peer = %peer.node, "relay datagram refused: {:?}", other.err());
+                // Take what else has already arrived, then hand it all over at once.
+                let mut next = Some(datagram);
+                let mut taken = 0;
+                while let Some(datagram) = next {
+                    let bytes = match datagram {
+                        Ok(b) => b,
+                        Err(e) => {
+                            receiver.flush();
+                            return e.to_string();
                         }
-                    }
+                    };
+                    media(&bytes, peer, receiver, &mut codecs, &mut warned_media, stats);
+                    taken += 1;
+                    next = (taken < READ_BATCH).then(|| ready_datagram(conn)).flatten();
                 }
+                receiver.flush();
             }
         }
+    }
+}
+
+/// One media datagram from the peer, to the receiver.
+fn media(
+    bytes: &[u8],
+    peer: &Peer,
+    receiver: &mut dyn Receiver,
+    codecs: &mut CodecTable,
+    warned: &mut bool,
+    stats: &RelayStats,
+) {
+    add(&stats.bytes_received, bytes.len());
+    match wire::frame(bytes).and_then(|f| wire::decode(f, codecs)) {
+        Ok(Some(msg @ RelayMessage::Rtp(_))) => {
+            add(&stats.packets_received, 1);
+            receiver.message(msg);
+        }
+        // Media may overtake its codec's announcement on the stream: dropped.
+        Err(WireError::UnknownCodec(_)) => add(&stats.media_dropped, 1),
+        other => {
+            add(&stats.media_dropped, 1);
+            if !std::mem::replace(warned, true) {
+                warn!(peer = %peer.node, "relay datagram refused: {:?}", other.err());
+            }
+        }
+    }
+}
+
+/// A datagram that has already arrived, without waiting for one (dropping the unfinished
+/// read leaves nothing behind: the datagram queue is the connection's).
+fn ready_datagram(conn: &quinn::Connection) -> Option<Result<Bytes, quinn::ConnectionError>> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let read = std::pin::pin!(conn.read_datagram());
+    match read.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
     }
 }
 

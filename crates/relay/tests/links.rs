@@ -184,6 +184,80 @@ async fn two_nodes_link_and_exchange_state_and_media() {
 }
 
 #[tokio::test]
+async fn a_batch_arrives_in_order_and_a_link_far_behind_drops_only_its_media() {
+    let (a, mut a_rx) = node("node-a", b"cluster secret");
+    let (b, mut b_rx) = node("node-b", b"cluster secret");
+    a.dial(addr(&b));
+    let to_b = up(&mut a_rx).await;
+    let _ = up(&mut b_rx).await;
+    // The codec's announcement (on the stream) first, so no datagram overtakes it.
+    loop {
+        assert!(to_b.send(rtp(100)));
+        let got = tokio::time::timeout(Duration::from_millis(50), b_rx.recv()).await;
+        if let Ok(Some(Event::Message(_, RelayMessage::Rtp(_)))) = got {
+            break;
+        }
+    }
+    while tokio::time::timeout(Duration::from_millis(100), b_rx.recv())
+        .await
+        .is_ok()
+    {}
+    let before = b
+        .stats()
+        .packets_received
+        .load(std::sync::atomic::Ordering::Relaxed);
+
+    // One turn's messages: state and media interleaved; the list is taken.
+    let mut batch = vec![
+        rtp(0),
+        RelayMessage::Keyframe {
+            track: RelayTrackId(7),
+        },
+    ];
+    batch.extend((1..20).map(rtp));
+    batch.push(RelayMessage::Keyframe {
+        track: RelayTrackId(8),
+    });
+    assert_eq!(to_b.send_batch(&mut batch), 0, "nothing dropped");
+    assert!(batch.is_empty());
+    let (mut keyframes, mut media) = (Vec::new(), 0);
+    while keyframes.len() < 2 || media < 15 {
+        match next(&mut b_rx).await {
+            Event::Message(_, RelayMessage::Keyframe { track }) => keyframes.push(track.0),
+            Event::Message(_, RelayMessage::Rtp(_)) => media += 1,
+            other => panic!("batch messages expected, got {other:?}"),
+        }
+    }
+    assert_eq!(keyframes, [7, 8], "state in the order it was sent");
+
+    // More media than a link may queue: the batch's media are dropped and counted, its state
+    // still goes.
+    let limit = pylon_relay::link::MAX_QUEUED_MEDIA;
+    let mut flood: Vec<RelayMessage> = (0..limit as u64 + 1).map(rtp).collect();
+    flood.push(RelayMessage::Keyframe {
+        track: RelayTrackId(9),
+    });
+    assert_eq!(to_b.send_batch(&mut flood), limit + 1);
+    loop {
+        match next(&mut b_rx).await {
+            Event::Message(_, RelayMessage::Keyframe { track }) => {
+                assert_eq!(track, RelayTrackId(9));
+                break;
+            }
+            Event::Message(_, RelayMessage::Rtp(_)) => {}
+            other => panic!("the flood's keyframe request expected, got {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = b
+        .stats()
+        .packets_received
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - before;
+    assert!(received <= 20, "no media of the flood crossed: {received}");
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_refused_on_both_sides() {
     let (a, mut a_rx) = node("node-a", b"one secret");
     let (b, mut b_rx) = node("node-b", b"another secret");

@@ -821,6 +821,7 @@ impl Inbound for Cluster {
                     link,
                     tracks: HashMap::new(),
                     owners: HashMap::new(),
+                    held: Vec::new(),
                 })
             };
         let Some(peer) = self.peer_id(&link) else {
@@ -921,6 +922,8 @@ struct NodeReceiver {
     tracks: HashMap<RelayTrackId, WorkerId>,
     /// Each remote participant's tracks (forgotten when it leaves).
     owners: HashMap<(RoomName, ParticipantSid), Vec<RelayTrackId>>,
+    /// Messages held for each worker until the link's reader flushes (one wake per run).
+    held: Vec<Vec<RelayMessage>>,
 }
 
 impl NodeReceiver {
@@ -933,6 +936,17 @@ impl NodeReceiver {
             self.tracks.insert(*id, anchor);
         }
         self.owners.insert((room.clone(), sid), ids);
+    }
+
+    /// Hold a message for a worker until the next flush.
+    fn hold(&mut self, w: WorkerId, msg: RelayMessage) {
+        let w = w as usize;
+        if self.cluster.as_ref().is_some_and(|c| w < c.workers.len()) {
+            if self.held.len() <= w {
+                self.held.resize_with(w + 1, Vec::new);
+            }
+            self.held[w].push(msg);
+        }
     }
 
     fn forget(&mut self, room: &RoomName, sid: Option<&ParticipantSid>) {
@@ -961,26 +975,32 @@ impl Receiver for NodeReceiver {
         tokio::spawn(async move { cluster.on_homes(region, link, homes).await });
     }
 
+    fn flush(&mut self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for (w, held) in self.held.iter_mut().enumerate() {
+            if let Some(h) = cluster.workers.get(w).filter(|_| !held.is_empty()) {
+                h.relay_batch(self.place, held);
+            }
+        }
+    }
+
     fn message(&mut self, msg: RelayMessage) {
         let Some(cluster) = self.cluster.clone() else {
             return;
         };
         let place = self.place;
-        let to_worker = |w: WorkerId, msg: RelayMessage| {
-            if let Some(h) = cluster.workers.get(w as usize) {
-                h.relay_from(place, msg);
-            }
-        };
         let room = match &msg {
             RelayMessage::Rtp(r) => {
                 if let Some(&w) = self.tracks.get(&r.track) {
-                    to_worker(w, msg);
+                    self.hold(w, msg);
                 }
                 return;
             }
             // A track id carries its origin worker's key space (`key_base`).
             RelayMessage::Wish { track, .. } | RelayMessage::Keyframe { track } => {
-                return to_worker((track.0 >> 48) as WorkerId, msg);
+                return self.hold((track.0 >> 48) as WorkerId, msg);
             }
             RelayMessage::Hello { room, .. }
             | RelayMessage::Bye { room }
@@ -1018,6 +1038,6 @@ impl Receiver for NodeReceiver {
             RelayMessage::Bye { .. } => self.forget(&room, None),
             _ => {}
         }
-        to_worker(anchor, msg);
+        self.hold(anchor, msg);
     }
 }

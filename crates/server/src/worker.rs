@@ -134,6 +134,12 @@ pub enum Inbox {
         from: PlaceId,
         msg: RelayMessage,
     },
+    /// A run of relay messages from one place, in order (counted in `queued_media` by its
+    /// media messages).
+    RelayBatch {
+        from: PlaceId,
+        msgs: Vec<RelayMessage>,
+    },
     /// The node's link to another node (by index) is up, replaced, or down (`None`).
     /// A link to another node (tier `Node`) or region (tier `Region`); indexes are shared
     /// by both tiers.
@@ -220,6 +226,32 @@ impl WorkerHandle {
             self.send_control(Inbox::Relay { from, msg });
             true
         }
+    }
+
+    /// A run of relay messages from another place, in order, with one wake of the worker;
+    /// `msgs` is left empty. Returns how many media messages were dropped because the worker
+    /// is far behind (then all of the run's media are; state never is).
+    pub fn relay_batch(&self, from: PlaceId, msgs: &mut Vec<RelayMessage>) -> usize {
+        if msgs.len() <= 1 {
+            // One message needs no list (and no allocation to carry it).
+            return msgs.pop().map_or(0, |m| usize::from(!self.relay_from(from, m)));
+        }
+        let media = msgs.iter().filter(|m| m.is_media()).count();
+        let mut dropped = 0;
+        if media > 0 {
+            if self.queued_media.load(Ordering::Relaxed) + media > MAX_QUEUED_MEDIA {
+                msgs.retain(|m| !m.is_media());
+                dropped = media;
+            } else {
+                self.queued_media.fetch_add(media, Ordering::Relaxed);
+            }
+        }
+        // The next run's list starts as large as this one.
+        let batch = std::mem::replace(msgs, Vec::with_capacity(msgs.len()));
+        if !batch.is_empty() {
+            self.send_control(Inbox::RelayBatch { from, msgs: batch });
+        }
+        dropped
     }
 
     /// The node's link to another node changed.
@@ -382,6 +414,9 @@ struct Worker {
     events: Vec<ShardEvent>,
     /// The node's links to other nodes, by index.
     node_links: Vec<Option<LinkHandle>>,
+    /// This turn's relay messages for each other worker and each node link, by index.
+    to_workers: Vec<Vec<RelayMessage>>,
+    to_links: Vec<Vec<RelayMessage>>,
 }
 
 /// What the worker counts beyond its shard.
@@ -441,6 +476,8 @@ impl Worker {
             counters: WorkerCounters::default(),
             events: Vec::new(),
             node_links: Vec::new(),
+            to_workers: Vec::new(),
+            to_links: Vec::new(),
         }
     }
 
@@ -622,6 +659,13 @@ impl Worker {
                 }
                 self.shard.relay_input(now, from, msg);
             }
+            Inbox::RelayBatch { from, msgs } => {
+                let media = msgs.iter().filter(|m| m.is_media()).count();
+                self.me().queued_media.fetch_sub(media, Ordering::Relaxed);
+                for msg in msgs {
+                    self.shard.relay_input(now, from, msg);
+                }
+            }
             Inbox::NodeLink { place, link } => self.node_link(now, place, link),
             Inbox::Datagram(h) => {
                 self.me().queued_media.fetch_sub(1, Ordering::Relaxed);
@@ -788,27 +832,56 @@ impl Worker {
                         let _ = tx.try_send(SessionEvent::Close);
                     }
                 }
+                // Held until the outputs are drained: one hand-off per place per turn.
                 Output::Relay(place, msg) => {
-                    let sent = match place.tier {
-                        Tier::Worker => match self.peers.get(place.index as usize) {
-                            Some(peer) => peer.relay_from(PlaceId::worker(self.id), msg),
-                            None => true,
-                        },
-                        // A link that is down takes nothing; the rooms exchange snapshots
-                        // again when it is back.
-                        Tier::Node | Tier::Region => match self.node_links.get(place.index as usize) {
-                            Some(Some(link)) => link.send(msg) || !link.is_open(),
-                            _ => true,
-                        },
+                    let out = match place.tier {
+                        Tier::Worker => &mut self.to_workers,
+                        Tier::Node | Tier::Region => &mut self.to_links,
                     };
-                    if !sent {
-                        self.counters.media_dropped += 1;
+                    let i = place.index as usize;
+                    if out.len() <= i {
+                        out.resize_with(i + 1, Vec::new);
                     }
+                    out[i].push(msg);
                 }
                 Output::Event(e) => events.push(e),
             }
         }
         self.egress.finish(&mut send);
+        self.flush_relays();
+    }
+
+    /// Hand this turn's relay messages to each place, one batch each.
+    fn flush_relays(&mut self) {
+        let from = PlaceId::worker(self.id);
+        for (i, msgs) in self.to_workers.iter_mut().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let dropped = match self.peers.get(i) {
+                Some(peer) => peer.relay_batch(from, msgs),
+                None => {
+                    msgs.clear();
+                    0
+                }
+            };
+            self.counters.media_dropped += dropped as u64;
+        }
+        for (i, msgs) in self.to_links.iter_mut().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            // A link that is down takes nothing; the rooms exchange snapshots again when it
+            // is back.
+            let dropped = match self.node_links.get(i) {
+                Some(Some(link)) => link.send_batch(msgs),
+                _ => {
+                    msgs.clear();
+                    0
+                }
+            };
+            self.counters.media_dropped += dropped as u64;
+        }
     }
 
     fn event(&mut self, now: Instant, e: ShardEvent) {
