@@ -36,8 +36,8 @@ spread_tests=()
 for t in crates/cli/tests/*.rs; do spread_tests+=(--test "$(basename "$t" .rs)"); done
 PYLON_TEST_SPREAD=1 cargo test --workspace --locked "${spread_tests[@]}"
 
-step "fuzzing: every target for 10 s from the corpus in fuzz/corpus (libFuzzer, no crash allowed)"
-scripts/fuzz.sh -t 10
+step "fuzzing: every target for 5 s from the corpus in fuzz/corpus (libFuzzer, no crash allowed)"
+scripts/fuzz.sh -t 5
 
 step "deployment: Helm chart, Argo CD, schemas, checkov, the rendered config run by the binary"
 scripts/check-deploy.sh
