@@ -99,6 +99,9 @@ pub enum Class {
 #[derive(Clone, Copy, Debug)]
 pub struct Want {
     pub class: Class,
+    /// Order within the class: lower first (the subscriber's priority, 1 highest;
+    /// `u32::MAX` when it gave none). Ties keep the order of `wants`.
+    pub rank: u32,
     /// The highest layer this subscriber asked for; `None`: nothing to send now (disabled, or
     /// no layer live). Audio: `Some(0)`. Layers the publisher does not send have the rate of
     /// the best one it does, so they cost nothing more.
@@ -177,13 +180,14 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
             totals.allocated += w.rates[0];
         }
     }
-    // Video in priority order: screen shares, then cameras, each in subscription order.
+    // Video in priority order: screen shares, then cameras; within each, the subscriber's
+    // priorities, then subscription order.
     let mut order: [usize; 64] = [0; 64];
     let video: usize = wants.len().min(order.len());
     for (slot, i) in order.iter_mut().zip(0..video) {
         *slot = i;
     }
-    order[..video].sort_by_key(|&i| wants[i].class);
+    order[..video].sort_by_key(|&i| (wants[i].class, wants[i].rank));
     let order = &order[..video];
     // Every video track's lowest layer.
     let mut granted: [Option<Layer>; 64] = [None; 64];
@@ -253,6 +257,7 @@ mod tests {
     fn camera(max: Layer, current: Option<Layer>) -> Want {
         Want {
             class: Class::Camera,
+            rank: u32::MAX,
             max: Some(max),
             current,
             rates: SIMULCAST,
@@ -262,6 +267,7 @@ mod tests {
     fn audio() -> Want {
         Want {
             class: Class::Audio,
+            rank: u32::MAX,
             max: Some(0),
             current: Some(0),
             rates: [60_000, 0, 0],
@@ -317,6 +323,27 @@ mod tests {
         let (g, _) = run(900_000, &[camera(2, Some(2)), screen], true);
         assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(1)]);
         let (g, _) = run(200_000, &[camera(2, Some(0)), screen], true);
+        assert_eq!(g, [Grant::Paused, Grant::UpTo(0)]);
+    }
+
+    #[test]
+    fn the_subscribers_priorities_order_cameras_and_unranked_ones_come_last() {
+        let ranked = |rank| Want {
+            rank,
+            ..camera(2, Some(0))
+        };
+        // Subscribed first but without a priority: the ranked camera is served first, and
+        // the lower number wins between two ranked ones.
+        let (g, _) = run(900_000, &[camera(2, Some(0)), ranked(2)], true);
+        assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(1)]);
+        let (g, _) = run(200_000, &[ranked(3), camera(2, Some(0)), ranked(1)], true);
+        assert_eq!(g, [Grant::Paused, Grant::Paused, Grant::UpTo(0)]);
+        // A priority orders cameras among themselves; a screen share still goes first.
+        let screen = Want {
+            class: Class::Screen,
+            ..camera(2, Some(0))
+        };
+        let (g, _) = run(200_000, &[ranked(1), screen], true);
         assert_eq!(g, [Grant::Paused, Grant::UpTo(0)]);
     }
 

@@ -6,6 +6,7 @@
 //! features) stay plain numbers.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 
 use livekit_protocol as lk;
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -48,6 +49,10 @@ pub enum SignalCommand {
         tracks: Vec<TrackSid>,
         disabled: bool,
         quality: QualityRequest,
+        /// Which tracks get bandwidth first when the downlink cannot carry them all: 1 is the
+        /// highest; `None` (0 on the wire) leaves the track in subscription order, after
+        /// those with one.
+        priority: Option<NonZeroU32>,
     },
     Leave,
     /// Who may subscribe to this participant's tracks.

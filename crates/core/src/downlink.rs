@@ -182,6 +182,7 @@ impl Shard {
             let (Some(dt), Some(t)) = (p.downtracks.get(tk), self.tracks.get(tk)) else {
                 s.wants.push(Want {
                     class: Class::Camera,
+                    rank: u32::MAX,
                     max: None,
                     current: None,
                     rates: [0; MAX_LAYERS],
@@ -264,6 +265,7 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
         let rate = if measured > 0 { measured } else { DEFAULT_AUDIO_BPS };
         return Want {
             class: Class::Audio,
+            rank: u32::MAX,
             max: Some(0),
             current: Some(0),
             rates: [rate, 0, 0],
@@ -294,6 +296,7 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
     }
     Want {
         class,
+        rank: dt.priority.map_or(u32::MAX, |p| p.get()),
         max,
         current: dt.forwarder.current(),
         rates,

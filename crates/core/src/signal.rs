@@ -1,5 +1,6 @@
 //! Signalling on the shard: join, resume, and every command a joined participant sends.
 
+use std::num::NonZeroU32;
 use std::time::Instant;
 
 use livekit_protocol as lk;
@@ -341,7 +342,8 @@ impl Shard {
                 tracks,
                 disabled,
                 quality,
-            } => self.on_track_settings(now, key, &tracks, disabled, quality),
+                priority,
+            } => self.on_track_settings(now, key, &tracks, disabled, quality, priority),
             SignalCommand::Leave => {
                 self.remove_participant(now, key, lk::DisconnectReason::ClientInitiated, None)
             }
@@ -528,6 +530,7 @@ impl Shard {
         tracks: &[TrackSid],
         disabled: bool,
         quality: QualityRequest,
+        priority: Option<NonZeroU32>,
     ) {
         let mut changed = Vec::new();
         let Some(p) = self.participants.get_mut(&key) else {
@@ -544,6 +547,8 @@ impl Shard {
                 QualityRequest::Layer(l) => l.min(TOP_LAYER),
                 QualityRequest::Size { width, height } => layer_for_size(&t.info, width, height),
             };
+            // Read by the next allocation (`downlink.rs`); nothing to converge on now.
+            dt.priority = priority;
             let wakes = dt.disabled && !disabled;
             if dt.disabled != disabled || (t.kind.is_video() && dt.max_layer != max_layer) {
                 dt.disabled = disabled;

@@ -174,6 +174,7 @@ impl Shard {
                 max_layer: TOP_LAYER,
                 awaiting_answer: true,
                 grant: Default::default(),
+                priority: None,
             },
         );
         t.subscribers.push(sub);

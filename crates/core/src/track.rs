@@ -237,6 +237,8 @@ pub struct DownTrack {
     pub awaiting_answer: bool,
     /// What the subscriber's downlink allows (`downlink.rs`); video only.
     pub grant: Grant,
+    /// The subscriber's priority for this track (UpdateTrackSettings.priority, 1 highest).
+    pub priority: Option<std::num::NonZeroU32>,
 }
 
 impl DownTrack {
@@ -257,6 +259,7 @@ impl DownTrack {
             max_layer: TOP_LAYER,
             awaiting_answer: true,
             grant: Grant::default(),
+            priority: None,
         }
     }
 

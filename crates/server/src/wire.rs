@@ -128,6 +128,7 @@ fn track_settings(s: lk::UpdateTrackSettings) -> SignalCommand {
         tracks: track_sids(s.track_sids.iter()),
         disabled: s.disabled || off,
         quality,
+        priority: std::num::NonZeroU32::new(s.priority),
     }
 }
 
@@ -286,6 +287,19 @@ mod tests {
             )
         );
         assert!(settings(Off, 0, 0, false).0, "OFF pauses");
+        // A priority is carried (1 highest); 0 means none.
+        let priority = |priority| {
+            let s = lk::UpdateTrackSettings {
+                priority,
+                ..Default::default()
+            };
+            match signal_command(req(Req::TrackSetting(s))).unwrap() {
+                SignalCommand::TrackSettings { priority, .. } => priority.map(|p| p.get()),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(priority(0), None);
+        assert_eq!(priority(2), Some(2));
         assert!(settings(High, 0, 0, true).0);
         // A quality this build does not know asks for everything.
         let s = lk::UpdateTrackSettings {
