@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use pylon_bench::arg;
 use pylon_bench::sim::{self, Net, STEP};
 use pylon_core::{Output, Shard};
 use pylon_testkit::vp8;
@@ -119,15 +120,6 @@ fn collect(shards: &mut [Shard], i: usize, now: Instant, out: &mut Vec<Output>) 
             o => out.push(o),
         }
     }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -22,6 +22,7 @@
 //! and nothing loops. The messages are plain values: in-process they move between worker
 //! threads as they are (payloads shared, not copied); node and region links serialise them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use livekit_protocol as lk;
@@ -90,6 +91,22 @@ pub enum RelayMessage {
         track: DataTrackSid,
         packet: Arc<[u8]>,
     },
+}
+
+/// A batch of relay messages admitted into a queue that holds at most `limit` media messages,
+/// `queued` of them now: if the batch's media fit, they are counted in; else they are all
+/// removed from it (state never is). Returns (media counted in, media dropped).
+pub fn admit_batch(msgs: &mut Vec<RelayMessage>, queued: &AtomicUsize, limit: usize) -> (usize, usize) {
+    let media = msgs.iter().filter(|m| m.is_media()).count();
+    if media == 0 {
+        (0, 0)
+    } else if queued.load(Ordering::Relaxed) + media > limit {
+        msgs.retain(|m| !m.is_media());
+        (0, media)
+    } else {
+        queued.fetch_add(media, Ordering::Relaxed);
+        (media, 0)
+    }
 }
 
 impl RelayMessage {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use pylon_core::relay::RelayMessage;
+use pylon_core::relay::{admit_batch, RelayMessage};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -123,23 +123,14 @@ impl LinkHandle {
             let sent = msgs.pop().is_none_or(|m| self.send(m));
             return usize::from(!sent && self.is_open());
         }
-        let media = msgs.iter().filter(|m| m.is_media()).count();
-        let mut dropped = 0;
-        if media > 0 {
-            if self.queued_media.load(Ordering::Relaxed) + media > MAX_QUEUED_MEDIA {
-                msgs.retain(|m| !m.is_media());
-                dropped = media;
-            } else {
-                self.queued_media.fetch_add(media, Ordering::Relaxed);
-            }
-        }
+        let (media, dropped) = admit_batch(msgs, &self.queued_media, MAX_QUEUED_MEDIA);
         // The next turn's list starts as large as this one.
         let batch = std::mem::replace(msgs, Vec::with_capacity(msgs.len()));
         if batch.is_empty() {
             return dropped;
         }
         if self.tx.send(Outgoing::Batch(batch)).is_err() {
-            self.queued_media.fetch_sub(media - dropped, Ordering::Relaxed);
+            self.queued_media.fetch_sub(media, Ordering::Relaxed);
             return 0;
         }
         dropped

@@ -236,16 +236,7 @@ impl WorkerHandle {
             // One message needs no list (and no allocation to carry it).
             return msgs.pop().map_or(0, |m| usize::from(!self.relay_from(from, m)));
         }
-        let media = msgs.iter().filter(|m| m.is_media()).count();
-        let mut dropped = 0;
-        if media > 0 {
-            if self.queued_media.load(Ordering::Relaxed) + media > MAX_QUEUED_MEDIA {
-                msgs.retain(|m| !m.is_media());
-                dropped = media;
-            } else {
-                self.queued_media.fetch_add(media, Ordering::Relaxed);
-            }
-        }
+        let (_, dropped) = pylon_core::relay::admit_batch(msgs, &self.queued_media, MAX_QUEUED_MEDIA);
         // The next run's list starts as large as this one.
         let batch = std::mem::replace(msgs, Vec::with_capacity(msgs.len()));
         if !batch.is_empty() {

@@ -13,16 +13,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use pylon_bench::arg;
 use pylon_core::allocator::{allocate, Class, Grant, Want};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn wants(cameras: usize) -> Vec<Want> {
     let mut wants = Vec::with_capacity(cameras * 2);
