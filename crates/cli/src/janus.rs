@@ -590,6 +590,7 @@ pub async fn run(
         join_ms,
         errors,
         stats,
+        receivers: Vec::new(),
         measured: args.duration.as_secs_f64(),
         before_join,
         media_start,

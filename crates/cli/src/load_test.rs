@@ -97,6 +97,45 @@ pub struct LoadTestArgs {
     pub(crate) turn: bool,
 }
 
+/// What one participant received over the run.
+pub(crate) struct ReceiverStats {
+    identity: String,
+    video_bytes: u64,
+    audio_bytes: u64,
+    /// The width of the last keyframe of each video track it received, narrowest first.
+    video_widths: Vec<u16>,
+}
+
+impl ReceiverStats {
+    fn of<'a>(identity: &str, tracks: impl Iterator<Item = &'a TrackStats>) -> Self {
+        let mut r = ReceiverStats {
+            identity: identity.to_string(),
+            video_bytes: 0,
+            audio_bytes: 0,
+            video_widths: Vec::new(),
+        };
+        for t in tracks {
+            if t.video {
+                r.video_bytes += t.bytes;
+                r.video_widths.extend(t.frame_width);
+            } else {
+                r.audio_bytes += t.bytes;
+            }
+        }
+        r.video_widths.sort_unstable();
+        r
+    }
+}
+
+/// A participant's received rates in the summary.
+#[derive(Serialize)]
+struct ReceiverSummary {
+    identity: String,
+    video_kbps: f64,
+    audio_kbps: f64,
+    video_widths: Vec<u16>,
+}
+
 /// A server process measured from /proc.
 pub(crate) struct ServerProbe {
     pids: Vec<u32>,
@@ -127,6 +166,8 @@ pub(crate) struct Collected {
     pub join_ms: Vec<f64>,
     pub errors: Vec<String>,
     pub stats: Vec<TrackStats>,
+    /// What each participant received (empty against Janus).
+    pub receivers: Vec<ReceiverStats>,
     /// Seconds of media.
     pub measured: f64,
     pub before_join: Option<ProcSample>,
@@ -288,6 +329,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[derive(Default)]
 pub(crate) struct TrackStats {
     pub video: bool,
+    /// Width of the last video keyframe received: which simulcast layer arrives.
+    frame_width: Option<u16>,
     packets: u64,
     bytes: u64,
     /// Highest and lowest extended sequence number seen.
@@ -304,6 +347,11 @@ impl TrackStats {
     pub(crate) fn add_packet(&mut self, seq: u64, payload: &[u8], received_at: SystemTime) {
         self.packets += 1;
         self.bytes += payload.len() as u64;
+        if self.video {
+            if let Some((w, _)) = pylon_testkit::vp8::keyframe_size(payload) {
+                self.frame_width = Some(w);
+            }
+        }
         self.seq_range = Some(match self.seq_range {
             None => (seq, seq),
             Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
@@ -397,6 +445,10 @@ struct Summary {
     /// media flowed (how evenly the forwarding is spread).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     server_worker_cpu_share: Vec<f64>,
+    /// What each participant received (payload bitrates, and the widths of the video layers
+    /// reaching it), in join order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    receivers: Vec<ReceiverSummary>,
     errors: Vec<String>,
 }
 
@@ -409,6 +461,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 struct Participant {
+    identity: String,
     client: Client,
     stats: HashMap<String, TrackStats>,
 }
@@ -559,6 +612,7 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
                         publishing.push((parts.len(), tracks));
                     }
                     parts.push(Participant {
+                        identity: identity.clone(),
                         client,
                         stats: HashMap::new(),
                     });
@@ -618,6 +672,10 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
     let media_end = probe.map(|p| p.sample()).transpose()?;
     let measured = measure_from.elapsed().min(args.duration).as_secs_f64().max(0.001);
     let mut parts = std::mem::take(&mut *shared.lock().await);
+    let receivers = parts
+        .iter()
+        .map(|p| ReceiverStats::of(&p.identity, p.stats.values()))
+        .collect();
     let stats = parts
         .iter_mut()
         .flat_map(|p| std::mem::take(&mut p.stats).into_values())
@@ -630,6 +688,7 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
         join_ms,
         errors,
         stats,
+        receivers,
         measured,
         before_join,
         media_start,
@@ -643,6 +702,7 @@ fn summarize(total: usize, c: Collected) -> Summary {
         mut join_ms,
         errors,
         stats,
+        receivers,
         measured,
         before_join,
         media_start,
@@ -707,6 +767,15 @@ fn summarize(total: usize, c: Collected) -> Summary {
             .map(|(a, b)| b.rss_kb.saturating_sub(a.rss_kb)),
         server_rss_kb: media_end.as_ref().map(|s| s.rss_kb),
         server_worker_cpu_share: worker_shares(media_start.as_ref(), media_end.as_ref()),
+        receivers: receivers
+            .into_iter()
+            .map(|r| ReceiverSummary {
+                identity: r.identity,
+                video_kbps: r.video_bytes as f64 * 8.0 / measured / 1000.0,
+                audio_kbps: r.audio_bytes as f64 * 8.0 / measured / 1000.0,
+                video_widths: r.video_widths,
+            })
+            .collect(),
         errors,
     };
     summary

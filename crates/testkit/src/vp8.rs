@@ -84,6 +84,22 @@ pub fn picture_id(payload: &[u8]) -> Option<u16> {
     Some((u16::from(hi & 0x7f) << 8) | u16::from(*payload.get(3)?))
 }
 
+/// The width and height in the header of a keyframe's first packet; `None` for any other
+/// packet (a receiver reads which simulcast layer it is given from this).
+pub fn keyframe_size(payload: &[u8]) -> Option<(u16, u16)> {
+    if !is_keyframe_start(payload) {
+        return None;
+    }
+    let at = descriptor_len(payload)? + 3;
+    let header = payload.get(at..at + 7)?;
+    if header[..3] != START_CODE {
+        return None;
+    }
+    let width = u16::from_le_bytes([header[3], header[4]]) & 0x3fff;
+    let height = u16::from_le_bytes([header[5], header[6]]) & 0x3fff;
+    Some((width, height))
+}
+
 /// True if `payload` starts a keyframe (the same rule the server applies).
 pub fn is_keyframe_start(payload: &[u8]) -> bool {
     let Some(len) = descriptor_len(payload) else {
@@ -95,6 +111,15 @@ pub fn is_keyframe_start(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyframes_size_is_read_back_with_or_without_a_picture_id() {
+        let key = keyframe_start(640, 360, b"body");
+        assert_eq!(keyframe_size(&key), Some((640, 360)));
+        assert_eq!(keyframe_size(&with_picture_id(&key, 300)), Some((640, 360)));
+        assert_eq!(keyframe_size(&delta_start(b"body")), None);
+        assert_eq!(keyframe_size(&key[..8]), None, "truncated");
+    }
 
     #[test]
     fn keyframe_start_is_recognised() {
