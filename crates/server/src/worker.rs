@@ -134,11 +134,12 @@ pub enum Inbox {
         from: PlaceId,
         msg: RelayMessage,
     },
-    /// A run of relay messages from one place, in order (counted in `queued_media` by its
-    /// media messages).
+    /// A run of relay messages from one place, in order; `media` of them are counted in
+    /// `queued_media`.
     RelayBatch {
         from: PlaceId,
         msgs: Vec<RelayMessage>,
+        media: usize,
     },
     /// The node's link to another node (by index) is up, replaced, or down (`None`).
     /// A link to another node (tier `Node`) or region (tier `Region`); indexes are shared
@@ -236,11 +237,15 @@ impl WorkerHandle {
             // One message needs no list (and no allocation to carry it).
             return msgs.pop().map_or(0, |m| usize::from(!self.relay_from(from, m)));
         }
-        let (_, dropped) = pylon_core::relay::admit_batch(msgs, &self.queued_media, MAX_QUEUED_MEDIA);
+        let (media, dropped) = pylon_core::relay::admit_batch(msgs, &self.queued_media, MAX_QUEUED_MEDIA);
         // The next run's list starts as large as this one.
         let batch = std::mem::replace(msgs, Vec::with_capacity(msgs.len()));
         if !batch.is_empty() {
-            self.send_control(Inbox::RelayBatch { from, msgs: batch });
+            self.send_control(Inbox::RelayBatch {
+                from,
+                msgs: batch,
+                media,
+            });
         }
         dropped
     }
@@ -650,8 +655,7 @@ impl Worker {
                 }
                 self.shard.relay_input(now, from, msg);
             }
-            Inbox::RelayBatch { from, msgs } => {
-                let media = msgs.iter().filter(|m| m.is_media()).count();
+            Inbox::RelayBatch { from, msgs, media } => {
                 self.me().queued_media.fetch_sub(media, Ordering::Relaxed);
                 for msg in msgs {
                     self.shard.relay_input(now, from, msg);

@@ -1,8 +1,8 @@
 //! What the downlink allocator costs a subscriber: one turn of `downlink.rs` is two
 //! `allocator::allocate` calls (at the highest and the lowest recent estimate) and the
-//! hysteresis (`Grant::settle`) per track, here for one subscriber of N cameras (simulcast, three layers) and N audio
-//! tracks, on an estimate that carries only part of it (so every track climbs layer by
-//! layer). The shard runs this twice a second per subscriber (`downlink.rs`), so the cost per
+//! hysteresis (`Grant::settle`) per track, here for one subscriber of N cameras (simulcast,
+//! three layers) and N audio tracks, on an estimate that carries only part of it (so every
+//! track climbs layer by layer). The shard runs this twice a second per subscriber (`downlink.rs`), so the cost per
 //! subscriber per second is twice the cost of one allocation.
 //!
 //!     cargo run --release -p pylon-bench --bin allocator [-- --iterations 200000]
