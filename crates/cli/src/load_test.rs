@@ -61,6 +61,10 @@ pub struct LoadTestArgs {
     /// How long to send media after everyone joined, e.g. `10s`, `2m`.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
+    /// Media flows this long before the measured --duration starts, e.g. so that the server's
+    /// downlink estimates settle; nothing received or spent during it is counted.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
     /// Pause between joins.
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub(crate) join_interval: Duration,
@@ -87,6 +91,10 @@ pub struct LoadTestArgs {
     /// pair when the server runs in another network namespace.
     #[arg(long, default_value = "127.0.0.1")]
     pub(crate) local_ip: std::net::IpAddr,
+    /// Subscribe-only participants bind their media sockets to these addresses instead, in
+    /// turn (repeat it), so that a benchmark can shape each one's link by address.
+    #[arg(long)]
+    pub(crate) subscriber_ip: Vec<std::net::IpAddr>,
     /// Every participant uses ICE over TCP (the server's `rtc.tcp_port`) instead of UDP.
     #[arg(long, conflicts_with = "turn")]
     pub(crate) ice_tcp: bool,
@@ -102,6 +110,8 @@ pub(crate) struct ReceiverStats {
     identity: String,
     video_bytes: u64,
     audio_bytes: u64,
+    /// RTP packets received (with the payload bytes, what the link carried).
+    packets: u64,
     /// The width of the last keyframe of each video track it received, narrowest first.
     video_widths: Vec<u16>,
 }
@@ -112,9 +122,11 @@ impl ReceiverStats {
             identity: identity.to_string(),
             video_bytes: 0,
             audio_bytes: 0,
+            packets: 0,
             video_widths: Vec::new(),
         };
         for t in tracks {
+            r.packets += t.packets;
             if t.video {
                 r.video_bytes += t.bytes;
                 r.video_widths.extend(t.frame_width);
@@ -133,6 +145,8 @@ struct ReceiverSummary {
     identity: String,
     video_kbps: f64,
     audio_kbps: f64,
+    /// RTP packets per second received, to account for headers on a shaped link.
+    packets_per_s: f64,
     video_widths: Vec<u16>,
 }
 
@@ -532,6 +546,10 @@ pub async fn run(args: LoadTestArgs) -> anyhow::Result<()> {
         args.url,
         if args.janus { " (Janus videoroom)" } else { "" }
     );
+    anyhow::ensure!(
+        !args.janus || (args.warmup.is_zero() && args.subscriber_ip.is_empty()),
+        "--warmup and --subscriber-ip are for LiveKit servers, not --janus"
+    );
     let collected = if args.janus {
         crate::janus::run(&args, probe.as_ref()).await?
     } else {
@@ -590,10 +608,14 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
                     }
                 }
             };
+            let mut opts = opts.clone();
+            if !publisher && !args.subscriber_ip.is_empty() {
+                let i = room_i * args.subscribers + n - args.publishers;
+                opts.local_ip = args.subscriber_ip[i % args.subscriber_ip.len()];
+            }
             let started = Instant::now();
             let joined = async {
-                let mut c =
-                    Client::connect_with(url, &creds.join_token(&room, &identity), opts.clone()).await?;
+                let mut c = Client::connect_with(url, &creds.join_token(&room, &identity), opts).await?;
                 c.wait_until("the subscriber connection", |o| o.subscriber_ready())
                     .await?;
                 let tracks = if publisher {
@@ -629,15 +651,26 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
         args.duration
     );
 
-    let media_start = probe.map(|p| p.sample()).transpose()?;
-    let until = Instant::now() + args.duration;
+    let measure_from = Instant::now() + args.warmup;
+    let until = measure_from + args.duration;
     let sender = tokio::spawn(send_media(shared.clone(), publishing, args.clone(), until));
-    let measure_from = Instant::now();
+    let mut media_start = None;
     let mut last_packets = 0u64;
     // Collect while sending, and a little after so packets in flight arrive.
     let drain_until = until + Duration::from_millis(500);
     let mut next_progress = Instant::now() + Duration::from_secs(1);
     while Instant::now() < drain_until {
+        if media_start.is_none() && Instant::now() >= measure_from {
+            // The warm-up is over: what arrived so far is not counted.
+            media_start = Some(probe.map(|p| p.sample()).transpose()?);
+            eprintln!("load-test: measuring for {:?}", args.duration);
+            let mut parts = shared.lock().await;
+            for p in parts.iter_mut() {
+                p.client.take_rtp();
+                p.stats.clear();
+            }
+            last_packets = 0;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut parts = shared.lock().await;
         let mut packets = 0;
@@ -661,7 +694,9 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
             next_progress += Duration::from_secs(1);
             eprintln!(
                 "load-test: {:>5.1}s  {joined} participants  {:>8} packets received  {:>7} pkt/s",
-                measure_from.elapsed().as_secs_f64(),
+                Instant::now()
+                    .saturating_duration_since(measure_from)
+                    .as_secs_f64(),
                 packets,
                 packets - last_packets
             );
@@ -670,7 +705,12 @@ async fn run_livekit(args: &LoadTestArgs, probe: Option<&ServerProbe>) -> anyhow
     }
     sender.await.context("media sender")?;
     let media_end = probe.map(|p| p.sample()).transpose()?;
-    let measured = measure_from.elapsed().min(args.duration).as_secs_f64().max(0.001);
+    let media_start = media_start.flatten();
+    let measured = Instant::now()
+        .saturating_duration_since(measure_from)
+        .min(args.duration)
+        .as_secs_f64()
+        .max(0.001);
     let mut parts = std::mem::take(&mut *shared.lock().await);
     let receivers = parts
         .iter()
@@ -773,6 +813,7 @@ fn summarize(total: usize, c: Collected) -> Summary {
                 identity: r.identity,
                 video_kbps: r.video_bytes as f64 * 8.0 / measured / 1000.0,
                 audio_kbps: r.audio_bytes as f64 * 8.0 / measured / 1000.0,
+                packets_per_s: r.packets as f64 / measured,
                 video_widths: r.video_widths,
             })
             .collect(),

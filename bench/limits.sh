@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Five subscribers behind five different downlinks: does each get what its link allows?
+#
+#   bench/limits.sh [--limits "300 700 1200 2500 0"] [--warmup 20s] [--duration 20s] [--runs N]
+#                   [--out DIR]
+#   (limits in kbit/s, 0 = unlimited; needs root for the network namespace; PYLON_BIN=path uses
+#   that binary instead of building the release one)
+#
+# The server runs in a network namespace created here with downlink congestion control on
+# (rtc.congestion_control.enabled), reached over a veth pair. One publisher (simulcast VP8 at
+# about 150/500/1,700 kbit/s plus Opus-sized audio, from `pylon load-test`) binds the host's
+# end, 10.205.0.1; subscriber i binds 10.205.0.(11+i), an extra address on that end. On the
+# namespace's end, HTB gives every subscriber address its own class: its limit, with a 25 kB
+# queue (a narrow access link), or 10 Gbit/s when unlimited.
+#
+# Media flows for --warmup (the estimates settle) and is then measured for --duration. Per
+# subscriber it reports:
+#   - media received: the RTP payload bitrate it received (audio + video) plus, per packet,
+#     the bytes a datagram adds (IP, UDP, RTP header, SRTP tag; measured on the widest link);
+#   - link carried: everything its HTB class sent in the window (`tc -s class`), probes and
+#     retransmissions included;
+#   - the width of the video layer reaching it;
+#   - allowed: its limit, or everything published when the limit is above that;
+#   - received / allowed (the issue's target: at least 0.8 for every subscriber);
+#   - best single layer / allowed: what the widest simulcast layer that fits (plus audio) would
+#     reach, since with three layers a link between two of them can carry only the lower one.
+# Results: <out>/limits-<run>.json (load-test) and <out>/limits.md (table).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+limits="300 700 1200 2500 0"
+warmup=20s
+duration=20s
+runs=1
+out=bench/results/limits
+while (($#)); do
+  case "$1" in
+    --limits) limits=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+read -ra limit_list <<< "$limits"
+
+if [[ -n "${PYLON_BIN:-}" ]]; then
+  bin=$(realpath "$PYLON_BIN")
+else
+  cargo build --release --locked -q -p pylon
+  bin=$PWD/target/release/pylon
+fi
+mkdir -p "$out" test-output/bench
+
+ns=pylonlimits
+host_ip=10.205.0.1
+ns_ip=10.205.0.2
+dev=pln0
+sub_ip() { echo "10.205.0.$((11 + $1))"; }
+cleanup() {
+  [[ -n "${server:-}" ]] && kill "$server" 2>/dev/null || true
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip link del plh0 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+cleanup
+ip netns add "$ns"
+ip link add plh0 type veth peer name "$dev"
+ip link set "$dev" netns "$ns"
+ip addr add "$host_ip/24" dev plh0
+for i in "${!limit_list[@]}"; do ip addr add "$(sub_ip "$i")/24" dev plh0; done
+ip link set plh0 up
+ip netns exec "$ns" ip addr add "$ns_ip/24" dev "$dev"
+ip netns exec "$ns" ip link set "$dev" up
+ip netns exec "$ns" ip link set lo up
+
+# One HTB class per subscriber address on what the server sends; everything else unshaped.
+nstc() { ip netns exec "$ns" tc "$@"; }
+nstc qdisc add dev "$dev" root handle 1: htb default 1
+nstc class add dev "$dev" parent 1: classid 1:1 htb rate 10gbit
+for i in "${!limit_list[@]}"; do
+  kbit=${limit_list[$i]}
+  rate=$([[ $kbit == 0 ]] && echo 10gbit || echo "${kbit}kbit")
+  nstc class add dev "$dev" parent 1: classid "1:$((11 + i))" htb rate "$rate"
+  nstc qdisc add dev "$dev" parent "1:$((11 + i))" handle "$((11 + i)):" bfifo limit 25000
+  nstc filter add dev "$dev" parent 1: protocol ip prio 1 u32 match ip dst "$(sub_ip "$i")/32" \
+    flowid "1:$((11 + i))"
+done
+# Bytes each subscriber's class has sent so far, one line per subscriber.
+class_bytes() {
+  local stats
+  stats=$(nstc -s class show dev "$dev")
+  for i in "${!limit_list[@]}"; do
+    awk -v id="1:$((11 + i))" '$1 == "class" && $3 == id {want = 1; next}
+      want && $1 == "Sent" {print $2; exit}' <<< "$stats"
+  done
+}
+
+config=$(mktemp --suffix .yaml)
+printf 'rtc:\n  congestion_control:\n    enabled: true\n' > "$config"
+sub_args=()
+for i in "${!limit_list[@]}"; do sub_args+=(--subscriber-ip "$(sub_ip "$i")"); done
+
+for run in $(seq "$runs"); do
+  ip netns exec "$ns" taskset -c 0 "$bin" serve --dev --config "$config" --bind "$ns_ip" \
+    --node-ip "$ns_ip" --port 7880 --udp-port 7882 > "test-output/bench/limits-$run-server.log" 2>&1 &
+  server=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/$ns_ip/7880") 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "== run $run: subscribers behind ${limit_list[*]} kbit/s (0 = unlimited)" >&2
+  log=test-output/bench/limits-$run-load.log
+  taskset -c 1 "$bin" load-test --url "ws://$ns_ip:7880" --local-ip "$host_ip" "${sub_args[@]}" \
+    --room limits --publishers 1 --subscribers "${#limit_list[@]}" --warmup "$warmup" \
+    --duration "$duration" --json > "$out/limits-$run.json" 2> "$log" &
+  load=$!
+  until grep -q "measuring for" "$log" 2>/dev/null; do
+    kill -0 "$load" 2>/dev/null || break
+    sleep 0.05
+  done
+  started=$(date +%s.%N)
+  class_bytes > "$out/limits-$run.start"
+  wait "$load"
+  # The load test stops its media at the window's end and drains for half a second.
+  ended=$(date +%s.%N)
+  class_bytes > "$out/limits-$run.end"
+  echo "$started $ended" > "$out/limits-$run.window"
+  kill "$server"; wait "$server" 2>/dev/null || true
+  server=
+done
+
+python3 - "$out" "$runs" "${limit_list[@]}" <<'PY' | tee "$out/limits.md"
+import json, math, sys
+out, runs, limits = sys.argv[1], int(sys.argv[2]), [int(x) for x in sys.argv[3:]]
+# The load test's media (crates/cli/src/load_test.rs): 30 fps, packets of at most 1,100 bytes,
+# layers at 150/500/1,700 kbit/s of payload; audio 100-byte payloads every 20 ms.
+FPS, MAX_PAYLOAD = 30, 1100
+LAYERS = [(320, 150), (640, 500), (1280, 1700)]
+AUDIO = (50, 100)
+
+def layer_wire(kbps, overhead):
+    frame = kbps * 1000 // 8 // FPS
+    packets = math.ceil(frame / MAX_PAYLOAD)
+    return (frame + packets * overhead) * FPS * 8 / 1000
+
+print("| run | limit (kbit/s) | media received (kbit/s on the link) | link carried (kbit/s) | video width | allowed (kbit/s) | received / allowed | best single layer / allowed |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+worst = []
+for run in range(1, runs + 1):
+    d = json.load(open(f"{out}/limits-{run}.json"))
+    start = [int(x) for x in open(f"{out}/limits-{run}.start").read().split()]
+    end = [int(x) for x in open(f"{out}/limits-{run}.end").read().split()]
+    t0, t1 = (float(x) for x in open(f"{out}/limits-{run}.window").read().split())
+    window = t1 - t0
+    subs = [r for r in d["receivers"] if r["identity"].startswith("sub-")]
+    # Bytes on the link beyond the RTP payload, per packet, measured on the widest link (no
+    # probing or retransmission needed there once it has the top layer).
+    ref = max(range(len(limits)), key=lambda i: limits[i] or 10**9)
+    r = subs[ref]
+    link_bits = (end[ref] - start[ref]) * 8
+    payload_bits = (r["video_kbps"] + r["audio_kbps"]) * 1000 * window
+    overhead = max(0.0, (link_bits - payload_bits) / 8 / (r["packets_per_s"] * window))
+    media = [s["video_kbps"] + s["audio_kbps"] + s["packets_per_s"] * overhead * 8 / 1000 for s in subs]
+    everything = media[ref]
+    audio_wire = AUDIO[0] * (AUDIO[1] + overhead) * 8 / 1000
+    fits = [audio_wire + layer_wire(k, overhead) for _, k in LAYERS]
+    for i, limit in enumerate(limits):
+        s = subs[i]
+        link = (end[i] - start[i]) * 8 / window / 1000
+        width = ",".join(str(w) for w in s["video_widths"]) or "none"
+        allowed = min(limit, everything) if limit else everything
+        best = min(max((f for f in fits if not limit or f <= limit), default=audio_wire), allowed)
+        ratio = media[i] / allowed
+        worst.append(ratio)
+        lim = f"{limit}" if limit else "unlimited"
+        print(f"| {run} | {lim} | {media[i]:.0f} | {link:.0f} | {width} | {allowed:.0f} | {ratio:.2f} | {best / allowed:.2f} |")
+print()
+print(f"- Per-packet overhead on the link (IP, UDP, RTP header and extensions, SRTP tag), measured on the widest link: {overhead:.0f} bytes.")
+print(f"- Lowest received / allowed: {min(worst):.2f} (target: at least 0.80).")
+PY
