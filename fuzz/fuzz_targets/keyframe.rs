@@ -1,7 +1,9 @@
-//! Keyframe detection on arbitrary RTP payloads, every codec.
+//! Keyframe detection on arbitrary RTP payloads, every codec, and the VP8 temporal-layer
+//! reader the forwarder uses on the same payloads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use pylon_core::keyframe::{is_keyframe_start, VideoCodec};
+use pylon_core::temporal::vp8_temporal;
 
 fuzz_target!(|data: &[u8]| {
     for c in [
@@ -11,5 +13,8 @@ fuzz_target!(|data: &[u8]| {
         VideoCodec::Av1,
     ] {
         let _ = is_keyframe_start(c, data);
+    }
+    if let Some(t) = vp8_temporal(data) {
+        assert!(t.tid <= pylon_core::temporal::TOP_TEMPORAL);
     }
 });

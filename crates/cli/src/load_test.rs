@@ -2,7 +2,9 @@
 //! LiveKit protocol, so it runs against Pylon or any LiveKit server.
 //!
 //! Publishers send Opus-sized audio at 50 packets/s and VP8 video (simulcast `q`/`h`/`f` at
-//! about 150/500/1,700 kbps, 30 fps, a keyframe every 2 s) with valid payload descriptors.
+//! about 150/500/1,700 kbps, 30 fps, a keyframe every 2 s) with valid payload descriptors and,
+//! as libwebrtc encodes VP8 simulcast, three temporal layers per encoding (7.5, 15 and 30 fps,
+//! 40/20/40 % of the bytes).
 //! Every payload carries a magic tag and its send time, so subscribers on the same host
 //! measure one-way latency. Subscribers count packets, bytes and sequence gaps per track.
 
@@ -55,6 +57,10 @@ pub struct LoadTestArgs {
     /// Publishers send one video encoding instead of three simulcast layers.
     #[arg(long)]
     pub(crate) no_simulcast: bool,
+    /// Temporal layers per video encoding: 3 (as libwebrtc sends VP8 simulcast) or 1 (none:
+    /// no PictureID or TID in the payload descriptor).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub(crate) temporal_layers: u8,
     /// Video bitrate of the top layer in kbps (lower layers: 500 and 150 kbps).
     #[arg(long, default_value_t = 1700)]
     pub(crate) video_kbps: u32,
@@ -195,6 +201,19 @@ pub(crate) struct Collected {
 pub(crate) struct MediaPlan {
     /// Bytes per frame and resolution divisor per layer, lowest first; empty: audio only.
     layers: Vec<(usize, u16)>,
+    temporal: bool,
+}
+
+/// libwebrtc's three-layer pattern: the temporal layer of frame `i` (T0 T2 T1 T2 ...), its
+/// share of an average frame's bytes in tenths (T0 40 % of the bytes at a quarter of the
+/// frames, T1 20 %, T2 40 % at half), and whether it is a layer sync (it references only T0).
+fn temporal_frame(i: u64) -> (u8, usize, bool) {
+    match i % 4 {
+        0 => (0, 16, false),
+        1 => (2, 8, true),
+        2 => (1, 8, true),
+        _ => (2, 8, false),
+    }
 }
 
 impl MediaPlan {
@@ -207,7 +226,10 @@ impl MediaPlan {
         } else {
             vec![(top * 150 / 1700, 4), (top * 500 / 1700, 2), (top, 1)]
         };
-        Self { layers }
+        Self {
+            layers,
+            temporal: args.temporal_layers > 1,
+        }
     }
 
     pub(crate) fn single_layer(&self) -> bool {
@@ -237,13 +259,20 @@ impl MediaPlan {
         while *frames < due && !self.layers.is_empty() {
             let keyframe = frames.is_multiple_of(KEYFRAME_EVERY_FRAMES as u64);
             let ts = (*frames as u32).wrapping_mul(90_000 / FPS);
+            let (tid, tenths, sync) = temporal_frame(*frames);
             for (layer, &(bytes, scale)) in self.layers.iter().enumerate() {
                 let (w, h) = (
                     (VIDEO_WIDTH / scale as u32) as u16,
                     (VIDEO_HEIGHT / scale as u32) as u16,
                 );
+                let (bytes, temporal) = if self.temporal {
+                    let t = (*frames as u16 & 0x7fff, (*frames / 4) as u8, tid, sync);
+                    (bytes * tenths / 10, Some(t))
+                } else {
+                    (bytes, None)
+                };
                 out.extend(
-                    video_frame(bytes, keyframe, w, h, ts)
+                    video_frame(bytes, keyframe, w, h, ts, temporal)
                         .into_iter()
                         .map(|r| (layer, r)),
                 );
@@ -387,9 +416,11 @@ impl TrackStats {
     }
 }
 
-/// Where the send time sits in a payload we generated.
+/// Where the send time sits in a payload we generated: after an audio payload's start, a
+/// keyframe's, delta frame's or continuation's descriptor and header, with or without the
+/// five bytes of temporal-layer descriptor extensions.
 fn sent_at(payload: &[u8]) -> Option<u64> {
-    let at = [0usize, 11, 4, 1]
+    let at = [0usize, 11, 4, 1, 16, 9, 6]
         .into_iter()
         .find(|&at| payload.get(at..at + 4) == Some(&MAGIC[..]))?;
     let b = payload.get(at + 4..at + 12)?;
@@ -408,8 +439,16 @@ fn stamp(len: usize) -> Vec<u8> {
     v
 }
 
-/// One video frame of `bytes` on one layer, split into packets.
-fn video_frame(bytes: usize, keyframe: bool, width: u16, height: u16, timestamp: u32) -> Vec<RtpOut> {
+/// One video frame of `bytes` on one layer, split into packets; `temporal` (PictureID,
+/// TL0PICIDX, temporal layer, layer sync) adds those to every packet's descriptor.
+fn video_frame(
+    bytes: usize,
+    keyframe: bool,
+    width: u16,
+    height: u16,
+    timestamp: u32,
+    temporal: Option<(u16, u8, u8, bool)>,
+) -> Vec<RtpOut> {
     let n = bytes.div_ceil(MAX_PAYLOAD).max(1);
     (0..n)
         .map(|i| {
@@ -418,6 +457,12 @@ fn video_frame(bytes: usize, keyframe: bool, width: u16, height: u16, timestamp:
                 (0, true) => vp8::keyframe_start(width, height, &body),
                 (0, false) => vp8::delta_start(&body),
                 _ => vp8::continuation(&body),
+            };
+            let payload = match temporal {
+                Some((picture_id, tl0, tid, sync)) => {
+                    vp8::with_temporal(&payload, picture_id, tl0, tid, sync)
+                }
+                None => payload,
             };
             RtpOut {
                 payload,

@@ -6,15 +6,67 @@
 //! - audio is served first and is never paused;
 //! - then every video track gets its lowest layer, screen shares before cameras; a track the
 //!   budget cannot start is paused (`allow_pause`) or kept on its lowest layer;
-//! - what is left raises tracks layer by layer in the same order, up to what each subscriber
-//!   asked for. Keeping a layer costs its rate; going above the layer a track has needs
-//!   [`UPGRADE_HEADROOM`] more, so a small fluctuation of the estimate does not make a track
-//!   climb and fall back at every turn.
+//! - what is left raises tracks rung by rung in the same order, up to what each subscriber
+//!   asked for. Keeping a rung costs its rate; going above the rung a track has needs
+//!   [`UPGRADE_HEADROOM`] more (a new simulcast layer: a keyframe) or [`TEMPORAL_HEADROOM`]
+//!   more (a temporal layer of the same one), so a small fluctuation of the estimate does not
+//!   make a track climb and fall back at every turn.
+//!
+//! A track's ladder has a [`Rung`] per simulcast layer and temporal layer: the temporal
+//! layers of a simulcast layer (7.5, 15, 30 fps) are the finer steps between it and the next.
+//! A stream without temporal layers costs the same on all three rungs of a layer, so the
+//! allocator walks over them for free.
 
 use crate::forwarder::{Layer, MAX_LAYERS, TOP_LAYER};
+use crate::temporal::{TEMPORAL_LAYERS, TOP_TEMPORAL};
+
+/// Rungs of a track's ladder.
+pub const RUNGS: usize = MAX_LAYERS * TEMPORAL_LAYERS;
+
+/// One step of a track's ladder: a simulcast layer at a temporal layer. Every temporal layer
+/// of a simulcast layer comes before the next simulcast layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rung(u8);
+
+impl Rung {
+    /// The low layer's base temporal layer.
+    pub const LOWEST: Rung = Rung(0);
+    /// The top layer with every frame.
+    pub const TOP: Rung = Rung(RUNGS as u8 - 1);
+
+    pub fn new(layer: Layer, temporal: u8) -> Rung {
+        let l = layer.min(TOP_LAYER);
+        Rung(l * TEMPORAL_LAYERS as u8 + temporal.min(TOP_TEMPORAL))
+    }
+
+    /// Every frame of `layer`.
+    pub fn top_of(layer: Layer) -> Rung {
+        Rung::new(layer, TOP_TEMPORAL)
+    }
+
+    pub fn layer(self) -> Layer {
+        self.0 / TEMPORAL_LAYERS as u8
+    }
+
+    pub fn temporal(self) -> u8 {
+        self.0 % TEMPORAL_LAYERS as u8
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    fn next(self) -> Rung {
+        Rung((self.0 + 1).min(Rung::TOP.0))
+    }
+}
 
 /// Going up one layer (or resuming a paused track) needs this much more than its rate.
 pub const UPGRADE_HEADROOM: f64 = 1.15;
+
+/// Going up a temporal layer within the simulcast layer a track has needs only this much more:
+/// it needs no keyframe and is undone at the next frame, so a tight fit is cheap to try.
+pub const TEMPORAL_HEADROOM: f64 = 1.03;
 
 /// A window shorter than this is not used to measure a layer's rate.
 const MIN_WINDOW_MS: u64 = 200;
@@ -22,26 +74,28 @@ const MIN_WINDOW_MS: u64 = 200;
 /// What an audio track is assumed to need until it has been measured (Opus with RED).
 pub const DEFAULT_AUDIO_BPS: u64 = 64_000;
 
-/// The bitrate of each simulcast layer of a track, measured from the bytes that reach this
-/// place (payload only; the headers are counted by [`overhead`]).
+/// The bitrate of each simulcast layer of a track, per temporal layer, measured from the
+/// bytes that reach this place (headers included, as [`PACKET_OVERHEAD`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LayerRates {
-    bytes: [u64; MAX_LAYERS],
-    packets: [u64; MAX_LAYERS],
-    /// The last measured rate of each layer (bits per second, headers included); 0: never seen.
-    bps: [u64; MAX_LAYERS],
+    bytes: [u64; RUNGS],
+    packets: [u64; RUNGS],
+    /// The last measured rate of each layer's temporal layer alone (bits per second); 0:
+    /// never seen. Packets without a temporal layer count as the base.
+    bps: [u64; RUNGS],
 }
 
 /// RTP, SRTP, UDP and IP headers of one packet, in bytes.
 const PACKET_OVERHEAD: u64 = 12 + 10 + 8 + 20 + 8;
 
 impl LayerRates {
-    /// Count one packet (hot path: two additions).
+    /// Count one packet of temporal layer `temporal` (0 when the stream has none; hot path:
+    /// two additions).
     #[inline]
-    pub fn add(&mut self, layer: Layer, payload: usize) {
-        let l = (layer as usize).min(MAX_LAYERS - 1);
-        self.bytes[l] += payload as u64;
-        self.packets[l] += 1;
+    pub fn add(&mut self, layer: Layer, temporal: u8, payload: usize) {
+        let r = Rung::new(layer, temporal).index();
+        self.bytes[r] += payload as u64;
+        self.packets[r] += 1;
     }
 
     /// Close a window of `elapsed_ms`: a layer that carried packets gets its new rate (a
@@ -52,7 +106,7 @@ impl LayerRates {
         if elapsed_ms < MIN_WINDOW_MS {
             return;
         }
-        for l in 0..MAX_LAYERS {
+        for l in 0..RUNGS {
             if self.packets[l] == 0 {
                 continue;
             }
@@ -68,9 +122,11 @@ impl LayerRates {
         }
     }
 
-    /// The last measured rate of `layer` (0: never measured here).
-    pub fn bps(&self, layer: Layer) -> u64 {
-        self.bps[(layer as usize).min(MAX_LAYERS - 1)]
+    /// The last measured rate of a rung: its layer's temporal layers up to the rung's
+    /// (0: the layer was never measured here).
+    pub fn bps(&self, rung: Rung) -> u64 {
+        let base = Rung::new(rung.layer(), 0).index();
+        self.bps[base..=rung.index()].iter().sum()
     }
 }
 
@@ -102,28 +158,40 @@ pub struct Want {
     /// Order within the class: lower first (the subscriber's priority, 1 highest;
     /// `u32::MAX` when it gave none). Ties keep the order of `wants`.
     pub rank: u32,
-    /// The highest layer this subscriber asked for; `None`: nothing to send now (disabled, or
-    /// no layer live). Audio: `Some(0)`. Layers the publisher does not send have the rate of
-    /// the best one it does, so they cost nothing more.
-    pub max: Option<Layer>,
-    /// The layer being forwarded now (`None`: paused or not started).
-    pub current: Option<Layer>,
-    /// The rate of each layer, bits per second.
-    pub rates: [u64; MAX_LAYERS],
+    /// The highest rung this subscriber asked for; `None`: nothing to send now (disabled, or
+    /// no layer live). Audio: `Some(Rung::LOWEST)`. Layers the publisher does not send have
+    /// the rate of the best one it does, so they cost nothing more.
+    pub max: Option<Rung>,
+    /// The rung being forwarded now (`None`: paused or not started).
+    pub current: Option<Rung>,
+    /// The rate of each rung, bits per second, never lower than the rung below.
+    pub rates: [u64; RUNGS],
+}
+
+impl Want {
+    /// What the first rung above `at` (up to `max`) that costs more would add; 0: none.
+    pub fn next_step(&self, at: Rung) -> u64 {
+        let Some(max) = self.max else { return 0 };
+        let here = self.rates[at.index()];
+        self.rates[at.index()..=max.index().max(at.index())]
+            .iter()
+            .find(|&&r| r > here)
+            .map_or(0, |r| r - here)
+    }
 }
 
 /// What a track may receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Grant {
-    /// Any layer up to this one.
-    UpTo(Layer),
+    /// Any rung up to this one.
+    UpTo(Rung),
     /// Nothing: the budget cannot carry even its lowest layer.
     Paused,
 }
 
 impl Default for Grant {
     fn default() -> Self {
-        Grant::UpTo(TOP_LAYER)
+        Grant::UpTo(Rung::TOP)
     }
 }
 
@@ -132,7 +200,7 @@ impl Grant {
     fn rank(self) -> u8 {
         match self {
             Grant::Paused => 0,
-            Grant::UpTo(l) => l + 1,
+            Grant::UpTo(r) => r.0 + 1,
         }
     }
 
@@ -169,13 +237,13 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
     let mut totals = Totals::default();
     for w in wants {
         if let Some(max) = w.max {
-            totals.desired += w.rates[max as usize];
+            totals.desired += w.rates[max.index()];
         }
     }
     // Audio first, whatever the budget.
     for (w, g) in wants.iter().zip(grants.iter_mut()) {
         if w.class == Class::Audio {
-            *g = Grant::UpTo(0);
+            *g = Grant::UpTo(Rung::LOWEST);
             budget -= w.rates[0] as f64;
             totals.allocated += w.rates[0];
         }
@@ -189,8 +257,8 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
     }
     order[..video].sort_by_key(|&i| (wants[i].class, wants[i].rank));
     let order = &order[..video];
-    // Every video track's lowest layer.
-    let mut granted: [Option<Layer>; 64] = [None; 64];
+    // Every video track's lowest rung.
+    let mut granted: [Option<Rung>; 64] = [None; 64];
     for &i in order {
         let w = &wants[i];
         if w.class == Class::Audio || w.max.is_none() {
@@ -204,21 +272,27 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
             };
         if budget >= cost || !allow_pause {
             budget -= w.rates[0] as f64;
-            granted[i] = Some(0);
+            granted[i] = Some(Rung::LOWEST);
         }
     }
-    // Then up, one layer at a time per track, as far as the budget goes.
+    // Then up, one rung at a time per track, as far as the budget goes.
     for &i in order {
         let w = &wants[i];
         let (Some(max), Some(mut at)) = (w.max, granted[i]) else {
             continue;
         };
         while at < max {
-            let next = at + 1;
-            let extra = w.rates[next as usize].saturating_sub(w.rates[at as usize]) as f64;
+            let next = at.next();
+            let extra = w.rates[next.index()].saturating_sub(w.rates[at.index()]) as f64;
             let keeps = w.current.is_some_and(|c| c >= next);
-            let cost = if keeps { extra } else { extra * UPGRADE_HEADROOM };
-            if budget < cost {
+            let temporal_step = w.current.is_some_and(|c| c.layer() == next.layer());
+            let cost = match (keeps, temporal_step) {
+                (true, _) => extra,
+                (false, true) => extra * TEMPORAL_HEADROOM,
+                (false, false) => extra * UPGRADE_HEADROOM,
+            };
+            // A rung that costs nothing more (a layer without temporal layers) is always taken.
+            if extra > 0.0 && budget < cost {
                 break;
             }
             budget -= extra;
@@ -234,7 +308,7 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
             // Nothing live to send: no layer is withheld.
             (None, _) => Grant::default(),
             (Some(_), Some(l)) => {
-                totals.allocated += wants[i].rates[l as usize];
+                totals.allocated += wants[i].rates[l.index()];
                 Grant::UpTo(l)
             }
             (Some(_), None) => Grant::Paused,
@@ -254,25 +328,39 @@ mod tests {
 
     const SIMULCAST: [u64; 3] = [150_000, 500_000, 1_700_000];
 
+    /// Every rung of each layer at the layer's rate: no temporal layers.
+    fn ladder(layers: [u64; 3]) -> [u64; RUNGS] {
+        std::array::from_fn(|r| layers[r / TEMPORAL_LAYERS])
+    }
+
     fn camera(max: Layer, current: Option<Layer>) -> Want {
         Want {
             class: Class::Camera,
             rank: u32::MAX,
-            max: Some(max),
-            current,
-            rates: SIMULCAST,
+            max: Some(Rung::top_of(max)),
+            current: current.map(Rung::top_of),
+            rates: ladder(SIMULCAST),
         }
     }
 
     fn audio() -> Want {
+        let mut rates = [0; RUNGS];
+        rates[0] = 60_000;
         Want {
             class: Class::Audio,
             rank: u32::MAX,
-            max: Some(0),
-            current: Some(0),
-            rates: [60_000, 0, 0],
+            max: Some(Rung::LOWEST),
+            current: Some(Rung::LOWEST),
+            rates,
         }
     }
+
+    /// Every frame of `layer`.
+    fn up(layer: Layer) -> Grant {
+        Grant::UpTo(Rung::top_of(layer))
+    }
+
+    const AUDIO: Grant = Grant::UpTo(Rung::LOWEST);
 
     fn run(estimate: u64, wants: &[Want], allow_pause: bool) -> (Vec<Grant>, Totals) {
         let mut g = Vec::new();
@@ -287,7 +375,7 @@ mod tests {
             &[audio(), camera(2, Some(2)), camera(1, Some(1))],
             true,
         );
-        assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(2), Grant::UpTo(1)]);
+        assert_eq!(g, [AUDIO, up(2), up(1)]);
         assert_eq!(t.allocated, 60_000 + 1_700_000 + 500_000);
         assert_eq!(t.desired, t.allocated);
     }
@@ -296,7 +384,7 @@ mod tests {
     fn a_narrow_link_gets_a_lower_layer_and_audio_first() {
         // 400 kbit/s: audio, then the camera's low layer; the middle one does not fit.
         let (g, t) = run(400_000, &[audio(), camera(2, Some(2))], true);
-        assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(0)]);
+        assert_eq!(g, [AUDIO, up(0)]);
         assert_eq!(t.allocated, 210_000);
         assert_eq!(t.desired, 1_760_000, "worth probing for the top layer");
     }
@@ -305,12 +393,12 @@ mod tests {
     fn too_little_pauses_video_or_keeps_the_lowest_layer_without_allow_pause() {
         let wants = [audio(), camera(2, Some(0))];
         let (g, _) = run(100_000, &wants, true);
-        assert_eq!(g, [Grant::UpTo(0), Grant::Paused]);
+        assert_eq!(g, [AUDIO, Grant::Paused]);
         let (g, _) = run(100_000, &wants, false);
-        assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(0)]);
+        assert_eq!(g, [AUDIO, up(0)]);
         // Audio is never paused, even with no budget at all.
         let (g, _) = run(0, &[audio()], true);
-        assert_eq!(g, [Grant::UpTo(0)]);
+        assert_eq!(g, [AUDIO]);
     }
 
     #[test]
@@ -321,9 +409,9 @@ mod tests {
         };
         // The camera was subscribed first, the screen share later: the screen share wins.
         let (g, _) = run(900_000, &[camera(2, Some(2)), screen], true);
-        assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(1)]);
+        assert_eq!(g, [up(0), up(1)]);
         let (g, _) = run(200_000, &[camera(2, Some(0)), screen], true);
-        assert_eq!(g, [Grant::Paused, Grant::UpTo(0)]);
+        assert_eq!(g, [Grant::Paused, up(0)]);
     }
 
     #[test]
@@ -335,32 +423,32 @@ mod tests {
         // Subscribed first but without a priority: the ranked camera is served first, and
         // the lower number wins between two ranked ones.
         let (g, _) = run(900_000, &[camera(2, Some(0)), ranked(2)], true);
-        assert_eq!(g, [Grant::UpTo(0), Grant::UpTo(1)]);
+        assert_eq!(g, [up(0), up(1)]);
         let (g, _) = run(200_000, &[ranked(3), camera(2, Some(0)), ranked(1)], true);
-        assert_eq!(g, [Grant::Paused, Grant::Paused, Grant::UpTo(0)]);
+        assert_eq!(g, [Grant::Paused, Grant::Paused, up(0)]);
         // A priority orders cameras among themselves; a screen share still goes first.
         let screen = Want {
             class: Class::Screen,
             ..camera(2, Some(0))
         };
         let (g, _) = run(200_000, &[ranked(1), screen], true);
-        assert_eq!(g, [Grant::Paused, Grant::UpTo(0)]);
+        assert_eq!(g, [Grant::Paused, up(0)]);
     }
 
     #[test]
     fn climbing_needs_headroom_keeping_does_not() {
         // Exactly the top layer's rate: a track on it keeps it, a track below does not climb.
         let (g, _) = run(1_700_000, &[camera(2, Some(2))], true);
-        assert_eq!(g, [Grant::UpTo(2)]);
+        assert_eq!(g, [up(2)]);
         let (g, _) = run(1_700_000, &[camera(2, Some(1))], true);
-        assert_eq!(g, [Grant::UpTo(1)]);
+        assert_eq!(g, [up(1)]);
         let (g, _) = run(2_000_000, &[camera(2, Some(1))], true);
-        assert_eq!(g, [Grant::UpTo(2)]);
+        assert_eq!(g, [up(2)]);
         // A paused track resumes only with headroom over its lowest layer.
         let (g, _) = run(160_000, &[camera(2, None)], true);
         assert_eq!(g, [Grant::Paused]);
         let (g, _) = run(180_000, &[camera(2, None)], true);
-        assert_eq!(g, [Grant::UpTo(0)]);
+        assert_eq!(g, [up(0)]);
     }
 
     #[test]
@@ -371,7 +459,7 @@ mod tests {
             ..camera(2, None)
         };
         let (g, t) = run(200_000, &[idle, camera(2, Some(0))], true);
-        assert_eq!(g, [Grant::UpTo(TOP_LAYER), Grant::UpTo(0)]);
+        assert_eq!(g, [up(TOP_LAYER), up(0)]);
         assert_eq!(t.desired, 1_700_000);
     }
 
@@ -379,38 +467,91 @@ mod tests {
     fn rates_are_measured_per_window_and_kept_while_a_layer_is_silent() {
         let mut r = LayerRates::default();
         for _ in 0..100 {
-            r.add(2, 1000);
+            r.add(2, 0, 1000);
         }
-        r.add(0, 100);
+        r.add(0, 0, 100);
         r.close_window(1000);
-        assert_eq!(r.bps(2), 100 * (1000 + PACKET_OVERHEAD) * 8);
-        assert_eq!(r.bps(0), (100 + PACKET_OVERHEAD) * 8);
+        let top = Rung::top_of(2);
+        assert_eq!(r.bps(top), 100 * (1000 + PACKET_OVERHEAD) * 8);
+        assert_eq!(r.bps(Rung::LOWEST), (100 + PACKET_OVERHEAD) * 8);
         // A silent window keeps the rate; a new one is averaged in.
         r.close_window(1000);
-        assert_eq!(r.bps(2), 100 * (1000 + PACKET_OVERHEAD) * 8);
-        r.add(2, 1000 * 100 - 100 * PACKET_OVERHEAD as usize);
+        assert_eq!(r.bps(top), 100 * (1000 + PACKET_OVERHEAD) * 8);
+        r.add(2, 0, 1000 * 100 - 100 * PACKET_OVERHEAD as usize);
         r.close_window(500);
         let (before, window) = (846_400, 1_508_128);
-        assert_eq!(r.bps(2), (before * 3 + window) / 4);
+        assert_eq!(r.bps(top), (before * 3 + window) / 4);
         // Too short a window measures nothing; a hostile layer index is clamped.
-        r.add(7, 10);
+        r.add(7, 9, 10);
         r.close_window(10);
-        assert_eq!(r.bps(7), r.bps(2));
+        assert_eq!(r.bps(Rung::new(7, 9)), r.bps(top));
+    }
+
+    #[test]
+    fn a_layers_temporal_layers_are_priced_cumulatively() {
+        let mut r = LayerRates::default();
+        // T0 frames of 2,000 bytes at 7.5 fps, T1 of 1,000 at 7.5, T2 of 1,000 at 15.
+        for (t, bytes, n) in [(0, 2000, 15), (1, 1000, 15), (2, 1000, 30)] {
+            for _ in 0..n {
+                r.add(1, t, bytes - PACKET_OVERHEAD as usize);
+            }
+        }
+        r.close_window(2000);
+        assert_eq!(r.bps(Rung::new(1, 0)), 120_000);
+        assert_eq!(r.bps(Rung::new(1, 1)), 180_000);
+        assert_eq!(r.bps(Rung::new(1, 2)), 300_000);
+    }
+
+    #[test]
+    fn temporal_layers_are_the_finer_steps_between_simulcast_layers() {
+        // The top layer's base temporal layer fits where the whole top layer does not.
+        let mut rates = ladder(SIMULCAST);
+        rates[6] = 680_000;
+        rates[7] = 1_020_000;
+        let cam = Want {
+            rates,
+            ..camera(2, Some(1))
+        };
+        let (g, t) = run(1_300_000, &[cam], true);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 1))]);
+        assert_eq!(t.allocated, 1_020_000);
+        // Within a layer, a temporal step needs little headroom; a new layer needs more.
+        let on = |rung| {
+            let mut w = cam;
+            w.current = Some(rung);
+            w
+        };
+        let (g, _) = run(1_040_000, &[on(Rung::new(2, 0))], true);
+        assert_eq!(
+            g,
+            [Grant::UpTo(Rung::new(2, 1))],
+            "680k + 340k x 1.03 fits 1,040k"
+        );
+        let (g, _) = run(700_000, &[on(Rung::top_of(1))], true);
+        assert_eq!(
+            g,
+            [Grant::UpTo(Rung::top_of(1))],
+            "500k + 180k x 1.15 does not fit 700k"
+        );
+        assert_eq!(cam.next_step(Rung::new(2, 1)), 680_000);
+        // Flat rungs are no step at all: from the low layer, the next step is the middle one.
+        assert_eq!(cam.next_step(Rung::new(0, 0)), 350_000);
+        assert_eq!(cam.next_step(Rung::TOP), 0);
     }
 
     #[test]
     fn a_grant_falls_on_a_sustained_low_and_rises_on_a_sustained_high_only() {
         use Grant::*;
         // The estimate stayed low a whole second: down.
-        assert_eq!(UpTo(2).settle(UpTo(0), UpTo(0)), UpTo(0));
-        assert_eq!(UpTo(0).settle(Paused, Paused), Paused);
+        assert_eq!(up(2).settle(up(0), up(0)), up(0));
+        assert_eq!(up(0).settle(Paused, Paused), Paused);
         // A dip shorter than that: the highest estimate of the second still carries it.
-        assert_eq!(UpTo(2).settle(UpTo(2), UpTo(0)), UpTo(2));
+        assert_eq!(up(2).settle(up(2), up(0)), up(2));
         // A peak: the lowest estimate of two seconds does not carry more; stay.
-        assert_eq!(UpTo(0).settle(UpTo(2), UpTo(0)), UpTo(0));
+        assert_eq!(up(0).settle(up(2), up(0)), up(0));
         // Two seconds of room: up, and a paused track resumes.
-        assert_eq!(UpTo(0).settle(UpTo(2), UpTo(1)), UpTo(1));
-        assert_eq!(Paused.settle(UpTo(0), UpTo(0)), UpTo(0));
+        assert_eq!(up(0).settle(up(2), up(1)), up(1));
+        assert_eq!(Paused.settle(up(0), up(0)), up(0));
     }
 
     #[test]

@@ -45,15 +45,7 @@ pub enum SignalCommand {
         subscribe: bool,
     },
     /// Per-subscription settings: pause, or the most the subscriber wants of a video track.
-    TrackSettings {
-        tracks: Vec<TrackSid>,
-        disabled: bool,
-        quality: QualityRequest,
-        /// Which tracks get bandwidth first when the downlink cannot carry them all: 1 is the
-        /// highest; `None` (0 on the wire) leaves the track in subscription order, after
-        /// those with one.
-        priority: Option<NonZeroU32>,
-    },
+    TrackSettings(TrackSettings),
     Leave,
     /// Who may subscribe to this participant's tracks.
     SubscriptionPermission(SubscriptionPermission),
@@ -74,6 +66,21 @@ pub enum SignalCommand {
     DataSubscription(Vec<(String, bool)>),
     /// A request we accept and have nothing to do for (sync state, simulate, layers, ...).
     Ignored,
+}
+
+/// Per-subscription settings of some tracks (`UpdateTrackSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackSettings {
+    pub tracks: Vec<TrackSid>,
+    pub disabled: bool,
+    pub quality: QualityRequest,
+    /// Which tracks get bandwidth first when the downlink cannot carry them all: 1 is the
+    /// highest; `None` (0 on the wire) leaves the track in subscription order, after those
+    /// with one.
+    pub priority: Option<NonZeroU32>,
+    /// The frame rate asked for (0: none): the highest temporal layer that fits
+    /// (`temporal::temporal_for_fps`).
+    pub fps: u32,
 }
 
 /// How much of a simulcast video track a subscriber asks for (`UpdateTrackSettings`).

@@ -14,10 +14,10 @@ use livekit_protocol as lk;
 use str0m::bwe::Bitrate;
 use tracing::{debug, info};
 
-use crate::allocator::{allocate, default_video_bps, Class, Grant, Want, DEFAULT_AUDIO_BPS};
-use crate::forwarder::{Layer, MAX_LAYERS};
+use crate::allocator::{allocate, default_video_bps, Class, Grant, Rung, Want, DEFAULT_AUDIO_BPS, RUNGS};
 use crate::ids::{ParticipantKey, TrackKey};
 use crate::shard::Shard;
+use crate::temporal::TEMPORAL_LAYERS;
 use crate::track::{DownTrack, Track};
 
 /// A subscriber connection's bandwidth estimate and what str0m was last asked to probe for.
@@ -185,7 +185,7 @@ impl Shard {
                     rank: u32::MAX,
                     max: None,
                     current: None,
-                    rates: [0; MAX_LAYERS],
+                    rates: [0; RUNGS],
                 });
                 continue;
             };
@@ -210,11 +210,12 @@ impl Shard {
             }
             let grant = &dt.grant.settle(*low, *high);
             match (grant, w.max) {
-                (Grant::UpTo(l), Some(max)) => {
-                    let l = usize::from((*l).min(max));
-                    allocated += w.rates[l];
-                    if l < usize::from(max) {
-                        step = step.min(w.rates[l + 1].saturating_sub(w.rates[l]));
+                (Grant::UpTo(r), Some(max)) => {
+                    let r = (*r).min(max);
+                    allocated += w.rates[r.index()];
+                    let next = w.next_step(r);
+                    if next > 0 {
+                        step = step.min(next);
                     }
                 }
                 (Grant::Paused, Some(_)) => step = step.min(w.rates[0]),
@@ -240,6 +241,7 @@ impl Shard {
             dt.grant = *grant;
         }
         p.downlink.allocated = allocated;
+        tracing::trace!(subscriber = %p.sid, estimate, down_by, up_by, allocated, desired = totals.desired, "downlink turn");
         let step = if step == u64::MAX { 0 } else { step };
         if let Some((minimum, desired)) = p.downlink.next_rates(now, totals.desired, step) {
             let down = p.down_pc();
@@ -261,14 +263,15 @@ impl Shard {
 /// What the allocator needs of one subscribed track.
 fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
     if dt.kind.is_audio() {
-        let measured = t.rates.bps(0);
-        let rate = if measured > 0 { measured } else { DEFAULT_AUDIO_BPS };
+        let measured = t.rates.bps(Rung::LOWEST);
+        let mut rates = [0; RUNGS];
+        rates[0] = if measured > 0 { measured } else { DEFAULT_AUDIO_BPS };
         return Want {
             class: Class::Audio,
             rank: u32::MAX,
-            max: Some(0),
-            current: Some(0),
-            rates: [rate, 0, 0],
+            max: Some(Rung::LOWEST),
+            current: Some(Rung::LOWEST),
+            rates,
         };
     }
     let class = if t.info.source == lk::TrackSource::ScreenShare as i32 {
@@ -283,33 +286,42 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
     } else {
         t.best_layer(now)
     };
-    let max = best.map(|_| dt.max_layer);
-    let mut rates = [0; MAX_LAYERS];
+    let max = best.map(|_| Rung::new(dt.max_layer, dt.max_temporal));
+    let mut rates = [0; RUNGS];
     let mut floor = 0;
-    for (l, rate) in rates.iter_mut().enumerate() {
-        if best.is_some_and(|b| l as Layer > b) {
+    for (r, rate) in rates.iter_mut().enumerate() {
+        let rung = Rung::new((r / TEMPORAL_LAYERS) as u8, (r % TEMPORAL_LAYERS) as u8);
+        if best.is_some_and(|b| rung.layer() > b) {
             *rate = floor;
             continue;
         }
-        *rate = layer_bps(t, l as Layer).max(floor);
+        *rate = layer_bps(t, rung).max(floor);
         floor = *rate;
     }
     Want {
         class,
         rank: dt.priority.map_or(u32::MAX, |p| p.get()),
         max,
-        current: dt.forwarder.current(),
+        current: dt
+            .forwarder
+            .current()
+            .map(|l| Rung::new(l, dt.forwarder.temporal())),
         rates,
     }
 }
 
-/// A layer's rate: measured where it reaches this place, else what the publisher announced
-/// for it, else what LiveKit's SDKs encode at its height. A measurement is capped a little
-/// above the announced maximum: above it are keyframe bursts (which a keyframe request of
-/// another subscriber's causes), not what the layer costs.
-fn layer_bps(t: &Track, layer: Layer) -> u64 {
-    let announced = t.info.layers.iter().find(|l| l.quality == i32::from(layer));
-    let measured = t.rates.bps(layer);
+/// A rung's rate: measured where its layer reaches this place, else what the publisher
+/// announced for the layer, else what LiveKit's SDKs encode at its height (an unmeasured
+/// layer has no cheaper temporal rungs). A measurement is capped a little above the announced
+/// maximum: above it are keyframe bursts (which a keyframe request of another subscriber's
+/// causes), not what the layer costs.
+fn layer_bps(t: &Track, rung: Rung) -> u64 {
+    let announced = t
+        .info
+        .layers
+        .iter()
+        .find(|l| l.quality == i32::from(rung.layer()));
+    let measured = t.rates.bps(rung);
     if measured > 0 {
         return match announced {
             Some(l) if l.bitrate > 0 => measured.min(u64::from(l.bitrate) * 6 / 5),

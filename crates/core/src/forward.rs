@@ -20,6 +20,7 @@ use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::peer::PeerRef;
 use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::{kind_index, Shard};
+use crate::temporal::vp8_temporal;
 use crate::track::{Origin, Sink, SubscriberPt};
 
 impl Shard {
@@ -111,8 +112,14 @@ impl Shard {
         let Some(t) = self.tracks.get_mut(&tkey) else {
             return;
         };
-        t.rates.add(m.layer, m.payload.len());
         let (kind, codec) = (t.kind, t.codec);
+        // Parsed once per packet; each receiver's rewrite is a patch str0m applies on send.
+        let (vp8, temporal) = match codec {
+            VideoCodec::Vp8 => (Vp8Descriptor::parse(&m.payload).ok(), vp8_temporal(&m.payload)),
+            _ => (None, None),
+        };
+        t.rates
+            .add(m.layer, temporal.map_or(0, |t| t.tid), m.payload.len());
         let relayed = !t.is_local();
         let mut sinks = std::mem::take(&mut self.sinks);
         sinks.clear();
@@ -128,11 +135,6 @@ impl Shard {
         }
         self.sinks = sinks;
 
-        // Parsed once per packet; each receiver's rewrite is a patch str0m applies on send.
-        let vp8 = match codec {
-            VideoCodec::Vp8 => Vp8Descriptor::parse(&m.payload).ok(),
-            _ => None,
-        };
         let ext = m.ext.to_values();
         let unpaced = self.config.congestion_control.enabled;
         // RED for receivers that did not negotiate it: the primary block, cut out once per
@@ -158,17 +160,28 @@ impl Shard {
                 dt.forwarder.set_target(target);
                 wishes_changed = true;
             }
+            if let Some(target) = target {
+                dt.forwarder.set_temporal_target(dt.temporal_for(target));
+            }
             let decision = dt
                 .forwarder
-                .on_packet(m.layer, m.seq, m.timestamp, m.keyframe, now);
-            let Decision::Forward {
-                seq,
-                timestamp,
-                switched,
-            } = decision
-            else {
-                want_keyframe |= dt.forwarder.wants_keyframe() && Some(m.layer) == dt.forwarder.target();
-                continue;
+                .on_packet(m.layer, m.seq, m.timestamp, m.keyframe, temporal, now);
+            let (seq, timestamp, switched) = match decision {
+                Decision::Forward {
+                    seq,
+                    timestamp,
+                    switched,
+                } => (seq, timestamp, switched),
+                Decision::Skip { picture } => {
+                    if picture && vp8.is_some() {
+                        dt.vp8.skip_picture(&m.payload);
+                    }
+                    continue;
+                }
+                Decision::Drop => {
+                    want_keyframe |= dt.forwarder.wants_keyframe() && Some(m.layer) == dt.forwarder.target();
+                    continue;
+                }
             };
             wishes_changed |= switched;
             let settled = !dt.awaiting_answer;

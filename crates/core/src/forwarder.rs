@@ -4,8 +4,16 @@
 //! Pure arithmetic on numbers the caller extracts from the packet; no allocation, no clock.
 //! Layer choice policy lives in the caller: it sets a target, and the forwarder switches to
 //! it at the next keyframe of that layer (a decoder cannot start mid-GOP).
+//!
+//! Within a simulcast layer that has temporal layers (`temporal.rs`), the forwarder also
+//! keeps a temporal target: frames above it are dropped and the outgoing sequence numbers
+//! close over them, so the subscriber sees a continuous stream at a lower frame rate. It goes
+//! down at the next frame start and up at the next frame start of a higher layer that is a
+//! layer sync (Y), as LiveKit's VP8 selector does.
 
 use std::time::{Duration, Instant};
+
+use crate::temporal::{Temporal, TOP_TEMPORAL};
 
 /// Simulcast layer index: 0 = low (`q`, or the only layer), 1 = medium (`h`), 2 = high (`f`).
 pub type Layer = u8;
@@ -36,6 +44,66 @@ pub enum Decision {
     },
     /// Not for this subscriber (other layer, stale, or waiting for a keyframe).
     Drop,
+    /// The newest packet of the current layer, above the subscriber's temporal layer: not
+    /// sent, and the outgoing numbering closes over it. `picture` says it began a frame (a
+    /// VP8 picture the subscriber will not see: its PictureID numbering closes over it too).
+    Skip { picture: bool },
+}
+
+/// Runs of incoming sequence numbers skipped for the temporal layer since the last layer
+/// switch (start, end exclusive), oldest first: a late packet (a retransmission, say) goes
+/// out under the number it would have had, so its outgoing number is found by counting the
+/// skips after it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skipped {
+    runs: [(u64, u64); SKIP_RUNS],
+    len: usize,
+    /// Packets older than this can no longer be numbered (their runs were forgotten).
+    horizon: u64,
+}
+
+/// Skipped runs remembered: a run is one dropped frame, so about half a second of a 30 fps
+/// stream thinned to its base layer.
+const SKIP_RUNS: usize = 16;
+
+impl Skipped {
+    fn clear(&mut self, from: u64) {
+        self.len = 0;
+        self.horizon = from;
+    }
+
+    fn push(&mut self, seq: u64) {
+        if self.len > 0 && self.runs[self.len - 1].1 == seq {
+            self.runs[self.len - 1].1 = seq + 1;
+            return;
+        }
+        if self.len == SKIP_RUNS {
+            self.horizon = self.runs[0].1;
+            self.runs.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.runs[self.len] = (seq, seq + 1);
+        self.len += 1;
+    }
+
+    /// How many skipped numbers come after `seq`; `None` when `seq` is past what is
+    /// remembered or was itself skipped.
+    fn after(&self, seq: u64) -> Option<u64> {
+        if seq < self.horizon {
+            return None;
+        }
+        let mut n = 0;
+        for &(a, b) in self.runs[..self.len].iter().rev() {
+            if seq >= b {
+                break;
+            }
+            if seq >= a {
+                return None;
+            }
+            n += b - a;
+        }
+        Some(n)
+    }
 }
 
 /// Forwarding state of one subscribed track.
@@ -47,8 +115,14 @@ pub struct Forwarder {
     ts_offset: u32,
     /// First incoming sequence number forwarded from the current layer.
     switch_seq: u64,
+    /// Highest incoming sequence number of the current layer forwarded or skipped.
+    highest_in: u64,
     last_out: Option<Out>,
     clock_rate: u32,
+    /// The temporal layer forwarded now, and the one to converge to.
+    temporal: u8,
+    temporal_target: u8,
+    skipped: Skipped,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,9 +141,28 @@ impl Forwarder {
             seq_offset: 0,
             ts_offset: 0,
             switch_seq: 0,
+            highest_in: 0,
             last_out: None,
             clock_rate,
+            temporal: TOP_TEMPORAL,
+            temporal_target: TOP_TEMPORAL,
+            skipped: Skipped::default(),
         }
+    }
+
+    /// The temporal layer forwarded now (frames above it are dropped).
+    pub fn temporal(&self) -> u8 {
+        self.temporal
+    }
+
+    pub fn temporal_target(&self) -> u8 {
+        self.temporal_target
+    }
+
+    /// Choose the temporal layer to converge to (0: the base layer only; [`TOP_TEMPORAL`]:
+    /// every frame). Streams without temporal layers ignore it.
+    pub fn set_temporal_target(&mut self, t: u8) {
+        self.temporal_target = t.min(TOP_TEMPORAL);
     }
 
     pub fn current(&self) -> Option<Layer> {
@@ -104,13 +197,15 @@ impl Forwarder {
     }
 
     /// Decide for one packet of `layer` with extended sequence `seq` and RTP `timestamp`.
-    /// `keyframe_start` says whether it begins a keyframe (always true for audio).
+    /// `keyframe_start` says whether it begins a keyframe (always true for audio); `temporal`
+    /// is its temporal layer, when the stream has them.
     pub fn on_packet(
         &mut self,
         layer: Layer,
         seq: u64,
         timestamp: u32,
         keyframe_start: bool,
+        temporal: Option<Temporal>,
         now: Instant,
     ) -> Decision {
         // Converge on the target at its keyframe. While nothing is forwarded yet, start on the
@@ -125,7 +220,38 @@ impl Forwarder {
         if Some(layer) != self.current || seq < self.switch_seq {
             return Decision::Drop;
         }
-        let out_seq = seq.wrapping_add(self.seq_offset);
+        let newest = seq >= self.highest_in;
+        if let Some(t) = temporal {
+            if t.frame_start && newest {
+                if self.temporal_target < self.temporal {
+                    self.temporal = self.temporal_target;
+                } else if t.tid > self.temporal && t.tid <= self.temporal_target && t.sync {
+                    self.temporal = t.tid;
+                }
+            }
+            if t.tid > self.temporal {
+                if !newest || switched {
+                    return Decision::Drop;
+                }
+                // Close the outgoing numbering over it.
+                self.seq_offset = self.seq_offset.wrapping_sub(1);
+                self.skipped.push(seq);
+                self.highest_in = seq;
+                return Decision::Skip {
+                    picture: t.frame_start,
+                };
+            }
+        }
+        let out_seq = if newest {
+            self.highest_in = seq;
+            seq.wrapping_add(self.seq_offset)
+        } else {
+            // Late: numbered as it would have been, before the skips that followed it.
+            match self.skipped.after(seq) {
+                Some(n) => seq.wrapping_add(self.seq_offset).wrapping_add(n),
+                None => return Decision::Drop,
+            }
+        };
         let out_ts = timestamp.wrapping_add(self.ts_offset);
         let newest = self.last_out.is_none_or(|o| out_seq > o.seq);
         if newest {
@@ -159,6 +285,10 @@ impl Forwarder {
             }
         }
         self.switch_seq = seq;
+        self.highest_in = seq;
+        self.skipped.clear(seq);
+        // A keyframe: every frame after it can be decoded, whatever its temporal layer.
+        self.temporal = self.temporal_target;
         self.current = Some(layer);
     }
 }
@@ -171,9 +301,9 @@ mod tests {
     fn first_keyframe_starts_forwarding_unchanged() {
         let t = Instant::now();
         let mut f = Forwarder::new(90_000);
-        assert_eq!(f.on_packet(0, 10, 1000, false, t), Decision::Drop);
+        assert_eq!(f.on_packet(0, 10, 1000, false, None, t), Decision::Drop);
         assert_eq!(
-            f.on_packet(0, 11, 1000, true, t),
+            f.on_packet(0, 11, 1000, true, None, t),
             Decision::Forward {
                 seq: 11,
                 timestamp: 1000,
@@ -181,7 +311,7 @@ mod tests {
             }
         );
         assert_eq!(
-            f.on_packet(0, 12, 4000, false, t),
+            f.on_packet(0, 12, 4000, false, None, t),
             Decision::Forward {
                 seq: 12,
                 timestamp: 4000,
@@ -194,13 +324,13 @@ mod tests {
     fn switching_layers_keeps_sequence_continuous() {
         let t = Instant::now();
         let mut f = Forwarder::new(90_000);
-        f.on_packet(0, 100, 5000, true, t);
+        f.on_packet(0, 100, 5000, true, None, t);
         f.set_target(Some(2));
         assert!(f.wants_keyframe());
         // High layer delta frame: dropped; low layer still flows.
-        assert_eq!(f.on_packet(2, 7000, 90, false, t), Decision::Drop);
+        assert_eq!(f.on_packet(2, 7000, 90, false, None, t), Decision::Drop);
         assert_eq!(
-            f.on_packet(0, 101, 5000, false, t),
+            f.on_packet(0, 101, 5000, false, None, t),
             Decision::Forward {
                 seq: 101,
                 timestamp: 5000,
@@ -213,15 +343,15 @@ mod tests {
             seq,
             timestamp,
             switched: true,
-        } = f.on_packet(2, 7001, 90, true, later)
+        } = f.on_packet(2, 7001, 90, true, None, later)
         else {
             panic!("switch expected")
         };
         assert_eq!(seq, 102);
         assert_eq!(timestamp, 5000 + 2970);
-        assert_eq!(f.on_packet(0, 102, 8000, false, later), Decision::Drop);
+        assert_eq!(f.on_packet(0, 102, 8000, false, None, later), Decision::Drop);
         assert_eq!(
-            f.on_packet(2, 7000, 90, false, later),
+            f.on_packet(2, 7000, 90, false, None, later),
             Decision::Drop,
             "stale packet of new layer"
         );
@@ -234,9 +364,9 @@ mod tests {
         f.set_target(Some(1));
         // The target layer is announced but sends no keyframe; the low layer's keyframe starts
         // the stream rather than leaving the subscriber with no video.
-        assert_eq!(f.on_packet(1, 500, 10, false, t), Decision::Drop);
+        assert_eq!(f.on_packet(1, 500, 10, false, None, t), Decision::Drop);
         assert!(matches!(
-            f.on_packet(0, 40, 90, true, t),
+            f.on_packet(0, 40, 90, true, None, t),
             Decision::Forward { .. }
         ));
         assert_eq!(f.current(), Some(0));
@@ -244,10 +374,110 @@ mod tests {
         // Layers above the target never start the stream.
         let mut g = Forwarder::new(90_000);
         g.set_target(Some(0));
-        assert_eq!(g.on_packet(2, 9, 90, true, t), Decision::Drop);
+        assert_eq!(g.on_packet(2, 9, 90, true, None, t), Decision::Drop);
         // A paused track starts on nothing.
         g.set_target(None);
-        assert_eq!(g.on_packet(0, 9, 90, true, t), Decision::Drop);
+        assert_eq!(g.on_packet(0, 9, 90, true, None, t), Decision::Drop);
+    }
+
+    /// Frames of one packet each in libwebrtc's three-layer pattern (T0 T2 T1 T2 ...), the
+    /// first a keyframe; the first T1 and T2 after each T0 are layer syncs.
+    fn temporal_frame(i: u64) -> Temporal {
+        let tid = [0, 2, 1, 2][(i % 4) as usize];
+        Temporal {
+            tid,
+            sync: i % 4 == 1 || i % 4 == 2,
+            frame_start: true,
+        }
+    }
+
+    fn sent(f: &mut Forwarder, seqs: std::ops::Range<u64>, t: Instant) -> Vec<u64> {
+        seqs.filter_map(
+            |i| match f.on_packet(0, i, i as u32 * 3000, i == 0, Some(temporal_frame(i)), t) {
+                Decision::Forward { seq, .. } => Some(seq),
+                _ => None,
+            },
+        )
+        .collect()
+    }
+
+    #[test]
+    fn a_temporal_target_thins_frames_and_the_numbering_stays_continuous() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_temporal_target(0);
+        // Only the T0 frames (every fourth) go out, numbered one after another.
+        assert_eq!(sent(&mut f, 0..12, t), vec![0, 1, 2]);
+        assert_eq!(f.temporal(), 0);
+        // Up to T1: from its next sync frame (12 is T0, 14 the T1 sync).
+        f.set_temporal_target(1);
+        assert_eq!(sent(&mut f, 12..20, t), vec![3, 4, 5, 6]);
+        assert_eq!(f.temporal(), 1);
+        // Up to every frame: from the next T2 sync (21).
+        f.set_temporal_target(2);
+        assert_eq!(sent(&mut f, 20..24, t), vec![7, 8, 9, 10]);
+        // Down again: at the next frame start, without a gap.
+        f.set_temporal_target(0);
+        assert_eq!(sent(&mut f, 24..29, t), vec![11, 12]);
+    }
+
+    #[test]
+    fn a_skipped_frame_says_so_and_a_late_packet_keeps_its_number() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_temporal_target(1);
+        let base = |i| Temporal {
+            tid: 0,
+            sync: false,
+            frame_start: i == 0,
+        };
+        // A T0 frame of two packets (0, 1), then a T2 frame (2), then T0 (3) while 1 is lost.
+        assert!(matches!(
+            f.on_packet(0, 0, 0, true, Some(base(0)), t),
+            Decision::Forward { seq: 0, .. }
+        ));
+        let t2 = Temporal {
+            tid: 2,
+            sync: true,
+            frame_start: true,
+        };
+        assert_eq!(
+            f.on_packet(0, 2, 3000, false, Some(t2), t),
+            Decision::Skip { picture: true }
+        );
+        assert!(matches!(
+            f.on_packet(0, 3, 6000, false, Some(base(0)), t),
+            Decision::Forward { seq: 2, .. }
+        ));
+        // 1 arrives late (a retransmission): it keeps the number it would have had.
+        assert!(matches!(
+            f.on_packet(0, 1, 0, false, Some(base(1)), t),
+            Decision::Forward { seq: 1, .. }
+        ));
+        // A late packet of the skipped frame stays dropped.
+        assert_eq!(f.on_packet(0, 2, 3000, false, Some(t2), t), Decision::Drop);
+    }
+
+    #[test]
+    fn many_skips_forget_the_oldest_and_late_packets_before_them_are_dropped() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_temporal_target(0);
+        let sent = sent(&mut f, 0..200, t);
+        assert_eq!(sent, (0..50).collect::<Vec<_>>());
+        // Packet 4 (T0) arriving again long after: its skips are forgotten, so it is dropped
+        // rather than sent under a wrong number.
+        let late = Temporal {
+            tid: 0,
+            sync: false,
+            frame_start: true,
+        };
+        assert_eq!(f.on_packet(0, 4, 0, false, Some(late), t), Decision::Drop);
+        // A recent one is numbered as before.
+        assert!(matches!(
+            f.on_packet(0, 196, 0, false, Some(late), t),
+            Decision::Forward { seq: 49, .. }
+        ));
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Signalling on the shard: join, resume, and every command a joined participant sends.
 
-use std::num::NonZeroU32;
 use std::time::Instant;
 
 use livekit_protocol as lk;
@@ -9,7 +8,9 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::Candidate;
 use tracing::{debug, info, warn};
 
-use crate::command::{AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission};
+use crate::command::{
+    AddTrack, MetadataUpdate, QualityRequest, SignalCommand, SubscriptionPermission, TrackSettings,
+};
 use crate::config::{PING_INTERVAL_SECS, PING_TIMEOUT_SECS};
 use crate::forwarder::TOP_LAYER;
 use crate::ids::{ParticipantIdentity, ParticipantKey, ParticipantSid, RoomName, SessionId, TrackSid};
@@ -338,12 +339,7 @@ impl Shard {
             SignalCommand::Subscription { tracks, subscribe } => {
                 self.on_update_subscription(now, key, &tracks, subscribe)
             }
-            SignalCommand::TrackSettings {
-                tracks,
-                disabled,
-                quality,
-                priority,
-            } => self.on_track_settings(now, key, &tracks, disabled, quality, priority),
+            SignalCommand::TrackSettings(settings) => self.on_track_settings(now, key, settings),
             SignalCommand::Leave => {
                 self.remove_participant(now, key, lk::DisconnectReason::ClientInitiated, None)
             }
@@ -523,20 +519,19 @@ impl Shard {
         self.announce(key);
     }
 
-    fn on_track_settings(
-        &mut self,
-        now: Instant,
-        key: ParticipantKey,
-        tracks: &[TrackSid],
-        disabled: bool,
-        quality: QualityRequest,
-        priority: Option<NonZeroU32>,
-    ) {
+    fn on_track_settings(&mut self, now: Instant, key: ParticipantKey, settings: TrackSettings) {
+        let TrackSettings {
+            tracks,
+            disabled,
+            quality,
+            priority,
+            fps,
+        } = settings;
         let mut changed = Vec::new();
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
-        for sid in tracks {
+        for sid in &tracks {
             let Some(t) = self.track_sids.get(sid).and_then(|k| self.tracks.get(k)) else {
                 continue;
             };
@@ -547,8 +542,10 @@ impl Shard {
                 QualityRequest::Layer(l) => l.min(TOP_LAYER),
                 QualityRequest::Size { width, height } => layer_for_size(&t.info, width, height),
             };
-            // Read by the next allocation (`downlink.rs`); nothing to converge on now.
+            // Read by the next allocation (`downlink.rs`) and the next packet (`forward.rs`);
+            // nothing to converge on now.
             dt.priority = priority;
+            dt.max_temporal = crate::temporal::temporal_for_fps(fps, crate::temporal::ASSUMED_FPS);
             let wakes = dt.disabled && !disabled;
             if dt.disabled != disabled || (t.kind.is_video() && dt.max_layer != max_layer) {
                 dt.disabled = disabled;

@@ -172,6 +172,7 @@ impl Shard {
                 pt_map,
                 disabled: false,
                 max_layer: TOP_LAYER,
+                max_temporal: crate::temporal::TOP_TEMPORAL,
                 awaiting_answer: true,
                 grant: Default::default(),
                 priority: None,

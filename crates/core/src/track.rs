@@ -233,6 +233,8 @@ pub struct DownTrack {
     /// The highest layer the subscriber asked for (UpdateTrackSettings quality or size); the
     /// forwarder's target is the best live layer up to it.
     pub max_layer: Layer,
+    /// The highest temporal layer the subscriber asked for (UpdateTrackSettings fps).
+    pub max_temporal: u8,
     /// Set until the first answer that contains this track's media section.
     pub awaiting_answer: bool,
     /// What the subscriber's downlink allows (`downlink.rs`); video only.
@@ -257,6 +259,7 @@ impl DownTrack {
             pt_map: Vec::new(),
             disabled: false,
             max_layer: TOP_LAYER,
+            max_temporal: crate::temporal::TOP_TEMPORAL,
             awaiting_answer: true,
             grant: Grant::default(),
             priority: None,
@@ -286,8 +289,17 @@ impl DownTrack {
     /// subscriber asked for and its downlink allows; `None` while the downlink pauses it.
     pub fn target_for(&self, best: Option<Layer>) -> Option<Layer> {
         match self.grant {
-            Grant::UpTo(cap) => best.map(|b| b.min(self.max_layer).min(cap)),
+            Grant::UpTo(cap) => best.map(|b| b.min(self.max_layer).min(cap.layer())),
             Grant::Paused => None,
+        }
+    }
+
+    /// The temporal layer to forward of simulcast layer `target`: what the subscriber asked
+    /// for, and no more than the downlink allows when the grant stops within that layer.
+    pub fn temporal_for(&self, target: Layer) -> u8 {
+        match self.grant {
+            Grant::UpTo(cap) if cap.layer() == target => cap.temporal().min(self.max_temporal),
+            _ => self.max_temporal,
         }
     }
 }

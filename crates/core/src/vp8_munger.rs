@@ -94,6 +94,15 @@ impl Vp8Munger {
     }
 }
 
+impl Vp8Munger {
+    /// The subscriber will not see the picture `payload` begins (its temporal layer is
+    /// dropped): the PictureIDs after it close over it, so the receiver sees no missing frame.
+    pub fn skip_picture(&mut self, payload: &[u8]) {
+        let m = picture_id_modulus(payload);
+        self.picture_id_offset = (self.picture_id_offset % m + m - 1) % m;
+    }
+}
+
 /// Modulus of the PictureID field: 2^15 when the descriptor carries the 15-bit form (M bit
 /// set, as libwebrtc always sends), else 2^7.
 fn picture_id_modulus(payload: &[u8]) -> u16 {
@@ -157,6 +166,22 @@ mod tests {
         // A late packet of the old layer does not move the reference point.
         rewrite(&mut m, &payload(20_009, 50, 4, false), 9, false);
         assert_eq!(sent(&m), (Some(20_011), Some(52), Some(5)));
+    }
+
+    #[test]
+    fn pictures_of_a_dropped_temporal_layer_leave_no_gap() {
+        let mut m = Vp8Munger::default();
+        rewrite(&mut m, &payload(10, 1, 0, true), 0, true);
+        // Picture 11 is not sent; 12 goes out as 11.
+        m.skip_picture(&payload(11, 1, 0, false));
+        assert!(rewrite(&mut m, &payload(12, 2, 0, false), 1, false).is_some());
+        assert_eq!(sent(&m), (Some(11), Some(2), Some(0)));
+        // At 15 bits, 0 follows 0x7fff.
+        let mut w = Vp8Munger::default();
+        rewrite(&mut w, &payload(0x7ffe, 1, 0, true), 0, true);
+        w.skip_picture(&payload(0x7fff, 1, 0, false));
+        rewrite(&mut w, &payload(0, 1, 0, false), 1, false);
+        assert_eq!(sent(&w).0, Some(0x7fff));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use livekit_protocol as lk;
 use lk::signal_request::Message as Req;
 use pylon_core::command::{
     AddTrack, MetadataUpdate, PublishDataTrack, QualityRequest, SignalCommand, SubscriptionPermission,
-    TrackPermission, VideoLayer,
+    TrackPermission, TrackSettings, VideoLayer,
 };
 use pylon_core::ids::{DataTrackSid, ParticipantIdentity, ParticipantSid, TrackSid};
 use pylon_core::peer::PcKind;
@@ -124,12 +124,13 @@ fn track_settings(s: lk::UpdateTrackSettings) -> SignalCommand {
             _ => QualityRequest::Layer(2),
         }
     };
-    SignalCommand::TrackSettings {
+    SignalCommand::TrackSettings(TrackSettings {
         tracks: track_sids(s.track_sids.iter()),
         disabled: s.disabled || off,
         quality,
         priority: std::num::NonZeroU32::new(s.priority),
-    }
+        fps: s.fps,
+    })
 }
 
 fn ignored(why: &str) -> SignalCommand {
@@ -267,9 +268,7 @@ mod tests {
                 ..Default::default()
             };
             match signal_command(req(Req::TrackSetting(s))).unwrap() {
-                SignalCommand::TrackSettings {
-                    disabled, quality, ..
-                } => (disabled, quality),
+                SignalCommand::TrackSettings(s) => (s.disabled, s.quality),
                 other => panic!("{other:?}"),
             }
         };
@@ -294,12 +293,21 @@ mod tests {
                 ..Default::default()
             };
             match signal_command(req(Req::TrackSetting(s))).unwrap() {
-                SignalCommand::TrackSettings { priority, .. } => priority.map(|p| p.get()),
+                SignalCommand::TrackSettings(s) => s.priority.map(|p| p.get()),
                 other => panic!("{other:?}"),
             }
         };
         assert_eq!(priority(0), None);
         assert_eq!(priority(2), Some(2));
+        // A frame rate is carried as given (0: none).
+        let s = lk::UpdateTrackSettings {
+            fps: 15,
+            ..Default::default()
+        };
+        assert!(matches!(
+            signal_command(req(Req::TrackSetting(s))).unwrap(),
+            SignalCommand::TrackSettings(TrackSettings { fps: 15, .. })
+        ));
         assert!(settings(High, 0, 0, true).0);
         // A quality this build does not know asks for everything.
         let s = lk::UpdateTrackSettings {
@@ -308,10 +316,10 @@ mod tests {
         };
         assert!(matches!(
             signal_command(req(Req::TrackSetting(s))).unwrap(),
-            SignalCommand::TrackSettings {
+            SignalCommand::TrackSettings(TrackSettings {
                 quality: QualityRequest::Layer(2),
                 ..
-            }
+            })
         ));
     }
 

@@ -52,6 +52,21 @@ pub fn with_picture_id(payload: &[u8], picture_id: u16) -> Vec<u8> {
     p
 }
 
+/// `payload` (as built above, without descriptor extensions) with the descriptor extensions
+/// libwebrtc sends on a stream with temporal layers: a 15-bit PictureID, TL0PICIDX, and the
+/// temporal layer `tid` with its layer-sync bit.
+pub fn with_temporal(payload: &[u8], picture_id: u16, tl0: u8, tid: u8, sync: bool) -> Vec<u8> {
+    let mut p = Vec::with_capacity(payload.len() + 5);
+    p.push(payload[0] | 0x80); // X: extensions follow
+    p.push(0xe0); // I, L, T: PictureID, TL0PICIDX, TID present
+    p.push(0x80 | ((picture_id >> 8) & 0x7f) as u8);
+    p.push(picture_id as u8);
+    p.push(tl0);
+    p.push(((tid & 0x03) << 6) | if sync { 0x20 } else { 0 });
+    p.extend_from_slice(&payload[1..]);
+    p
+}
+
 /// Length of the payload descriptor, or `None` if it is truncated.
 fn descriptor_len(payload: &[u8]) -> Option<usize> {
     let d = *payload.first()?;
@@ -132,6 +147,13 @@ mod tests {
         assert_eq!(picture_id(&k), Some(0x1234));
         assert!(is_keyframe_start(&k));
         let d = with_picture_id(&delta_start(b"x"), 7);
+        let t = with_temporal(&keyframe_start(320, 180, b"x"), 0x1234, 9, 0, false);
+        assert_eq!(keyframe_size(&t), Some((320, 180)));
+        assert_eq!(picture_id(&t), Some(0x1234));
+        assert_eq!(
+            keyframe_size(&with_temporal(&delta_start(b"x"), 5, 9, 2, true)),
+            None
+        );
         assert_eq!(picture_id(&d), Some(7));
         assert!(!is_keyframe_start(&d));
         assert_eq!(picture_id(&keyframe_start(640, 480, b"x")), None);

@@ -1,8 +1,8 @@
 //! What the downlink allocator costs a subscriber: one turn of `downlink.rs` is two
 //! `allocator::allocate` calls (at the highest and the lowest recent estimate) and the
 //! hysteresis (`Grant::settle`) per track, here for one subscriber of N cameras (simulcast,
-//! three layers) and N audio tracks, on an estimate that carries only part of it (so every
-//! track climbs layer by layer). The shard runs this twice a second per subscriber (`downlink.rs`), so the cost per
+//! three layers of three temporal layers) and N audio tracks, on an estimate that carries only part of it (so every
+//! track climbs rung by rung). The shard runs this twice a second per subscriber (`downlink.rs`), so the cost per
 //! subscriber per second is twice the cost of one allocation.
 //!
 //!     cargo run --release -p pylon-bench --bin allocator [-- --iterations 200000]
@@ -14,24 +14,31 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use pylon_bench::arg;
-use pylon_core::allocator::{allocate, Class, Grant, Want};
+use pylon_core::allocator::{allocate, Class, Grant, Rung, Want, RUNGS};
 
 fn wants(cameras: usize) -> Vec<Want> {
     let mut wants = Vec::with_capacity(cameras * 2);
+    let mut audio = [0; RUNGS];
+    audio[0] = 40_000;
+    // Three simulcast layers of three temporal layers each (40 %, 60 %, 100 % of the layer).
+    let video: [u64; RUNGS] = std::array::from_fn(|r| {
+        let layer = [150_000, 500_000, 1_700_000][r / 3];
+        layer * [40, 60, 100][r % 3] / 100
+    });
     for i in 0..cameras {
         wants.push(Want {
             class: Class::Audio,
             rank: u32::MAX,
-            max: Some(0),
-            current: Some(0),
-            rates: [40_000, 0, 0],
+            max: Some(Rung::LOWEST),
+            current: Some(Rung::LOWEST),
+            rates: audio,
         });
         wants.push(Want {
             class: if i == 0 { Class::Screen } else { Class::Camera },
             rank: u32::MAX,
-            max: Some(2),
-            current: Some((i % 3) as u8),
-            rates: [150_000, 500_000, 1_700_000],
+            max: Some(Rung::TOP),
+            current: Some(Rung::top_of((i % 3) as u8)),
+            rates: video,
         });
     }
     wants
