@@ -1,0 +1,63 @@
+// livekit-client's RemoteTrackPublication.setVideoFPS (UpdateTrackSettings.fps): a browser
+// asking for a lower frame rate of a Python SDK participant's camera (VP8 simulcast at 30 fps,
+// which libwebrtc encodes with three temporal layers) receives only the lower temporal layers,
+// still decoding, and every frame again when it asks for 30.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
+
+/** Frames per second `page` decodes of `identity`'s video, over `ms`. */
+async function decodedFps(page, identity, ms = 3000) {
+  const a = await inbound(page, identity);
+  await sleep(ms);
+  const b = await inbound(page, identity);
+  return ((b.framesDecoded - a.framesDecoded) * 1000) / ms;
+}
+
+function setFps(page, identity, fps) {
+  return page.evaluate(
+    ([identity, fps]) => {
+      const p = window.pylonDemo.room.remoteParticipants.get(identity);
+      for (const pub of p.trackPublications.values()) {
+        if (pub.kind === 'video') pub.setVideoFPS(fps);
+      }
+    },
+    [identity, fps],
+  );
+}
+
+test('a subscriber asking for fewer frames per second gets the lower temporal layers, then all again', { timeout: 180000 }, async (t) => {
+  const pylon = await startPylon('temporal');
+  const browser = await launchBrowser();
+  const py = await pythonParticipant(pylon, 'temporal', 'py', ['--video-size', '1280x720']);
+  t.after(async () => {
+    await py.stop();
+    await browser.close();
+    await pylon.stop();
+  });
+  await waitFor(() => py.events.some((e) => e.event === 'connected'), 30000, 'the Python participant to connect');
+  const page = await newPage(browser, 'viewer');
+  await joinDemo(page, pylon.demoUrl, 'temporal', 'viewer');
+  await waitForMedia(page, 'py', 'the viewer');
+
+  let full = 0;
+  await waitFor(async () => (full = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode more than 20 fps').catch((e) => {
+    throw new Error(`${e.message}; last: ${full} fps`);
+  });
+  // 8 fps: only the base temporal layer (7.5 fps) fits.
+  await setFps(page, 'py', 8);
+  let low = full;
+  await waitFor(async () => (low = await decodedFps(page, 'py')) < 11, 30000, 'the viewer to decode about 7.5 fps').catch((e) => {
+    throw new Error(`${e.message}; last: ${low} fps (was ${full})`);
+  });
+  assert.ok(low > 4, `the viewer still decodes video at a lower rate (${low} fps)`);
+  // Back to every frame.
+  await setFps(page, 'py', 30);
+  let again = low;
+  await waitFor(async () => (again = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode every frame again').catch((e) => {
+    throw new Error(`${e.message}; last: ${again} fps`);
+  });
+  console.log(`TEMPORAL full=${full.toFixed(1)} fps, asked 8: ${low.toFixed(1)} fps, asked 30: ${again.toFixed(1)} fps`);
+  assert.deepEqual(page.problems, []);
+  assert.ok(pylon.alive(), 'pylon is still running');
+});
