@@ -47,6 +47,9 @@ if [[ -z "${PYLON_BIN:-}" ]]; then
   cargo build --release --locked -q -p pylon
 fi
 bin=${PYLON_BIN:-target/release/pylon}
+# $PYLON_LOAD_BIN: the load generator, when it should not be the server's binary (an old
+# server against today's load, same media for both).
+load_bin=${PYLON_LOAD_BIN:-$bin}
 mkdir -p "$(dirname "bench/results/$out")" "$(dirname "test-output/bench/$out")"
 port=$((20000 + RANDOM % 20000))
 config=test-output/bench/$out.yaml
@@ -75,7 +78,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-taskset -c 1 "$bin" load-test --url "ws://127.0.0.1:$port" --room "$shape" \
+taskset -c 1 "$load_bin" load-test --url "ws://127.0.0.1:$port" --room "$shape" \
   "${args[@]}" "${transport[@]}" --duration "$duration" --server-pid "$server" --json \
   > "bench/results/$out.json" 2> "test-output/bench/$out-load.log"
 cat "bench/results/$out.json"

@@ -130,6 +130,9 @@ impl Client {
         let (event_tx, events) = mpsc::unbounded_channel();
         let mut driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);
         driver.drop_every_nth_rtp = opts.drop_every_nth_rtp;
+        if join.ping_interval > 0 {
+            driver.ping_every = Some(Duration::from_secs(join.ping_interval as u64));
+        }
         let task = tokio::spawn(driver.run());
         Ok(Client {
             join,

@@ -142,6 +142,10 @@ pub(crate) struct Driver {
     /// Simulated loss on the subscriber connection (see `ClientOptions`).
     pub drop_every_nth_rtp: Option<u32>,
     sub_rtp_seen: u32,
+    /// Pings every `ping_interval` of the join response, as the SDKs do, so that the server
+    /// does not end a session that only carries media (`None`: never).
+    pub ping_every: Option<std::time::Duration>,
+    next_ping: Instant,
 }
 
 impl Driver {
@@ -169,6 +173,8 @@ impl Driver {
             drop_every_nth_rtp: None,
             sub_rtp_seen: 0,
             rtc_events: Vec::new(),
+            ping_every: None,
+            next_ping: Instant::now(),
         }
     }
 
@@ -188,7 +194,11 @@ impl Driver {
         loop {
             self.poll_peer(PcKind::Publisher)?;
             self.poll_peer(PcKind::Subscriber)?;
-            let deadline = self.publisher.next_timeout.min(self.subscriber.next_timeout);
+            self.maybe_ping().await?;
+            let mut deadline = self.publisher.next_timeout.min(self.subscriber.next_timeout);
+            if self.ping_every.is_some() && self.ws_open {
+                deadline = deadline.min(self.next_ping);
+            }
             let wake = tokio::select! {
                 c = self.commands.recv() => Wake::Command(c),
                 m = self.ws.next(), if self.ws_open => Wake::Signal(m),
@@ -496,6 +506,21 @@ impl Driver {
     }
 
     // ---- signalling ----
+
+    async fn maybe_ping(&mut self) -> Result<(), ClientError> {
+        let Some(every) = self.ping_every else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if !self.ws_open || now < self.next_ping {
+            return Ok(());
+        }
+        self.next_ping = now + every;
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.send(Req::PingReq(lk::Ping { timestamp, rtt: 0 })).await
+    }
 
     async fn send(&mut self, msg: Req) -> Result<(), ClientError> {
         let req = lk::SignalRequest { message: Some(msg) };
