@@ -14,6 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use livekit_protocol as lk;
 use pylon_bench::arg;
 use pylon_bench::sim::{self, Net, STEP};
 use pylon_core::{Output, Shard};
@@ -140,6 +141,10 @@ fn main() {
         "publisher never connected"
     );
 
+    // With `--temporal`, every packet is a frame of libwebrtc's three-layer temporal pattern
+    // (T0 T2 T1 T2 ...) and every other subscriber asks for 8 fps: its forwarder sends only the
+    // base layer and skips three packets in four (numbering closed over them, PictureIDs too).
+    let temporal = std::env::args().any(|a| a == "--temporal");
     let mut seq = 1000u64;
     let mut ts = 0u32;
     let mut write = |net: &mut Net, keyframe: bool| {
@@ -148,6 +153,14 @@ fn main() {
             vp8::keyframe_start(1280, 720, &body)
         } else {
             vp8::delta_start(&body)
+        };
+        let payload = if temporal {
+            let n = seq - 1000;
+            let (tid, sync) = [(0, false), (2, true), (1, true), (2, false)][(n % 4) as usize];
+            let (tid, sync) = if keyframe { (0, false) } else { (tid, sync) };
+            vp8::with_temporal(&payload, n as u16 & 0x7fff, (n / 4) as u8, tid, sync)
+        } else {
+            payload
         };
         net.write_rtp(publisher, mid, seq, ts, payload);
         seq += 1;
@@ -168,6 +181,22 @@ fn main() {
         .filter(|c| c.subscriber.rtp_received > 0)
         .count();
     assert_eq!(receiving, subscribers, "not every subscriber receives media");
+    if temporal {
+        let track = net.clients[1]
+            .known_participants()
+            .get("publisher")
+            .and_then(|p| p.tracks.first().map(|t| t.sid.clone()))
+            .expect("the publisher's track is known");
+        for c in (2..=subscribers).step_by(2) {
+            let settings = lk::UpdateTrackSettings {
+                track_sids: vec![track.clone()],
+                fps: 8,
+                ..Default::default()
+            };
+            net.signal(c, lk::signal_request::Message::TrackSetting(settings));
+        }
+        net.run_for(STEP * 10);
+    }
 
     // Measure in batches: the publisher's datagrams for a batch are collected first, then
     // handed to the shard inside the measured function.
