@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/shapes.sh
+source bench/lib.sh
 
 shapes=()
 duration=20s
@@ -29,12 +30,7 @@ done
 ((${#shapes[@]})) || shapes=(meeting-10)
 
 scripts/setup-janus.sh
-if [[ -n "${PYLON_BIN:-}" ]]; then
-  bin=$(realpath "$PYLON_BIN")
-else
-  cargo build --release --locked -q -p pylon
-  bin=$PWD/target/release/pylon
-fi
+release_bin
 mkdir -p "$out" test-output/bench
 
 ns=pylonbench
@@ -42,20 +38,11 @@ host_ip=10.203.0.1
 ns_ip=10.203.0.2
 cleanup() {
   [[ -n "${server:-}" ]] && kill "$server" 2>/dev/null || true
-  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip link del pbh0 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
+  netns_del "$ns" pbh0
 }
 trap cleanup EXIT
 cleanup
-ip netns add "$ns"
-ip link add pbh0 type veth peer name pbn0
-ip link set pbn0 netns "$ns"
-ip addr add "$host_ip/24" dev pbh0
-ip link set pbh0 up
-ip netns exec "$ns" ip addr add "$ns_ip/24" dev pbn0
-ip netns exec "$ns" ip link set pbn0 up
-ip netns exec "$ns" ip link set lo up
+netns_veth "$ns" pbh0 pbn0 "$host_ip" "$ns_ip"
 
 janus_cfg=$(mktemp -d)
 cp bench/janus/*.jcfg "$janus_cfg/"

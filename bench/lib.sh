@@ -32,3 +32,34 @@ fanin() {
     echo $((after - before)) >> "$logs/fanin-$subs"
   done
 }
+
+# The pylon binary to benchmark, in `bin`: $PYLON_BIN when set, else the release build (built
+# here).
+release_bin() {
+  if [[ -n "${PYLON_BIN:-}" ]]; then
+    bin=$(realpath "$PYLON_BIN")
+  else
+    cargo build --release --locked -q -p pylon
+    bin=$PWD/target/release/pylon
+  fi
+}
+
+# Remove network namespace <ns> (killing what runs in it) and veth <host_dev>, if they exist.
+netns_del() { # ns host_dev
+  ip netns pids "$1" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip link del "$2" 2>/dev/null || true
+  ip netns del "$1" 2>/dev/null || true
+}
+
+# Network namespace <ns> reached over a veth pair: <host_dev> here with <host_ip>/24, <ns_dev>
+# there with <ns_ip>/24, both up, and the namespace's loopback up.
+netns_veth() { # ns host_dev ns_dev host_ip ns_ip
+  ip netns add "$1"
+  ip link add "$2" type veth peer name "$3"
+  ip link set "$3" netns "$1"
+  ip addr add "$4/24" dev "$2"
+  ip link set "$2" up
+  ip netns exec "$1" ip addr add "$5/24" dev "$3"
+  ip netns exec "$1" ip link set "$3" up
+  ip netns exec "$1" ip link set lo up
+}

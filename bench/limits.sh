@@ -47,12 +47,8 @@ while (($#)); do
 done
 read -ra limit_list <<< "$limits"
 
-if [[ -n "${PYLON_BIN:-}" ]]; then
-  bin=$(realpath "$PYLON_BIN")
-else
-  cargo build --release --locked -q -p pylon
-  bin=$PWD/target/release/pylon
-fi
+source bench/lib.sh
+release_bin
 mkdir -p "$out" test-output/bench
 
 ns=pylonlimits
@@ -62,21 +58,12 @@ dev=pln0
 sub_ip() { echo "10.205.0.$((11 + $1))"; }
 cleanup() {
   [[ -n "${server:-}" ]] && kill "$server" 2>/dev/null || true
-  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  ip link del plh0 2>/dev/null || true
-  ip netns del "$ns" 2>/dev/null || true
+  netns_del "$ns" plh0
 }
 trap cleanup EXIT
 cleanup
-ip netns add "$ns"
-ip link add plh0 type veth peer name "$dev"
-ip link set "$dev" netns "$ns"
-ip addr add "$host_ip/24" dev plh0
+netns_veth "$ns" plh0 "$dev" "$host_ip" "$ns_ip"
 for i in "${!limit_list[@]}"; do ip addr add "$(sub_ip "$i")/24" dev plh0; done
-ip link set plh0 up
-ip netns exec "$ns" ip addr add "$ns_ip/24" dev "$dev"
-ip netns exec "$ns" ip link set "$dev" up
-ip netns exec "$ns" ip link set lo up
 
 # One HTB class per subscriber address on what the server sends; everything else unshaped.
 nstc() { ip netns exec "$ns" tc "$@"; }
@@ -172,7 +159,7 @@ for run in range(1, runs + 1):
     r = subs[ref]
     link_bits = (end[ref] - start[ref]) * 8
     payload_bits = (r["video_kbps"] + r["audio_kbps"]) * 1000 * window
-    overhead = max(0.0, (link_bits - payload_bits) / 8 / (r["packets_per_s"] * window))
+    overhead = max(0.0, (link_bits - payload_bits) / 8 / max(r["packets_per_s"] * window, 1e-9))
     media = [s["video_kbps"] + s["audio_kbps"] + s["packets_per_s"] * overhead * 8 / 1000 for s in subs]
     everything = media[ref]
     audio_wire = AUDIO[0] * (AUDIO[1] + overhead) * 8 / 1000
@@ -182,7 +169,7 @@ for run in range(1, runs + 1):
         s = subs[i]
         link = (end[i] - start[i]) * 8 / window / 1000
         width = ",".join(str(w) for w in s["video_widths"]) or "none"
-        allowed = min(limit, everything) if limit else everything
+        allowed = max(min(limit, everything) if limit else everything, 1e-9)
         best = lambda ladder: min(max((f for f in ladder if not limit or f <= limit), default=audio_wire), allowed)
         ratio = media[i] / allowed
         worst.append(ratio)

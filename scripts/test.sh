@@ -87,3 +87,6 @@ PYLON_TEST_SPREAD=1 PYLON_TEST_SINGLE_PC=0 scripts/browser-tests.sh cross-sdk-an
 
 step "load-test against Janus (videoroom mode smoke run, servers in a network namespace)"
 PYLON_BIN=target/debug/pylon bench/compare.sh meeting-2 --duration 3s --out test-output/bench-smoke
+
+step "five subscribers behind five downlinks (bench/limits.sh smoke run, server in a network namespace)"
+PYLON_BIN=target/debug/pylon bench/limits.sh --warmup 2s --duration 2s --out test-output/bench-smoke
