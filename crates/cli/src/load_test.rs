@@ -57,8 +57,8 @@ pub struct LoadTestArgs {
     /// Publishers send one video encoding instead of three simulcast layers.
     #[arg(long)]
     pub(crate) no_simulcast: bool,
-    /// Temporal layers per video encoding: 3 (as libwebrtc sends VP8 simulcast) or 1 (none:
-    /// no PictureID or TID in the payload descriptor).
+    /// Temporal layers per video encoding: 1 is none (no PictureID or TID in the payload
+    /// descriptor); more sends three (7.5, 15, 30 fps), as libwebrtc sends VP8 simulcast.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=3))]
     pub(crate) temporal_layers: u8,
     /// Video bitrate of the top layer in kbps (lower layers: 500 and 150 kbps).
