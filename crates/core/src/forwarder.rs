@@ -220,7 +220,9 @@ impl Forwarder {
         if Some(layer) != self.current || seq < self.switch_seq {
             return Decision::Drop;
         }
-        let newest = seq >= self.highest_in;
+        // A duplicate of the newest packet is not newer: skipping it again would shift the
+        // numbering of everything after it.
+        let newest = switched || seq > self.highest_in;
         if let Some(t) = temporal {
             if t.frame_start && newest {
                 if self.temporal_target < self.temporal {
@@ -456,6 +458,22 @@ mod tests {
         ));
         // A late packet of the skipped frame stays dropped.
         assert_eq!(f.on_packet(0, 2, 3000, false, Some(t2), t), Decision::Drop);
+        // A skipped packet arriving twice in a row is skipped once: the numbering after it
+        // does not shift.
+        assert_eq!(
+            f.on_packet(0, 4, 9000, false, Some(t2), t),
+            Decision::Skip { picture: true }
+        );
+        assert_eq!(f.on_packet(0, 4, 9000, false, Some(t2), t), Decision::Drop);
+        assert!(matches!(
+            f.on_packet(0, 5, 12000, false, Some(base(0)), t),
+            Decision::Forward { seq: 3, .. }
+        ));
+        // A forwarded packet arriving twice goes out under the same number.
+        assert!(matches!(
+            f.on_packet(0, 5, 12000, false, Some(base(0)), t),
+            Decision::Forward { seq: 3, .. }
+        ));
     }
 
     #[test]
