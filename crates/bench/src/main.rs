@@ -156,7 +156,7 @@ fn main() {
         };
         let payload = if temporal {
             let n = seq - 1000;
-            let (tid, sync) = [(0, false), (2, true), (1, true), (2, false)][(n % 4) as usize];
+            let (tid, sync) = vp8::temporal_pattern(n);
             let (tid, sync) = if keyframe { (0, false) } else { (tid, sync) };
             vp8::with_temporal(&payload, n as u16 & 0x7fff, (n / 4) as u8, tid, sync)
         } else {

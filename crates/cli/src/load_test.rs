@@ -204,15 +204,14 @@ pub(crate) struct MediaPlan {
     temporal: bool,
 }
 
-/// libwebrtc's three-layer pattern: the temporal layer of frame `i` (T0 T2 T1 T2 ...), its
-/// share of an average frame's bytes in tenths (T0 40 % of the bytes at a quarter of the
-/// frames, T1 20 %, T2 40 % at half), and whether it is a layer sync (it references only T0).
-fn temporal_frame(i: u64) -> (u8, usize, bool) {
-    match i % 4 {
-        0 => (0, 16, false),
-        1 => (2, 8, true),
-        2 => (1, 8, true),
-        _ => (2, 8, false),
+/// A frame's share of an average frame's bytes in tenths, by temporal layer, in libwebrtc's
+/// three-layer pattern (`vp8::temporal_pattern`): T0 carries 40 % of the bytes at a quarter of
+/// the frames, T1 20 % at a quarter, T2 40 % at half.
+fn temporal_tenths(tid: u8) -> usize {
+    if tid == 0 {
+        16
+    } else {
+        8
     }
 }
 
@@ -259,7 +258,8 @@ impl MediaPlan {
         while *frames < due && !self.layers.is_empty() {
             let keyframe = frames.is_multiple_of(KEYFRAME_EVERY_FRAMES as u64);
             let ts = (*frames as u32).wrapping_mul(90_000 / FPS);
-            let (tid, tenths, sync) = temporal_frame(*frames);
+            let (tid, sync) = vp8::temporal_pattern(*frames);
+            let tenths = temporal_tenths(tid);
             for (layer, &(bytes, scale)) in self.layers.iter().enumerate() {
                 let (w, h) = (
                     (VIDEO_WIDTH / scale as u32) as u16,

@@ -67,6 +67,12 @@ pub fn with_temporal(payload: &[u8], picture_id: u16, tl0: u8, tid: u8, sync: bo
     p
 }
 
+/// libwebrtc's three-temporal-layer pattern (T0 T2 T1 T2 ...): the temporal layer of frame
+/// `i` and whether it is a layer sync (the first T2 and the T1 after each T0 reference only T0).
+pub fn temporal_pattern(i: u64) -> (u8, bool) {
+    [(0, false), (2, true), (1, true), (2, false)][(i % 4) as usize]
+}
+
 /// Length of the payload descriptor, or `None` if it is truncated.
 fn descriptor_len(payload: &[u8]) -> Option<usize> {
     let d = *payload.first()?;
