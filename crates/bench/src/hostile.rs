@@ -5,13 +5,16 @@
 //! timestamps (the media path: keyframe detection, the VP8 rewriter, forwarding, loss
 //! counting); raw datagrams from its own addresses (SRTP and SRTCP with invalid
 //! authentication, DTLS records, STUN, anything); data-track packets on its `_data_track`
-//! channel (B subscribes to its data track); and data channel messages. A keeps
-//! publishing between M's moves. [`Arena::assert_unharmed`] then checks what users would
-//! notice: A and B still in the room, A's media still reaching B.
+//! channel (B subscribes to its data track); data channel messages; and RTCP that
+//! authenticates, written with the keys of M's own subscriber connection ([`crate::srtcp`]):
+//! any content shaped as a sender/receiver report or feedback packet, and transport-wide
+//! congestion control feedback claiming whatever the input says (congestion control is on,
+//! so it reaches the bandwidth estimator and the allocator). A keeps publishing between M's
+//! moves. [`Arena::assert_unharmed`] then checks what users would notice: A and B still in
+//! the room, A's media still reaching B.
 //!
 //! Used by the seeded test `tests/hostile_connected_peer.rs` (in CI) and the fuzz target
-//! `fuzz/fuzz_targets/connected_peer.rs`. Not reached: SRTCP with valid authentication and
-//! arbitrary content (str0m's client does not expose its keys or write raw RTCP).
+//! `fuzz/fuzz_targets/connected_peer.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +24,10 @@ use pylon_testkit::vp8;
 use str0m::media::{MediaKind, Mid};
 
 use crate::sim::{shard_addr, Net};
+use crate::srtcp::{SrtcpWriter, Twcc};
 
 /// The hostile participant's moves, chosen by an op's first byte.
-const MOVES: u8 = 7;
+const MOVES: u8 = 9;
 
 pub struct Arena {
     pub net: Net,
@@ -37,6 +41,11 @@ pub struct Arena {
     m_seq: u64,
     m_ts: u32,
     ops: u64,
+    /// Writes SRTCP as M's subscriber connection.
+    srtcp: SrtcpWriter,
+    /// Whether M's forged TWCC feedback may start anywhere (the fuzz target) or only near
+    /// the packets it was sent (so that str0m, failing on the former, does not end M early).
+    pub forged_twcc_anywhere: bool,
     /// RTP packets M and A wrote since the room was flowing, and the shard's RTP count then.
     m_written: u64,
     a_written: u64,
@@ -46,10 +55,14 @@ pub struct Arena {
 impl Arena {
     /// The room, negotiated and flowing (B has received A's media).
     pub fn new() -> Self {
-        let mut net = Net::new(1, Instant::now());
+        let mut net = Net::with_config(1, Instant::now(), |c| {
+            c.congestion_control.enabled = true;
+            c.congestion_control.allow_pause = true;
+        });
         let a = net.join(0, "r", "a");
         let b = net.join(0, "r", "b");
         let m = net.join(0, "r", "m");
+        net.capture_subscriber_keys(m);
         let a_video = net.publish(a, MediaKind::Video, "a-cam");
         let m_video = net.publish(m, MediaKind::Video, "m-cam");
         // One offer at a time: the second track once the first is negotiated.
@@ -96,6 +109,8 @@ impl Arena {
             m_seq: 1000,
             m_ts: 0,
             ops: 0,
+            srtcp: SrtcpWriter::from_captured().expect("M's subscriber connection has its keys"),
+            forged_twcc_anywhere: true,
             m_written: 0,
             a_written: 0,
             rtp_in_at_start: 0,
@@ -205,8 +220,53 @@ impl Arena {
                     .send_on_channel(m, pylon_core::data::DATA_TRACK_LABEL, &d);
             }
             // A data channel message.
-            _ => {
+            6 => {
                 self.net.send_data(m, rest);
+            }
+            // RTCP that authenticates from M's subscriber connection: a header with a report
+            // or feedback packet type (SR, RR, SDES, BYE, APP, RTPFB, PSFB), the rest as given.
+            7 => {
+                let mut d = rest.to_vec();
+                if d.len() < 8 {
+                    d.resize(8, 0);
+                }
+                d[0] = 0x80 | (d[0] & 0x1f);
+                d[1] = 200 + d[1] % 7;
+                let datagram = self.srtcp.protect(&d);
+                self.net.to_shards.push_back((subscriber, server, datagram));
+            }
+            // Transport-wide congestion control feedback that authenticates, about the packets
+            // M was sent (or others): where it starts, how many, when they arrived and which
+            // did, all from the input.
+            _ => {
+                let byte = |i: usize| rest.get(i).copied().unwrap_or(0);
+                let word = |i: usize| u16::from_be_bytes([byte(i), byte(i + 1)]);
+                let newest = self.net.clients[m].subscriber.last_twcc.unwrap_or(0);
+                let pattern = rest.get(8..).filter(|p| !p.is_empty()).unwrap_or(&[0xff]);
+                // Anywhere in the 16-bit space, or (the seeded test) near what was sent: a
+                // base "before" the first packet makes str0m's TWCC parser overflow in a
+                // build with overflow checks, and M is ended (see `forged_feedback.rs`).
+                let base = if self.forged_twcc_anywhere {
+                    newest.wrapping_add(word(0))
+                } else {
+                    newest
+                        .saturating_sub(u16::from(byte(0)))
+                        .wrapping_add(u16::from(byte(8)) % 64)
+                };
+                let report = Twcc {
+                    sender: 1,
+                    media: self.net.clients[m].subscriber.last_ssrc.unwrap_or(0),
+                    base,
+                    // Up to 1,400 packets (a feedback datagram of up to 1.6 kB).
+                    count: word(2) % 1401,
+                    ref_time_64ms: u32::from(word(4)) << 8 | u32::from(byte(6)),
+                    fb_count: byte(7),
+                    delta_250us: byte(1),
+                };
+                let bytes =
+                    report.to_bytes(|i| pattern[usize::from(i / 8) % pattern.len()] >> (i % 8) & 1 == 1);
+                let datagram = self.srtcp.protect(&bytes);
+                self.net.to_shards.push_back((subscriber, server, datagram));
             }
         }
         // Time moves on, so the client's pacer sends what M wrote.

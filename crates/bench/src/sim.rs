@@ -42,6 +42,9 @@ pub struct Peer {
     pub rtp_received: u64,
     /// The payload type and payload of the last RTP packet received.
     pub last_rtp: Option<(Pt, Vec<u8>)>,
+    /// The SSRC and transport-wide sequence number of the last RTP packet received.
+    pub last_ssrc: Option<u32>,
+    pub last_twcc: Option<u16>,
     pub channels: Vec<(ChannelId, String)>,
     pub data_received: Vec<Vec<u8>>,
 }
@@ -57,6 +60,8 @@ impl Peer {
             media: Vec::new(),
             rtp_received: 0,
             last_rtp: None,
+            last_ssrc: None,
+            last_twcc: None,
             channels: Vec::new(),
             data_received: Vec::new(),
         }
@@ -133,6 +138,9 @@ pub struct Net {
     cross_tier: Tier,
     /// Links cut (both directions): their relay messages are lost.
     cut: Vec<(usize, usize)>,
+    /// Client addresses whose RTCP is lost on the way to the shards (what [`Net::inject`]
+    /// delivers still arrives).
+    pub rtcp_lost_from: Vec<SocketAddr>,
     next_sid: u64,
 }
 
@@ -157,18 +165,29 @@ impl Net {
         Self::with_nodes(&[shards], now)
     }
 
+    /// `shards` shards on one node, each configured by `configure` too.
+    pub fn with_config(shards: usize, now: Instant, configure: impl Fn(&mut ShardConfig)) -> Net {
+        Self::build(&[shards], now, Tier::Node, Duration::from_secs(15), &configure)
+    }
+
     /// Shards on several nodes: `nodes[n]` shards on node `n`, numbered in order.
     pub fn with_nodes(nodes: &[usize], now: Instant) -> Net {
-        Self::build(nodes, now, Tier::Node, Duration::from_secs(15))
+        Self::build(nodes, now, Tier::Node, Duration::from_secs(15), &|_| {})
     }
 
     /// Shards in several regions (one node each, `nodes[n]` shards in region `n`); a silent
     /// region's participants are kept for `grace`.
     pub fn with_regions(nodes: &[usize], grace: Duration, now: Instant) -> Net {
-        Self::build(nodes, now, Tier::Region, grace)
+        Self::build(nodes, now, Tier::Region, grace, &|_| {})
     }
 
-    fn build(nodes: &[usize], now: Instant, cross_tier: Tier, grace: Duration) -> Net {
+    fn build(
+        nodes: &[usize],
+        now: Instant,
+        cross_tier: Tier,
+        grace: Duration,
+        configure: &dyn Fn(&mut ShardConfig),
+    ) -> Net {
         let node_of: Vec<usize> = nodes
             .iter()
             .enumerate()
@@ -179,6 +198,7 @@ impl Net {
                 let mut config = ShardConfig::new(shard_addr(i));
                 config.key_base = (i as u64) << 48;
                 config.region_grace = grace;
+                configure(&mut config);
                 Shard::new(config, now, 1_800_000_000_000, i as u64 + 1)
             })
             .collect();
@@ -196,6 +216,7 @@ impl Net {
             relayed_data_frames: HashMap::new(),
             cross_tier,
             cut: Vec::new(),
+            rtcp_lost_from: Vec::new(),
             next_sid: 1,
         }
     }
@@ -306,6 +327,17 @@ impl Net {
             closed: false,
         });
         i
+    }
+
+    /// Make client `c`'s subscriber connection learn its SRTP keys
+    /// ([`crate::srtcp::capturing_provider`]), so a test can write SRTCP as that client.
+    /// Call it right after [`Net::join`], before the connection is negotiated.
+    pub fn capture_subscriber_keys(&mut self, c: usize) {
+        let peer = &mut self.clients[c].subscriber;
+        assert!(!peer.connected, "the subscriber connection is already up");
+        let crypto = crate::srtcp::capturing_provider();
+        peer.rtc =
+            pylon_testkit::client_rtc_with_crypto(peer.addr, crypto, self.now).expect("host candidate");
     }
 
     /// Send a request from client `c` through the signalling edge's parser.
@@ -429,6 +461,8 @@ impl Net {
                     Event::RtpPacket(p) => {
                         peer.rtp_received += 1;
                         peer.last_rtp = Some((p.header.payload_type, p.payload.to_vec()));
+                        peer.last_ssrc = Some(*p.header.ssrc);
+                        peer.last_twcc = p.header.ext_vals.transport_cc.or(peer.last_twcc);
                     }
                     Event::ChannelOpen(id, label) => peer.channels.push((id, label)),
                     Event::ChannelData(d) => peer.data_received.push(d.data),
@@ -473,6 +507,11 @@ impl Net {
             }
             while let Some((src, dst, data)) = self.to_shards.pop_front() {
                 moved = true;
+                // RTCP (RFC 5761 §4: version 2, packet type 192..=223) from a muted address.
+                let rtcp = data.len() >= 2 && data[0] >> 6 == 2 && (192..=223).contains(&data[1]);
+                if rtcp && self.rtcp_lost_from.contains(&src) {
+                    continue;
+                }
                 let s = Self::shard_by_addr(dst);
                 let _ = self.shards[s].receive(self.now, src, dst, &data);
             }
@@ -488,6 +527,12 @@ impl Net {
                 return;
             }
         }
+    }
+
+    /// Deliver a datagram from `from` to shard `shard` now, past [`Net::rtcp_lost_from`].
+    pub fn inject(&mut self, from: SocketAddr, shard: usize, data: &[u8]) {
+        let _ = self.shards[shard].receive(self.now, from, shard_addr(shard), data);
+        self.settle();
     }
 
     /// Advance the virtual clock by `d` in steps, driving every timer.

@@ -184,6 +184,11 @@ impl Shard {
                 }
             };
             wishes_changed |= switched;
+            // A connection str0m failed on is ended at the next housekeeping; nothing more
+            // is written to it.
+            if down_peer(&mut s.subscriber, &mut s.publisher).failed {
+                continue;
+            }
             let settled = !dt.awaiting_answer;
             let Some(sub_pt) = map_pt(
                 &mut dt.pt_map,

@@ -94,7 +94,28 @@ impl Peer {
             stream_totals: StreamTotals::default(),
         }
     }
+
+    /// `f` on this connection's `Rtc`, with a panic inside str0m contained: the connection is
+    /// marked failed and `Err(Panicked)` returned, so the shard drops this participant and
+    /// nobody else. str0m parses what the client sent (SRTCP included, once authenticated)
+    /// and a parser bug reachable from the wire must not take the worker, and every room on
+    /// it, down: its TWCC feedback parser overflowed on forged reports (`pylon-bench`'s
+    /// hostile arena). A failed connection is never called again.
+    pub fn contained<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, Panicked> {
+        if self.failed {
+            return Err(Panicked);
+        }
+        let rtc = &mut self.rtc;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(rtc))).map_err(|_| {
+            self.failed = true;
+            Panicked
+        })
+    }
 }
+
+/// str0m panicked on a connection's input ([`Peer::contained`]), or it had failed before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Panicked;
 
 /// Builds the shard's peer connections: ICE-lite, RTP mode, our codecs, one host candidate
 /// (and a passive TCP one),

@@ -30,7 +30,7 @@ use crate::ids::{
     TrackKey, TrackSid,
 };
 use crate::participant::{Participant, RemoteParticipant};
-use crate::peer::{PcKind, PeerFactory, PeerRef, Remote, MAX_PEER_ADDRS};
+use crate::peer::{Panicked, PcKind, PeerFactory, PeerRef, Remote, MAX_PEER_ADDRS};
 use crate::relay::RelayMessage;
 use crate::room::{Placement, Room};
 use crate::timers::Timers;
@@ -319,6 +319,8 @@ pub struct Shard {
     /// until [`Shard::poll_output`] drains them at this time.
     last_receive: Instant,
     pub(crate) timers: Timers,
+    /// The peers due in this [`Shard::handle_timeout`] (kept for its capacity).
+    due: Vec<PeerRef>,
     /// Hosted participants whose signal session is gone, or whose connection failed: the
     /// only ones housekeeping looks at.
     pub(crate) detached: FxHashSet<ParticipantKey>,
@@ -378,6 +380,7 @@ impl Shard {
             single_pc_due: Vec::new(),
             last_receive: now,
             timers: Timers::default(),
+            due: Vec::new(),
             detached: FxHashSet::default(),
             next_housekeeping: now,
             next_quality: now + crate::quality::QUALITY_INTERVAL,
@@ -572,8 +575,16 @@ impl Shard {
             return Received::Handled;
         };
         p.last_rx = now;
-        if let Err(e) = p.peer_mut(peer.pc).rtc.handle_input(Input::Receive(now, receive)) {
-            debug!(participant = %p.sid, pc = ?peer.pc, "rtc refused datagram: {e}");
+        match p
+            .peer_mut(peer.pc)
+            .contained(|rtc| rtc.handle_input(Input::Receive(now, receive)))
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(participant = %p.sid, pc = ?peer.pc, "rtc refused datagram: {e}"),
+            Err(Panicked) => {
+                self.connection_panicked(now, peer);
+                return Received::Handled;
+            }
         }
         let before = self.outputs.len();
         self.drain(now, peer);
@@ -647,15 +658,33 @@ impl Shard {
     }
 
     /// Drive every peer whose timer expired, and the shard's own housekeeping.
+    ///
+    /// Each peer due is driven once per call: one that asks again for a time not after `now`
+    /// waits for the next call. str0m can do that (with congestion control on, its pacer
+    /// asked for `now` over and over in the in-memory simulation), and taking it at its word
+    /// would spin this call forever with `now` standing still.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
         while let Some(peer) = self.timers.pop_due(now) {
+            due.push(peer);
+        }
+        for peer in due.drain(..) {
             if let Some(p) = self.participants.get_mut(&peer.key) {
-                if let Err(e) = p.peer_mut(peer.pc).rtc.handle_input(Input::Timeout(now)) {
-                    debug!(participant = %p.sid, pc = ?peer.pc, "rtc timeout error: {e}");
+                match p
+                    .peer_mut(peer.pc)
+                    .contained(|rtc| rtc.handle_input(Input::Timeout(now)))
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(participant = %p.sid, pc = ?peer.pc, "rtc timeout error: {e}"),
+                    Err(Panicked) => {
+                        self.connection_panicked(now, peer);
+                        continue;
+                    }
                 }
             }
             self.drain(now, peer);
         }
+        self.due = due;
         self.drain_dirty(now);
         self.expire_link_waits(now);
         if now >= self.next_housekeeping {
@@ -791,9 +820,13 @@ impl Shard {
             if conn.failed {
                 return;
             }
-            let out = match conn.rtc.poll_output() {
-                Ok(o) => o,
-                Err(e) => {
+            let out = match conn.contained(|rtc| rtc.poll_output()) {
+                Ok(Ok(o)) => o,
+                Err(Panicked) => {
+                    self.connection_panicked(now, peer);
+                    return;
+                }
+                Ok(Err(e)) => {
                     // A failed connection never recovers; housekeeping ends the participant.
                     warn!(participant = %sid, pc = ?peer.pc, "peer connection failed: {e}");
                     conn.failed = true;
@@ -814,6 +847,19 @@ impl Shard {
         }
     }
 
+    /// str0m panicked on `peer`'s input ([`crate::peer::Peer::contained`]): the connection is
+    /// failed, and the participant is ended at the next housekeeping, brought forward to
+    /// now, with `MEDIA_FAILURE` and a reconnect request (as any failed connection). Logged
+    /// once: a failed connection is never called again.
+    fn connection_panicked(&mut self, now: Instant, peer: PeerRef) {
+        if let Some(p) = self.participants.get(&peer.key) {
+            warn!(participant = %p.sid, pc = ?peer.pc, "str0m panicked on this connection's input; ending the participant");
+        }
+        self.timers.cancel(peer);
+        self.detached.insert(peer.key);
+        self.next_housekeeping = self.next_housekeeping.min(now);
+    }
+
     /// Poll every peer that was written to. Each first gets a timeout tick at `now`: str0m
     /// queues written RTP and releases it on a timeout, so without the tick forwarded packets
     /// would wait for the peer's next timer instead of leaving now.
@@ -829,7 +875,13 @@ impl Shard {
         self.dirty.dedup();
         while let Some(peer) = self.dirty.pop() {
             if let Some(p) = self.participants.get_mut(&peer.key) {
-                let _ = p.peer_mut(peer.pc).rtc.handle_input(Input::Timeout(now));
+                if p.peer_mut(peer.pc)
+                    .contained(|rtc| rtc.handle_input(Input::Timeout(now)))
+                    .is_err()
+                {
+                    self.connection_panicked(now, peer);
+                    continue;
+                }
             }
             self.drain(now, peer);
         }

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::channel::ChannelId;
-use str0m::config::DtlsCert;
+use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,13 +46,23 @@ pub enum Transport {
 /// A client peer connection as every Pylon tool makes it: str0m in RTP mode sending Opus and
 /// VP8, with a host candidate for `local` (the address its datagrams come from).
 pub fn client_rtc(local: SocketAddr, cert: Option<&DtlsCert>, now: Instant) -> Result<Rtc, ClientError> {
-    client_rtc_on(local, Transport::Udp, cert, now, false)
+    client_rtc_on(local, Transport::Udp, cert, now, false, None)
+}
+
+/// `client_rtc` with a crypto provider of the caller's: a test that wraps str0m's to learn
+/// the SRTP keys its own client negotiated, so it can write SRTCP that str0m's API cannot.
+pub fn client_rtc_with_crypto(
+    local: SocketAddr,
+    crypto: Arc<CryptoProvider>,
+    now: Instant,
+) -> Result<Rtc, ClientError> {
+    client_rtc_on(local, Transport::Udp, None, now, false, Some(crypto))
 }
 
 /// `client_rtc`, also offering and accepting RFC 2198 redundant audio (RED) for Opus, as
 /// libwebrtc does.
 pub fn client_rtc_with_red(local: SocketAddr, now: Instant) -> Result<Rtc, ClientError> {
-    client_rtc_on(local, Transport::Udp, None, now, true)
+    client_rtc_on(local, Transport::Udp, None, now, true, None)
 }
 
 fn client_rtc_on(
@@ -60,6 +71,7 @@ fn client_rtc_on(
     cert: Option<&DtlsCert>,
     now: Instant,
     red: bool,
+    crypto: Option<Arc<CryptoProvider>>,
 ) -> Result<Rtc, ClientError> {
     let mut builder = Rtc::builder()
         .set_rtp_mode(true)
@@ -68,6 +80,9 @@ fn client_rtc_on(
         .enable_vp8(true);
     if let Some(cert) = cert {
         builder = builder.set_dtls_cert(cert.clone());
+    }
+    if let Some(crypto) = crypto {
+        builder = builder.set_crypto_provider(crypto);
     }
     let mut rtc = builder.build(now);
     let candidate = match transport {
@@ -318,7 +333,7 @@ impl Peer {
             }
         };
         let socket = UdpSocket::from_std(std_socket)?;
-        let rtc = client_rtc_on(local, transport, cert, now, false)?;
+        let rtc = client_rtc_on(local, transport, cert, now, false, None)?;
         Ok(Peer {
             rtc,
             socket,
@@ -340,7 +355,7 @@ impl Peer {
         let socket = UdpSocket::bind((ip, 0)).await?;
         let (path, relayed) = TurnPath::allocate(&socket, turn).await?;
         let now = Instant::now();
-        let rtc = client_rtc_on(relayed, Transport::Turn, cert, now, false)?;
+        let rtc = client_rtc_on(relayed, Transport::Turn, cert, now, false, None)?;
         Ok(Peer {
             rtc,
             socket,
