@@ -106,11 +106,24 @@ impl Peer {
             return Err(Panicked);
         }
         let rtc = &mut self.rtc;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(rtc))).map_err(|_| {
+        CONTAINING.set(true);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(rtc)));
+        CONTAINING.set(false);
+        result.map_err(|_| {
             self.failed = true;
             Panicked
         })
     }
+}
+
+thread_local! {
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`Peer::contained`], where a panic is caught and ends one
+/// connection: for a panic hook that aborts on every other panic (a fuzz target's).
+pub fn containing() -> bool {
+    CONTAINING.get()
 }
 
 /// str0m panicked on a connection's input ([`Peer::contained`]), or it had failed before.
