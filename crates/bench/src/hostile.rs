@@ -55,10 +55,7 @@ pub struct Arena {
 impl Arena {
     /// The room, negotiated and flowing (B has received A's media).
     pub fn new() -> Self {
-        let mut net = Net::with_config(1, Instant::now(), |c| {
-            c.congestion_control.enabled = true;
-            c.congestion_control.allow_pause = true;
-        });
+        let mut net = Net::with_congestion_control(1, Instant::now());
         let a = net.join(0, "r", "a");
         let b = net.join(0, "r", "b");
         let m = net.join(0, "r", "m");

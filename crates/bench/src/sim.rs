@@ -165,6 +165,15 @@ impl Net {
         Self::with_nodes(&[shards], now)
     }
 
+    /// `shards` shards on one node with downlink congestion control on, pausing allowed
+    /// (`rtc.congestion_control`): TWCC feedback reaches the estimator and the allocator.
+    pub fn with_congestion_control(shards: usize, now: Instant) -> Net {
+        Self::with_config(shards, now, |c| {
+            c.congestion_control.enabled = true;
+            c.congestion_control.allow_pause = true;
+        })
+    }
+
     /// `shards` shards on one node, each configured by `configure` too.
     pub fn with_config(shards: usize, now: Instant, configure: impl Fn(&mut ShardConfig)) -> Net {
         Self::build(&[shards], now, Tier::Node, Duration::from_secs(15), &configure)

@@ -27,10 +27,7 @@ struct Room {
 
 impl Room {
     fn new() -> Room {
-        let mut net = Net::with_config(1, std::time::Instant::now(), |c| {
-            c.congestion_control.enabled = true;
-            c.congestion_control.allow_pause = true;
-        });
+        let mut net = Net::with_congestion_control(1, std::time::Instant::now());
         let a = net.join(0, "r", "a");
         let b = net.join(0, "r", "b");
         let m = net.join(0, "r", "m");
