@@ -194,12 +194,7 @@ impl Arena {
             // Shaped like RTCP (version 2, a sender/receiver/feedback packet type), so the
             // demultiplexer hands it to SRTCP; its authentication fails.
             4 => {
-                let mut d = rest.to_vec();
-                if d.len() < 12 {
-                    d.resize(12, 0);
-                }
-                d[0] = 0x80 | (d[0] & 0x1f);
-                d[1] = 200 + d[1] % 7;
+                let d = rtcp_shaped(rest, 12);
                 self.net.to_shards.push_back((subscriber, server, d));
             }
             // A data-track packet: a version-0 header for M's track (handle 1) or another handle,
@@ -223,13 +218,7 @@ impl Arena {
             // RTCP that authenticates from M's subscriber connection: a header with a report
             // or feedback packet type (SR, RR, SDES, BYE, APP, RTPFB, PSFB), the rest as given.
             7 => {
-                let mut d = rest.to_vec();
-                if d.len() < 8 {
-                    d.resize(8, 0);
-                }
-                d[0] = 0x80 | (d[0] & 0x1f);
-                d[1] = 200 + d[1] % 7;
-                let datagram = self.srtcp.protect(&d);
+                let datagram = self.srtcp.protect(&rtcp_shaped(rest, 8));
                 self.net.to_shards.push_back((subscriber, server, datagram));
             }
             // Transport-wide congestion control feedback that authenticates, about the packets
@@ -303,6 +292,18 @@ impl Arena {
             "B received {got} of A's 100 packets after the hostile moves"
         );
     }
+}
+
+/// `bytes`, at least `min_len` long, with an RTCP header's first two bytes: version 2 and a
+/// sender/receiver report or feedback packet type (SR, RR, SDES, BYE, APP, RTPFB, PSFB).
+fn rtcp_shaped(bytes: &[u8], min_len: usize) -> Vec<u8> {
+    let mut d = bytes.to_vec();
+    if d.len() < min_len {
+        d.resize(min_len, 0);
+    }
+    d[0] = 0x80 | (d[0] & 0x1f);
+    d[1] = 200 + d[1] % 7;
+    d
 }
 
 impl Default for Arena {
