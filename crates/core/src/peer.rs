@@ -96,14 +96,15 @@ impl Peer {
     }
 
     /// `f` on this connection's `Rtc`, with a panic inside str0m contained: the connection is
-    /// marked failed and `Err(Panicked)` returned, so the shard drops this participant and
-    /// nobody else. str0m parses what the client sent (SRTCP included, once authenticated)
-    /// and a parser bug reachable from the wire must not take the worker, and every room on
-    /// it, down: its TWCC feedback parser overflowed on forged reports (`pylon-bench`'s
-    /// hostile arena). A failed connection is never called again.
-    pub fn contained<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, Panicked> {
+    /// marked failed and `Err(NotRun::Panicked)` returned, so the shard drops this participant
+    /// and nobody else. str0m parses what the client sent (SRTCP included, once
+    /// authenticated) and a parser bug reachable from the wire must not take the worker, and
+    /// every room on it, down: its TWCC feedback parser overflowed on forged reports
+    /// (`pylon-bench`'s hostile arena). A failed connection is never called again
+    /// (`Err(NotRun::Failed)`).
+    pub fn contained<R>(&mut self, f: impl FnOnce(&mut Rtc) -> R) -> Result<R, NotRun> {
         if self.failed {
-            return Err(Panicked);
+            return Err(NotRun::Failed);
         }
         let rtc = &mut self.rtc;
         CONTAINING.set(true);
@@ -111,7 +112,7 @@ impl Peer {
         CONTAINING.set(false);
         result.map_err(|_| {
             self.failed = true;
-            Panicked
+            NotRun::Panicked
         })
     }
 }
@@ -126,9 +127,14 @@ pub fn containing() -> bool {
     CONTAINING.get()
 }
 
-/// str0m panicked on a connection's input ([`Peer::contained`]), or it had failed before.
+/// Why [`Peer::contained`] returned no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Panicked;
+pub enum NotRun {
+    /// str0m panicked just now; the connection is failed from here on.
+    Panicked,
+    /// The connection had failed before (a str0m error or panic); str0m was not called.
+    Failed,
+}
 
 /// Builds the shard's peer connections: ICE-lite, RTP mode, our codecs, one host candidate
 /// (and a passive TCP one),
@@ -194,5 +200,25 @@ impl PeerFactory {
             rtc.add_local_candidate(tcp);
         }
         Ok(Peer::new(rtc, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_contained_once_and_the_connection_is_never_called_again() {
+        let now = Instant::now();
+        let mut peer = Peer::new(Rtc::new(now), now);
+        assert_eq!(peer.contained(|_| 7), Ok(7));
+        assert!(!containing());
+        let r: Result<(), NotRun> = peer.contained(|_| panic!("a str0m bug"));
+        assert_eq!(r, Err(NotRun::Panicked));
+        assert!(peer.failed && !containing());
+        // Later input is not handed to the broken `Rtc`, and is not another panic to report.
+        let mut called = false;
+        assert_eq!(peer.contained(|_| called = true), Err(NotRun::Failed));
+        assert!(!called);
     }
 }

@@ -30,7 +30,7 @@ use crate::ids::{
     TrackKey, TrackSid,
 };
 use crate::participant::{Participant, RemoteParticipant};
-use crate::peer::{Panicked, PcKind, PeerFactory, PeerRef, Remote, MAX_PEER_ADDRS};
+use crate::peer::{NotRun, PcKind, PeerFactory, PeerRef, Remote, MAX_PEER_ADDRS};
 use crate::relay::RelayMessage;
 use crate::room::{Placement, Room};
 use crate::timers::Timers;
@@ -581,10 +581,11 @@ impl Shard {
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => debug!(participant = %p.sid, pc = ?peer.pc, "rtc refused datagram: {e}"),
-            Err(Panicked) => {
+            Err(NotRun::Panicked) => {
                 self.connection_panicked(now, peer);
                 return Received::Handled;
             }
+            Err(NotRun::Failed) => return Received::Handled,
         }
         let before = self.outputs.len();
         self.drain(now, peer);
@@ -676,10 +677,11 @@ impl Shard {
                 {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => debug!(participant = %p.sid, pc = ?peer.pc, "rtc timeout error: {e}"),
-                    Err(Panicked) => {
+                    Err(NotRun::Panicked) => {
                         self.connection_panicked(now, peer);
                         continue;
                     }
+                    Err(NotRun::Failed) => continue,
                 }
             }
             self.drain(now, peer);
@@ -849,7 +851,7 @@ impl Shard {
     /// str0m panicked on `peer`'s input ([`crate::peer::Peer::contained`]): the connection is
     /// failed, and the participant is ended at the next housekeeping, brought forward to
     /// now, with `MEDIA_FAILURE` and a reconnect request (as any failed connection). Logged
-    /// once: a failed connection is never called again.
+    /// once: a failed connection is never called again (`NotRun::Failed`, skipped quietly).
     fn connection_panicked(&mut self, now: Instant, peer: PeerRef) {
         if let Some(p) = self.participants.get(&peer.key) {
             warn!(participant = %p.sid, pc = ?peer.pc, "str0m panicked on this connection's input; ending the participant");
@@ -874,12 +876,16 @@ impl Shard {
         self.dirty.dedup();
         while let Some(peer) = self.dirty.pop() {
             if let Some(p) = self.participants.get_mut(&peer.key) {
-                if p.peer_mut(peer.pc)
+                match p
+                    .peer_mut(peer.pc)
                     .contained(|rtc| rtc.handle_input(Input::Timeout(now)))
-                    .is_err()
                 {
-                    self.connection_panicked(now, peer);
-                    continue;
+                    Ok(_) => {}
+                    Err(NotRun::Panicked) => {
+                        self.connection_panicked(now, peer);
+                        continue;
+                    }
+                    Err(NotRun::Failed) => continue,
                 }
             }
             self.drain(now, peer);
