@@ -32,8 +32,9 @@ async def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
         await asyncio.sleep(interval)
 
 
-# Peers that are connected now, for failure reports.
+# Peers that are connected now, and publishers feeding media, for failure reports.
 _LIVE: "weakref.WeakSet[Peer]" = weakref.WeakSet()
+_PUBLISHERS: "weakref.WeakSet[Publisher]" = weakref.WeakSet()
 
 
 async def media_report() -> str:
@@ -74,6 +75,16 @@ async def media_report() -> str:
         frames = {k: v.frames for k, v in peer.video.items()}
         ended = [(k, None if t.cancelled() else repr(t.exception())) for k, t in peer.consumers.values() if t.done()]
         lines.append(f"  {peer.identity} app: video frames {frames} streams ended {ended} events {subs}")
+    # What the test handed to each publisher's SDK sources (an encoder that encoded nothing
+    # while frames went in stalled inside the SDK; no frames in means the test's feed stalled).
+    for p in list(_PUBLISHERS):
+        if p._tasks:
+            who = p.room.local_participant.identity if p.room.isconnected() else "?"
+            done = [t for t in p._tasks if t.done()]
+            lines.append(
+                f"  {who} fed: video frames {p.video_captured} audio frames {p.audio_captured}"
+                f" feeds ended {[None if t.cancelled() else repr(t.exception()) for t in done]}"
+            )
     return "video as the peers' WebRTC stacks see it:\n" + ("\n".join(lines) or "  (no peers)")
 
 
@@ -261,7 +272,10 @@ class Publisher:
         self.audio_track = rtc.LocalAudioTrack.create_audio_track("microphone", self.audio_source)
         self.video_pub = None
         self.audio_pub = None
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.video_captured = 0  # frames handed to the SDK (for failure reports)
+        self.audio_captured = 0
+        _PUBLISHERS.add(self)
 
     async def publish(self) -> "Publisher":
         lp = self.room.local_participant
@@ -276,10 +290,13 @@ class Publisher:
         self.audio_pub = await lp.publish_track(
             self.audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         )
-        self._task = asyncio.ensure_future(self._feed())
+        # Video and audio are fed by separate tasks: an audio capture that waits (the SDK's
+        # audio queue full) must not stop the video frames, and the other way round.
+        self._tasks = [asyncio.ensure_future(self._feed_video()), asyncio.ensure_future(self._feed_audio())]
         return self
 
-    async def _feed(self):
+    async def _feed_video(self):
+        """30 fps, paced by the wall clock."""
         width, height = self.size
         rgba = np.empty((height, width, 4), dtype=np.uint8)
         rgba[:, :] = (*FRAME_RGB, 255)
@@ -297,30 +314,38 @@ class Publisher:
                 )
                 for _ in range(8)
             ]
-        n = 0
-        samples_per_10ms = SAMPLE_RATE // 100
         start = time.monotonic()
         while True:
-            # 30 fps video, audio in 10 ms frames, paced by the wall clock.
-            if n % 3 == 0:
-                # An explicit, increasing capture time: libwebrtc drops a frame whose timestamp
-                # is not newer than the last one's, and the same frame object is sent each time.
-                # (A CI run showed A's encoder at 1 frame encoded in 20 s with the default 0.)
-                frame = frames[(n // 3) % len(frames)]
-                self.video_source.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6))
+            # An explicit, increasing capture time: libwebrtc drops a frame whose timestamp
+            # is not newer than the last one's, and the same frame object is sent each time.
+            # (A CI run showed A's encoder at 1 frame encoded in 20 s with the default 0.)
+            frame = frames[self.video_captured % len(frames)]
+            self.video_source.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6))
+            self.video_captured += 1
+            delay = start + self.video_captured / 30 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _feed_audio(self):
+        """The tone in 10 ms frames, paced by the wall clock."""
+        samples_per_10ms = SAMPLE_RATE // 100
+        start = time.monotonic()
+        n = 0
+        while True:
             t = np.arange(samples_per_10ms) + n * samples_per_10ms
             tone = (np.sin(2 * np.pi * TONE_HZ * t / SAMPLE_RATE) * self.loudness).astype(np.int16)
             af = rtc.AudioFrame.create(SAMPLE_RATE, 1, samples_per_10ms)
             np.frombuffer(af.data, dtype=np.int16)[:] = tone
             await self.audio_source.capture_frame(af)
             n += 1
+            self.audio_captured = n
             delay = start + n * 0.01 - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
 
     def stop(self):
-        if self._task:
-            self._task.cancel()
+        for t in self._tasks:
+            t.cancel()
 
 
 class WatchPeer(Peer):
