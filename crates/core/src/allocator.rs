@@ -68,6 +68,15 @@ pub const UPGRADE_HEADROOM: f64 = 1.15;
 /// it needs no keyframe and is undone at the next frame, so a tight fit is cheap to try.
 pub const TEMPORAL_HEADROOM: f64 = 1.03;
 
+/// How far over the estimate temporal steps within the simulcast layer a track is on may take
+/// the allocation, as a share of the estimate (one allowance for all of a subscriber's
+/// tracks). str0m's estimate settles below what a link carries (a 1,200 kbit/s link at
+/// 1,030–1,150, `bench/limits.sh`), which left such a link on the top layer's 7.5 fps rung
+/// where its 15 fps one fits. Such a step needs no keyframe, and `Grant::settle` gives it back
+/// at the first estimate that no longer carries it, before an overfilled queue pulls the
+/// estimate down further.
+pub const TEMPORAL_SLACK: f64 = 0.10;
+
 /// A window shorter than this is not used to measure a layer's rate.
 const MIN_WINDOW_MS: u64 = 200;
 
@@ -205,17 +214,28 @@ impl Grant {
     }
 
     /// The grant a track moves to from `self`, given what the allocation grants at the
-    /// highest estimate of the last second (`sustained_low`: below that, the link has been
-    /// narrower for a whole second) and at the lowest of the last two seconds (`sustained_high`:
-    /// the link has carried that much for two seconds). A track goes down only on the first
-    /// and up only on the second, so an estimate that wobbles moves nobody.
-    pub fn settle(self, sustained_low: Grant, sustained_high: Grant) -> Grant {
-        if self.rank() > sustained_low.rank() {
+    /// latest estimate (`latest`), at the highest estimate of the last second
+    /// (`sustained_low`: below that, the link has been narrower for a whole second) and at the
+    /// lowest of the last two seconds (`sustained_high`: the link has carried that much for two
+    /// seconds). A track changes simulcast layer down only on the first and up only on the
+    /// second, so an estimate that wobbles moves nobody between layers; a temporal step within
+    /// the layer it has is given back at once (`latest`): that needs no keyframe, and it
+    /// drains a link the last step overfilled before the estimate falls further.
+    pub fn settle(self, latest: Grant, sustained_low: Grant, sustained_high: Grant) -> Grant {
+        let settled = if self.rank() > sustained_low.rank() {
             sustained_low
         } else if self.rank() < sustained_high.rank() {
             sustained_high
         } else {
             self
+        };
+        match (self, latest) {
+            (Grant::UpTo(have), Grant::UpTo(now))
+                if now < have && now.layer() == have.layer() && latest.rank() < settled.rank() =>
+            {
+                latest
+            }
+            _ => settled,
         }
     }
 }
@@ -234,6 +254,7 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
     grants.clear();
     grants.resize(wants.len(), Grant::Paused);
     let mut budget = estimate as f64;
+    let mut slack = estimate as f64 * TEMPORAL_SLACK;
     let mut totals = Totals::default();
     for w in wants {
         if let Some(max) = w.max {
@@ -291,9 +312,13 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
                 (false, true) => extra * TEMPORAL_HEADROOM,
                 (false, false) => extra * UPGRADE_HEADROOM,
             };
+            let available = if temporal_step { budget + slack } else { budget };
             // A rung that costs nothing more (a layer without temporal layers) is always taken.
-            if extra > 0.0 && budget < cost {
+            if extra > 0.0 && available < cost {
                 break;
+            }
+            if extra > budget {
+                slack -= extra - budget.max(0.0);
             }
             budget -= extra;
             at = next;
@@ -542,16 +567,57 @@ mod tests {
     #[test]
     fn a_grant_falls_on_a_sustained_low_and_rises_on_a_sustained_high_only() {
         use Grant::*;
+        // `latest` as low as the sustained low: the rules for simulcast layers.
         // The estimate stayed low a whole second: down.
-        assert_eq!(up(2).settle(up(0), up(0)), up(0));
-        assert_eq!(up(0).settle(Paused, Paused), Paused);
-        // A dip shorter than that: the highest estimate of the second still carries it.
-        assert_eq!(up(2).settle(up(2), up(0)), up(2));
+        assert_eq!(up(2).settle(up(0), up(0), up(0)), up(0));
+        assert_eq!(up(0).settle(Paused, Paused, Paused), Paused);
+        // A dip shorter than that: the highest estimate of the second still carries it, even
+        // though the latest does not.
+        assert_eq!(up(2).settle(up(0), up(2), up(0)), up(2));
         // A peak: the lowest estimate of two seconds does not carry more; stay.
-        assert_eq!(up(0).settle(up(2), up(0)), up(0));
+        assert_eq!(up(0).settle(up(2), up(2), up(0)), up(0));
         // Two seconds of room: up, and a paused track resumes.
-        assert_eq!(up(0).settle(up(2), up(1)), up(1));
-        assert_eq!(Paused.settle(up(0), up(0)), up(0));
+        assert_eq!(up(0).settle(up(2), up(2), up(1)), up(1));
+        assert_eq!(Paused.settle(up(0), up(0), up(0)), up(0));
+    }
+
+    #[test]
+    fn a_temporal_step_is_given_back_at_the_latest_estimate() {
+        let at = |t| Grant::UpTo(Rung::new(2, t));
+        // The latest estimate no longer carries the top layer's 15 fps: back to 7.5 fps now,
+        // while the highest estimate of the second would still keep it.
+        assert_eq!(at(1).settle(at(0), at(1), at(0)), at(0));
+        // Only within the layer: a lower simulcast layer waits for a sustained low.
+        assert_eq!(at(1).settle(up(1), at(1), up(1)), at(1));
+        assert_eq!(at(1).settle(up(1), at(0), up(1)), at(0));
+    }
+
+    #[test]
+    fn temporal_steps_within_the_layer_may_use_the_slack_and_new_layers_may_not() {
+        let mut rates = ladder(SIMULCAST);
+        rates[6] = 680_000;
+        rates[7] = 1_020_000;
+        let on = |rung| Want {
+            rates,
+            ..camera(2, Some(rung))
+        };
+        // On the top layer at 7.5 fps, its 15 fps step (340k x 1.03 more) fits only with the
+        // slack: taken.
+        let needs = 680_000.0 + 340_000.0 * TEMPORAL_HEADROOM;
+        let estimate = (needs / (1.0 + TEMPORAL_SLACK / 2.0)) as u64;
+        let mut w = on(2);
+        w.current = Some(Rung::new(2, 0));
+        let (g, t) = run(estimate, &[w], true);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 1))], "estimate {estimate}");
+        assert!(t.allocated > estimate);
+        // Without the slack it would not fit: a little less estimate than the slack covers.
+        let (g, _) = run((needs / (1.0 + TEMPORAL_SLACK * 1.5)) as u64, &[w], true);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
+        // From the middle layer, the top layer's first rung (180k x 1.15 more) gets no slack.
+        let needs = 500_000.0 + 180_000.0 * UPGRADE_HEADROOM;
+        let estimate = (needs / (1.0 + TEMPORAL_SLACK / 2.0)) as u64;
+        let (g, _) = run(estimate, &[on(1)], true);
+        assert_eq!(g, [Grant::UpTo(Rung::top_of(1))], "estimate {estimate}");
     }
 
     #[test]

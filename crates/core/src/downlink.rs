@@ -128,6 +128,7 @@ pub(crate) struct AllocScratch {
     wants: Vec<Want>,
     grants: Vec<Grant>,
     grants_high: Vec<Grant>,
+    grants_latest: Vec<Grant>,
     changed: Vec<lk::StreamStateInfo>,
 }
 
@@ -193,6 +194,7 @@ impl Shard {
         }
         let totals = allocate(down_by, &s.wants, allow_pause, &mut s.grants);
         allocate(up_by, &s.wants, allow_pause, &mut s.grants_high);
+        allocate(estimate, &s.wants, allow_pause, &mut s.grants_latest);
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
@@ -200,7 +202,14 @@ impl Shard {
         let mut allocated = 0;
         // The smallest step up any held track could take next.
         let mut step = u64::MAX;
-        for (((tk, low), high), w) in s.keys.iter().zip(&s.grants).zip(&s.grants_high).zip(&s.wants) {
+        let turn = s
+            .keys
+            .iter()
+            .zip(&s.grants_latest)
+            .zip(&s.grants)
+            .zip(&s.grants_high)
+            .zip(&s.wants);
+        for ((((tk, latest), low), high), w) in turn {
             let Some(dt) = p.downtracks.get_mut(tk) else {
                 continue;
             };
@@ -208,7 +217,7 @@ impl Shard {
                 allocated += w.rates[0];
                 continue;
             }
-            let grant = &dt.grant.settle(*low, *high);
+            let grant = &dt.grant.settle(*latest, *low, *high);
             match (grant, w.max) {
                 (Grant::UpTo(r), Some(max)) => {
                     let r = (*r).min(max);

@@ -1,5 +1,5 @@
-//! What the downlink allocator costs a subscriber: one turn of `downlink.rs` is two
-//! `allocator::allocate` calls (at the highest and the lowest recent estimate) and the
+//! What the downlink allocator costs a subscriber: one turn of `downlink.rs` is three
+//! `allocator::allocate` calls (at the latest, the highest and the lowest recent estimate) and the
 //! hysteresis (`Grant::settle`) per track, here for one subscriber of N cameras (simulcast,
 //! three layers of three temporal layers) and N audio tracks, on an estimate that carries only part of it (so every
 //! track climbs rung by rung). The shard runs this twice a second per subscriber (`downlink.rs`), so the cost per
@@ -50,12 +50,13 @@ fn main() {
         let wants = wants(cameras);
         // Enough for every lowest layer and about half of the rest.
         let estimate = cameras as u64 * (40_000 + 150_000) + cameras as u64 * 800_000;
-        let (mut high, mut low) = (Vec::new(), Vec::new());
+        let (mut latest, mut high, mut low) = (Vec::new(), Vec::new(), Vec::new());
         let mut settled = vec![Grant::default(); wants.len()];
         let start = Instant::now();
         for i in 0..iterations {
             // The estimate moves a little every turn, as str0m's does.
             let e = estimate + (i as u64 % 7) * 10_000;
+            black_box(allocate(black_box(e), &wants, true, &mut latest));
             black_box(allocate(black_box(e + 200_000), &wants, true, &mut high));
             black_box(allocate(
                 black_box(e.saturating_sub(200_000)),
@@ -63,8 +64,8 @@ fn main() {
                 true,
                 &mut low,
             ));
-            for ((s, h), l) in settled.iter_mut().zip(&high).zip(&low) {
-                *s = s.settle(*h, *l);
+            for (((s, n), h), l) in settled.iter_mut().zip(&latest).zip(&high).zip(&low) {
+                *s = s.settle(*n, *h, *l);
             }
             black_box(&settled);
         }
