@@ -194,7 +194,13 @@ impl Shard {
         }
         let totals = allocate(down_by, &s.wants, allow_pause, &mut s.grants);
         allocate(up_by, &s.wants, allow_pause, &mut s.grants_high);
-        allocate(estimate, &s.wants, allow_pause, &mut s.grants_latest);
+        // At the latest estimate: the same allocation as at the highest of the last second
+        // whenever the latest is that highest (a flat or rising estimate).
+        if estimate == down_by {
+            s.grants_latest.clone_from(&s.grants);
+        } else {
+            allocate(estimate, &s.wants, allow_pause, &mut s.grants_latest);
+        }
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
