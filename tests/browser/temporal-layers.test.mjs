@@ -1,7 +1,8 @@
 // livekit-client's RemoteTrackPublication.setVideoFPS (UpdateTrackSettings.fps): a browser
 // asking for a lower frame rate of a Python SDK participant's camera (VP8 simulcast at 30 fps,
 // which libwebrtc encodes with three temporal layers) receives only the lower temporal layers,
-// still decoding, and every frame again when it asks for 30.
+// still decoding, and every frame again when it asks for 30; of a camera at 15 fps, the
+// request is read against the frame rates the server measures.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
@@ -58,6 +59,27 @@ test('a subscriber asking for fewer frames per second gets the lower temporal la
     throw new Error(`${e.message}; last: ${again} fps`);
   });
   console.log(`TEMPORAL full=${full.toFixed(1)} fps, asked 8: ${low.toFixed(1)} fps, asked 30: ${again.toFixed(1)} fps`);
+
+  // A camera at 15 fps (temporal layers at 3.75, 7.5 and 15 fps): the server maps a request
+  // onto the frame rates it measures, not onto an assumed 30 fps. Asking for 15 keeps every
+  // frame (an assumed 30 would give the 7.5 fps layer), asking for 8 gives the 7.5 fps layer
+  // (an assumed 30: the 3.75 fps base). The publisher's encoder makes 10-15 frames a second
+  // on this loaded machine, so each is waited for rather than read once; an assumed 30 would
+  // give at most 7.5 fps for 15, and at most 3.75 for 8.
+  const slow = await pythonParticipant(pylon, 'temporal', 'py15', ['--video-size', '640x360', '--fps', '15']);
+  t.after(() => slow.stop());
+  await waitForMedia(page, 'py15', 'the viewer');
+  await setFps(page, 'py15', 15);
+  let fifteen = 0;
+  await waitFor(async () => (fifteen = await decodedFps(page, 'py15')) > 8.5, 30000, 'the viewer to decode more than 8.5 fps of the 15 fps camera asking 15').catch((e) => {
+    throw new Error(`${e.message}; last: ${fifteen} fps`);
+  });
+  await setFps(page, 'py15', 8);
+  let half = fifteen;
+  await waitFor(async () => (half = await decodedFps(page, 'py15')) > 4.5 && half < 9, 30000, 'the viewer to decode about 7.5 fps of the 15 fps camera asking 8').catch((e) => {
+    throw new Error(`${e.message}; last: ${half} fps`);
+  });
+  console.log(`TEMPORAL_15 asked 15: ${fifteen.toFixed(1)} fps, asked 8: ${half.toFixed(1)} fps`);
   assert.deepEqual(page.problems, []);
   assert.ok(pylon.alive(), 'pylon is still running');
 });

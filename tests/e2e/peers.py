@@ -257,14 +257,21 @@ class Publisher:
     """Generated camera (solid colour, 640x360 unless told) and microphone (440 Hz tone).
     `noise=True`: faint noise over the colour, which the encoder cannot compress well, so that
     every simulcast layer sends near its full bitrate (bandwidth tests), keeping its resolution
-    when the encoder runs short of CPU (at full strength it drops frames instead)."""
+    when the encoder runs short of CPU (at full strength it drops frames instead). `fps`: the
+    camera's frame rate (30 unless told)."""
 
     def __init__(
-        self, room: rtc.Room, size: tuple[int, int] = (WIDTH, HEIGHT), loudness: int = 12000, noise: bool = False
+        self,
+        room: rtc.Room,
+        size: tuple[int, int] = (WIDTH, HEIGHT),
+        loudness: int = 12000,
+        noise: bool = False,
+        fps: int = 30,
     ):
         self.room = room
         self.size = size
         self.noise = noise
+        self.fps = fps
         self.loudness = loudness  # the tone's amplitude (int16); 0 publishes silence
         self.video_source = rtc.VideoSource(*size)
         self.audio_source = rtc.AudioSource(SAMPLE_RATE, 1)
@@ -286,6 +293,9 @@ class Publisher:
             options.video_encoding.max_bitrate = 1_200_000
             options.video_encoding.max_framerate = 30
             options.degradation_preference = rtc.DegradationPreference.MAINTAIN_RESOLUTION
+        if self.fps != 30:
+            options.video_encoding.max_bitrate = options.video_encoding.max_bitrate or 1_700_000
+            options.video_encoding.max_framerate = self.fps
         self.video_pub = await lp.publish_track(self.video_track, options)
         self.audio_pub = await lp.publish_track(
             self.audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -296,7 +306,7 @@ class Publisher:
         return self
 
     async def _feed_video(self):
-        """30 fps, paced by the wall clock."""
+        """`self.fps` frames a second, paced by the wall clock."""
         width, height = self.size
         rgba = np.empty((height, width, 4), dtype=np.uint8)
         rgba[:, :] = (*FRAME_RGB, 255)
@@ -322,7 +332,7 @@ class Publisher:
             frame = frames[self.video_captured % len(frames)]
             self.video_source.capture_frame(frame, timestamp_us=int(time.monotonic() * 1e6))
             self.video_captured += 1
-            delay = start + self.video_captured / 30 - time.monotonic()
+            delay = start + self.video_captured / self.fps - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
 

@@ -412,10 +412,12 @@ async def test_with_allow_pause_video_a_link_cannot_carry_pauses_and_audio_goes_
             await wait_for(lambda: "state=Paused" in server.log()[mark:], 20, "the server to tell S its video is paused")
             await asyncio.sleep(2)
             frames = slow.video_frames("A/camera")
-            got0, _ = await audio_counts(slow)
+            got0, lost0 = await audio_counts(slow)
             await asyncio.sleep(6)
-            got1, _ = await audio_counts(slow)
+            got1, lost1 = await audio_counts(slow)
             assert slow.video_frames("A/camera") - frames < 10, "S still decodes video behind 150 kbit/s"
+            got, lost = got1 - got0, lost1 - lost0
+            print(f"PAUSE_150 audio_lost={lost}/{got + lost}")
             # Audio goes on (not loss-free: str0m pads to 50 kbit/s and probes for the video's
             # return, which a link this narrow pays for in audio packets).
             assert got1 - got0 > 200, f"S received {got1 - got0} audio packets in 6 s"

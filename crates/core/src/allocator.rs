@@ -89,22 +89,28 @@ pub const DEFAULT_AUDIO_BPS: u64 = 64_000;
 pub struct LayerRates {
     bytes: [u64; RUNGS],
     packets: [u64; RUNGS],
+    /// Frames begun in the window (counted only where packets carry a temporal layer).
+    frames: [u64; RUNGS],
     /// The last measured rate of each layer's temporal layer alone (bits per second); 0:
     /// never seen. Packets without a temporal layer count as the base.
     bps: [u64; RUNGS],
+    /// The last measured frame rate of each layer's temporal layer alone, in thousandths of
+    /// a frame per second; 0: never counted.
+    mfps: [u64; RUNGS],
 }
 
 /// RTP, SRTP, UDP and IP headers of one packet, in bytes.
 const PACKET_OVERHEAD: u64 = 12 + 10 + 8 + 20 + 8;
 
 impl LayerRates {
-    /// Count one packet of temporal layer `temporal` (0 when the stream has none; hot path:
-    /// two additions).
+    /// Count one packet of temporal layer `temporal` (0 when the stream has none), which
+    /// begins a frame when `frame_start` (hot path: three additions).
     #[inline]
-    pub fn add(&mut self, layer: Layer, temporal: u8, payload: usize) {
+    pub fn add(&mut self, layer: Layer, temporal: u8, frame_start: bool, payload: usize) {
         let r = Rung::new(layer, temporal).index();
         self.bytes[r] += payload as u64;
         self.packets[r] += 1;
+        self.frames[r] += u64::from(frame_start);
     }
 
     /// Close a window of `elapsed_ms`: a layer that carried packets gets its new rate (a
@@ -121,14 +127,27 @@ impl LayerRates {
             }
             let bits = (self.bytes[l] + self.packets[l] * PACKET_OVERHEAD) * 8;
             let rate = bits * 1000 / elapsed_ms;
-            self.bps[l] = if self.bps[l] == 0 {
-                rate
-            } else {
-                (self.bps[l] * 3 + rate) / 4
-            };
+            self.bps[l] = smooth(self.bps[l], rate);
+            self.mfps[l] = smooth(self.mfps[l], self.frames[l] * 1_000_000 / elapsed_ms);
             self.bytes[l] = 0;
             self.packets[l] = 0;
+            self.frames[l] = 0;
         }
+    }
+
+    /// The last measured frame rate of simulcast layer `layer` at each temporal layer, with
+    /// the layers below it (thousandths of a frame per second), as `temporal_for_fps` takes
+    /// it; `None` when no frame of the layer was counted here (no temporal layers, or not
+    /// arrived yet).
+    pub fn frame_rates(&self, layer: Layer) -> Option<[u64; TEMPORAL_LAYERS]> {
+        let base = Rung::new(layer, 0).index();
+        let mut sum = 0;
+        let mut out = [0; TEMPORAL_LAYERS];
+        for (t, o) in out.iter_mut().enumerate() {
+            sum += self.mfps[base + t];
+            *o = sum;
+        }
+        (sum > 0).then_some(out)
     }
 
     /// The last measured rate of a rung: its layer's temporal layers up to the rung's
@@ -136,6 +155,16 @@ impl LayerRates {
     pub fn bps(&self, rung: Rung) -> u64 {
         let base = Rung::new(rung.layer(), 0).index();
         self.bps[base..=rung.index()].iter().sum()
+    }
+}
+
+/// A new window's measurement folded into the last one: a quarter of the new, three quarters
+/// of the old (the first measurement taken as it is).
+fn smooth(old: u64, new: u64) -> u64 {
+    if old == 0 {
+        new
+    } else {
+        (old * 3 + new) / 4
     }
 }
 
@@ -492,9 +521,9 @@ mod tests {
     fn rates_are_measured_per_window_and_kept_while_a_layer_is_silent() {
         let mut r = LayerRates::default();
         for _ in 0..100 {
-            r.add(2, 0, 1000);
+            r.add(2, 0, false, 1000);
         }
-        r.add(0, 0, 100);
+        r.add(0, 0, false, 100);
         r.close_window(1000);
         let top = Rung::top_of(2);
         assert_eq!(r.bps(top), 100 * (1000 + PACKET_OVERHEAD) * 8);
@@ -502,12 +531,12 @@ mod tests {
         // A silent window keeps the rate; a new one is averaged in.
         r.close_window(1000);
         assert_eq!(r.bps(top), 100 * (1000 + PACKET_OVERHEAD) * 8);
-        r.add(2, 0, 1000 * 100 - 100 * PACKET_OVERHEAD as usize);
+        r.add(2, 0, false, 1000 * 100 - 100 * PACKET_OVERHEAD as usize);
         r.close_window(500);
         let (before, window) = (846_400, 1_508_128);
         assert_eq!(r.bps(top), (before * 3 + window) / 4);
         // Too short a window measures nothing; a hostile layer index is clamped.
-        r.add(7, 9, 10);
+        r.add(7, 9, false, 10);
         r.close_window(10);
         assert_eq!(r.bps(Rung::new(7, 9)), r.bps(top));
     }
@@ -518,13 +547,43 @@ mod tests {
         // T0 frames of 2,000 bytes at 7.5 fps, T1 of 1,000 at 7.5, T2 of 1,000 at 15.
         for (t, bytes, n) in [(0, 2000, 15), (1, 1000, 15), (2, 1000, 30)] {
             for _ in 0..n {
-                r.add(1, t, bytes - PACKET_OVERHEAD as usize);
+                r.add(1, t, true, bytes - PACKET_OVERHEAD as usize);
             }
         }
         r.close_window(2000);
         assert_eq!(r.bps(Rung::new(1, 0)), 120_000);
         assert_eq!(r.bps(Rung::new(1, 1)), 180_000);
         assert_eq!(r.bps(Rung::new(1, 2)), 300_000);
+        // One packet per frame: 7.5 + 7.5 + 15 frames a second.
+        assert_eq!(r.frame_rates(1), Some([7_500, 15_000, 30_000]));
+        assert_eq!(r.frame_rates(0), None, "a layer with no frame counted");
+    }
+
+    #[test]
+    fn frame_rates_count_frames_not_packets_and_follow_the_publisher() {
+        let mut r = LayerRates::default();
+        // 15 fps, three packets a frame: T0 every fourth frame, T1 every fourth, T2 the rest.
+        let frame = |r: &mut LayerRates, t: u8| {
+            for p in 0..3 {
+                r.add(0, t, p == 0, 1000);
+            }
+        };
+        for i in 0..15 {
+            frame(&mut r, [0, 2, 1, 2][i % 4]);
+        }
+        r.close_window(1000);
+        let [t0, t1, t2] = r.frame_rates(0).unwrap();
+        assert_eq!(t2, 15_000);
+        assert!(
+            (3_000..=5_000).contains(&t0) && (7_000..=8_000).contains(&t1),
+            "{t0} {t1}"
+        );
+        // The publisher halves its rate: the measurement follows, smoothed.
+        for i in 0..8 {
+            frame(&mut r, [0, 2, 1, 2][i % 4]);
+        }
+        r.close_window(1000);
+        assert_eq!(r.frame_rates(0).unwrap()[2], (15_000 * 3 + 8_000) / 4);
     }
 
     #[test]

@@ -140,6 +140,14 @@ impl Shard {
         for t in self.tracks.values_mut() {
             t.rates.close_window(elapsed);
         }
+        // A subscriber's frame-rate request follows the publisher's measured frame rates.
+        for p in self.participants.values_mut() {
+            for dt in p.downtracks.values_mut().filter(|dt| dt.fps != 0) {
+                if let Some(t) = self.tracks.get(&dt.track) {
+                    dt.follow_frame_rates(&t.rates);
+                }
+            }
+        }
         if !self.config.congestion_control.enabled {
             return;
         }
@@ -301,7 +309,7 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
     } else {
         t.best_layer(now)
     };
-    let max = best.map(|_| Rung::new(dt.max_layer, dt.max_temporal));
+    let max = best.map(|_| Rung::new(dt.max_layer, dt.asked_temporal(dt.max_layer)));
     let mut rates = [0; RUNGS];
     let mut floor = 0;
     for (r, rate) in rates.iter_mut().enumerate() {

@@ -118,8 +118,8 @@ impl Shard {
             VideoCodec::Vp8 => (Vp8Descriptor::parse(&m.payload).ok(), vp8_temporal(&m.payload)),
             _ => (None, None),
         };
-        t.rates
-            .add(m.layer, temporal.map_or(0, |t| t.tid), m.payload.len());
+        let (tid, frame_start) = temporal.map_or((0, false), |t| (t.tid, t.frame_start));
+        t.rates.add(m.layer, tid, frame_start, m.payload.len());
         let relayed = !t.is_local();
         let mut sinks = std::mem::take(&mut self.sinks);
         sinks.clear();

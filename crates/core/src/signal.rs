@@ -545,7 +545,7 @@ impl Shard {
             // Read by the next allocation (`downlink.rs`) and the next packet (`forward.rs`);
             // nothing to converge on now.
             dt.priority = priority;
-            dt.max_temporal = crate::temporal::temporal_for_fps(fps, crate::temporal::ASSUMED_FPS);
+            dt.set_fps(fps, &t.rates);
             let wakes = dt.disabled && !disabled;
             if dt.disabled != disabled || (t.kind.is_video() && dt.max_layer != max_layer) {
                 dt.disabled = disabled;

@@ -12,9 +12,11 @@ pub const TEMPORAL_LAYERS: usize = 3;
 /// The highest temporal layer: every frame.
 pub const TOP_TEMPORAL: u8 = TEMPORAL_LAYERS as u8 - 1;
 
-/// The frame rate a stream with temporal layers is taken to have at its top temporal layer
-/// (what LiveKit's SDKs and libwebrtc encode camera video at), to map a subscriber's `fps`.
-pub const ASSUMED_FPS: u32 = 30;
+/// The frame rates (in thousandths of a frame per second) a stream's temporal layers are
+/// taken to have, each including the layers below it, until frames of the stream were
+/// counted here: what LiveKit's SDKs and libwebrtc encode camera video at (30 fps, three
+/// temporal layers: 7.5, 15, 30).
+pub const ASSUMED_MFPS: [u64; TEMPORAL_LAYERS] = [7_500, 15_000, 30_000];
 
 /// The temporal facts of one VP8 packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,17 +58,37 @@ pub fn vp8_temporal(p: &[u8]) -> Option<Temporal> {
     })
 }
 
-/// The highest temporal layer whose frame rate is at most `fps`, for a stream at `full_fps`
-/// whose temporal layers each double the rate (7.5, 15, 30 at 30 fps); the base layer when
-/// even it is faster; every layer when `fps` is 0 (no request).
-pub fn temporal_for_fps(fps: u32, full_fps: u32) -> u8 {
+/// A temporal layer is taken for a subscriber's `fps` when its frame rate is at most this much
+/// over it, and kept until its rate is more than [`FPS_KEEP_PERCENT`] over it. Frame rates are
+/// measured over half-second windows, so a 15 fps layer reads a little over or under 15 from
+/// one window to the next; the band between the two keeps a layer whose rate sits near a
+/// threshold (LiveKit's 20 fps middle layer has a 10 fps temporal layer) from flipping at
+/// every window. Each temporal layer doubles the rate of the one below, so neither threshold
+/// takes the next layer up for a request of this one.
+const FPS_TAKE_PERCENT: u64 = 10;
+const FPS_KEEP_PERCENT: u64 = 35;
+
+/// The temporal layer to forward for a request of `fps` frames a second, given each temporal
+/// layer's frame rate with the layers below it (`mfps`, thousandths of a frame per second:
+/// measured where the stream arrives, else [`ASSUMED_MFPS`]) and the layer forwarded for it
+/// now (`current`): the highest layer within [`FPS_TAKE_PERCENT`] of `fps`, or `current` when
+/// that is lower and `current` is still within [`FPS_KEEP_PERCENT`]; the base when even it is
+/// faster; every layer when `fps` is 0 (no request).
+pub fn temporal_for_fps(fps: u32, mfps: [u64; TEMPORAL_LAYERS], current: u8) -> u8 {
     if fps == 0 {
         return TOP_TEMPORAL;
     }
-    (0..=TOP_TEMPORAL)
+    let within =
+        |percent: u64, t: u8| mfps[usize::from(t.min(TOP_TEMPORAL))] <= u64::from(fps) * 10 * (100 + percent);
+    let best = (0..=TOP_TEMPORAL)
         .rev()
-        .find(|&t| full_fps >> (TOP_TEMPORAL - t) <= fps)
-        .unwrap_or(0)
+        .find(|&t| within(FPS_TAKE_PERCENT, t))
+        .unwrap_or(0);
+    if best < current && within(FPS_KEEP_PERCENT, current) {
+        current.min(TOP_TEMPORAL)
+    } else {
+        best
+    }
 }
 
 #[cfg(test)]
@@ -121,12 +143,47 @@ mod tests {
 
     #[test]
     fn a_frame_rate_picks_the_highest_temporal_layer_that_fits() {
-        assert_eq!(temporal_for_fps(0, 30), 2, "no request");
-        assert_eq!(temporal_for_fps(30, 30), 2);
-        assert_eq!(temporal_for_fps(60, 30), 2);
-        assert_eq!(temporal_for_fps(15, 30), 1);
-        assert_eq!(temporal_for_fps(20, 30), 1);
-        assert_eq!(temporal_for_fps(8, 30), 0);
-        assert_eq!(temporal_for_fps(1, 30), 0, "below the base: the base");
+        assert_eq!(temporal_for_fps(0, ASSUMED_MFPS, TOP_TEMPORAL), 2, "no request");
+        assert_eq!(temporal_for_fps(30, ASSUMED_MFPS, TOP_TEMPORAL), 2);
+        assert_eq!(temporal_for_fps(60, ASSUMED_MFPS, TOP_TEMPORAL), 2);
+        assert_eq!(temporal_for_fps(15, ASSUMED_MFPS, TOP_TEMPORAL), 1);
+        assert_eq!(temporal_for_fps(20, ASSUMED_MFPS, TOP_TEMPORAL), 1);
+        assert_eq!(temporal_for_fps(8, ASSUMED_MFPS, TOP_TEMPORAL), 0);
+        assert_eq!(
+            temporal_for_fps(1, ASSUMED_MFPS, TOP_TEMPORAL),
+            0,
+            "below the base: the base"
+        );
+    }
+
+    #[test]
+    fn the_measured_frame_rate_decides_which_temporal_layers_a_request_gets() {
+        let fresh = |fps, mfps| temporal_for_fps(fps, mfps, TOP_TEMPORAL);
+        // A publisher at 15 fps: its layers run at 3.75, 7.5 and 15 fps.
+        let fifteen = [3_750, 7_500, 15_000];
+        assert_eq!(fresh(15, fifteen), 2, "every frame of a 15 fps stream");
+        assert_eq!(fresh(8, fifteen), 1);
+        assert_eq!(fresh(4, fifteen), 0);
+        // Measurement noise around the request still counts as within it.
+        assert_eq!(fresh(15, [7_700, 16_400, 30_900]), 1);
+        assert_eq!(fresh(15, [7_700, 17_000, 30_900]), 0, "beyond what is taken");
+        // A stream whose frames all carry the base layer has nothing above it to drop.
+        assert_eq!(fresh(15, [30_000, 30_000, 30_000]), 0);
+    }
+
+    #[test]
+    fn a_temporal_layer_near_the_threshold_is_kept_not_flipped() {
+        // LiveKit's 20 fps middle layer: its T1 runs at about 10 fps, measured 9.5 to 10.5.
+        // Asked for 8: T1 is not taken (over 8.8), so T0 it is, whatever the window.
+        for t1 in [9_500, 10_000, 10_500] {
+            let mfps = [5_000, t1, 20_000];
+            assert_eq!(temporal_for_fps(8, mfps, TOP_TEMPORAL), 0);
+            assert_eq!(temporal_for_fps(8, mfps, 0), 0);
+        }
+        // Once on T1 (asked for 9: 10 fps is within 10 %), a window reading 10.5 keeps it.
+        assert_eq!(temporal_for_fps(9, [5_000, 9_800, 20_000], TOP_TEMPORAL), 1);
+        assert_eq!(temporal_for_fps(9, [5_000, 10_500, 20_000], 1), 1);
+        // A publisher that doubles its rate moves the request down a layer.
+        assert_eq!(temporal_for_fps(9, [10_000, 20_000, 40_000], 1), 0);
     }
 }

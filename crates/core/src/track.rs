@@ -233,8 +233,11 @@ pub struct DownTrack {
     /// The highest layer the subscriber asked for (UpdateTrackSettings quality or size); the
     /// forwarder's target is the best live layer up to it.
     pub max_layer: Layer,
-    /// The highest temporal layer the subscriber asked for (UpdateTrackSettings fps).
-    pub max_temporal: u8,
+    /// The frame rate the subscriber asked for (UpdateTrackSettings fps; 0: every frame).
+    pub fps: u32,
+    /// The highest temporal layer of each simulcast layer within `fps`, from the frame rates
+    /// measured where the track arrives (`set_fps`, `follow_frame_rates`).
+    pub max_temporal: [u8; MAX_LAYERS],
     /// Set until the first answer that contains this track's media section.
     pub awaiting_answer: bool,
     /// What the subscriber's downlink allows (`downlink.rs`); video only.
@@ -259,7 +262,8 @@ impl DownTrack {
             pt_map: Vec::new(),
             disabled: false,
             max_layer: TOP_LAYER,
-            max_temporal: crate::temporal::TOP_TEMPORAL,
+            fps: 0,
+            max_temporal: [crate::temporal::TOP_TEMPORAL; MAX_LAYERS],
             awaiting_answer: true,
             grant: Grant::default(),
             priority: None,
@@ -297,9 +301,40 @@ impl DownTrack {
     /// The temporal layer to forward of simulcast layer `target`: what the subscriber asked
     /// for, and no more than the downlink allows when the grant stops within that layer.
     pub fn temporal_for(&self, target: Layer) -> u8 {
+        let asked = self.asked_temporal(target);
         match self.grant {
-            Grant::UpTo(cap) if cap.layer() == target => cap.temporal().min(self.max_temporal),
-            _ => self.max_temporal,
+            Grant::UpTo(cap) if cap.layer() == target => cap.temporal().min(asked),
+            _ => asked,
+        }
+    }
+
+    /// The highest temporal layer of simulcast layer `layer` the subscriber asked for.
+    pub fn asked_temporal(&self, layer: Layer) -> u8 {
+        self.max_temporal[usize::from(layer.min(TOP_LAYER))]
+    }
+
+    /// The subscriber asks for `fps` frames a second (0: every frame) of a track whose
+    /// frames arrive at `rates`.
+    pub fn set_fps(&mut self, fps: u32, rates: &LayerRates) {
+        self.fps = fps;
+        self.follow_frame_rates(rates);
+    }
+
+    /// Map the subscriber's `fps` onto each simulcast layer's temporal layers at the frame
+    /// rates measured now (LiveKit's SDKs encode 30 fps cameras, 15 or 5 fps screen shares,
+    /// each simulcast layer at its own rate); a layer not measured yet is taken to run at
+    /// 30 fps. Run at every rate window (`downlink.rs`) while `fps` is set.
+    pub fn follow_frame_rates(&mut self, rates: &LayerRates) {
+        let before = self.max_temporal;
+        for (layer, max) in self.max_temporal.iter_mut().enumerate() {
+            let mfps = rates
+                .frame_rates(layer as Layer)
+                .unwrap_or(crate::temporal::ASSUMED_MFPS);
+            *max = crate::temporal::temporal_for_fps(self.fps, mfps, *max);
+        }
+        if self.max_temporal != before {
+            tracing::debug!(track = %self.track_sid, fps = self.fps, max_temporal = ?self.max_temporal,
+                mfps = ?[0, 1, 2].map(|l| rates.frame_rates(l)), "temporal layers for the requested frame rate");
         }
     }
 }
