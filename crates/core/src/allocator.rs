@@ -140,22 +140,22 @@ impl LayerRates {
     /// it; `None` when no frame of the layer was counted here (no temporal layers, or not
     /// arrived yet).
     pub fn frame_rates(&self, layer: Layer) -> Option<[u64; TEMPORAL_LAYERS]> {
-        let base = Rung::new(layer, 0).index();
-        let mut sum = 0;
-        let mut out = [0; TEMPORAL_LAYERS];
-        for (t, o) in out.iter_mut().enumerate() {
-            sum += self.mfps[base + t];
-            *o = sum;
-        }
-        (sum > 0).then_some(out)
+        let out: [u64; TEMPORAL_LAYERS] =
+            std::array::from_fn(|t| up_to(&self.mfps, Rung::new(layer, t as u8)));
+        (out[TEMPORAL_LAYERS - 1] > 0).then_some(out)
     }
 
     /// The last measured rate of a rung: its layer's temporal layers up to the rung's
     /// (0: the layer was never measured here).
     pub fn bps(&self, rung: Rung) -> u64 {
-        let base = Rung::new(rung.layer(), 0).index();
-        self.bps[base..=rung.index()].iter().sum()
+        up_to(&self.bps, rung)
     }
+}
+
+/// A per-rung measure summed over a rung's layer from its base temporal layer up to the rung.
+fn up_to(per_rung: &[u64; RUNGS], rung: Rung) -> u64 {
+    let base = Rung::new(rung.layer(), 0).index();
+    per_rung[base..=rung.index()].iter().sum()
 }
 
 /// A new window's measurement folded into the last one: a quarter of the new, three quarters

@@ -334,7 +334,7 @@ impl DownTrack {
         }
         if self.max_temporal != before {
             tracing::debug!(track = %self.track_sid, fps = self.fps, max_temporal = ?self.max_temporal,
-                mfps = ?[0, 1, 2].map(|l| rates.frame_rates(l)), "temporal layers for the requested frame rate");
+                mfps = ?std::array::from_fn::<_, MAX_LAYERS, _>(|l| rates.frame_rates(l as Layer)), "temporal layers for the requested frame rate");
         }
     }
 }
