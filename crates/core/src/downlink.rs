@@ -231,7 +231,8 @@ impl Shard {
                 allocated += w.rates[0];
                 continue;
             }
-            let grant = &dt.grant.settle(*latest, *low, *high);
+            let settled = dt.grant.settle(*latest, *low, *high);
+            let grant = &dt.climb.hold(now, dt.grant, settled);
             match (grant, w.max) {
                 (Grant::UpTo(r), Some(max)) => {
                     let r = (*r).min(max);
@@ -247,7 +248,7 @@ impl Shard {
             if dt.grant == *grant {
                 continue;
             }
-            debug!(subscriber = %p.sid, track = %dt.track_sid, from = ?dt.grant, to = ?grant, estimate, rates = ?w.rates, current = ?w.current, "downlink grant");
+            debug!(subscriber = %p.sid, track = %dt.track_sid, from = ?dt.grant, to = ?grant, estimate, rates = ?w.rates, current = ?w.current, climb_wait = ?dt.climb.wait(), "downlink grant");
             let state = match (dt.grant, *grant) {
                 (Grant::Paused, Grant::UpTo(_)) => Some(lk::StreamState::Active),
                 (Grant::UpTo(_), Grant::Paused) => Some(lk::StreamState::Paused),

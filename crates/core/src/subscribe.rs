@@ -176,6 +176,7 @@ impl Shard {
                 max_temporal: [crate::temporal::TOP_TEMPORAL; crate::forwarder::MAX_LAYERS],
                 awaiting_answer: true,
                 grant: Default::default(),
+                climb: Default::default(),
                 priority: None,
             },
         );

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
 
-use crate::allocator::{Grant, LayerRates};
+use crate::allocator::{ClimbBackoff, Grant, LayerRates};
 use crate::dynacast::Dynacast;
 use crate::forwarder::{Forwarder, Layer, MAX_LAYERS, TOP_LAYER};
 use crate::ids::{ParticipantKey, ParticipantSid, PlaceId, RelayTrackId, RoomName, TrackKey, TrackSid};
@@ -242,6 +242,8 @@ pub struct DownTrack {
     pub awaiting_answer: bool,
     /// What the subscriber's downlink allows (`downlink.rs`); video only.
     pub grant: Grant,
+    /// How soon `grant` may climb a simulcast layer again after falling one.
+    pub climb: ClimbBackoff,
     /// The subscriber's priority for this track (UpdateTrackSettings.priority, 1 highest).
     pub priority: Option<std::num::NonZeroU32>,
 }
@@ -266,6 +268,7 @@ impl DownTrack {
             max_temporal: [crate::temporal::TOP_TEMPORAL; MAX_LAYERS],
             awaiting_answer: true,
             grant: Grant::default(),
+            climb: ClimbBackoff::default(),
             priority: None,
         }
     }
