@@ -51,7 +51,11 @@ export async function waitFor(cond, timeoutMs, what) {
 
 const handedOut = new Set();
 
-/** A TCP port free on loopback now, never one handed out before (HTTP and ICE/TCP differ). */
+/**
+ * A TCP port free on loopback now whose number was never handed out before, for TCP or UDP:
+ * pylon refuses a config whose rtc.tcp_port is also rtc.udp_port or the HTTP port, and the
+ * kernel can give a UDP and a TCP socket the same number.
+ */
 async function freeTcpPort() {
   for (;;) {
     const port = await new Promise((resolve, reject) => {
@@ -69,15 +73,22 @@ async function freeTcpPort() {
   }
 }
 
-export function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+/** A UDP port free on loopback now, never a number handed out before (see `freeTcpPort`). */
+export async function freeUdpPort() {
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const s = dgram.createSocket('udp4');
+      s.once('error', reject);
+      s.bind(0, '127.0.0.1', () => {
+        const { port: p } = s.address();
+        s.close(() => resolve(p));
+      });
     });
-    s.on('error', reject);
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /**

@@ -39,18 +39,20 @@ def pylon_binary() -> Path:
     return path
 
 
-_HANDED_OUT: set[tuple[int, int]] = set()
+_HANDED_OUT: set[int] = set()
 
 
 def free_port(kind: int) -> int:
-    """A port of `kind` free on loopback now, never one this process handed out before (a
-    server's HTTP and ICE/TCP ports must differ)."""
+    """A port of `kind` free on loopback now whose number this process never handed out
+    before, for any kind. A server's ports must all differ: pylon refuses a config whose
+    rtc.tcp_port is also rtc.udp_port or the HTTP port, and the kernel can hand the same number
+    to a UDP and a TCP socket."""
     while True:
         with socket.socket(socket.AF_INET, kind) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if (kind, port) not in _HANDED_OUT:
-            _HANDED_OUT.add((kind, port))
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
             return port
 
 

@@ -263,19 +263,28 @@ impl Drop for Server {
 }
 
 /// Free ports on loopback (bound to port 0, then released): HTTP (TCP), media (UDP) and
-/// ICE/TCP.
+/// ICE/TCP, three different numbers. The kernel may give a UDP socket the number a TCP socket
+/// holds, and pylon refuses a config whose rtc.tcp_port is also rtc.udp_port or the HTTP port,
+/// so the UDP port is drawn again until it differs (the TCP sockets are held meanwhile).
 fn free_ports() -> Result<(u16, u16, u16), ServerError> {
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let setup = |e: std::io::Error| ServerError::Setup(format!("find a free port: {e}"));
     let tcp = TcpListener::bind(any).map_err(setup)?;
-    let udp = UdpSocket::bind(any).map_err(setup)?;
     let ice_tcp = TcpListener::bind(any).map_err(setup)?;
-    let ports = (
+    let (http, ice) = (
         tcp.local_addr().map_err(setup)?.port(),
-        udp.local_addr().map_err(setup)?.port(),
         ice_tcp.local_addr().map_err(setup)?.port(),
     );
-    Ok(ports)
+    for _ in 0..64 {
+        let udp = UdpSocket::bind(any).map_err(setup)?;
+        let media = udp.local_addr().map_err(setup)?.port();
+        if media != http && media != ice {
+            return Ok((http, media, ice));
+        }
+    }
+    Err(ServerError::Setup(
+        "no UDP port apart from the TCP ones in 64 draws".into(),
+    ))
 }
 
 /// `target/test-output` next to the binary's profile directory, or `PYLON_TEST_OUTPUT`.
