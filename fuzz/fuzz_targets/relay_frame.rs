@@ -1,14 +1,4 @@
-//! Frames from a node link (stream or datagram): decoding never panics, whatever the bytes,
-//! and a codec table fed garbage stays bounded.
+//! The `relay_frame` fuzz target: `pylon_fuzz_targets::relay_frame` (crates/fuzz-targets), whose
+//! corpus `cargo test` also replays.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use pylon_relay::wire::{decode, frame, CodecTable};
-
-fuzz_target!(|data: &[u8]| {
-    let mut codecs = CodecTable::default();
-    for chunk in data.split(|b| *b == 0xfe) {
-        if let Ok(f) = frame(chunk) {
-            let _ = decode(f, &mut codecs);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pylon_fuzz_targets::relay_frame::run(data));

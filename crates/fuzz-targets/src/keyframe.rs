@@ -1,0 +1,18 @@
+//! Keyframe detection on arbitrary RTP payloads, every codec, and the VP8 temporal-layer
+//! reader the forwarder uses on the same payloads.
+use pylon_core::keyframe::{is_keyframe_start, VideoCodec};
+use pylon_core::temporal::vp8_temporal;
+
+pub fn run(data: &[u8]) {
+    for c in [
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::H264,
+        VideoCodec::Av1,
+    ] {
+        let _ = is_keyframe_start(c, data);
+    }
+    if let Some(t) = vp8_temporal(data) {
+        assert!(t.tid <= pylon_core::temporal::TOP_TEMPORAL);
+    }
+}
