@@ -95,7 +95,7 @@ export async function freeUdpPort() {
  * `pylon serve --dev` (demo page and token minting on) on free ports; its log in OUTPUT.
  * `config` is YAML for `--config` (e.g. `rtc:\n  single_peer_connection: true\n`).
  */
-export async function startPylon(name, { config } = {}) {
+export async function startPylon(name, { config, netns } = {}) {
   // `PYLON_TEST_SINGLE_PC=0` (scripts/test.sh) turns `/rtc/v1` off: the SDK falls back to `/rtc`.
   if (!config && process.env.PYLON_TEST_SINGLE_PC === '0') config = 'rtc:\n  single_peer_connection: false\n';
   const bin = process.env.PYLON_BIN ?? path.join(ROOT, 'target', 'debug', 'pylon');
@@ -105,12 +105,16 @@ export async function startPylon(name, { config } = {}) {
   const logPath = path.join(OUTPUT, `${name}.log`);
   const log = createWriteStream(logPath);
   const args = ['serve', '--dev', '--port', String(httpPort), '--udp-port', String(udpPort), '--tcp-port', String(tcpPort)];
+  // In a network namespace (`netns`: { name, host }, see netns.mjs), listening on its address.
+  const host = netns?.host ?? '127.0.0.1';
+  if (netns) args.push('--bind', host, '--node-ip', host);
   if (config) {
     const configPath = path.join(OUTPUT, `${name}.yaml`);
     fs.writeFileSync(configPath, config);
     args.push('--config', configPath);
   }
-  const child = spawn(bin, args, {
+  const command = netns ? ['ip', ['netns', 'exec', netns.name, bin, ...args]] : [bin, args];
+  const child = spawn(...command, {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -123,7 +127,7 @@ export async function startPylon(name, { config } = {}) {
     () =>
       new Promise((resolve) => {
         if (exited !== null) throw new Error(`pylon exited (${exited}); see ${logPath}`);
-        const s = net.connect(httpPort, '127.0.0.1', () => { s.destroy(); resolve(true); });
+        const s = net.connect(httpPort, host, () => { s.destroy(); resolve(true); });
         s.on('error', () => resolve(false));
       }),
     20000,
@@ -131,8 +135,8 @@ export async function startPylon(name, { config } = {}) {
   );
   return {
     httpPort,
-    url: `ws://127.0.0.1:${httpPort}`,
-    demoUrl: `http://127.0.0.1:${httpPort}/demo/`,
+    url: `ws://${host}:${httpPort}`,
+    demoUrl: `http://${host}:${httpPort}/demo/`,
     logPath,
     alive: () => exited === null,
     stop: async () => {

@@ -1,7 +1,7 @@
 """A Python SDK participant (livekit, libwebrtc) for tests written in other languages.
 
     .venv/bin/python tests/node/participant.py --url ws://127.0.0.1:7880 --token JWT [--publish]
-        [--video-size WxH] [--fps N] [--data-track NAME]
+        [--video-size WxH] [--fps N] [--noise] [--data-track NAME]
 
 Joins, optionally publishes a generated camera and microphone (tests/e2e/peers.py), and prints
 one JSON object per line on stdout for everything it sees:
@@ -110,6 +110,7 @@ async def main() -> int:
     ap.add_argument("--publish", action="store_true")
     ap.add_argument("--video-size", default="640x360", help="WIDTHxHEIGHT of the published camera")
     ap.add_argument("--fps", type=int, default=30, help="frame rate of the published camera")
+    ap.add_argument("--noise", action="store_true", help="faint noise over the camera (every layer near its bitrate)")
     ap.add_argument("--data-track", help="publish a data track of this name, a frame every 50 ms")
     args = ap.parse_args()
 
@@ -136,7 +137,7 @@ async def main() -> int:
     async def publish():
         nonlocal publisher
         width, height = (int(x) for x in args.video_size.split("x"))
-        publisher = await Publisher(peer.room, (width, height), fps=args.fps).publish()
+        publisher = await Publisher(peer.room, (width, height), fps=args.fps, noise=args.noise).publish()
         for pub in (publisher.video_pub, publisher.audio_pub):
             emit({"event": "local_published", "track": pub.name, "sid": pub.sid})
 
