@@ -4,12 +4,14 @@
 import { spawn } from 'node:child_process';
 import fs, { createWriteStream, mkdirSync } from 'node:fs';
 import net from 'node:net';
-import dgram from 'node:dgram';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { AccessToken } from 'livekit-server-sdk';
 import { chromium } from 'playwright-core';
+import { freeTcpPort, freeUdpPort } from '../node/pylon.mjs';
+
+export { freeUdpPort };
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const OUTPUT = path.join(ROOT, 'test-output', 'browser');
@@ -46,48 +48,6 @@ export async function waitFor(cond, timeoutMs, what) {
     if (v) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
     await sleep(200);
-  }
-}
-
-const handedOut = new Set();
-
-/**
- * A TCP port free on loopback now whose number was never handed out before, for TCP or UDP:
- * pylon refuses a config whose rtc.tcp_port is also rtc.udp_port or the HTTP port, and the
- * kernel can give a UDP and a TCP socket the same number.
- */
-async function freeTcpPort() {
-  for (;;) {
-    const port = await new Promise((resolve, reject) => {
-      const s = net.createServer();
-      s.listen(0, '127.0.0.1', () => {
-        const { port: p } = s.address();
-        s.close(() => resolve(p));
-      });
-      s.on('error', reject);
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-}
-
-/** A UDP port free on loopback now, never a number handed out before (see `freeTcpPort`). */
-export async function freeUdpPort() {
-  for (;;) {
-    const port = await new Promise((resolve, reject) => {
-      const s = dgram.createSocket('udp4');
-      s.once('error', reject);
-      s.bind(0, '127.0.0.1', () => {
-        const { port: p } = s.address();
-        s.close(() => resolve(p));
-      });
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
   }
 }
 
@@ -172,7 +132,7 @@ export async function recordPeerConnections(page) {
 
 /**
  * For each open peer connection of a page prepared by `recordPeerConnections`: the protocol
- * (`udp`/`tcp`) and type of the local candidate of its selected candidate pair.
+ * (`udp`/`tcp`), type and port of the local candidate of its selected candidate pair.
  */
 export function selectedCandidates(page) {
   return page.evaluate(async () => {
@@ -183,7 +143,7 @@ export function selectedCandidates(page) {
       stats.forEach((s) => {
         if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
         const local = stats.get(stats.get(s.selectedCandidatePairId)?.localCandidateId);
-        out.push({ protocol: local?.protocol, type: local?.candidateType, state: pc.connectionState });
+        out.push({ protocol: local?.protocol, type: local?.candidateType, port: local?.port, state: pc.connectionState });
       });
     }
     return out;
