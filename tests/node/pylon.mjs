@@ -33,20 +33,13 @@ export async function waitFor(cond, timeoutMs, what, intervalMs = 50) {
 const handedOut = new Set();
 
 /**
- * A TCP port free on loopback now whose number was never handed out before, for TCP or UDP:
- * pylon refuses a config whose rtc.tcp_port is also rtc.udp_port or the HTTP port, and the
- * kernel can give a UDP and a TCP socket the same number.
+ * A port `draw` finds free on loopback whose number was never handed out before, for TCP or
+ * UDP: pylon refuses a config whose rtc.tcp_port is also rtc.udp_port or the HTTP port, and
+ * the kernel can give a UDP and a TCP socket the same number.
  */
-export async function freeTcpPort() {
+async function unseenPort(draw) {
   for (;;) {
-    const port = await new Promise((resolve, reject) => {
-      const s = net.createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => {
-        const { port: p } = s.address();
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await draw();
     if (!handedOut.has(port)) {
       handedOut.add(port);
       return port;
@@ -54,22 +47,34 @@ export async function freeTcpPort() {
   }
 }
 
-/** A UDP port free on loopback now, never a number handed out before (see `freeTcpPort`). */
-export async function freeUdpPort() {
-  for (;;) {
-    const port = await new Promise((resolve, reject) => {
-      const s = dgram.createSocket('udp4');
-      s.once('error', reject);
-      s.bind(0, '127.0.0.1', () => {
-        const { port: p } = s.address();
-        s.close(() => resolve(p));
-      });
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
+/** A TCP port free on loopback now, never a number handed out before. */
+export function freeTcpPort() {
+  return unseenPort(
+    () =>
+      new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.once('error', reject);
+        s.listen(0, '127.0.0.1', () => {
+          const { port } = s.address();
+          s.close(() => resolve(port));
+        });
+      }),
+  );
+}
+
+/** A UDP port free on loopback now, never a number handed out before. */
+export function freeUdpPort() {
+  return unseenPort(
+    () =>
+      new Promise((resolve, reject) => {
+        const s = dgram.createSocket('udp4');
+        s.once('error', reject);
+        s.bind(0, '127.0.0.1', () => {
+          const { port } = s.address();
+          s.close(() => resolve(port));
+        });
+      }),
+  );
 }
 
 function yamlScalar(v) {

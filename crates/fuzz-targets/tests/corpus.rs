@@ -11,33 +11,9 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
 
-/// A target's body: `run(data)`.
-type Target = fn(&[u8]);
-
-/// The targets, by the name of their harness binary.
-const TARGETS: [(&str, Target); 13] = [
-    ("config", targets::config::run),
-    ("connected_peer", targets::connected_peer::run),
-    ("data_packet", targets::data_packet::run),
-    ("ice_tcp_frames", targets::ice_tcp_frames::run),
-    ("join_request", targets::join_request::run),
-    ("keyframe", targets::keyframe::run),
-    ("red", targets::red::run),
-    ("relay_frame", targets::relay_frame::run),
-    ("shard_admin", targets::shard_admin::run),
-    ("shard_datagram", targets::shard_datagram::run),
-    ("shard_signal", targets::shard_signal::run),
-    ("token", targets::token::run),
-    ("turn", targets::turn::run),
-];
-
-/// Runs `name`'s whole corpus; names every input that panicked (the panic message itself is
-/// printed by the panic hook, above the failure).
-fn replay(name: &str) {
-    let (_, run) = TARGETS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .expect("a target of TARGETS");
+/// Runs `name`'s whole corpus through `run`; names every input that panicked (the panic
+/// message itself is printed by the panic hook, above the failure).
+fn replay(name: &str, run: fn(&[u8])) {
     let dir = fuzz_dir().join("corpus").join(name);
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -75,10 +51,9 @@ fn every_harness_binary_has_a_target_a_corpus_and_calls_its_module() {
         .filter(|n| *n != "pylon-fuzz")
         .collect();
     bins.sort_unstable();
-    let listed: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
-        bins, listed,
-        "fuzz/Cargo.toml's [[bin]]s and this file's TARGETS differ"
+        bins, TARGETS,
+        "fuzz/Cargo.toml's [[bin]]s and this file's targets differ"
     );
     for name in bins {
         let harness = std::fs::read_to_string(fuzz_dir().join(format!("fuzz_targets/{name}.rs")))
@@ -95,18 +70,20 @@ fn every_harness_binary_has_a_target_a_corpus_and_calls_its_module() {
     }
 }
 
+/// One test per target, so they run in parallel and a failure names its target, and
+/// `TARGETS`, their names in order: one list of targets for both.
 macro_rules! corpus_tests {
     ($($name:ident),* $(,)?) => {
+        const TARGETS: &[&str] = &[$(stringify!($name)),*];
         $(
             #[test]
             fn $name() {
-                replay(stringify!($name));
+                replay(stringify!($name), targets::$name::run);
             }
         )*
     };
 }
 
-// One test per target, so they run in parallel and a failure names its target.
 corpus_tests!(
     config,
     connected_peer,
