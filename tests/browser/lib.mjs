@@ -101,7 +101,10 @@ export async function startPylon(name, { config, netns } = {}) {
     alive: () => exited === null,
     stop: async () => {
       if (exited === null) {
+        // SIGTERM drains, which waits while someone is still hosted; a second SIGTERM after a
+        // moment exits at once (the test is over), and SIGKILL if even that is not heard.
         child.kill('SIGTERM');
+        await waitFor(() => exited !== null, 1000, 'pylon to drain').catch(() => child.kill('SIGTERM'));
         await waitFor(() => exited !== null, 10000, 'pylon to stop').catch(() => child.kill('SIGKILL'));
       }
     },

@@ -176,8 +176,14 @@ export async function startPylon(name, extra = {}) {
       await Promise.all(this.participants.map((p) => p.stop()));
       const alive = exited === null;
       if (alive) {
+        // SIGTERM drains; a node still hosting someone (a participant awaiting resume, say)
+        // would wait for `drain.migrate_after`. The test is over: a second SIGTERM after a
+        // moment exits at once, and SIGKILL if even that is not heard.
+        const gone = new Promise((r) => proc.once('exit', r));
         proc.kill('SIGTERM');
-        await Promise.race([new Promise((r) => proc.once('exit', r)), sleep(10000)]);
+        await Promise.race([gone, sleep(1000)]);
+        if (exited === null) proc.kill('SIGTERM');
+        await Promise.race([gone, sleep(10000)]);
         if (exited === null) proc.kill('SIGKILL');
       }
       if (!alive) throw new Error(`pylon died during the test (${JSON.stringify(exited)}); see ${base}.log`);
