@@ -2,7 +2,8 @@
 # Nodes of a region: what a room spread over two nodes costs, and that a track crosses a node
 # link once.
 #
-#   bench/nodes.sh [--runs 3] [--duration 15s]
+#   bench/nodes.sh [--runs 3] [--duration 15s]   (PYLON_BIN=path uses that binary instead of
+#                                                 building the release one)
 #
 # Starts a real redis-server and two `pylon serve` nodes of one region (release build, one
 # worker each, both pinned to CPU 0; the load generator on CPU 1), then, --runs times each,
@@ -28,9 +29,10 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 scripts/setup-redis.sh
-cargo build --release --locked -q -p pylon
-bin=$(mktemp -d)/pylon
-cp target/release/pylon "$bin"
+release_bin
+tmp_bin=$(mktemp -d)/pylon
+cp "$bin" "$tmp_bin"
+bin=$tmp_bin
 out=bench/results/nodes
 logs=test-output/bench/nodes
 mkdir -p "$out" "$logs"
