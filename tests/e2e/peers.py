@@ -258,7 +258,8 @@ class Publisher:
     `noise=True`: faint noise over the colour, which the encoder cannot compress well, so that
     every simulcast layer sends near its full bitrate (bandwidth tests), keeping its resolution
     when the encoder runs short of CPU (at full strength it drops frames instead). `fps`: the
-    camera's frame rate (30 unless told)."""
+    camera's frame rate (30 unless told). `codec`: the video codec's name in `rtc.VideoCodec`
+    ("VP9", "AV1", "H264"; the SDK's default, VP8, unless told)."""
 
     def __init__(
         self,
@@ -267,8 +268,10 @@ class Publisher:
         loudness: int = 12000,
         noise: bool = False,
         fps: int = 30,
+        codec: str | None = None,
     ):
         self.room = room
+        self.codec = codec
         self.size = size
         self.noise = noise
         self.fps = fps
@@ -287,6 +290,8 @@ class Publisher:
     async def publish(self) -> "Publisher":
         lp = self.room.local_participant
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+        if self.codec:
+            options.video_codec = getattr(rtc.VideoCodec, self.codec)
         if self.noise:
             # The top layer at 1.2 Mbit/s rather than the SDK's 3 (for 1280x720): an estimate
             # this loaded machine sustains while three SDK peers share its two cores.
