@@ -2,7 +2,8 @@
 // asking for a lower frame rate of a Python SDK participant's camera (VP8 simulcast at 30 fps,
 // which libwebrtc encodes with three temporal layers) receives only the lower temporal layers,
 // still decoding, and every frame again when it asks for 30; of a camera at 15 fps, the
-// request is read against the frame rates the server measures.
+// request is read against the frame rates the server measures. A VP9 camera (one stream of
+// three spatial and three temporal layers, L3T3_KEY) is thinned the same way.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
@@ -80,6 +81,44 @@ test('a subscriber asking for fewer frames per second gets the lower temporal la
     throw new Error(`${e.message}; last: ${half} fps`);
   });
   console.log(`TEMPORAL_15 asked 15: ${fifteen.toFixed(1)} fps, asked 8: ${half.toFixed(1)} fps`);
+  assert.deepEqual(page.problems, []);
+  assert.ok(pylon.alive(), 'pylon is still running');
+});
+
+test('of a VP9 camera (SVC), a subscriber asking for fewer frames per second gets fewer, then all again', { timeout: 120000 }, async (t) => {
+  const pylon = await startPylon('temporal-vp9');
+  const browser = await launchBrowser();
+  const py = await pythonParticipant(pylon, 'temporal', 'py', ['--video-size', '1280x720', '--codec', 'VP9']);
+  t.after(async () => {
+    await py.stop();
+    await browser.close();
+    await pylon.stop();
+  });
+  const page = await newPage(browser, 'viewer');
+  await joinDemo(page, pylon.demoUrl, 'temporal', 'viewer');
+  await waitForMedia(page, 'py', 'the viewer');
+  let full = 0;
+  await waitFor(async () => (full = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode more than 20 fps').catch((e) => {
+    throw new Error(`${e.message}; last: ${full} fps`);
+  });
+  await setFps(page, 'py', 8);
+  let low = full;
+  await waitFor(async () => (low = await decodedFps(page, 'py')) < 11, 30000, 'the viewer to decode about 7.5 fps').catch((e) => {
+    throw new Error(`${e.message}; last: ${low} fps (was ${full})`);
+  });
+  assert.ok(low > 4, `the viewer still decodes video at a lower rate (${low} fps)`);
+  await setFps(page, 'py', 30);
+  let again = low;
+  await waitFor(async () => (again = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode every frame again').catch((e) => {
+    throw new Error(`${e.message}; last: ${again} fps`);
+  });
+  const codec = await page.evaluate(async () => {
+    const p = window.pylonDemo.room.remoteParticipants.get('py');
+    for (const pub of p.trackPublications.values()) if (pub.kind === 'video') return pub.mimeType;
+    return null;
+  });
+  assert.equal(codec?.toLowerCase(), 'video/vp9');
+  console.log(`TEMPORAL_VP9 full=${full.toFixed(1)} fps, asked 8: ${low.toFixed(1)} fps, asked 30: ${again.toFixed(1)} fps`);
   assert.deepEqual(page.problems, []);
   assert.ok(pylon.alive(), 'pylon is still running');
 });

@@ -111,6 +111,7 @@ async def main() -> int:
     ap.add_argument("--video-size", default="640x360", help="WIDTHxHEIGHT of the published camera")
     ap.add_argument("--fps", type=int, default=30, help="frame rate of the published camera")
     ap.add_argument("--noise", action="store_true", help="faint noise over the camera (every layer near its bitrate)")
+    ap.add_argument("--codec", help="the camera's codec (VP9, AV1, H264; the SDK's VP8 unless told)")
     ap.add_argument("--data-track", help="publish a data track of this name, a frame every 50 ms")
     args = ap.parse_args()
 
@@ -137,7 +138,7 @@ async def main() -> int:
     async def publish():
         nonlocal publisher
         width, height = (int(x) for x in args.video_size.split("x"))
-        publisher = await Publisher(peer.room, (width, height), fps=args.fps, noise=args.noise).publish()
+        publisher = await Publisher(peer.room, (width, height), fps=args.fps, noise=args.noise, codec=args.codec).publish()
         for pub in (publisher.video_pub, publisher.audio_pub):
             emit({"event": "local_published", "track": pub.name, "sid": pub.sid})
 

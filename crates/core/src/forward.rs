@@ -14,12 +14,13 @@ use str0m::media::Pt;
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 use tracing::{debug, info};
 
-use crate::forwarder::{layer_for_rid, Decision};
+use crate::forwarder::{layer_for_rid, Decision, TOP_LAYER};
 use crate::ids::{ParticipantKey, PlaceId, RelayTrackId, Tier, TrackKey};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::peer::PeerRef;
 use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::{kind_index, Shard};
+use crate::svc::vp9_layers;
 use crate::temporal::vp8_temporal;
 use crate::track::{Origin, Sink, SubscriberPt};
 
@@ -114,10 +115,22 @@ impl Shard {
         };
         let (kind, codec) = (t.kind, t.codec);
         // Parsed once per packet; each receiver's rewrite is a patch str0m applies on send.
-        let (vp8, temporal) = match codec {
-            VideoCodec::Vp8 => (Vp8Descriptor::parse(&m.payload).ok(), vp8_temporal(&m.payload)),
-            _ => (None, None),
+        let (vp8, temporal, vp9) = match codec {
+            VideoCodec::Vp8 => (
+                Vp8Descriptor::parse(&m.payload).ok(),
+                vp8_temporal(&m.payload),
+                None,
+            ),
+            VideoCodec::Vp9 => {
+                let l = vp9_layers(&m.payload);
+                (None, l.map(|l| l.temporal), l)
+            }
+            _ => (None, None, None),
         };
+        // One stream carrying spatial layers: each subscriber gets the layers up to its own
+        // (`svc.rs`) rather than a simulcast stream of its own.
+        t.svc |= vp9.is_some_and(|l| l.sid > 0);
+        let svc = vp9.filter(|_| t.svc);
         let (tid, frame_start) = temporal.map_or((0, false), |t| (t.tid, t.frame_start));
         t.rates.add(m.layer, tid, frame_start, m.payload.len());
         let relayed = !t.is_local();
@@ -154,7 +167,11 @@ impl Shard {
             if dt.disabled {
                 continue;
             }
-            let target = dt.target_for(m.best);
+            let target = match svc {
+                // The stream is the only one: the subscriber's layer is chosen within it.
+                Some(_) => dt.target_for(m.best).map(|_| m.layer),
+                None => dt.target_for(m.best),
+            };
             if kind.is_video() && dt.forwarder.target() != target {
                 debug!(subscriber = %s.sid, track = %dt.track_sid, from = ?dt.forwarder.target(), to = ?target, "layer target");
                 dt.forwarder.set_target(target);
@@ -162,20 +179,29 @@ impl Shard {
             }
             if let Some(target) = target {
                 dt.forwarder.set_temporal_target(dt.temporal_for(target));
+                if svc.is_some() {
+                    let spatial = dt.target_for(Some(TOP_LAYER)).unwrap_or(0);
+                    dt.forwarder.set_spatial_target(spatial);
+                }
             }
-            let decision = dt
-                .forwarder
-                .on_packet(m.layer, m.seq, m.timestamp, m.keyframe, temporal, now);
-            let (seq, timestamp, switched) = match decision {
+            let decision = match svc {
+                Some(l) => dt.forwarder.on_svc_packet(m.layer, m.seq, m.timestamp, l, now),
+                None => dt
+                    .forwarder
+                    .on_packet(m.layer, m.seq, m.timestamp, m.keyframe, temporal, now),
+            };
+            let (seq, timestamp, switched, end_of_picture) = match decision {
                 Decision::Forward {
                     seq,
                     timestamp,
                     switched,
-                } => (seq, timestamp, switched),
+                    end_of_picture,
+                } => (seq, timestamp, switched, end_of_picture),
                 Decision::Skip { picture } => {
                     if picture && vp8.is_some() {
                         dt.vp8.skip_picture(&m.payload);
                     }
+                    want_keyframe |= dt.forwarder.wants_key_picture();
                     continue;
                 }
                 Decision::Drop => {
@@ -225,7 +251,7 @@ impl Shard {
             }
             // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
             let write = RtpWrite::new(pt, seq.into(), timestamp, now, payload)
-                .marker(m.marker)
+                .marker(m.marker || end_of_picture)
                 .ext_vals(ext.clone())
                 .nackable(kind.is_video());
             let patch = vp8

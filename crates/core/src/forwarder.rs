@@ -41,6 +41,9 @@ pub enum Decision {
         seq: u64,
         timestamp: u32,
         switched: bool,
+        /// The last packet of the highest spatial layer this subscriber gets of the picture
+        /// (SVC): it carries the RTP marker that the dropped layers above would have.
+        end_of_picture: bool,
     },
     /// Not for this subscriber (other layer, stale, or waiting for a keyframe).
     Drop,
@@ -122,6 +125,10 @@ pub struct Forwarder {
     /// The temporal layer forwarded now, and the one to converge to.
     temporal: u8,
     temporal_target: u8,
+    /// Within an SVC stream (`svc.rs`): the highest spatial layer forwarded now, and the one
+    /// to converge to.
+    spatial: Layer,
+    spatial_target: Layer,
     skipped: Skipped,
 }
 
@@ -146,8 +153,27 @@ impl Forwarder {
             clock_rate,
             temporal: TOP_TEMPORAL,
             temporal_target: TOP_TEMPORAL,
+            spatial: TOP_LAYER,
+            spatial_target: TOP_LAYER,
             skipped: Skipped::default(),
         }
+    }
+
+    /// The highest spatial layer of an SVC stream forwarded now.
+    pub fn spatial(&self) -> Layer {
+        self.spatial
+    }
+
+    /// Choose the highest spatial layer of an SVC stream to converge to: down at the next
+    /// picture, up at the next key picture. Streams without spatial layers ignore it.
+    pub fn set_spatial_target(&mut self, s: Layer) {
+        self.spatial_target = s.min(TOP_LAYER);
+    }
+
+    /// True while an SVC stream's spatial target is above what is forwarded: only a key
+    /// picture can raise it.
+    pub fn wants_key_picture(&self) -> bool {
+        self.current.is_some() && self.spatial_target > self.spatial
     }
 
     /// The temporal layer forwarded now (frames above it are dropped).
@@ -208,6 +234,42 @@ impl Forwarder {
         temporal: Option<Temporal>,
         now: Instant,
     ) -> Decision {
+        self.decide(layer, seq, timestamp, keyframe_start, temporal, None, now)
+    }
+
+    /// [`Self::on_packet`] for a packet of an SVC stream (`svc.rs`): it starts a keyframe only
+    /// at a key picture's first packet, and spatial layers above the subscriber's are dropped
+    /// with the outgoing numbering closed over them.
+    pub fn on_svc_packet(
+        &mut self,
+        layer: Layer,
+        seq: u64,
+        timestamp: u32,
+        l: crate::svc::Vp9Layers,
+        now: Instant,
+    ) -> Decision {
+        self.decide(
+            layer,
+            seq,
+            timestamp,
+            l.key_picture,
+            Some(l.temporal),
+            Some(l),
+            now,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &mut self,
+        layer: Layer,
+        seq: u64,
+        timestamp: u32,
+        keyframe_start: bool,
+        temporal: Option<Temporal>,
+        svc: Option<crate::svc::Vp9Layers>,
+        now: Instant,
+    ) -> Decision {
         // Converge on the target at its keyframe. While nothing is forwarded yet, start on the
         // first keyframe of any layer up to the target: a subscriber sees video as soon as
         // possible, and moves up when the target layer's keyframe comes.
@@ -223,6 +285,26 @@ impl Forwarder {
         // A duplicate of the newest packet is not newer: skipping it again would shift the
         // numbering of everything after it.
         let newest = switched || seq > self.highest_in;
+        let mut end_of_picture = false;
+        if let Some(l) = svc {
+            // Down at any picture, up only at a key picture (the layers above refer to the
+            // ones below only there).
+            let moves =
+                self.spatial_target < self.spatial || (l.key_picture && self.spatial_target > self.spatial);
+            if l.temporal.frame_start && newest && moves {
+                self.spatial = self.spatial_target;
+            }
+            if l.sid > self.spatial {
+                if !newest || switched {
+                    return Decision::Drop;
+                }
+                self.seq_offset = self.seq_offset.wrapping_sub(1);
+                self.skipped.push(seq);
+                self.highest_in = seq;
+                return Decision::Skip { picture: false };
+            }
+            end_of_picture = l.end_of_frame && l.sid == self.spatial;
+        }
         if let Some(t) = temporal {
             if t.frame_start && newest {
                 if self.temporal_target < self.temporal {
@@ -267,6 +349,7 @@ impl Forwarder {
             seq: out_seq,
             timestamp: out_ts,
             switched,
+            end_of_picture,
         }
     }
 
@@ -289,8 +372,10 @@ impl Forwarder {
         self.switch_seq = seq;
         self.highest_in = seq;
         self.skipped.clear(seq);
-        // A keyframe: every frame after it can be decoded, whatever its temporal layer.
+        // A keyframe: every frame after it can be decoded, whatever its temporal layer, and
+        // (a key picture) up to any spatial layer.
         self.temporal = self.temporal_target;
+        self.spatial = self.spatial_target;
         self.current = Some(layer);
     }
 }
@@ -309,7 +394,8 @@ mod tests {
             Decision::Forward {
                 seq: 11,
                 timestamp: 1000,
-                switched: true
+                switched: true,
+                end_of_picture: false
             }
         );
         assert_eq!(
@@ -317,7 +403,8 @@ mod tests {
             Decision::Forward {
                 seq: 12,
                 timestamp: 4000,
-                switched: false
+                switched: false,
+                end_of_picture: false
             }
         );
     }
@@ -336,7 +423,8 @@ mod tests {
             Decision::Forward {
                 seq: 101,
                 timestamp: 5000,
-                switched: false
+                switched: false,
+                end_of_picture: false
             }
         );
         // High layer keyframe: switch, sequence continues at 102.
@@ -345,6 +433,7 @@ mod tests {
             seq,
             timestamp,
             switched: true,
+            ..
         } = f.on_packet(2, 7001, 90, true, None, later)
         else {
             panic!("switch expected")
@@ -496,6 +585,124 @@ mod tests {
             f.on_packet(0, 196, 0, false, Some(late), t),
             Decision::Forward { seq: 49, .. }
         ));
+    }
+
+    /// One packet per spatial layer frame of an L3 SVC stream, all in the stream's layer 2:
+    /// `pictures` pictures from `seq`, the first a key picture when `key`. Returns, per
+    /// packet, its spatial layer and what the forwarder decided.
+    fn svc_pictures(
+        f: &mut Forwarder,
+        seq: u64,
+        pictures: u64,
+        key: bool,
+        t: Instant,
+    ) -> Vec<(Layer, Decision)> {
+        let mut out = Vec::new();
+        for p in 0..pictures {
+            for sid in 0..3u8 {
+                let key_picture = key && p == 0 && sid == 0;
+                let l = crate::svc::Vp9Layers {
+                    sid,
+                    temporal: Temporal {
+                        tid: 0,
+                        sync: false,
+                        frame_start: sid == 0,
+                    },
+                    end_of_frame: true,
+                    key_picture,
+                };
+                let n = seq + p * 3 + u64::from(sid);
+                out.push((sid, f.on_svc_packet(2, n, (n / 3) as u32 * 3000, l, t)));
+            }
+        }
+        out
+    }
+
+    fn forwarded(d: &[(Layer, Decision)]) -> Vec<(Layer, u64, bool)> {
+        d.iter()
+            .filter_map(|(sid, d)| match d {
+                Decision::Forward {
+                    seq, end_of_picture, ..
+                } => Some((*sid, *seq, *end_of_picture)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_svc_subscriber_gets_the_spatial_layers_up_to_its_own_and_moves_up_at_key_pictures() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(2));
+        f.set_spatial_target(0);
+        // Nothing starts before a key picture.
+        let d = svc_pictures(&mut f, 0, 1, false, t);
+        assert!(forwarded(&d).is_empty());
+        // From the key picture: spatial layer 0 only, numbered without gaps, each packet
+        // ending its picture (it carries the marker the dropped layers would have).
+        let d = svc_pictures(&mut f, 3, 2, true, t);
+        assert_eq!(forwarded(&d), vec![(0, 3, true), (0, 4, true)]);
+        assert!(d
+            .iter()
+            .all(|(sid, d)| *sid == 0 || *d == Decision::Skip { picture: false }));
+        // Asking for more waits for a key picture, and asks for one meanwhile.
+        f.set_spatial_target(2);
+        assert!(f.wants_key_picture());
+        let d = svc_pictures(&mut f, 9, 1, false, t);
+        assert_eq!(forwarded(&d), vec![(0, 5, true)]);
+        let d = svc_pictures(&mut f, 12, 1, true, t);
+        assert_eq!(forwarded(&d), vec![(0, 6, false), (1, 7, false), (2, 8, true)]);
+        assert!(!f.wants_key_picture());
+        // Asking for less takes effect at the next picture, key or not.
+        f.set_spatial_target(1);
+        let d = svc_pictures(&mut f, 15, 1, false, t);
+        assert_eq!(forwarded(&d), vec![(0, 9, false), (1, 10, true)]);
+        assert_eq!(f.spatial(), 1);
+    }
+
+    #[test]
+    fn an_svc_target_change_mid_picture_waits_for_the_next_picture() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(2));
+        assert_eq!(forwarded(&svc_pictures(&mut f, 0, 1, true, t)).len(), 3);
+        let l = |sid: u8| crate::svc::Vp9Layers {
+            sid,
+            temporal: Temporal {
+                tid: 0,
+                sync: false,
+                frame_start: sid == 0,
+            },
+            end_of_frame: true,
+            key_picture: false,
+        };
+        assert!(matches!(
+            f.on_svc_packet(2, 3, 3000, l(0), t),
+            Decision::Forward { .. }
+        ));
+        f.set_spatial_target(0);
+        // The picture under way keeps its layers.
+        assert!(matches!(
+            f.on_svc_packet(2, 4, 3000, l(1), t),
+            Decision::Forward { .. }
+        ));
+        assert!(matches!(
+            f.on_svc_packet(2, 5, 3000, l(2), t),
+            Decision::Forward {
+                end_of_picture: true,
+                ..
+            }
+        ));
+        // A late packet of a dropped layer is not sent.
+        assert!(matches!(
+            f.on_svc_packet(2, 6, 6000, l(0), t),
+            Decision::Forward { seq: 6, .. }
+        ));
+        assert_eq!(
+            f.on_svc_packet(2, 7, 6000, l(1), t),
+            Decision::Skip { picture: false }
+        );
+        assert_eq!(f.on_svc_packet(2, 7, 6000, l(1), t), Decision::Drop);
     }
 
     #[test]

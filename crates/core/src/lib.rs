@@ -43,6 +43,7 @@ mod signal;
 pub mod single_pc;
 pub mod speakers;
 mod subscribe;
+pub mod svc;
 pub mod temporal;
 pub mod timers;
 pub mod track;

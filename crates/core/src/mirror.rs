@@ -407,6 +407,7 @@ impl Shard {
                 speech: Default::default(),
                 upstream: [0; 2],
                 rates: Default::default(),
+                svc: false,
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

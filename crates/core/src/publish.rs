@@ -98,6 +98,7 @@ impl Shard {
             speech: Default::default(),
             upstream: [0; 2],
             rates: Default::default(),
+            svc: false,
         };
         p.tracks.push(tkey);
         p.bump_version();

@@ -150,6 +150,9 @@ pub struct Track {
     pub upstream: [u64; 2],
     /// Each layer's bitrate as it reaches this place (what a subscriber here would cost).
     pub rates: LayerRates,
+    /// A VP9 stream with spatial layers (`svc.rs`) was seen: each subscriber gets the spatial
+    /// layers up to the one it wants from this one stream.
+    pub svc: bool,
 }
 
 impl Track {
