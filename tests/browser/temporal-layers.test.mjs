@@ -28,6 +28,29 @@ function setFps(page, identity, fps) {
   );
 }
 
+/** `page` decodes more than 20 fps of `identity`'s 30 fps camera, about 7.5 (the base temporal
+ * layer) when it asks for 8, and more than 20 again when it asks for 30; returns the three. */
+async function thinsAndRestores(page, identity) {
+  let full = 0;
+  await waitFor(async () => (full = await decodedFps(page, identity)) > 20, 30000, 'the viewer to decode more than 20 fps').catch((e) => {
+    throw new Error(`${e.message}; last: ${full} fps`);
+  });
+  // 8 fps: only the base temporal layer (7.5 fps) fits.
+  await setFps(page, identity, 8);
+  let low = full;
+  await waitFor(async () => (low = await decodedFps(page, identity)) < 11, 30000, 'the viewer to decode about 7.5 fps').catch((e) => {
+    throw new Error(`${e.message}; last: ${low} fps (was ${full})`);
+  });
+  assert.ok(low > 4, `the viewer still decodes video at a lower rate (${low} fps)`);
+  // Back to every frame.
+  await setFps(page, identity, 30);
+  let again = low;
+  await waitFor(async () => (again = await decodedFps(page, identity)) > 20, 30000, 'the viewer to decode every frame again').catch((e) => {
+    throw new Error(`${e.message}; last: ${again} fps`);
+  });
+  return `full=${full.toFixed(1)} fps, asked 8: ${low.toFixed(1)} fps, asked 30: ${again.toFixed(1)} fps`;
+}
+
 test('a subscriber asking for fewer frames per second gets the lower temporal layers, then all again', { timeout: 180000 }, async (t) => {
   const pylon = await startPylon('temporal');
   const browser = await launchBrowser();
@@ -41,25 +64,7 @@ test('a subscriber asking for fewer frames per second gets the lower temporal la
   const page = await newPage(browser, 'viewer');
   await joinDemo(page, pylon.demoUrl, 'temporal', 'viewer');
   await waitForMedia(page, 'py', 'the viewer');
-
-  let full = 0;
-  await waitFor(async () => (full = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode more than 20 fps').catch((e) => {
-    throw new Error(`${e.message}; last: ${full} fps`);
-  });
-  // 8 fps: only the base temporal layer (7.5 fps) fits.
-  await setFps(page, 'py', 8);
-  let low = full;
-  await waitFor(async () => (low = await decodedFps(page, 'py')) < 11, 30000, 'the viewer to decode about 7.5 fps').catch((e) => {
-    throw new Error(`${e.message}; last: ${low} fps (was ${full})`);
-  });
-  assert.ok(low > 4, `the viewer still decodes video at a lower rate (${low} fps)`);
-  // Back to every frame.
-  await setFps(page, 'py', 30);
-  let again = low;
-  await waitFor(async () => (again = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode every frame again').catch((e) => {
-    throw new Error(`${e.message}; last: ${again} fps`);
-  });
-  console.log(`TEMPORAL full=${full.toFixed(1)} fps, asked 8: ${low.toFixed(1)} fps, asked 30: ${again.toFixed(1)} fps`);
+  console.log(`TEMPORAL ${await thinsAndRestores(page, 'py')}`);
 
   // A camera at 15 fps (temporal layers at 3.75, 7.5 and 15 fps): the server maps a request
   // onto the frame rates it measures, not onto an assumed 30 fps. Asking for 15 keeps every
@@ -97,28 +102,14 @@ test('of a VP9 camera (SVC), a subscriber asking for fewer frames per second get
   const page = await newPage(browser, 'viewer');
   await joinDemo(page, pylon.demoUrl, 'temporal', 'viewer');
   await waitForMedia(page, 'py', 'the viewer');
-  let full = 0;
-  await waitFor(async () => (full = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode more than 20 fps').catch((e) => {
-    throw new Error(`${e.message}; last: ${full} fps`);
-  });
-  await setFps(page, 'py', 8);
-  let low = full;
-  await waitFor(async () => (low = await decodedFps(page, 'py')) < 11, 30000, 'the viewer to decode about 7.5 fps').catch((e) => {
-    throw new Error(`${e.message}; last: ${low} fps (was ${full})`);
-  });
-  assert.ok(low > 4, `the viewer still decodes video at a lower rate (${low} fps)`);
-  await setFps(page, 'py', 30);
-  let again = low;
-  await waitFor(async () => (again = await decodedFps(page, 'py')) > 20, 30000, 'the viewer to decode every frame again').catch((e) => {
-    throw new Error(`${e.message}; last: ${again} fps`);
-  });
+  const result = await thinsAndRestores(page, 'py');
   const codec = await page.evaluate(async () => {
     const p = window.pylonDemo.room.remoteParticipants.get('py');
     for (const pub of p.trackPublications.values()) if (pub.kind === 'video') return pub.mimeType;
     return null;
   });
   assert.equal(codec?.toLowerCase(), 'video/vp9');
-  console.log(`TEMPORAL_VP9 full=${full.toFixed(1)} fps, asked 8: ${low.toFixed(1)} fps, asked 30: ${again.toFixed(1)} fps`);
+  console.log(`TEMPORAL_VP9 ${result}`);
   assert.deepEqual(page.problems, []);
   assert.ok(pylon.alive(), 'pylon is still running');
 });

@@ -295,13 +295,7 @@ impl Forwarder {
                 self.spatial = self.spatial_target;
             }
             if l.sid > self.spatial {
-                if !newest || switched {
-                    return Decision::Drop;
-                }
-                self.seq_offset = self.seq_offset.wrapping_sub(1);
-                self.skipped.push(seq);
-                self.highest_in = seq;
-                return Decision::Skip { picture: false };
+                return self.skip(seq, newest && !switched, false);
             }
             end_of_picture = l.end_of_frame && l.sid == self.spatial;
         }
@@ -314,16 +308,7 @@ impl Forwarder {
                 }
             }
             if t.tid > self.temporal {
-                if !newest || switched {
-                    return Decision::Drop;
-                }
-                // Close the outgoing numbering over it.
-                self.seq_offset = self.seq_offset.wrapping_sub(1);
-                self.skipped.push(seq);
-                self.highest_in = seq;
-                return Decision::Skip {
-                    picture: t.frame_start,
-                };
+                return self.skip(seq, newest && !switched, t.frame_start);
             }
         }
         let out_seq = if newest {
@@ -351,6 +336,19 @@ impl Forwarder {
             switched,
             end_of_picture,
         }
+    }
+
+    /// A packet above the subscriber's spatial or temporal layer: the newest is skipped (the
+    /// outgoing numbering closes over it; `picture` when it began a frame), anything else
+    /// (late, or the first of a switch) dropped.
+    fn skip(&mut self, seq: u64, newest: bool, picture: bool) -> Decision {
+        if !newest {
+            return Decision::Drop;
+        }
+        self.seq_offset = self.seq_offset.wrapping_sub(1);
+        self.skipped.push(seq);
+        self.highest_in = seq;
+        Decision::Skip { picture }
     }
 
     fn switch_to(&mut self, layer: Layer, seq: u64, timestamp: u32, now: Instant) {
