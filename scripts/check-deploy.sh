@@ -634,6 +634,12 @@ wait_for() {  # seconds, description, command...
 }
 master_is() { [[ $(scli "$2" sentinel get-master-addr-by-name "$MASTER_NAME" | head -n 1) == "$1"* ]]; }
 all_master_is() { master_is "$1" 0 && master_is "$1" 1 && master_is "$1" 2; }
+# A field of `SENTINEL MASTER` as sentinel <i> sees it.
+master_field() { scli "$1" sentinel master "$MASTER_NAME" | tr -d '\r' | grep -A1 -x "$2" | tail -n 1; }
+# Sentinel <i> knows both replicas (it learns them from the master's INFO, every 10 s: until
+# then a failover has no replica to promote) and the two other sentinels (its quorum).
+knows_all() { [[ $(master_field "$1" num-slaves) == 2 && $(master_field "$1" num-other-sentinels) == 2 ]]; }
+all_know_all() { knows_all 0 && knows_all 1 && knows_all 2; }
 replicas_up() { [[ $(rcli "$1" info replication | tr -d '\r' | grep -c 'state=online') == "$2" ]]; }
 ready() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP/readyz") == 200 ]]; }
 not_master() { ! master_is "$1" "$2"; }
@@ -643,6 +649,7 @@ is_replica() { [[ $(role "$1") == slave ]]; }
 for i in 0 1 2; do start_member "$i"; done
 wait_for 30 "member 0 is master with 2 replicas online" replicas_up 0 2 || true
 wait_for 30 "every sentinel names member 0 the master" all_master_is "${NAMES[0]}" || true
+wait_for 30 "every sentinel knows both replicas and the other sentinels" all_know_all || true
 for i in 0 1 2; do
   (export REDIS_PASSWORD; sed "s#redis-cli -p#redis-cli -h $(ip_of "$i") -p#" "$S/probe.sh" | sh) || err "the readiness probe of member $i fails"
 done
