@@ -588,6 +588,20 @@ mod tests {
     /// One packet per spatial layer frame of an L3 SVC stream, all in the stream's layer 2:
     /// `pictures` pictures from `seq`, the first a key picture when `key`. Returns, per
     /// packet, its spatial layer and what the forwarder decided.
+    /// A VP9 packet that is a whole frame of spatial layer `sid`, base temporal layer.
+    fn vp9_frame(sid: Layer, key_picture: bool) -> crate::svc::Vp9Layers {
+        crate::svc::Vp9Layers {
+            sid,
+            temporal: Temporal {
+                tid: 0,
+                sync: false,
+                frame_start: sid == 0,
+            },
+            end_of_frame: true,
+            key_picture,
+        }
+    }
+
     fn svc_pictures(
         f: &mut Forwarder,
         seq: u64,
@@ -598,17 +612,7 @@ mod tests {
         let mut out = Vec::new();
         for p in 0..pictures {
             for sid in 0..3u8 {
-                let key_picture = key && p == 0 && sid == 0;
-                let l = crate::svc::Vp9Layers {
-                    sid,
-                    temporal: Temporal {
-                        tid: 0,
-                        sync: false,
-                        frame_start: sid == 0,
-                    },
-                    end_of_frame: true,
-                    key_picture,
-                };
+                let l = vp9_frame(sid, key && p == 0 && sid == 0);
                 let n = seq + p * 3 + u64::from(sid);
                 out.push((sid, f.on_svc_packet(2, n, (n / 3) as u32 * 3000, l, t)));
             }
@@ -664,16 +668,7 @@ mod tests {
         let mut f = Forwarder::new(90_000);
         f.set_target(Some(2));
         assert_eq!(forwarded(&svc_pictures(&mut f, 0, 1, true, t)).len(), 3);
-        let l = |sid: u8| crate::svc::Vp9Layers {
-            sid,
-            temporal: Temporal {
-                tid: 0,
-                sync: false,
-                frame_start: sid == 0,
-            },
-            end_of_frame: true,
-            key_picture: false,
-        };
+        let l = |sid: Layer| vp9_frame(sid, false);
         assert!(matches!(
             f.on_svc_packet(2, 3, 3000, l(0), t),
             Decision::Forward { .. }
