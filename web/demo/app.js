@@ -97,7 +97,13 @@
     // `?adaptive=1`: each tile gets the layer its size needs, and publishers send only the
     // layers someone watches (livekit-client's adaptiveStream and dynacast).
     const adaptive = params.get('adaptive') === '1';
-    const room = new LK.Room(adaptive ? { adaptiveStream: true, dynacast: true } : {});
+    // `?codec=vp9` (or av1, h264): the camera's codec; livekit-client sends VP9 and AV1 as one
+    // stream of spatial layers (SVC) and the others as simulcast.
+    const codec = params.get('codec');
+    const room = new LK.Room({
+      ...(adaptive ? { adaptiveStream: true, dynacast: true } : {}),
+      ...(codec ? { publishDefaults: { videoCodec: codec } } : {}),
+    });
     state.room = room;
     room
       .on(LK.RoomEvent.ParticipantConnected, (p) => { tileFor(p); showMuted(p); renderParticipants(); })

@@ -22,7 +22,7 @@ use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::{kind_index, Shard};
 use crate::svc::vp9_layers;
 use crate::temporal::vp8_temporal;
-use crate::track::{Origin, Sink, SubscriberPt};
+use crate::track::{video_codec, Origin, Sink, SubscriberPt};
 
 impl Shard {
     /// Identify an RTP packet from a hosted publisher and fan it out.
@@ -70,9 +70,15 @@ impl Shard {
         if let Some(level) = pkt.header.ext_vals.audio_level {
             t.speech.observe(level);
         }
+        // The codec the packets carry, which is not always the one the track was announced
+        // with (a browser asked for AV1 sends VP8: `publish.rs`, `announced_codecs_first`).
+        let codec = params.map_or(t.codec, |c| video_codec(c.spec().codec));
         if layer_seen.iter().all(Option::is_none) {
-            let codec = params.map(|c| c.spec().codec);
-            info!(track = %t.sid, ?codec, red, "first media of a published track");
+            let carried = params.map(|c| c.spec().codec);
+            info!(track = %t.sid, codec = ?carried, red, "first media of a published track");
+            if t.kind.is_video() && codec != t.codec {
+                info!(track = %t.sid, announced = %t.info.mime_type, codec = ?carried, "published track carries another codec than it was announced with; forwarded as what it carries");
+            }
         }
         layer_seen[layer as usize] = Some(now);
         rids[layer as usize] = rid;
@@ -82,7 +88,7 @@ impl Shard {
             seq: *pkt.seq_no,
             timestamp: pkt.header.timestamp,
             marker: pkt.header.marker,
-            keyframe: t.kind.is_audio() || is_keyframe_start(t.codec, &pkt.payload),
+            keyframe: t.kind.is_audio() || is_keyframe_start(codec, &pkt.payload),
             params,
             red,
             ext: MediaExtensions::from_received(&pkt.header.ext_vals),
@@ -113,7 +119,8 @@ impl Shard {
         let Some(t) = self.tracks.get_mut(&tkey) else {
             return;
         };
-        let (kind, codec) = (t.kind, t.codec);
+        let kind = t.kind;
+        let codec = m.params.as_ref().map_or(t.codec, |c| video_codec(c.spec().codec));
         // Parsed once per packet; each receiver's rewrite is a patch str0m applies on send.
         let (vp8, temporal, vp9) = match codec {
             VideoCodec::Vp8 => (

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod allocator;
 pub mod client;
+pub mod codec_order;
 pub mod command;
 pub mod config;
 pub mod data;

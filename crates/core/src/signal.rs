@@ -372,13 +372,19 @@ impl Shard {
             return self.on_single_pc_offer(now, key, offer, id);
         }
         let Some(session) = p.session else { return };
+        let offer_text = offer.to_sdp_string();
         let answer = match p.publisher.rtc.sdp_api().accept_offer(offer) {
             Ok(a) => a,
             Err(e) => return self.protocol_violation(now, session, &format!("offer refused: {e}")),
         };
         let answer = lk::SessionDescription {
             r#type: "answer".into(),
-            sdp: answer.to_sdp_string(),
+            sdp: crate::publish::announced_codecs_first(
+                p,
+                &self.tracks,
+                &offer_text,
+                &answer.to_sdp_string(),
+            ),
             id,
             mid_to_track_id: Default::default(),
         };

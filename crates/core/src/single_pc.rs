@@ -263,7 +263,16 @@ impl Shard {
         let (msids, idle) = p.single.answer_sections();
         let answer = lk::SessionDescription {
             r#type: "answer".into(),
-            sdp: answer_sdp(&answer.to_sdp_string(), &msids, &idle),
+            sdp: answer_sdp(
+                &crate::publish::announced_codecs_first(
+                    p,
+                    &self.tracks,
+                    &offer_text,
+                    &answer.to_sdp_string(),
+                ),
+                &msids,
+                &idle,
+            ),
             id,
             mid_to_track_id: p.single.mid_to_track_id(),
         };

@@ -218,6 +218,18 @@ pub fn codec_from_mime(mime: &str) -> VideoCodec {
     }
 }
 
+/// The video codec of a negotiated payload type: what a track's packets carry, whatever its
+/// announced mime type says (`forward.rs`).
+pub fn video_codec(codec: str0m::format::Codec) -> VideoCodec {
+    match codec {
+        str0m::format::Codec::Vp8 => VideoCodec::Vp8,
+        str0m::format::Codec::Vp9 => VideoCodec::Vp9,
+        str0m::format::Codec::H264 => VideoCodec::H264,
+        str0m::format::Codec::Av1 => VideoCodec::Av1,
+        _ => VideoCodec::Other,
+    }
+}
+
 /// A track one local participant receives: its media section and forwarding state.
 pub struct DownTrack {
     pub track: TrackKey,
