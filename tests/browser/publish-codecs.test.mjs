@@ -4,10 +4,11 @@
 // Pylon's answer puts the announced codec first, as LiveKit's does (crates/core/src/codec_order.rs).
 // AV1 is the exception: Chromium sends it as spatial layers that a Chromium receiver decodes
 // only with the dependency descriptor header extension, which Pylon does not negotiate, so the
-// browser sends VP8 for it and subscribers decode that.
+// browser sends VP8 for it and subscribers decode that. Chromium's VP9 is one stream of spatial
+// layers (SVC), of which a subscriber asking for LOW gets the lowest (crates/core/src/svc.rs).
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { joinDemo, launchBrowser, newPage, startPylon, waitFor, waitForMedia } from './lib.mjs';
+import { inbound, joinDemo, launchBrowser, newPage, startPylon, waitFor, waitForMedia } from './lib.mjs';
 
 /** The mime type of the video `page` receives from `identity`, and the frames it decoded. */
 function receivedVideo(page, identity) {
@@ -51,6 +52,16 @@ test('a browser publishes the codec its application chose and another browser de
       `bob to decode ${name}'s camera`,
     );
     assert.equal(last.mimeType, sent, `${name}'s camera reaches bob as ${last.mimeType}`);
+    if (codec === 'vp9') {
+      // The 1280x720 camera's spatial layers are 320x180, 640x360 and 1280x720.
+      await waitFor(async () => (await inbound(bob, name)).frameWidth === 1280, 20000, `bob to decode ${name} 1280 wide`);
+      await bob.evaluate((name) => {
+        const LK = window.LivekitClient;
+        const pub = window.pylonDemo.room.remoteParticipants.get(name).getTrackPublication(LK.Track.Source.Camera);
+        pub.setVideoQuality(LK.VideoQuality.LOW);
+      }, name);
+      await waitFor(async () => (await inbound(bob, name)).frameWidth === 320, 20000, `bob, asking for LOW, to decode ${name} 320 wide`);
+    }
     assert.deepEqual(alice.problems, []);
     await alice.close();
   }
