@@ -585,9 +585,6 @@ mod tests {
         ));
     }
 
-    /// One packet per spatial layer frame of an L3 SVC stream, all in the stream's layer 2:
-    /// `pictures` pictures from `seq`, the first a key picture when `key`. Returns, per
-    /// packet, its spatial layer and what the forwarder decided.
     /// A VP9 packet that is a whole frame of spatial layer `sid`, base temporal layer.
     fn vp9_frame(sid: Layer, key_picture: bool) -> crate::svc::Vp9Layers {
         crate::svc::Vp9Layers {
@@ -602,6 +599,9 @@ mod tests {
         }
     }
 
+    /// One packet per spatial layer frame of an L3 SVC stream, all in the stream's layer 2:
+    /// `pictures` pictures from `seq`, the first a key picture when `key`. Returns, per
+    /// packet, its spatial layer and what the forwarder decided.
     fn svc_pictures(
         f: &mut Forwarder,
         seq: u64,
