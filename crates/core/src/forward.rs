@@ -22,7 +22,7 @@ use crate::relay::{MediaExtensions, MediaPacket, RelayMessage, RelayRtp};
 use crate::shard::{kind_index, Shard};
 use crate::svc::vp9_layers;
 use crate::temporal::vp8_temporal;
-use crate::track::{video_codec, Origin, Sink, SubscriberPt};
+use crate::track::{Origin, Sink, SubscriberPt};
 
 impl Shard {
     /// Identify an RTP packet from a hosted publisher and fan it out.
@@ -53,6 +53,7 @@ impl Shard {
             return;
         };
         let layer = layer_for_rid(rid.as_deref());
+        let codec = t.carried_codec(params.as_ref());
         let Origin::Local { layer_seen, rids, .. } = &mut t.origin else {
             return;
         };
@@ -70,9 +71,6 @@ impl Shard {
         if let Some(level) = pkt.header.ext_vals.audio_level {
             t.speech.observe(level);
         }
-        // The codec the packets carry, which is not always the one the track was announced
-        // with (a browser asked for AV1 sends VP8: `publish.rs`, `announced_codecs_first`).
-        let codec = params.map_or(t.codec, |c| video_codec(c.spec().codec));
         if layer_seen.iter().all(Option::is_none) {
             let carried = params.map(|c| c.spec().codec);
             info!(track = %t.sid, codec = ?carried, red, "first media of a published track");
@@ -120,7 +118,7 @@ impl Shard {
             return;
         };
         let kind = t.kind;
-        let codec = m.params.as_ref().map_or(t.codec, |c| video_codec(c.spec().codec));
+        let codec = t.carried_codec(m.params.as_ref());
         // Parsed once per packet; each receiver's rewrite is a patch str0m applies on send.
         let (vp8, temporal, vp9) = match codec {
             VideoCodec::Vp8 => (

@@ -131,6 +131,32 @@ impl Shard {
         })
     }
 
+    /// `answer` to the participant's `offer` with each video section it publishes on leading
+    /// with the codec its track was announced with (`codec_order.rs`): a published track's by
+    /// mid, a pending one's by cid. Not AV1: libwebrtc sends it as spatial layers (`L3T3_KEY`)
+    /// that Chromium receivers decode only with the dependency descriptor header extension,
+    /// which Pylon does not negotiate (`docs/architecture.md`, "Not built yet"). A browser asked
+    /// for AV1 keeps sending the first codec it offered (VP8), which every subscriber decodes.
+    pub(crate) fn announced_codecs_first(&self, key: ParticipantKey, offer: &str, answer: &str) -> String {
+        let Some(p) = self.participants.get(&key) else {
+            return answer.to_string();
+        };
+        crate::codec_order::put_announced_first(offer, answer, |mid, msid_track| {
+            let mime = match self
+                .track_by_mid(key, Mid::from(mid))
+                .and_then(|k| self.tracks.get(&k))
+            {
+                Some(t) => t.info.mime_type.as_str(),
+                None => {
+                    let track = msid_track?;
+                    let pending = p.pending_tracks.iter().find(|t| t.cid == track)?;
+                    pending.info.mime_type.as_str()
+                }
+            };
+            (codec_from_mime(mime) != VideoCodec::Av1).then_some(mime)
+        })
+    }
+
     /// Remove a published track: unsubscribe everyone, tell the room.
     pub(crate) fn unpublish(&mut self, now: Instant, key: ParticipantKey, tkey: TrackKey) {
         let Some(p) = self.participants.get_mut(&key) else {
@@ -166,34 +192,4 @@ impl Shard {
         }
         Some(track)
     }
-}
-
-/// `answer` to `p`'s `offer` with each video section it publishes on leading with the codec its
-/// track was announced with (`codec_order.rs`): a published track's by mid, a pending one's
-/// by cid. Not AV1: libwebrtc sends it as spatial layers (`L3T3_KEY`) that Chromium receivers
-/// decode only with the dependency descriptor header extension, which Pylon does not negotiate
-/// (`docs/architecture.md`, "Not built yet"). A browser asked for AV1 keeps sending the first
-/// codec it offered (VP8), which every subscriber decodes.
-pub(crate) fn announced_codecs_first(
-    p: &crate::participant::Participant,
-    tracks: &rustc_hash::FxHashMap<TrackKey, Track>,
-    offer: &str,
-    answer: &str,
-) -> String {
-    crate::codec_order::put_announced_first(offer, answer, |mid, msid_track| {
-        let published = p
-            .tracks
-            .iter()
-            .filter_map(|k| tracks.get(k))
-            .find(|t| matches!(&t.origin, Origin::Local { mid: m, .. } if &**m == mid));
-        let mime = match published {
-            Some(t) => t.info.mime_type.as_str(),
-            None => {
-                let track = msid_track?;
-                let pending = p.pending_tracks.iter().find(|t| t.cid == track)?;
-                pending.info.mime_type.as_str()
-            }
-        };
-        (codec_from_mime(mime) != VideoCodec::Av1).then_some(mime)
-    })
 }

@@ -379,12 +379,7 @@ impl Shard {
         };
         let answer = lk::SessionDescription {
             r#type: "answer".into(),
-            sdp: crate::publish::announced_codecs_first(
-                p,
-                &self.tracks,
-                &offer_text,
-                &answer.to_sdp_string(),
-            ),
+            sdp: self.announced_codecs_first(key, &offer_text, &answer.to_sdp_string()),
             id,
             mid_to_track_id: Default::default(),
         };

@@ -258,21 +258,16 @@ impl Shard {
             Ok(a) => a,
             Err(e) => return self.protocol_violation(now, session, &format!("offer refused: {e}")),
         };
+        let answer_text = self.announced_codecs_first(key, &offer_text, &answer.to_sdp_string());
+        let Some(p) = self.participants.get_mut(&key) else {
+            return;
+        };
         p.single.on_offer(&sections, &mut p.downtracks);
         let bound = p.single.bind(&mut p.downtracks);
         let (msids, idle) = p.single.answer_sections();
         let answer = lk::SessionDescription {
             r#type: "answer".into(),
-            sdp: answer_sdp(
-                &crate::publish::announced_codecs_first(
-                    p,
-                    &self.tracks,
-                    &offer_text,
-                    &answer.to_sdp_string(),
-                ),
-                &msids,
-                &idle,
-            ),
+            sdp: answer_sdp(&answer_text, &msids, &idle),
             id,
             mid_to_track_id: p.single.mid_to_track_id(),
         };

@@ -205,6 +205,21 @@ impl Track {
     pub fn is_local(&self) -> bool {
         matches!(self.origin, Origin::Local { .. })
     }
+
+    /// The video codec a packet with payload type `params` carries, which is not always the
+    /// one the track was announced with (a browser asked for AV1 sends VP8:
+    /// `Shard::announced_codecs_first`); the announced one when the packet names none.
+    pub fn carried_codec(&self, params: Option<&str0m::format::PayloadParams>) -> VideoCodec {
+        use str0m::format::Codec;
+        match params.map(|p| p.spec().codec) {
+            None => self.codec,
+            Some(Codec::Vp8) => VideoCodec::Vp8,
+            Some(Codec::Vp9) => VideoCodec::Vp9,
+            Some(Codec::H264) => VideoCodec::H264,
+            Some(Codec::Av1) => VideoCodec::Av1,
+            Some(_) => VideoCodec::Other,
+        }
+    }
 }
 
 /// The codec a track's mime type names.
@@ -214,18 +229,6 @@ pub fn codec_from_mime(mime: &str) -> VideoCodec {
         "video/vp9" => VideoCodec::Vp9,
         "video/h264" => VideoCodec::H264,
         "video/av1" => VideoCodec::Av1,
-        _ => VideoCodec::Other,
-    }
-}
-
-/// The video codec of a negotiated payload type: what a track's packets carry, whatever its
-/// announced mime type says (`forward.rs`).
-pub fn video_codec(codec: str0m::format::Codec) -> VideoCodec {
-    match codec {
-        str0m::format::Codec::Vp8 => VideoCodec::Vp8,
-        str0m::format::Codec::Vp9 => VideoCodec::Vp9,
-        str0m::format::Codec::H264 => VideoCodec::H264,
-        str0m::format::Codec::Av1 => VideoCodec::Av1,
         _ => VideoCodec::Other,
     }
 }
