@@ -75,3 +75,20 @@ async def test_a_second_sigterm_exits_at_once(cluster, http, party):
     assert node.proc.wait(timeout=10) == 0
     assert time.monotonic() - started < 5, "the second SIGTERM did not wait for the drain"
     await wait_for(lambda: "exiting at once" in node.log(), 5, "the log to say why it exited")
+
+
+async def test_a_drain_stops_waiting_when_everyone_has_left(cluster, http, party):
+    # migrate_after is long, so a node that waited for it would still be running when the
+    # check below gives up.
+    (node,) = cluster(1, {"drain": {"migrate_after": 60, "timeout": 90}})
+    await wait_ready(http, node)
+    peer = await party.join(node, "A", "leaves-during-drain", publish=False)
+    node.expect_dead = True
+    node.proc.send_signal(signal.SIGTERM)
+    await wait_ready(http, node, 503, timeout=1)
+    # The participant goes by itself before anyone asks it to.
+    await party.leave(peer)
+    assert node.proc.wait(timeout=20) == 0, "the node kept waiting for migrate_after"
+    log = node.log()
+    assert "drained; exiting" in log
+    assert "asking this node's participants to reconnect" not in log, "nobody was left to ask"
