@@ -816,9 +816,19 @@ impl Worker {
                     let Some(tx) = self.sessions.get(&session) else {
                         continue;
                     };
-                    if tx.try_send(SessionEvent::Message(msg)).is_err() {
-                        warn!(%session, "signal queue full or closed; cutting the session");
-                        cut.push(session);
+                    match tx.try_send(SessionEvent::Message(msg)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            warn!(%session, "signal queue full; cutting the session");
+                            cut.push(session);
+                        }
+                        // The session task has ended. It handed this worker every request
+                        // it read (a Leave, say) and its `Command::Closed` comes after them
+                        // (`CloseGuard`), on the same channel. Ending the session here
+                        // instead would put the participant into "awaiting resume" before
+                        // that Leave is read, and the room would see it go only at the
+                        // resume timeout (seen in CI: test_regions.py, 2026-12-03).
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
                 Output::Webhook(event) => self.shared.notifier.notify(event),
