@@ -3,10 +3,10 @@
 //!
 //! 1. At once: `/readyz` answers 503 (the load balancer stops sending clients) and new joins
 //!    are refused with 503; resumes of sessions hosted here still work and rooms go on.
-//! 2. After `drain.migrate_after` (sooner if everyone hosted here has left): every participant hosted
-//!    here is told to reconnect (LiveKit `Leave`, action `RECONNECT`): the SDKs come back
-//!    through the load balancer and land on another node; the others in their rooms see them
-//!    leave and rejoin.
+//! 2. After `drain.migrate_after` (sooner if everyone hosted here has left): every
+//!    participant hosted here is told to reconnect (LiveKit `Leave`, action `RECONNECT`): the
+//!    SDKs come back through the load balancer and land on another node; the others in their
+//!    rooms see them leave and rejoin.
 //! 3. Once nobody is hosted here (or `drain.timeout` after the signal): a node alone closes
 //!    its rooms (`room_finished`), webhooks still queued get a moment to go out, and the
 //!    process exits 0. A node of a region leaves its rooms to the other nodes instead (their
@@ -63,14 +63,7 @@ async fn drain(config: DrainConfig, node: &Node, webhooks: &WebhookStats) {
     // a node hosting nobody has nothing to wait for. They go by themselves more often than
     // it seems: one that drops its connection resumes through the load balancer, lands on
     // another node, rejoins there, and that join replaces its session here.
-    let deadline = tokio::time::Instant::now() + config.migrate_after;
-    while node.hosted() > 0 {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            break;
-        }
-        tokio::time::sleep(POLL.min(deadline - now)).await;
-    }
+    let _ = tokio::time::timeout(config.migrate_after, nobody_hosted(node)).await;
     let hosted = node.hosted();
     if hosted > 0 {
         info!(
@@ -79,9 +72,7 @@ async fn drain(config: DrainConfig, node: &Node, webhooks: &WebhookStats) {
         );
         node.evict_all();
     }
-    while node.hosted() > 0 {
-        tokio::time::sleep(POLL).await;
-    }
+    nobody_hosted(node).await;
     if node.cluster.is_none() {
         // Alone, nobody else will finish the rooms: close them now (room_finished).
         for room in node.room_names() {
@@ -101,5 +92,12 @@ async fn drain(config: DrainConfig, node: &Node, webhooks: &WebhookStats) {
     .await;
     if flushed.is_err() {
         warn!("webhooks still queued when the node stopped");
+    }
+}
+
+/// Resolve once the node hosts nobody.
+async fn nobody_hosted(node: &Node) {
+    while node.hosted() > 0 {
+        tokio::time::sleep(POLL).await;
     }
 }
