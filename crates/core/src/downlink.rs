@@ -43,6 +43,22 @@ pub struct Downlink {
     turn: usize,
 }
 
+/// Below this estimate a subscriber's forwarded video is paced by str0m (at 1.1x the
+/// estimate) instead of leaving in one burst per loop turn. On a link this narrow one large
+/// frame is a noticeable share of a second of the link: a 30 kB keyframe, or a lump of a layer
+/// whose encoder is near its budget, sent at once overflows an access link's queue (30 kB is
+/// 0.6 s of 400 kbit/s; a 25 kB queue drops the rest) and the losses cost a freeze. Paced, it
+/// arrives late by the same 0.6 s but whole. Above it bursts are a few tens of milliseconds of
+/// the link, and pacing would cost every subscriber a timer wake-up per release.
+pub const PACE_BELOW_BPS: u64 = 1_500_000;
+
+impl Downlink {
+    /// Whether forwarded video is paced ([`PACE_BELOW_BPS`]; never without an estimate).
+    pub fn paced(&self) -> bool {
+        self.estimate.is_some_and(|e| e < PACE_BELOW_BPS)
+    }
+}
+
 /// Allocation turns remembered: two seconds of housekeeping.
 const SAMPLES: usize = 4;
 /// Turns over which a low estimate must last before video goes down: one second.

@@ -154,7 +154,7 @@ impl Shard {
         self.sinks = sinks;
 
         let ext = m.ext.to_values();
-        let unpaced = self.config.congestion_control.enabled;
+        let cc = self.config.congestion_control.enabled;
         // RED for receivers that did not negotiate it: the primary block, cut out once per
         // packet (the one allocation on this path, and only while such a receiver listens).
         let mut primary: Option<Option<std::sync::Arc<[u8]>>> = None;
@@ -244,15 +244,18 @@ impl Shard {
                     (sub_pt.pt, cut.clone())
                 }
             };
+            let paced = cc && kind.is_video() && s.downlink.paced();
             let mut api = down_peer(&mut s.subscriber, &mut s.publisher).rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(sub_mid, None) else {
                 continue;
             };
-            // With congestion control on, str0m paces what it sends at 1.1x its estimate; the
-            // allocator already fits the layers into the estimate, so forwarded media is not
-            // held back a second time (LiveKit does not pace either). Probes stay paced.
-            if unpaced {
-                tx.set_unpaced(true);
+            // With congestion control on, str0m paces what it sends at 1.1x its estimate. The
+            // allocator already fits the layers into the estimate, so forwarded media leaves
+            // unpaced (LiveKit does not pace either), except video into a narrow downlink,
+            // where one frame in a burst can overflow the link's queue (`Downlink::paced`).
+            // Audio is never held behind video; probes stay paced.
+            if cc {
+                tx.set_unpaced(!paced);
             }
             // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
             let write = RtpWrite::new(pt, seq.into(), timestamp, now, payload)
