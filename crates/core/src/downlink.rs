@@ -52,19 +52,17 @@ pub struct Downlink {
 /// the link, and pacing would cost every subscriber a timer wake-up per release.
 pub const PACE_BELOW_BPS: u64 = 1_500_000;
 
-impl Downlink {
-    /// Whether forwarded video is paced ([`PACE_BELOW_BPS`]; never without an estimate).
-    pub fn paced(&self) -> bool {
-        self.estimate.is_some_and(|e| e < PACE_BELOW_BPS)
-    }
-}
-
 /// Allocation turns remembered: two seconds of housekeeping.
 const SAMPLES: usize = 4;
 /// Turns over which a low estimate must last before video goes down: one second.
 const DOWN_TURNS: usize = 2;
 
 impl Downlink {
+    /// Whether forwarded video is paced ([`PACE_BELOW_BPS`]; never without an estimate).
+    pub fn paced(&self) -> bool {
+        self.estimate.is_some_and(|e| e < PACE_BELOW_BPS)
+    }
+
     /// Record this turn's estimate; returns (the highest of the last second, the lowest of
     /// the last two), the estimates a track goes down and up by (`Grant::settle`).
     fn sample(&mut self) -> (u64, u64) {
