@@ -188,6 +188,53 @@ impl LayerRates {
     }
 }
 
+/// How the bytes of one scalable (VP9 SVC) stream divide between its spatial layers, over the
+/// last [`RATE_WINDOWS`] windows: what receiving the layers up to one of them costs, as a
+/// share of the whole stream. A subscriber of an SVC stream gets every spatial layer up to
+/// the one it is granted, so that rung costs the layers below it too; [`LayerRates`] measures
+/// the stream as one (its temporal layers, and frames, are counted across spatial layers).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpatialShares {
+    bytes: [u64; MAX_LAYERS],
+    past: [[u64; MAX_LAYERS]; RATE_WINDOWS],
+    next: usize,
+    /// Thousandths of the stream carried by the spatial layers up to each one; 0: not yet
+    /// measured.
+    permille: [u64; MAX_LAYERS],
+}
+
+impl SpatialShares {
+    /// Count one packet of spatial layer `sid` (hot path: one addition).
+    #[inline]
+    pub fn add(&mut self, sid: Layer, payload: usize) {
+        self.bytes[usize::from(sid).min(MAX_LAYERS - 1)] += payload as u64;
+    }
+
+    /// Close a window (at the same turns as [`LayerRates::close_window`]). A silent window
+    /// keeps the shares measured before it.
+    pub fn close_window(&mut self) {
+        if self.bytes.iter().all(|b| *b == 0) {
+            return;
+        }
+        self.past[self.next] = std::mem::take(&mut self.bytes);
+        self.next = (self.next + 1) % RATE_WINDOWS;
+        let per_layer: [u64; MAX_LAYERS] = std::array::from_fn(|l| self.past.iter().map(|w| w[l]).sum());
+        let total: u64 = per_layer.iter().sum();
+        let mut up_to = 0;
+        for (l, bytes) in per_layer.iter().enumerate() {
+            up_to += bytes;
+            self.permille[l] = up_to * 1000 / total;
+        }
+    }
+
+    /// What the spatial layers up to `sid` cost, out of `whole` for the stream; `None` until
+    /// a window was measured.
+    pub fn price(&self, whole: u64, sid: Layer) -> Option<u64> {
+        let share = self.permille[usize::from(sid).min(MAX_LAYERS - 1)];
+        (self.permille[MAX_LAYERS - 1] > 0).then_some(whole * share / 1000)
+    }
+}
+
 /// A per-rung measure summed over a rung's layer from its base temporal layer up to the rung.
 fn up_to(per_rung: &[u64; RUNGS], rung: Rung) -> u64 {
     let base = Rung::new(rung.layer(), 0).index();
@@ -599,6 +646,36 @@ mod tests {
         let (g, t) = run(200_000, &[idle, camera(2, Some(0))], true);
         assert_eq!(g, [up(TOP_LAYER), up(0)]);
         assert_eq!(t.desired, 1_700_000);
+    }
+
+    #[test]
+    fn an_svc_rung_costs_the_spatial_layers_below_it_too() {
+        let mut s = SpatialShares::default();
+        assert_eq!(s.price(1_000_000, 0), None, "nothing measured yet");
+        // 100, 300 and 600 bytes per window on spatial layers 0, 1 and 2.
+        for _ in 0..RATE_WINDOWS {
+            s.add(0, 100);
+            s.add(1, 300);
+            s.add(2, 600);
+            s.close_window();
+        }
+        assert_eq!(s.price(1_000_000, 0), Some(100_000));
+        assert_eq!(s.price(1_000_000, 1), Some(400_000), "layers 0 and 1");
+        assert_eq!(s.price(1_000_000, 2), Some(1_000_000), "the whole stream");
+        // A silent window keeps the shares; the top layer stopping shifts them over the
+        // windows it is gone.
+        s.close_window();
+        assert_eq!(s.price(1_000_000, 1), Some(400_000));
+        for _ in 0..RATE_WINDOWS {
+            s.add(0, 100);
+            s.add(1, 300);
+            s.close_window();
+        }
+        assert_eq!(s.price(1_000_000, 0), Some(250_000));
+        assert_eq!(s.price(1_000_000, 1), Some(1_000_000));
+        // A hostile layer id counts as the top layer.
+        s.add(200, 10);
+        s.close_window();
     }
 
     #[test]

@@ -15,6 +15,7 @@ use str0m::bwe::Bitrate;
 use tracing::{debug, info};
 
 use crate::allocator::{allocate, default_video_bps, Class, Grant, Rung, Want, DEFAULT_AUDIO_BPS, RUNGS};
+use crate::forwarder::{Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, TrackKey};
 use crate::shard::Shard;
 use crate::temporal::TEMPORAL_LAYERS;
@@ -153,6 +154,7 @@ impl Shard {
         self.rates_window = now;
         for t in self.tracks.values_mut() {
             t.rates.close_window(elapsed);
+            t.spatial.close_window();
         }
         // A subscriber's frame-rate request follows the publisher's measured frame rates.
         for p in self.participants.values_mut() {
@@ -329,7 +331,8 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
     let mut floor = 0;
     for (r, rate) in rates.iter_mut().enumerate() {
         let rung = Rung::new((r / TEMPORAL_LAYERS) as u8, (r % TEMPORAL_LAYERS) as u8);
-        if best.is_some_and(|b| rung.layer() > b) {
+        // (An SVC stream's rungs are its spatial layers, priced by their share of it.)
+        if !t.svc && best.is_some_and(|b| rung.layer() > b) {
             *rate = floor;
             continue;
         }
@@ -340,10 +343,11 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
         class,
         rank: dt.priority.map_or(u32::MAX, |p| p.get()),
         max,
-        current: dt
-            .forwarder
-            .current()
-            .map(|l| Rung::new(l, dt.forwarder.temporal())),
+        // Of an SVC stream, the spatial layer forwarded (the rungs are spatial layers).
+        current: dt.forwarder.current().map(|l| {
+            let l = if t.svc { dt.forwarder.spatial() } else { l };
+            Rung::new(l, dt.forwarder.temporal())
+        }),
         rates,
     }
 }
@@ -359,12 +363,25 @@ fn layer_bps(t: &Track, rung: Rung) -> u64 {
         .layers
         .iter()
         .find(|l| l.quality == i32::from(rung.layer()));
-    let measured = t.rates.bps(rung);
+    let capped = |measured: u64, layer: Option<&lk::VideoLayer>| match layer {
+        Some(l) if l.bitrate > 0 => measured.min(u64::from(l.bitrate) * 6 / 5),
+        _ => measured,
+    };
+    let measured = if t.svc {
+        // One stream: its rate at the rung's temporal layer (measured under the simulcast
+        // layer it arrives as; capped by the top announced layer, which is the whole
+        // stream's), times the share of the spatial layers up to the rung's.
+        let whole = (0..MAX_LAYERS as Layer)
+            .map(|l| t.rates.bps(Rung::new(l, rung.temporal())))
+            .max()
+            .unwrap_or(0);
+        let top = t.info.layers.iter().max_by_key(|l| l.quality);
+        t.spatial.price(capped(whole, top), rung.layer()).unwrap_or(0)
+    } else {
+        capped(t.rates.bps(rung), announced)
+    };
     if measured > 0 {
-        return match announced {
-            Some(l) if l.bitrate > 0 => measured.min(u64::from(l.bitrate) * 6 / 5),
-            _ => measured,
-        };
+        return measured;
     }
     match announced {
         Some(l) if l.bitrate > 0 => u64::from(l.bitrate),

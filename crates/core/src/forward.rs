@@ -138,6 +138,9 @@ impl Shard {
         let svc = vp9.filter(|_| t.svc);
         let (tid, frame_start) = temporal.map_or((0, false), |t| (t.tid, t.frame_start));
         t.rates.add(m.layer, tid, frame_start, m.payload.len());
+        if let Some(l) = svc {
+            t.spatial.add(l.sid, m.payload.len());
+        }
         let relayed = !t.is_local();
         let mut sinks = std::mem::take(&mut self.sinks);
         sinks.clear();

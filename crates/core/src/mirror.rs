@@ -408,6 +408,7 @@ impl Shard {
                 upstream: [0; 2],
                 rates: Default::default(),
                 svc: false,
+                spatial: Default::default(),
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

@@ -100,6 +100,7 @@ impl Shard {
             upstream: [0; 2],
             rates: Default::default(),
             svc: false,
+            spatial: Default::default(),
         };
         p.tracks.push(tkey);
         p.bump_version();

@@ -153,6 +153,8 @@ pub struct Track {
     /// A VP9 stream with spatial layers (`svc.rs`) was seen: each subscriber gets the spatial
     /// layers up to the one it wants from this one stream.
     pub svc: bool,
+    /// How an SVC stream's bytes divide between its spatial layers (`svc` tracks only).
+    pub spatial: crate::allocator::SpatialShares,
 }
 
 impl Track {
