@@ -42,6 +42,8 @@ pub struct Peer {
     pub rtp_received: u64,
     /// The payload type and payload of the last RTP packet received.
     pub last_rtp: Option<(Pt, Vec<u8>)>,
+    /// The RTP marker of the last RTP packet received.
+    pub last_marker: Option<bool>,
     /// The SSRC and transport-wide sequence number of the last RTP packet received.
     pub last_ssrc: Option<u32>,
     pub last_twcc: Option<u16>,
@@ -60,6 +62,7 @@ impl Peer {
             media: Vec::new(),
             rtp_received: 0,
             last_rtp: None,
+            last_marker: None,
             last_ssrc: None,
             last_twcc: None,
             channels: Vec::new(),
@@ -470,6 +473,7 @@ impl Net {
                     Event::RtpPacket(p) => {
                         peer.rtp_received += 1;
                         peer.last_rtp = Some((p.header.payload_type, p.payload.to_vec()));
+                        peer.last_marker = Some(p.header.marker);
                         peer.last_ssrc = Some(*p.header.ssrc);
                         peer.last_twcc = p.header.ext_vals.transport_cc.or(peer.last_twcc);
                     }
@@ -668,6 +672,27 @@ impl Net {
         }
     }
 
+    /// Offer and accept VP9 (after VP8) on both of client `c`'s connections; call right after
+    /// `join`, before anything is negotiated.
+    pub fn enable_vp9(&mut self, c: usize) {
+        let now = self.now;
+        let client = &mut self.clients[c];
+        for peer in [&mut client.publisher, &mut client.subscriber] {
+            peer.rtc = pylon_testkit::client_rtc_with_vp9(peer.addr, now).expect("host candidate");
+        }
+    }
+
+    /// The payload type client `c`'s publisher connection uses for VP9.
+    pub fn vp9_pt(&self, c: usize) -> Pt {
+        self.clients[c]
+            .publisher
+            .rtc
+            .codec_config()
+            .find(|p| p.spec().codec == str0m::format::Codec::Vp9)
+            .map(|p| p.pt())
+            .expect("VP9 configured")
+    }
+
     /// The payload types client `c`'s connection `pc` uses for Opus and for RED (if negotiated).
     pub fn opus_pts(&self, c: usize, publisher: bool) -> (Pt, Option<Pt>) {
         let client = &self.clients[c];
@@ -704,6 +729,21 @@ impl Net {
 
     /// Send one RTP packet of payload type `pt` on the client's publisher `mid`.
     pub fn write_rtp_as(&mut self, c: usize, mid: Mid, pt: Pt, seq: u64, ts: u32, payload: Vec<u8>) {
+        self.write_rtp_marked(c, mid, pt, seq, ts, true, payload);
+    }
+
+    /// [`Self::write_rtp_as`] with the RTP marker as given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_rtp_marked(
+        &mut self,
+        c: usize,
+        mid: Mid,
+        pt: Pt,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+    ) {
         let now = self.now;
         let rtc = &mut self.clients[c].publisher.rtc;
         let kind = rtc.media(mid).map(|m| m.kind()).expect("published mid");
@@ -711,7 +751,7 @@ impl Net {
         let tx = api.stream_tx_by_mid(mid, None).expect("send stream");
         tx.write_rtp(
             RtpWrite::new(pt, seq.into(), ts, now, payload)
-                .marker(true)
+                .marker(marker)
                 .nackable(kind.is_video()),
         );
     }

@@ -112,8 +112,53 @@ impl Shard {
     }
 
     /// Send one packet to every sink of the track. `arrived_over` is the tier of the link it
-    /// came in on (`None`: from a publisher here).
+    /// came in on (`None`: from a publisher here). The last packet of an SVC layer frame
+    /// without a marker waits for the next packet, which tells whether it ended its picture
+    /// (`svc::PictureEnds`).
     fn fan_out(&mut self, now: Instant, tkey: TrackKey, m: &MediaPacket, arrived_over: Option<Tier>) {
+        let (released, withheld) = match self.tracks.get_mut(&tkey) {
+            Some(t) if t.svc && t.carried_codec(m.params.as_ref()) == VideoCodec::Vp9 => {
+                t.picture_ends.arrive(m, vp9_layers(&m.payload), now)
+            }
+            Some(_) => (None, false),
+            None => return,
+        };
+        if let Some(r) = released {
+            self.fan_out_packet(now, tkey, &r.packet, arrived_over, r.next_layer);
+        }
+        if !withheld {
+            self.fan_out_packet(now, tkey, m, arrived_over, 0);
+        }
+    }
+
+    /// Release the SVC packets that waited [`crate::svc::HOLD_LIMIT`] for a next packet that
+    /// did not come (a stream that stopped), as the ends of their pictures.
+    pub(crate) fn expire_picture_ends(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.fanout_tracks);
+        expired.clear();
+        expired.extend(
+            self.tracks
+                .iter_mut()
+                .filter_map(|(k, t)| Some((*k, t.picture_ends.expire(now)?))),
+        );
+        for (tkey, packet) in expired.drain(..) {
+            let over = self.tracks.get(&tkey).and_then(|t| t.arrival_tier());
+            self.fan_out_packet(now, tkey, &packet, over, 0);
+        }
+        self.fanout_tracks = expired;
+    }
+
+    /// [`Self::fan_out`] for one packet. `next_layer`: the spatial layer that follows this one
+    /// in its picture, when known (a receiver forwarded the layers below it ends its picture
+    /// here); 0 otherwise.
+    fn fan_out_packet(
+        &mut self,
+        now: Instant,
+        tkey: TrackKey,
+        m: &MediaPacket,
+        arrived_over: Option<Tier>,
+        next_layer: crate::forwarder::Layer,
+    ) {
         let Some(t) = self.tracks.get_mut(&tkey) else {
             return;
         };
@@ -186,10 +231,14 @@ impl Shard {
                 wishes_changed = true;
             }
             if let Some(target) = target {
-                dt.forwarder.set_temporal_target(dt.temporal_for(target));
                 if svc.is_some() {
+                    // The grant stops at a spatial layer, and at a temporal layer within it.
                     let spatial = dt.target_for(Some(TOP_LAYER)).unwrap_or(0);
                     dt.forwarder.set_spatial_target(spatial);
+                    dt.forwarder
+                        .set_temporal_target(dt.svc_temporal_for(target, spatial));
+                } else {
+                    dt.forwarder.set_temporal_target(dt.temporal_for(target));
                 }
             }
             let decision = match svc {
@@ -204,7 +253,13 @@ impl Shard {
                     timestamp,
                     switched,
                     end_of_picture,
-                } => (seq, timestamp, switched, end_of_picture),
+                } => (
+                    seq,
+                    timestamp,
+                    switched,
+                    // The picture goes on with a layer above this receiver's.
+                    end_of_picture || dt.forwarder.spatial() < next_layer,
+                ),
                 Decision::Skip { picture } => {
                     if picture && vp8.is_some() {
                         dt.vp8.skip_picture(&m.payload);

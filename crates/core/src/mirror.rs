@@ -409,6 +409,7 @@ impl Shard {
                 rates: Default::default(),
                 svc: false,
                 spatial: Default::default(),
+                picture_ends: Default::default(),
             };
             self.tracks.insert(tkey, track);
             self.track_sids.insert(sid.clone(), tkey);

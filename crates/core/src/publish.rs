@@ -101,6 +101,7 @@ impl Shard {
             rates: Default::default(),
             svc: false,
             spatial: Default::default(),
+            picture_ends: Default::default(),
         };
         p.tracks.push(tkey);
         p.bump_version();

@@ -335,6 +335,8 @@ pub struct Shard {
     pub(crate) fanout: Vec<ParticipantKey>,
     /// Reused buffer of the relay sinks a packet goes to.
     pub(crate) sinks: Vec<crate::track::Sink>,
+    /// Scratch for the SVC packets released at housekeeping (`Shard::expire_picture_ends`).
+    pub(crate) fanout_tracks: Vec<(TrackKey, crate::relay::MediaPacket)>,
     /// Reused by the data-track fan-out: its subscribers, and the packet being rewritten.
     pub(crate) data_fanout: Vec<(ParticipantKey, u16)>,
     /// Data tracks of participants hosted at other places that this place relays (to its
@@ -388,6 +390,7 @@ impl Shard {
             logged_stats: ShardStats::default(),
             fanout: Vec::new(),
             sinks: Vec::new(),
+            fanout_tracks: Vec::new(),
             data_fanout: Vec::new(),
             relayed_data: FxHashMap::default(),
             data_scratch: Vec::new(),
@@ -699,6 +702,7 @@ impl Shard {
         self.expire_silent_places(now);
         self.recheck_dynacast(now);
         self.update_speakers();
+        self.expire_picture_ends(now);
         self.allocate_downlinks(now);
         if now >= self.next_quality {
             self.next_quality = now + crate::quality::QUALITY_INTERVAL;

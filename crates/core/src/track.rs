@@ -155,6 +155,8 @@ pub struct Track {
     pub svc: bool,
     /// How an SVC stream's bytes divide between its spatial layers (`svc` tracks only).
     pub spatial: crate::allocator::SpatialShares,
+    /// The end of a picture whose upper spatial layers the encoder dropped (`svc` tracks only).
+    pub picture_ends: crate::svc::PictureEnds,
 }
 
 impl Track {
@@ -206,6 +208,14 @@ impl Track {
 
     pub fn is_local(&self) -> bool {
         matches!(self.origin, Origin::Local { .. })
+    }
+
+    /// The tier of the link this track's packets arrive over (`None`: its publisher is here).
+    pub fn arrival_tier(&self) -> Option<crate::ids::Tier> {
+        match &self.origin {
+            Origin::Relayed { place, .. } => Some(place.tier),
+            Origin::Local { .. } => None,
+        }
     }
 
     /// The video codec a packet with payload type `params` carries, which is not always the
@@ -331,6 +341,18 @@ impl DownTrack {
         }
     }
 
+    /// [`Self::temporal_for`] for an SVC stream (`svc.rs`) arriving as simulcast layer
+    /// `stream` and forwarded up to spatial layer `spatial`: the grant's rungs are spatial
+    /// layers there, so its temporal cap holds when it stops within `spatial`; what the
+    /// subscriber asked for follows the stream's frame rates, measured under `stream`.
+    pub fn svc_temporal_for(&self, stream: Layer, spatial: Layer) -> u8 {
+        let asked = self.asked_temporal(stream);
+        match self.grant {
+            Grant::UpTo(cap) if cap.layer() == spatial => cap.temporal().min(asked),
+            _ => asked,
+        }
+    }
+
     /// The highest temporal layer of simulcast layer `layer` the subscriber asked for.
     pub fn asked_temporal(&self, layer: Layer) -> u8 {
         self.max_temporal[usize::from(layer.min(TOP_LAYER))]
@@ -415,6 +437,32 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_svc_grant_caps_the_temporal_layer_within_the_spatial_layer_it_stops_at() {
+        use crate::allocator::Rung;
+        use crate::temporal::TOP_TEMPORAL;
+        let mut dt = DownTrack::for_test(1, "TR_svc", MediaKind::Video);
+        // The stream arrives as simulcast layer 2; the grant stops at spatial layer 1, T0.
+        dt.grant = Grant::UpTo(Rung::new(1, 0));
+        let spatial = dt.target_for(Some(TOP_LAYER)).unwrap();
+        assert_eq!(spatial, 1);
+        assert_eq!(
+            dt.svc_temporal_for(2, spatial),
+            0,
+            "S1 at its base frame rate only"
+        );
+        // A subscriber that asked for LOW only gets S0 at every frame rate: the grant stops
+        // above it.
+        dt.max_layer = 0;
+        let spatial = dt.target_for(Some(TOP_LAYER)).unwrap();
+        assert_eq!(dt.svc_temporal_for(2, spatial), TOP_TEMPORAL);
+        // What the subscriber asked for (by frame rate) still holds under a wider grant.
+        dt.max_layer = TOP_LAYER;
+        dt.grant = Grant::UpTo(Rung::TOP);
+        dt.max_temporal = [TOP_TEMPORAL, TOP_TEMPORAL, 1];
+        assert_eq!(dt.svc_temporal_for(2, 2), 1);
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub use client::{Client, ClientOptions, DEFAULT_TIMEOUT, PROTOCOL};
 pub use data::{user_packet, DataKind, ReceivedData, LOSSY_LABEL, RELIABLE_LABEL};
 pub use error::{ClientError, ServerError};
 pub use event::{ClientEvent, Observed};
-pub use peer::{client_rtc, client_rtc_with_crypto, client_rtc_with_red, PcKind, Peer, Transport};
+pub use peer::{
+    client_rtc, client_rtc_with_crypto, client_rtc_with_red, client_rtc_with_vp9, PcKind, Peer, Transport,
+};
 pub use server::{Server, ServerOptions, TEST_API_KEY, TEST_API_SECRET};
 pub use token::{ApiCredentials, TOKEN_VALIDITY_SECS};
 pub use track::{LocalTrack, ReceivedRtp, RemoteTrack, RtpOut, TrackSpec, SIMULCAST_RIDS};

@@ -46,7 +46,7 @@ pub enum Transport {
 /// A client peer connection as every Pylon tool makes it: str0m in RTP mode sending Opus and
 /// VP8, with a host candidate for `local` (the address its datagrams come from).
 pub fn client_rtc(local: SocketAddr, cert: Option<&DtlsCert>, now: Instant) -> Result<Rtc, ClientError> {
-    client_rtc_on(local, Transport::Udp, cert, now, false, None)
+    client_rtc_on(local, Transport::Udp, cert, now, false, None, false)
 }
 
 /// `client_rtc` with a crypto provider of the caller's: a test that wraps str0m's to learn
@@ -56,13 +56,18 @@ pub fn client_rtc_with_crypto(
     crypto: Arc<CryptoProvider>,
     now: Instant,
 ) -> Result<Rtc, ClientError> {
-    client_rtc_on(local, Transport::Udp, None, now, false, Some(crypto))
+    client_rtc_on(local, Transport::Udp, None, now, false, Some(crypto), false)
 }
 
 /// `client_rtc`, also offering and accepting RFC 2198 redundant audio (RED) for Opus, as
 /// libwebrtc does.
 pub fn client_rtc_with_red(local: SocketAddr, now: Instant) -> Result<Rtc, ClientError> {
-    client_rtc_on(local, Transport::Udp, None, now, true, None)
+    client_rtc_on(local, Transport::Udp, None, now, true, None, false)
+}
+
+/// `client_rtc`, also offering and accepting VP9 (after VP8).
+pub fn client_rtc_with_vp9(local: SocketAddr, now: Instant) -> Result<Rtc, ClientError> {
+    client_rtc_on(local, Transport::Udp, None, now, false, None, true)
 }
 
 fn client_rtc_on(
@@ -72,12 +77,14 @@ fn client_rtc_on(
     now: Instant,
     red: bool,
     crypto: Option<Arc<CryptoProvider>>,
+    vp9: bool,
 ) -> Result<Rtc, ClientError> {
     let mut builder = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, red)
-        .enable_vp8(true);
+        .enable_vp8(true)
+        .enable_vp9(vp9);
     if let Some(cert) = cert {
         builder = builder.set_dtls_cert(cert.clone());
     }
@@ -333,7 +340,7 @@ impl Peer {
             }
         };
         let socket = UdpSocket::from_std(std_socket)?;
-        let rtc = client_rtc_on(local, transport, cert, now, false, None)?;
+        let rtc = client_rtc_on(local, transport, cert, now, false, None, false)?;
         Ok(Peer {
             rtc,
             socket,
@@ -355,7 +362,7 @@ impl Peer {
         let socket = UdpSocket::bind((ip, 0)).await?;
         let (path, relayed) = TurnPath::allocate(&socket, turn).await?;
         let now = Instant::now();
-        let rtc = client_rtc_on(relayed, Transport::Turn, cert, now, false, None)?;
+        let rtc = client_rtc_on(relayed, Transport::Turn, cert, now, false, None, false)?;
         Ok(Peer {
             rtc,
             socket,
