@@ -47,6 +47,9 @@ pub struct Peer {
     /// The SSRC and transport-wide sequence number of the last RTP packet received.
     pub last_ssrc: Option<u32>,
     pub last_twcc: Option<u16>,
+    /// Every RTP packet received (sequence number, payload), in arrival order, once a test
+    /// sets this to `Some` (off by default: benchmarks receive millions).
+    pub recorded: Option<Vec<(u64, Vec<u8>)>>,
     pub channels: Vec<(ChannelId, String)>,
     pub data_received: Vec<Vec<u8>>,
 }
@@ -65,6 +68,7 @@ impl Peer {
             last_marker: None,
             last_ssrc: None,
             last_twcc: None,
+            recorded: None,
             channels: Vec::new(),
             data_received: Vec::new(),
         }
@@ -476,6 +480,9 @@ impl Net {
                         peer.last_marker = Some(p.header.marker);
                         peer.last_ssrc = Some(*p.header.ssrc);
                         peer.last_twcc = p.header.ext_vals.transport_cc.or(peer.last_twcc);
+                        if let Some(r) = &mut peer.recorded {
+                            r.push((*p.seq_no, p.payload.to_vec()));
+                        }
                     }
                     Event::ChannelOpen(id, label) => peer.channels.push((id, label)),
                     Event::ChannelData(d) => peer.data_received.push(d.data),
@@ -684,13 +691,22 @@ impl Net {
 
     /// The payload type client `c`'s publisher connection uses for VP9.
     pub fn vp9_pt(&self, c: usize) -> Pt {
+        self.video_pt(c, str0m::format::Codec::Vp9)
+    }
+
+    /// The payload type client `c`'s publisher connection uses for VP8.
+    pub fn vp8_pt(&self, c: usize) -> Pt {
+        self.video_pt(c, str0m::format::Codec::Vp8)
+    }
+
+    fn video_pt(&self, c: usize, codec: str0m::format::Codec) -> Pt {
         self.clients[c]
             .publisher
             .rtc
             .codec_config()
-            .find(|p| p.spec().codec == str0m::format::Codec::Vp9)
+            .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
-            .expect("VP9 configured")
+            .expect("codec configured")
     }
 
     /// The payload types client `c`'s connection `pc` uses for Opus and for RED (if negotiated).

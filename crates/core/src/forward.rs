@@ -260,9 +260,9 @@ impl Shard {
                     // The picture goes on with a layer above this receiver's.
                     end_of_picture || dt.forwarder.spatial() < next_layer,
                 ),
-                Decision::Skip { picture } => {
-                    if picture && vp8.is_some() {
-                        dt.vp8.skip_picture(&m.payload);
+                Decision::Skip => {
+                    if let Some(d) = &vp8 {
+                        dt.vp8.skip(&m.payload, d);
                     }
                     want_keyframe |= dt.forwarder.wants_key_picture();
                     continue;

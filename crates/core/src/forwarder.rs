@@ -47,10 +47,10 @@ pub enum Decision {
     },
     /// Not for this subscriber (other layer, stale, or waiting for a keyframe).
     Drop,
-    /// The newest packet of the current layer, above the subscriber's temporal layer: not
-    /// sent, and the outgoing numbering closes over it. `picture` says it began a frame (a
-    /// VP8 picture the subscriber will not see: its PictureID numbering closes over it too).
-    Skip { picture: bool },
+    /// The newest packet of the current layer, above the subscriber's spatial or temporal
+    /// layer: not sent, and the outgoing numbering closes over it (and, for VP8, the PictureID
+    /// numbering over its picture: `vp8_munger.rs`).
+    Skip,
 }
 
 /// Runs of incoming sequence numbers skipped for the temporal layer since the last layer
@@ -130,7 +130,15 @@ pub struct Forwarder {
     spatial: Layer,
     spatial_target: Layer,
     skipped: Skipped,
+    /// RTP timestamps of the pictures skipped last, newest at `skipped_at`: a late packet of
+    /// one of them is dropped with the rest of its picture.
+    skipped_pictures: [u32; SKIPPED_PICTURES],
+    skipped_at: usize,
 }
+
+/// Skipped pictures remembered by timestamp (a retransmission comes within a round trip, a
+/// few frames at most).
+const SKIPPED_PICTURES: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Out {
@@ -156,6 +164,8 @@ impl Forwarder {
             spatial: TOP_LAYER,
             spatial_target: TOP_LAYER,
             skipped: Skipped::default(),
+            skipped_pictures: [0; SKIPPED_PICTURES],
+            skipped_at: 0,
         }
     }
 
@@ -295,7 +305,7 @@ impl Forwarder {
                 self.spatial = self.spatial_target;
             }
             if l.sid > self.spatial {
-                return self.skip(seq, newest && !switched, false);
+                return self.skip(seq, timestamp, newest && !switched);
             }
             end_of_picture = l.end_of_frame && l.sid == self.spatial;
         }
@@ -308,7 +318,16 @@ impl Forwarder {
                 }
             }
             if t.tid > self.temporal {
-                return self.skip(seq, newest && !switched, t.frame_start);
+                // A late packet above the temporal layer (a retransmission of what was lost
+                // on the way here) goes out in its place when its picture was never seen:
+                // which layer that picture was could not be told when the frames after it
+                // went out, so their numbering left room for it, and a receiver would wait
+                // for it until the next keyframe (LiveKit forwards such packets too). Of a
+                // picture that was skipped, it is dropped with the rest of it.
+                let unseen = !newest && !self.skipped_pictures.contains(&timestamp);
+                if !unseen {
+                    return self.skip(seq, timestamp, newest && !switched);
+                }
             }
         }
         let out_seq = if newest {
@@ -339,16 +358,20 @@ impl Forwarder {
     }
 
     /// A packet above the subscriber's spatial or temporal layer: the newest is skipped (the
-    /// outgoing numbering closes over it; `picture` when it began a frame), anything else
-    /// (late, or the first of a switch) dropped.
-    fn skip(&mut self, seq: u64, newest: bool, picture: bool) -> Decision {
+    /// outgoing numbering closes over it, and its picture is remembered by `timestamp`),
+    /// anything else (late, or the first of a switch) dropped.
+    fn skip(&mut self, seq: u64, timestamp: u32, newest: bool) -> Decision {
         if !newest {
             return Decision::Drop;
         }
         self.seq_offset = self.seq_offset.wrapping_sub(1);
         self.skipped.push(seq);
         self.highest_in = seq;
-        Decision::Skip { picture }
+        if self.skipped_pictures[self.skipped_at] != timestamp {
+            self.skipped_at = (self.skipped_at + 1) % SKIPPED_PICTURES;
+            self.skipped_pictures[self.skipped_at] = timestamp;
+        }
+        Decision::Skip
     }
 
     fn switch_to(&mut self, layer: Layer, seq: u64, timestamp: u32, now: Instant) {
@@ -530,10 +553,7 @@ mod tests {
             sync: true,
             frame_start: true,
         };
-        assert_eq!(
-            f.on_packet(0, 2, 3000, false, Some(t2), t),
-            Decision::Skip { picture: true }
-        );
+        assert_eq!(f.on_packet(0, 2, 3000, false, Some(t2), t), Decision::Skip);
         assert!(matches!(
             f.on_packet(0, 3, 6000, false, Some(base(0)), t),
             Decision::Forward { seq: 2, .. }
@@ -547,10 +567,7 @@ mod tests {
         assert_eq!(f.on_packet(0, 2, 3000, false, Some(t2), t), Decision::Drop);
         // A skipped packet arriving twice in a row is skipped once: the numbering after it
         // does not shift.
-        assert_eq!(
-            f.on_packet(0, 4, 9000, false, Some(t2), t),
-            Decision::Skip { picture: true }
-        );
+        assert_eq!(f.on_packet(0, 4, 9000, false, Some(t2), t), Decision::Skip);
         assert_eq!(f.on_packet(0, 4, 9000, false, Some(t2), t), Decision::Drop);
         assert!(matches!(
             f.on_packet(0, 5, 12000, false, Some(base(0)), t),
@@ -560,6 +577,61 @@ mod tests {
         assert!(matches!(
             f.on_packet(0, 5, 12000, false, Some(base(0)), t),
             Decision::Forward { seq: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_late_frame_above_the_temporal_layer_goes_out_in_its_place_unless_it_was_skipped() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_temporal_target(1);
+        let frame = |tid, start| Temporal {
+            tid,
+            sync: false,
+            frame_start: start,
+        };
+        assert!(matches!(
+            f.on_packet(0, 0, 0, true, Some(frame(0, true)), t),
+            Decision::Forward { seq: 0, .. }
+        ));
+        // A T2 frame (1) is lost whole before the server; T1 (2) comes, numbered after it.
+        assert!(matches!(
+            f.on_packet(0, 2, 6000, false, Some(frame(1, true)), t),
+            Decision::Forward { seq: 2, .. }
+        ));
+        // Its retransmission: nothing said which layer it was when 2 went out, so it fills
+        // the place 2 left for it (a receiver would wait for it otherwise).
+        assert!(matches!(
+            f.on_packet(0, 1, 3000, false, Some(frame(2, true)), t),
+            Decision::Forward { seq: 1, .. }
+        ));
+        // A T2 frame whose first packet (3) was lost: its second (4) is skipped, and the
+        // first, late, is dropped with it.
+        assert_eq!(
+            f.on_packet(0, 4, 9000, false, Some(frame(2, false)), t),
+            Decision::Skip
+        );
+        assert!(matches!(
+            f.on_packet(0, 5, 12000, false, Some(frame(0, true)), t),
+            Decision::Forward { seq: 4, .. }
+        ));
+        assert_eq!(
+            f.on_packet(0, 3, 9000, false, Some(frame(2, true)), t),
+            Decision::Drop
+        );
+        // A T1 frame forwarded before the layer went down to T0 keeps its late packets.
+        assert!(matches!(
+            f.on_packet(0, 6, 15000, false, Some(frame(1, true)), t),
+            Decision::Forward { seq: 5, .. }
+        ));
+        f.set_temporal_target(0);
+        assert!(matches!(
+            f.on_packet(0, 8, 18000, false, Some(frame(0, true)), t),
+            Decision::Forward { seq: 7, .. }
+        ));
+        assert!(matches!(
+            f.on_packet(0, 7, 15000, false, Some(frame(1, false)), t),
+            Decision::Forward { seq: 6, .. }
         ));
     }
 
@@ -644,9 +716,7 @@ mod tests {
         // ending its picture (it carries the marker the dropped layers would have).
         let d = svc_pictures(&mut f, 3, 2, true, t);
         assert_eq!(forwarded(&d), vec![(0, 3, true), (0, 4, true)]);
-        assert!(d
-            .iter()
-            .all(|(sid, d)| *sid == 0 || *d == Decision::Skip { picture: false }));
+        assert!(d.iter().all(|(sid, d)| *sid == 0 || *d == Decision::Skip));
         // Asking for more waits for a key picture, and asks for one meanwhile.
         f.set_spatial_target(2);
         assert!(f.wants_key_picture());
@@ -691,10 +761,7 @@ mod tests {
             f.on_svc_packet(2, 6, 6000, l(0), t),
             Decision::Forward { seq: 6, .. }
         ));
-        assert_eq!(
-            f.on_svc_packet(2, 7, 6000, l(1), t),
-            Decision::Skip { picture: false }
-        );
+        assert_eq!(f.on_svc_packet(2, 7, 6000, l(1), t), Decision::Skip);
         assert_eq!(f.on_svc_packet(2, 7, 6000, l(1), t), Decision::Drop);
     }
 

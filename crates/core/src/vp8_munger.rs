@@ -22,12 +22,25 @@ const KEY_IDX_MOD: u8 = 32;
 /// Per-subscriber, per-track rewrite state.
 #[derive(Debug, Clone, Default)]
 pub struct Vp8Munger {
-    picture_id_offset: u16,
+    /// What is added to an incoming PictureID, by the incoming PictureID it applies from,
+    /// oldest first: each picture skipped for the subscriber's temporal layer lowers the
+    /// offset of the pictures after it, and a late packet (a retransmission) takes the
+    /// offset its picture had. Empty: 0.
+    offsets: [(u16, u16); OFFSETS],
+    len: usize,
+    /// The offset of PictureIDs older than every one kept (the last forgotten).
+    base: u16,
+    /// The newest incoming PictureID forwarded or skipped.
+    newest: Option<u16>,
     tl0_offset: u8,
     key_idx_offset: u8,
     /// Fields as last sent, for the newest packet forwarded so far.
     last: Option<Sent>,
 }
+
+/// PictureID offsets remembered: one per skipped picture, so about half a second of a 30 fps
+/// stream thinned to its base layer; a retransmission comes within a round trip.
+const OFFSETS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -50,9 +63,12 @@ impl Vp8Munger {
     ) -> Option<Vp8Patch> {
         let m = picture_id_modulus(payload);
         if switched {
+            self.len = 0;
+            self.base = 0;
+            self.newest = None;
             if let Some(last) = self.last {
                 if let (Some(prev), Some(now)) = (last.picture_id, d.picture_id()) {
-                    self.picture_id_offset = (prev + 1).wrapping_sub(now) % m;
+                    self.push(now % m, (prev + 1).wrapping_sub(now) % m);
                 }
                 if let (Some(prev), Some(now)) = (last.tl0, d.tl0_pic_idx()) {
                     self.tl0_offset = prev.wrapping_add(1).wrapping_sub(now);
@@ -62,7 +78,14 @@ impl Vp8Munger {
                 }
             }
         }
-        let picture_id = d.picture_id().map(|p| p.wrapping_add(self.picture_id_offset) % m);
+        let picture_offset = d.picture_id().map(|p| {
+            self.saw(p % m, m);
+            self.offset_for(p % m, m)
+        });
+        let picture_id = d
+            .picture_id()
+            .zip(picture_offset)
+            .map(|(p, o)| p.wrapping_add(o) % m);
         let tl0 = d.tl0_pic_idx().map(|t| t.wrapping_add(self.tl0_offset));
         let key_idx = d
             .key_idx()
@@ -75,7 +98,7 @@ impl Vp8Munger {
                 key_idx,
             });
         }
-        if self.picture_id_offset == 0 && self.tl0_offset == 0 && self.key_idx_offset == 0 {
+        if picture_offset.unwrap_or(0) == 0 && self.tl0_offset == 0 && self.key_idx_offset == 0 {
             return None;
         }
         let mut b = d.patch();
@@ -92,15 +115,56 @@ impl Vp8Munger {
         // did, sending the packet unchanged is the safe fallback.
         b.build().ok()
     }
+
+    /// A packet the subscriber will not see (its temporal layer is dropped): the first of its
+    /// picture to come (whichever packet that is: the one that began the picture may have
+    /// been lost) makes the PictureIDs after it close over the picture, so the receiver sees
+    /// no missing frame.
+    pub fn skip(&mut self, payload: &[u8], d: &Vp8Descriptor) {
+        let m = picture_id_modulus(payload);
+        let Some(p) = d.picture_id().map(|p| p % m) else {
+            return;
+        };
+        if !self.saw(p, m) {
+            return;
+        }
+        let offset = self.offset_for(p, m).wrapping_add(m - 1) % m;
+        self.push((p + 1) % m, offset);
+    }
+
+    /// Note incoming PictureID `p`; true when it is newer than any seen before.
+    fn saw(&mut self, p: u16, m: u16) -> bool {
+        let newer = self.newest.is_none_or(|n| n != p && at_or_after(p, n, m));
+        if newer {
+            self.newest = Some(p);
+        }
+        newer
+    }
+
+    /// The offset for incoming PictureID `p`: the newest one that applies from it or before.
+    fn offset_for(&self, p: u16, m: u16) -> u16 {
+        self.offsets[..self.len]
+            .iter()
+            .rev()
+            .find(|&&(from, _)| at_or_after(p, from, m))
+            .map_or(self.base, |&(_, o)| o)
+    }
+
+    fn push(&mut self, from: u16, offset: u16) {
+        if self.len == OFFSETS {
+            self.base = self.offsets[0].1;
+            self.offsets.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.offsets[self.len] = (from, offset);
+        self.len += 1;
+    }
 }
 
-impl Vp8Munger {
-    /// The subscriber will not see the picture `payload` begins (its temporal layer is
-    /// dropped): the PictureIDs after it close over it, so the receiver sees no missing frame.
-    pub fn skip_picture(&mut self, payload: &[u8]) {
-        let m = picture_id_modulus(payload);
-        self.picture_id_offset = (self.picture_id_offset % m + m - 1) % m;
-    }
+/// `a` is `b` or comes after it, PictureIDs counting modulo `m` (a power of two: a stream
+/// may switch between the 7- and 15-bit forms, so `b` may be wider than `m`).
+fn at_or_after(a: u16, b: u16, m: u16) -> bool {
+    a.wrapping_sub(b) % m < m / 2
 }
 
 /// Modulus of the PictureID field: 2^15 when the descriptor carries the 15-bit form (M bit
@@ -168,20 +232,75 @@ mod tests {
         assert_eq!(sent(&m), (Some(20_011), Some(52), Some(5)));
     }
 
+    fn skip(m: &mut Vp8Munger, p: &[u8]) {
+        m.skip(p, &Vp8Descriptor::parse(p).unwrap());
+    }
+
     #[test]
     fn pictures_of_a_dropped_temporal_layer_leave_no_gap() {
         let mut m = Vp8Munger::default();
         rewrite(&mut m, &payload(10, 1, 0, true), 0, true);
-        // Picture 11 is not sent; 12 goes out as 11.
-        m.skip_picture(&payload(11, 1, 0, false));
+        // Picture 11 is not sent (two packets); 12 goes out as 11.
+        skip(&mut m, &payload(11, 1, 0, false));
+        skip(&mut m, &payload(11, 1, 0, false));
         assert!(rewrite(&mut m, &payload(12, 2, 0, false), 1, false).is_some());
         assert_eq!(sent(&m), (Some(11), Some(2), Some(0)));
         // At 15 bits, 0 follows 0x7fff.
         let mut w = Vp8Munger::default();
         rewrite(&mut w, &payload(0x7ffe, 1, 0, true), 0, true);
-        w.skip_picture(&payload(0x7fff, 1, 0, false));
+        skip(&mut w, &payload(0x7fff, 1, 0, false));
         rewrite(&mut w, &payload(0, 1, 0, false), 1, false);
         assert_eq!(sent(&w).0, Some(0x7fff));
+    }
+
+    #[test]
+    fn a_skipped_picture_is_closed_over_whichever_of_its_packets_comes_first() {
+        let mut m = Vp8Munger::default();
+        rewrite(&mut m, &payload(10, 1, 0, true), 0, true);
+        // Picture 11's first packet was lost before the server; its second is skipped, and
+        // so is the first when it comes again, late.
+        skip(&mut m, &payload(11, 1, 0, false));
+        rewrite(&mut m, &payload(12, 2, 0, false), 1, false);
+        skip(&mut m, &payload(11, 1, 0, false));
+        assert_eq!(sent(&m).0, Some(11));
+        rewrite(&mut m, &payload(13, 2, 0, false), 2, false);
+        assert_eq!(sent(&m).0, Some(12), "one picture closed over, once");
+    }
+
+    #[test]
+    fn a_late_packet_keeps_the_picture_id_its_picture_went_out_with() {
+        let mut m = Vp8Munger::default();
+        rewrite(&mut m, &payload(10, 1, 0, true), 0, true);
+        // A packet of picture 11 was lost; picture 12 is skipped before it comes again.
+        rewrite(&mut m, &payload(11, 2, 0, false), 2, false);
+        skip(&mut m, &payload(12, 2, 0, false));
+        rewrite(&mut m, &payload(13, 3, 0, false), 3, false);
+        assert_eq!(sent(&m).0, Some(12));
+        let late = payload(11, 2, 0, false);
+        assert!(
+            rewrite(&mut m, &late, 1, false).is_none(),
+            "picture 11 goes out as 11, unchanged"
+        );
+        // A whole picture lost and sent late goes out in the room left for it.
+        let mut w = Vp8Munger::default();
+        rewrite(&mut w, &payload(20, 1, 0, true), 0, true);
+        skip(&mut w, &payload(21, 1, 0, false));
+        rewrite(&mut w, &payload(23, 2, 0, false), 2, false);
+        assert_eq!(sent(&w).0, Some(22));
+        skip(&mut w, &payload(24, 2, 0, false));
+        assert!(rewrite(&mut w, &payload(22, 1, 0, false), 1, false).is_some());
+        assert_eq!(
+            w.offset_for(22, PICTURE_ID_15),
+            PICTURE_ID_15 - 1,
+            "22 goes out as 21"
+        );
+        assert_eq!(w.offset_for(25, PICTURE_ID_15), PICTURE_ID_15 - 2, "25 as 23");
+        // Offsets older than the sixteen kept are the last one forgotten.
+        for p in 26..46 {
+            skip(&mut w, &payload(p, 2, 0, false));
+        }
+        assert_eq!(w.offset_for(30, PICTURE_ID_15), PICTURE_ID_15 - 6);
+        assert_eq!(w.offset_for(22, PICTURE_ID_15), PICTURE_ID_15 - 6, "forgotten");
     }
 
     #[test]
