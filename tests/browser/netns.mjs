@@ -4,6 +4,9 @@
 // Needs root. The names (`pylb…`) and subnets differ from the Python suite's (`pylt…`,
 // 10.231/10.232), but neither suite expects the other running beside it.
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+
+const NFT = ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft'].find((p) => fs.existsSync(p)) ?? 'nft';
 
 function run(cmd, args, { check = true } = {}) {
   try {
@@ -55,6 +58,25 @@ export function serverNamespace(tag, k = 1) {
     },
     lift() {
       tc(['qdisc', 'del', 'dev', inside, 'root'], { check: false });
+    },
+    /** Drop `percent` % of the UDP datagrams of more than `bytes` bytes that reach the server
+     * (media, not RTCP): loss on the publishers' uplinks. */
+    uplinkLoss(percent, bytes) {
+      const rules = [
+        'table inet pylb_loss {',
+        '  chain input {',
+        '    type filter hook input priority 0; policy accept;',
+        `    meta l4proto udp meta length > ${bytes} numgen random mod 100 < ${percent} counter drop`,
+        '  }',
+        '}',
+        '',
+      ].join('\n');
+      execFileSync('ip', ['netns', 'exec', name, NFT, '-f', '-'], { input: rules, stdio: ['pipe', 'pipe', 'pipe'] });
+    },
+    /** Datagrams [`uplinkLoss`] dropped so far. */
+    uplinkDropped() {
+      const out = run('ip', ['netns', 'exec', name, NFT, 'list', 'table', 'inet', 'pylb_loss'], { check: false }) ?? '';
+      return Number(/packets (\d+)/.exec(out)?.[1] ?? 0);
     },
     remove() {
       run('ip', ['netns', 'del', name], { check: false });

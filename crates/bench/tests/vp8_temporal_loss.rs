@@ -1,11 +1,13 @@
 //! A subscriber that gets fewer temporal layers than a VP8 publisher sends (it asked for a
 //! lower frame rate, or its link carries less) sees the PictureIDs of the frames it gets
-//! renumbered without holes: libwebrtc's receiver takes a hole for a frame it must wait for,
-//! and then decodes nothing until the next keyframe. Packets lost between the publisher and
-//! the server, and retransmitted later, must not open such a hole: not when the lost packet
-//! began a frame the subscriber does not get, not when a whole frame of that kind was lost,
-//! and not when a skipped frame comes between a lost packet and its retransmission.
-//! Deterministic: a shard and str0m clients in memory.
+//! renumbered to follow one another. Packets lost between the publisher and the server, and
+//! retransmitted later, must go out under their own frame's PictureID (before, a frame's first
+//! packet retransmitted after a skipped frame went out under the PictureID of the frame before
+//! it: a receiver takes such a frame for one it already has), and must not leave a hole in
+//! the numbering: not when the lost packet began a frame the subscriber does not get, nor when
+//! a whole frame of that kind was lost (libwebrtc's receiver holds back a frame above the base
+//! layer that is not a layer sync and follows a hole, until it gives the hole up 100 pictures
+//! later). Deterministic: a shard and str0m clients in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -136,7 +138,7 @@ fn packets_lost_before_the_server_leave_no_hole_in_a_thinned_vp8_stream() {
             "frames {frames:?} reached bob under one PictureID {pid}"
         );
     }
-    // The PictureIDs bob saw leave no hole: his decoder never waits for a frame that will
+    // The PictureIDs bob saw leave no hole: his receiver never waits for a frame that will
     // not come.
     let pids: Vec<u16> = frames_of.keys().copied().collect();
     let (first, last) = (pids[0], *pids.last().unwrap());
