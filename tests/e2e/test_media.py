@@ -105,6 +105,40 @@ async def test_every_video_codec_the_sdk_offers_reaches_the_subscriber(pylon, co
         await b.close()
 
 
+async def test_a_vp9_camera_keeps_reaching_its_subscribers_while_others_join(pylon):
+    """The Python SDK sends VP9 as one SVC stream of three spatial layers. Each joiner makes
+    the server ask the publisher for a key picture, and after one its encoder, short of CPU,
+    drops the upper spatial layers of some pictures and sends them with no RTP marker, which
+    a libwebrtc receiver would wait on until the next key picture (`svc::PictureEnds`). B,
+    subscribed throughout, keeps decoding while four others join 3 s apart, and each joiner
+    decodes too."""
+    b = await Peer("B").connect(pylon.url, pylon.token("B"))
+    a = await Peer("A").connect(pylon.url, pylon.token("A"))
+    pub = await Publisher(a.room, size=(1280, 720), codec="VP9").publish()
+    joiners: list[Peer] = []
+    try:
+        await wait_for(lambda: b.video_frames("A/camera") > 30, 30, "B to decode A's VP9 video")
+        counts = []
+        for i in range(4):
+            before = b.video_frames("A/camera")
+            joiners.append(await Peer(f"J{i}").connect(pylon.url, pylon.token(f"J{i}")))
+            await asyncio.sleep(3)
+            counts.append(b.video_frames("A/camera") - before)
+        for _ in range(2):
+            before = b.video_frames("A/camera")
+            await asyncio.sleep(3)
+            counts.append(b.video_frames("A/camera") - before)
+        print(f"VP9_JOINS B's frames per 3 s: {counts}")
+        assert min(counts) >= 5, f"B's video stood still while others joined: frames per 3 s {counts}"
+        for j in joiners:
+            before = j.video_frames("A/camera")
+            await wait_for(lambda: j.video_frames("A/camera") > before + 10, 15, f"{j.identity} to keep decoding A's video")
+    finally:
+        pub.stop()
+        for p in (a, b, *joiners):
+            await p.close()
+
+
 async def test_mute_unpublish_and_leave_are_seen_by_others(pylon):
     b = await Peer("B").connect(pylon.url, pylon.token("B"))
     a = await Peer("A").connect(pylon.url, pylon.token("A"))
