@@ -302,6 +302,20 @@ export function inbound(page, identity) {
   }, identity);
 }
 
+/** Ask for `fps` frames a second of every video `identity` publishes (livekit-client's
+ * `RemoteTrackPublication.setVideoFPS`: UpdateTrackSettings.fps). */
+export function setVideoFps(page, identity, fps) {
+  return page.evaluate(
+    ([identity, fps]) => {
+      const p = window.pylonDemo.room.remoteParticipants.get(identity);
+      for (const pub of p.trackPublications.values()) {
+        if (pub.kind === 'video') pub.setVideoFPS(fps);
+      }
+    },
+    [identity, fps],
+  );
+}
+
 /** Wait until `page` decodes `identity`'s video and receives its audio, both still rising. */
 export async function waitForMedia(page, identity, what) {
   const first = await waitFor(async () => {

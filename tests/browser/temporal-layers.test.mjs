@@ -6,7 +6,7 @@
 // three spatial and three temporal layers, L3T3_KEY) is thinned the same way.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
+import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, setVideoFps, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
 
 /** Frames per second `page` decodes of `identity`'s video, over `ms`. */
 async function decodedFps(page, identity, ms = 3000) {
@@ -14,18 +14,6 @@ async function decodedFps(page, identity, ms = 3000) {
   await sleep(ms);
   const b = await inbound(page, identity);
   return ((b.framesDecoded - a.framesDecoded) * 1000) / ms;
-}
-
-function setFps(page, identity, fps) {
-  return page.evaluate(
-    ([identity, fps]) => {
-      const p = window.pylonDemo.room.remoteParticipants.get(identity);
-      for (const pub of p.trackPublications.values()) {
-        if (pub.kind === 'video') pub.setVideoFPS(fps);
-      }
-    },
-    [identity, fps],
-  );
 }
 
 /** `page` decodes more than 20 fps of `identity`'s 30 fps camera, about 7.5 (the base temporal
@@ -36,14 +24,14 @@ async function thinsAndRestores(page, identity) {
     throw new Error(`${e.message}; last: ${full} fps`);
   });
   // 8 fps: only the base temporal layer (7.5 fps) fits.
-  await setFps(page, identity, 8);
+  await setVideoFps(page, identity, 8);
   let low = full;
   await waitFor(async () => (low = await decodedFps(page, identity)) < 11, 30000, 'the viewer to decode about 7.5 fps').catch((e) => {
     throw new Error(`${e.message}; last: ${low} fps (was ${full})`);
   });
   assert.ok(low > 4, `the viewer still decodes video at a lower rate (${low} fps)`);
   // Back to every frame.
-  await setFps(page, identity, 30);
+  await setVideoFps(page, identity, 30);
   let again = low;
   await waitFor(async () => (again = await decodedFps(page, identity)) > 20, 30000, 'the viewer to decode every frame again').catch((e) => {
     throw new Error(`${e.message}; last: ${again} fps`);
@@ -75,12 +63,12 @@ test('a subscriber asking for fewer frames per second gets the lower temporal la
   const slow = await pythonParticipant(pylon, 'temporal', 'py15', ['--video-size', '640x360', '--fps', '15']);
   t.after(() => slow.stop());
   await waitForMedia(page, 'py15', 'the viewer');
-  await setFps(page, 'py15', 15);
+  await setVideoFps(page, 'py15', 15);
   let fifteen = 0;
   await waitFor(async () => (fifteen = await decodedFps(page, 'py15')) > 8.5, 30000, 'the viewer to decode more than 8.5 fps of the 15 fps camera asking 15').catch((e) => {
     throw new Error(`${e.message}; last: ${fifteen} fps`);
   });
-  await setFps(page, 'py15', 8);
+  await setVideoFps(page, 'py15', 8);
   let half = fifteen;
   await waitFor(async () => (half = await decodedFps(page, 'py15')) > 4.5 && half < 9, 30000, 'the viewer to decode about 7.5 fps of the 15 fps camera asking 8').catch((e) => {
     throw new Error(`${e.message}; last: ${half} fps`);

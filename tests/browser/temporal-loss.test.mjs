@@ -7,20 +7,8 @@
 // whose nftables drop the media on its way in.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
+import { inbound, joinDemo, launchBrowser, newPage, pythonParticipant, setVideoFps, sleep, startPylon, waitFor, waitForMedia } from './lib.mjs';
 import { isRoot, serverNamespace } from './netns.mjs';
-
-function setFps(page, identity, fps) {
-  return page.evaluate(
-    ([identity, fps]) => {
-      const p = window.pylonDemo.room.remoteParticipants.get(identity);
-      for (const pub of p.trackPublications.values()) {
-        if (pub.kind === 'video') pub.setVideoFPS(fps);
-      }
-    },
-    [identity, fps],
-  );
-}
 
 /** Over `ms`: frames `page` decoded of `identity`, and the longest time (s) without one. */
 async function watch(page, identity, ms) {
@@ -57,7 +45,7 @@ test('a viewer asking for 15 fps keeps its frame rate while the publisher loses 
   await waitForMedia(page, 'py', 'the viewer');
 
   // 15 fps: T0 and T1 of the 30 fps top layer; every other frame is skipped.
-  await setFps(page, 'py', 15);
+  await setVideoFps(page, 'py', 15);
   let thinned = { frames: 0 };
   await waitFor(async () => {
     thinned = await watch(page, 'py', 5000);
