@@ -99,13 +99,6 @@ impl LinkHandle {
         self.conn.rtt()
     }
 
-    /// UDP datagrams this end of the link has sent and received so far (QUIC packets, media
-    /// and acknowledgements alike).
-    pub fn udp_datagrams(&self) -> (u64, u64) {
-        let s = self.conn.stats();
-        (s.udp_tx.datagrams, s.udp_rx.datagrams)
-    }
-
     /// Queue a message for the peer; media (and data-track frames) are dropped (false) when
     /// the link is far behind or gone, state only when the link is gone.
     pub fn send(&self, msg: RelayMessage) -> bool {

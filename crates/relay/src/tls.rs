@@ -29,11 +29,6 @@ const DATAGRAM_RECEIVE_BUFFER: usize = 4 << 20;
 const INITIAL_MTU: u16 = 1400;
 /// Bytes in flight a link may start with: several keyframes of the largest simulcast layer.
 const INITIAL_WINDOW: u64 = 1 << 20;
-/// The peer acknowledges after this many packets more than one (QUIC's ACK frequency
-/// extension; the default acknowledges every other packet)...
-const ACK_AFTER: u32 = 15;
-/// ...or after this long, whichever comes first.
-const ACK_DELAY: Duration = Duration::from_millis(10);
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -50,14 +45,6 @@ fn transport() -> Arc<quinn::TransportConfig> {
     let mut cc = quinn::congestion::CubicConfig::default();
     cc.initial_window(INITIAL_WINDOW);
     t.congestion_controller_factory(Arc::new(cc));
-    // Media datagrams are never retransmitted, so an acknowledgement per two of them only
-    // feeds the congestion controller: one per 16 packets or 10 ms is enough for that, and
-    // spares each relayed packet half an ACK packet's send, receive and wake-up on the two
-    // nodes.
-    let mut acks = quinn::AckFrequencyConfig::default();
-    acks.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_AFTER))
-        .max_ack_delay(Some(ACK_DELAY));
-    t.ack_frequency_config(Some(acks));
     Arc::new(t)
 }
 
