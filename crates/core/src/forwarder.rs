@@ -321,9 +321,10 @@ impl Forwarder {
                 // A late packet above the temporal layer (a retransmission of what was lost
                 // on the way here) goes out in its place when its picture was never seen:
                 // which layer that picture was could not be told when the frames after it
-                // went out, so their numbering left room for it, and a receiver would wait
-                // for it until the next keyframe (LiveKit forwards such packets too). Of a
-                // picture that was skipped, it is dropped with the rest of it.
+                // went out, so their numbering left room for it, and a libwebrtc receiver
+                // holds back the frames after the hole that are neither base layer nor layer
+                // sync (LiveKit forwards such packets too). Of a picture that was skipped, it
+                // is dropped with the rest of it.
                 let unseen = !newest && !self.skipped_pictures.contains(&timestamp);
                 if !unseen {
                     return self.skip(seq, timestamp, newest && !switched);
