@@ -325,8 +325,7 @@ impl Forwarder {
                 // holds back the frames after the hole that are neither base layer nor layer
                 // sync (LiveKit forwards such packets too). Of a picture that was skipped, it
                 // is dropped with the rest of it.
-                let unseen = !newest && !self.skipped_pictures.contains(&timestamp);
-                if !unseen {
+                if newest || self.skipped_pictures.contains(&timestamp) {
                     return self.skip(seq, timestamp, newest && !switched);
                 }
             }

@@ -78,14 +78,14 @@ impl Vp8Munger {
                 }
             }
         }
-        let picture_offset = d.picture_id().map(|p| {
-            self.saw(p % m, m);
-            self.offset_for(p % m, m)
-        });
-        let picture_id = d
-            .picture_id()
-            .zip(picture_offset)
-            .map(|(p, o)| p.wrapping_add(o) % m);
+        let (picture_id, picture_offset) = match d.picture_id().map(|p| p % m) {
+            Some(p) => {
+                self.saw(p, m);
+                let o = self.offset_for(p, m);
+                (Some(p.wrapping_add(o) % m), o)
+            }
+            None => (None, 0),
+        };
         let tl0 = d.tl0_pic_idx().map(|t| t.wrapping_add(self.tl0_offset));
         let key_idx = d
             .key_idx()
@@ -98,7 +98,7 @@ impl Vp8Munger {
                 key_idx,
             });
         }
-        if picture_offset.unwrap_or(0) == 0 && self.tl0_offset == 0 && self.key_idx_offset == 0 {
+        if picture_offset == 0 && self.tl0_offset == 0 && self.key_idx_offset == 0 {
             return None;
         }
         let mut b = d.patch();
