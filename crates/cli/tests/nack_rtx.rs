@@ -1,6 +1,9 @@
 //! Loss on the subscriber's link is repaired: the subscriber's client drops every 7th RTP
 //! datagram before decryption, NACKs the gaps, and the server resends from its cache, so every
-//! video payload still arrives (some out of order, which shows the repair happened).
+//! video payload still arrives (some out of order, which shows the repair happened). Also
+//! over a downlink that delivers everything 450 ms late (a long or bufferbloated path), where
+//! a NACK reaches the server more than 450 ms after the packet left: the resend cache must
+//! reach back that far.
 
 use std::time::Duration;
 
@@ -37,15 +40,36 @@ fn measured_index(payload: &[u8]) -> Option<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_video_packets_are_resent_on_nack() {
-    pylon_testkit::init_test_logging();
-    let server = Server::start(env!("CARGO_BIN_EXE_pylon"), "nack_rtx")
-        .await
-        .expect("server starts");
     let lossy = ClientOptions {
         drop_every_nth_rtp: Some(7),
         ..ClientOptions::default()
     };
-    let mut b = server.client_with("nack", "b", lossy).await.expect("b joins");
+    resent_on_nack("nack_rtx", lossy, Duration::ZERO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_video_packets_are_resent_on_nack_over_a_long_round_trip() {
+    // Lighter loss than above: this client asks again every 100 ms for what is still on its
+    // way (up to 5 times), and str0m stops resending while resends are over 15 % of a
+    // stream's bytes in the last second.
+    let lossy_and_late = ClientOptions {
+        drop_every_nth_rtp: Some(50),
+        downlink_delay: Some(Duration::from_millis(450)),
+        ..ClientOptions::default()
+    };
+    // Long enough for sender and receiver reports to give the server the round trip (its
+    // stats come every 2 s).
+    resent_on_nack("nack_rtx_late", lossy_and_late, Duration::from_secs(5)).await;
+}
+
+/// `b` joins with `opts`, `a` publishes; after `warm_up` of video, every measured frame must
+/// reach `b`, some out of order.
+async fn resent_on_nack(name: &str, opts: ClientOptions, warm_up: Duration) {
+    pylon_testkit::init_test_logging();
+    let server = Server::start(env!("CARGO_BIN_EXE_pylon"), name)
+        .await
+        .expect("server starts");
+    let mut b = server.client_with("nack", "b", opts).await.expect("b joins");
     let mut a = server.client("nack", "a").await.expect("a joins");
     let video = a
         .publish(TrackSpec::video("cam", 640, 360))
@@ -61,6 +85,14 @@ async fn lost_video_packets_are_resent_on_nack() {
         if !b.observed().rtp_of(&sid).is_empty() {
             break;
         }
+    }
+    let warm = std::time::Instant::now();
+    for i in 1.. {
+        if warm.elapsed() >= warm_up {
+            break;
+        }
+        a.write_rtp(&video, frame(b'W', i)).expect("write");
+        tokio::time::sleep(Duration::from_millis(15)).await;
     }
     for i in 0..FRAMES {
         a.write_rtp(&video, frame(b'M', i)).expect("write");

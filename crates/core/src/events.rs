@@ -55,6 +55,10 @@ impl Shard {
                     p.link.down_lost += lost;
                     if let Some(rtt) = st.rtt {
                         p.link.rtt_seen(rtt);
+                        if let Some(window) = p.resend.on_rtt(now, rtt) {
+                            debug!(participant = %p.sid, ?rtt, ?window, "resend window");
+                            crate::subscribe::size_resend_caches(p, window);
+                        }
                     }
                 }
             }

@@ -38,6 +38,7 @@ mod publish;
 pub mod quality;
 pub mod red;
 pub mod relay;
+pub mod resend;
 pub mod room;
 pub mod shard;
 mod signal;

@@ -93,6 +93,8 @@ pub struct Participant {
     pub link: LinkQuality,
     /// The bandwidth estimate of the connection its subscribed media leaves on (`downlink.rs`).
     pub downlink: crate::downlink::Downlink,
+    /// How far back its forwarded video is kept for resends (`resend.rs`).
+    pub resend: crate::resend::ResendWindow,
     /// Data tracks it publishes, in publish order (`datatrack.rs`).
     pub data_tracks: Vec<DataTrack>,
     /// Data tracks it receives, by the handle this subscriber knows them by.

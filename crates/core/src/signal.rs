@@ -98,6 +98,7 @@ impl Shard {
             warned_tracks: false,
             link: Default::default(),
             downlink: Default::default(),
+            resend: Default::default(),
             data_tracks: Vec::new(),
             data_subs: Vec::new(),
             last_data_handle: 0,

@@ -19,13 +19,28 @@ use crate::shard::Shard;
 use crate::track::{DownTrack, LayerMask, Origin};
 use crate::vp8_munger::Vp8Munger;
 
-/// Resend cache of a forwarded video stream: 300 ms, which answers a NACK (sent when the
-/// receiver sees the gap) on a path with up to ~290 ms round trip. Each cached packet costs
-/// every subscriber ~430 bytes of str0m bookkeeping (the payload itself is shared); 1 s was
-/// 40 % of a meeting-10 node's memory (bench/run.sh: 26 → 16 MiB resident growth).
-const RTX_CACHE_VIDEO: (usize, std::time::Duration) = (512, std::time::Duration::from_millis(300));
 /// Audio is not resent (no NACK for Opus); a token cache.
 const RTX_CACHE_AUDIO: (usize, std::time::Duration) = (16, std::time::Duration::from_millis(200));
+/// Queued resends are dropped while they are over 15 % of what a stream sends (str0m's
+/// default).
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
+/// Give every video stream `p` receives (answered already) a resend cache of `window`. str0m
+/// re-creates the cache, so what it held is gone: called only when the window steps.
+pub(crate) fn size_resend_caches(p: &mut crate::participant::Participant, window: std::time::Duration) {
+    let mids: Vec<Mid> = p
+        .downtracks
+        .values()
+        .filter(|d| d.kind.is_video() && !d.awaiting_answer)
+        .filter_map(|d| d.mid)
+        .collect();
+    let mut api = p.peer_mut(PcKind::Subscriber).rtc.direct_api();
+    for mid in mids {
+        if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+            tx.set_rtx_cache(crate::resend::MAX_PACKETS, window, RTX_RATIO_CAP);
+        }
+    }
+}
 
 impl Shard {
     /// Who may subscribe to the tracks of `owner` (hosted here or mirrored).
@@ -299,16 +314,18 @@ impl Shard {
             })
             .collect();
         // Resends are kept for the NACK window only (str0m's default, 3 s and 1,024 packets per
-        // stream, was most of the memory per subscribed video track); audio is never resent.
+        // stream, was most of the memory per subscribed video track): the subscriber's window
+        // for video (`resend.rs`); audio is never resent.
+        let window = p.resend.current();
         let mut api = p.peer_mut(PcKind::Subscriber).rtc.direct_api();
         for &(_, mid, kind) in &fresh {
             if let Some(tx) = api.stream_tx_by_mid(mid, None) {
                 let (packets, age) = if kind.is_video() {
-                    RTX_CACHE_VIDEO
+                    (crate::resend::MAX_PACKETS, window)
                 } else {
                     RTX_CACHE_AUDIO
                 };
-                tx.set_rtx_cache(packets, age, Some(0.15));
+                tx.set_rtx_cache(packets, age, RTX_RATIO_CAP);
             }
         }
         for (tkey, _, _) in fresh {

@@ -40,8 +40,13 @@ pub struct ClientOptions {
     /// long-running load.
     pub record_media: bool,
     /// Drop every Nth RTP datagram arriving on the subscriber connection (before decryption),
-    /// as a lossy network would; RTCP, STUN and DTLS always pass. `None`: no loss.
+    /// as a lossy network would; resends (RTX), RTCP, STUN and DTLS always pass. `None`: no
+    /// loss.
     pub drop_every_nth_rtp: Option<u32>,
+    /// Hold every datagram arriving on the subscriber connection this long before the client
+    /// reads it, as a long or bufferbloated downlink would (RTP, RTCP and STUN alike, so the
+    /// server's round-trip measure sees it). `None`: delivered at once.
+    pub downlink_delay: Option<Duration>,
     /// Address the client's media sockets bind (and offer as their host candidate). Loopback
     /// by default; a server in another network namespace needs this side's veth address.
     pub local_ip: std::net::IpAddr,
@@ -58,6 +63,7 @@ impl Default for ClientOptions {
             sdk: "rust".into(),
             record_media: true,
             drop_every_nth_rtp: None,
+            downlink_delay: None,
             local_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             transport: Default::default(),
         }
@@ -130,6 +136,7 @@ impl Client {
         let (event_tx, events) = mpsc::unbounded_channel();
         let mut driver = Driver::new(ws, publisher, subscriber, command_rx, event_tx);
         driver.drop_every_nth_rtp = opts.drop_every_nth_rtp;
+        driver.downlink_delay = opts.downlink_delay;
         if join.ping_interval > 0 {
             driver.ping_every = Some(Duration::from_secs(join.ping_interval as u64));
         }

@@ -4,7 +4,7 @@
 //! [`Command::Publish`] and [`Command::ConnectPublisher`], writes RTP and data for the
 //! handle, and reports everything it sees as [`ClientEvent`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -142,6 +142,10 @@ pub(crate) struct Driver {
     /// Simulated loss on the subscriber connection (see `ClientOptions`).
     pub drop_every_nth_rtp: Option<u32>,
     sub_rtp_seen: u32,
+    /// Simulated downlink delay on the subscriber connection (see `ClientOptions`), and the
+    /// datagrams it holds: when each is due, its source, its bytes.
+    pub downlink_delay: Option<std::time::Duration>,
+    delayed: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     /// Pings every `ping_interval` of the join response, as the SDKs do, so that the server
     /// does not end a session that only carries media (`None`: never).
     pub ping_every: Option<std::time::Duration>,
@@ -172,6 +176,8 @@ impl Driver {
             sub_buf: vec![0; RECV_BUF],
             drop_every_nth_rtp: None,
             sub_rtp_seen: 0,
+            downlink_delay: None,
+            delayed: VecDeque::new(),
             rtc_events: Vec::new(),
             ping_every: None,
             next_ping: Instant::now(),
@@ -192,10 +198,14 @@ impl Driver {
 
     async fn run_loop(&mut self) -> Result<(), ClientError> {
         loop {
+            self.deliver_delayed()?;
             self.poll_peer(PcKind::Publisher)?;
             self.poll_peer(PcKind::Subscriber)?;
             self.maybe_ping().await?;
             let mut deadline = self.publisher.next_timeout.min(self.subscriber.next_timeout);
+            if let Some((due, ..)) = self.delayed.front() {
+                deadline = deadline.min(*due);
+            }
             if self.ping_every.is_some() && self.ws_open {
                 deadline = deadline.min(self.next_ping);
             }
@@ -260,6 +270,12 @@ impl Driver {
                 next = self.subscriber.socket.try_recv_from(&mut self.sub_buf);
                 continue;
             }
+            if let (PcKind::Subscriber, Some(delay)) = (pc, self.downlink_delay) {
+                self.delayed
+                    .push_back((now + delay, source, self.sub_buf[..n].to_vec()));
+                next = self.subscriber.socket.try_recv_from(&mut self.sub_buf);
+                continue;
+            }
             let (peer, buf) = match pc {
                 PcKind::Publisher => (&mut self.publisher, &self.pub_buf),
                 PcKind::Subscriber => (&mut self.subscriber, &self.sub_buf),
@@ -279,6 +295,22 @@ impl Driver {
         Ok(())
     }
 
+    /// Hand the subscriber connection the held datagrams that are due, in arrival order.
+    fn deliver_delayed(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        while self.delayed.front().is_some_and(|(due, ..)| *due <= now) {
+            let Some((_, source, bytes)) = self.delayed.pop_front() else {
+                break;
+            };
+            if let Err(e) = self.subscriber.receive(now, source, &bytes) {
+                debug!("subscriber peer refused a delayed datagram: {e}");
+            }
+            // RTP mode holds one received packet until polled (as in `on_udp`).
+            self.poll_peer(PcKind::Subscriber)?;
+        }
+        Ok(())
+    }
+
     /// Whether to drop this subscriber datagram (of length `n`, in `sub_buf`): every Nth RTP
     /// packet (version 2, payload type outside RTCP's 72..=79 range after the marker bit).
     fn simulated_loss(&mut self, n: usize) -> bool {
@@ -287,7 +319,13 @@ impl Driver {
         };
         let b = &self.sub_buf[..n];
         let is_rtp = n >= 12 && b[0] >> 6 == 2 && !(72..=79).contains(&(b[1] & 0x7f));
-        if !is_rtp {
+        // Resends pass, so that each loss is repaired by the first answer to its NACK (how
+        // soon a client asks again is its own business).
+        let resend = |pt: u8| {
+            let codecs = self.subscriber.rtc.codec_config();
+            codecs.params().iter().any(|p| p.resend() == Some(pt.into()))
+        };
+        if !is_rtp || resend(b[1] & 0x7f) {
             return false;
         }
         self.sub_rtp_seen += 1;
