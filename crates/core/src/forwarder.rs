@@ -132,7 +132,7 @@ pub struct Forwarder {
     skipped: Skipped,
     /// RTP timestamps of the pictures skipped last, newest at `skipped_at`: a late packet of
     /// one of them is dropped with the rest of its picture.
-    skipped_pictures: [u32; SKIPPED_PICTURES],
+    skipped_pictures: [Option<u32>; SKIPPED_PICTURES],
     skipped_at: usize,
 }
 
@@ -164,7 +164,7 @@ impl Forwarder {
             spatial: TOP_LAYER,
             spatial_target: TOP_LAYER,
             skipped: Skipped::default(),
-            skipped_pictures: [0; SKIPPED_PICTURES],
+            skipped_pictures: [None; SKIPPED_PICTURES],
             skipped_at: 0,
         }
     }
@@ -325,7 +325,7 @@ impl Forwarder {
                 // holds back the frames after the hole that are neither base layer nor layer
                 // sync (LiveKit forwards such packets too). Of a picture that was skipped, it
                 // is dropped with the rest of it.
-                if newest || self.skipped_pictures.contains(&timestamp) {
+                if newest || self.skipped_pictures.contains(&Some(timestamp)) {
                     return self.skip(seq, timestamp, newest && !switched);
                 }
             }
@@ -367,9 +367,9 @@ impl Forwarder {
         self.seq_offset = self.seq_offset.wrapping_sub(1);
         self.skipped.push(seq);
         self.highest_in = seq;
-        if self.skipped_pictures[self.skipped_at] != timestamp {
+        if self.skipped_pictures[self.skipped_at] != Some(timestamp) {
             self.skipped_at = (self.skipped_at + 1) % SKIPPED_PICTURES;
-            self.skipped_pictures[self.skipped_at] = timestamp;
+            self.skipped_pictures[self.skipped_at] = Some(timestamp);
         }
         Decision::Skip
     }
@@ -632,6 +632,32 @@ mod tests {
         assert!(matches!(
             f.on_packet(0, 7, 15000, false, Some(frame(1, false)), t),
             Decision::Forward { seq: 6, .. }
+        ));
+    }
+
+    #[test]
+    fn a_late_frame_stamped_zero_that_was_never_skipped_goes_out_too() {
+        // Before anything was skipped, no picture counts as skipped: not even one whose RTP
+        // timestamp is 0, where the clock wraps.
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_temporal_target(1);
+        let frame = |tid| Temporal {
+            tid,
+            sync: false,
+            frame_start: true,
+        };
+        assert!(matches!(
+            f.on_packet(0, 10, u32::MAX - 2999, true, Some(frame(0)), t),
+            Decision::Forward { seq: 10, .. }
+        ));
+        assert!(matches!(
+            f.on_packet(0, 12, 3000, false, Some(frame(1)), t),
+            Decision::Forward { seq: 12, .. }
+        ));
+        assert!(matches!(
+            f.on_packet(0, 11, 0, false, Some(frame(2)), t),
+            Decision::Forward { seq: 11, .. }
         ));
     }
 
