@@ -59,7 +59,7 @@ impl ResendWindow {
     }
 
     /// The step that answers a NACK and one repeat over `rtt`.
-    pub fn needed(rtt: Duration) -> Duration {
+    fn needed(rtt: Duration) -> Duration {
         let want = rtt.saturating_mul(2).saturating_add(SLACK);
         STEPS
             .iter()

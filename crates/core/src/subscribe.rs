@@ -36,10 +36,27 @@ pub(crate) fn size_resend_caches(p: &mut crate::participant::Participant, window
         .collect();
     let mut api = p.peer_mut(PcKind::Subscriber).rtc.direct_api();
     for mid in mids {
-        if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-            tx.set_rtx_cache(crate::resend::MAX_PACKETS, window, RTX_RATIO_CAP);
-        }
+        size_resend_cache(&mut api, mid, MediaKind::Video, window);
     }
+}
+
+/// Size the resend cache of the stream sent on `mid`: `window` (the subscriber's, `resend.rs`)
+/// for video; audio is never resent (a token cache).
+fn size_resend_cache(
+    api: &mut str0m::change::DirectApi<'_>,
+    mid: Mid,
+    kind: MediaKind,
+    window: std::time::Duration,
+) {
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return;
+    };
+    let (packets, age) = if kind.is_video() {
+        (crate::resend::MAX_PACKETS, window)
+    } else {
+        RTX_CACHE_AUDIO
+    };
+    tx.set_rtx_cache(packets, age, RTX_RATIO_CAP);
 }
 
 impl Shard {
@@ -314,19 +331,11 @@ impl Shard {
             })
             .collect();
         // Resends are kept for the NACK window only (str0m's default, 3 s and 1,024 packets per
-        // stream, was most of the memory per subscribed video track): the subscriber's window
-        // for video (`resend.rs`); audio is never resent.
+        // stream, was most of the memory per subscribed video track).
         let window = p.resend.current();
         let mut api = p.peer_mut(PcKind::Subscriber).rtc.direct_api();
         for &(_, mid, kind) in &fresh {
-            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
-                let (packets, age) = if kind.is_video() {
-                    (crate::resend::MAX_PACKETS, window)
-                } else {
-                    RTX_CACHE_AUDIO
-                };
-                tx.set_rtx_cache(packets, age, RTX_RATIO_CAP);
-            }
+            size_resend_cache(&mut api, mid, kind, window);
         }
         for (tkey, _, _) in fresh {
             self.update_wish(tkey);
