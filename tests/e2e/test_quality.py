@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -49,20 +50,54 @@ class FreezeWatch:
     def __init__(self, peer: Peer):
         self.peer = peer
         self.longest = 0.0
+        # When the longest stillness began (UTC, as the server's log writes it), to find it there.
+        self.longest_from = ""
         self.task = asyncio.ensure_future(self._run())
 
     async def _run(self):
-        last, since = self.peer.video_frames("A/camera"), time.monotonic()
+        last, since, since_wall = self.peer.video_frames("A/camera"), time.monotonic(), time.time()
         while True:
             await asyncio.sleep(0.05)
             n, now = self.peer.video_frames("A/camera"), time.monotonic()
             if n != last:
-                last, since = n, now
-            self.longest = max(self.longest, now - since)
+                last, since, since_wall = n, now, time.time()
+            if now - since > self.longest:
+                self.longest = now - since
+                self.longest_from = datetime.fromtimestamp(since_wall, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
     def stop(self) -> float:
         self.task.cancel()
         return self.longest
+
+
+class InboundTimeline:
+    """Samples what a peer's video receiver reports (libwebrtc's inbound-rtp stats) twice a
+    second, to print beside the server's log when a freeze fails a test."""
+
+    FIELDS = (
+        "packets_lost", "nack_count", "pli_count", "retransmitted_packets_received",
+        "frames_decoded", "key_frames_decoded", "frames_dropped", "frame_width",
+    )  # fmt: skip
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+        self.rows: list[str] = []
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self):
+        while True:
+            stats = await self.peer.room.get_rtc_stats()
+            for s in [*stats.subscriber_stats, *stats.publisher_stats]:
+                if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "video":
+                    at = datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+                    r, i = s.inbound_rtp.received, s.inbound_rtp.inbound
+                    values = " ".join(f"{f}={getattr(r if f == 'packets_lost' else i, f)}" for f in self.FIELDS)
+                    self.rows.append(f"{at} received={r.packets_received} {values}")
+            await asyncio.sleep(0.5)
+
+    def stop(self) -> str:
+        self.task.cancel()
+        return "\n".join(self.rows)
 
 
 async def outbound_active(peer: Peer) -> dict[str, bool]:
@@ -372,20 +407,24 @@ async def test_a_subscriber_behind_400_kbits_keeps_decoding_a_lower_layer_and_cl
             await wait_for(lambda: size(slow) in (LOW, SD), 20, "S to move to a lower layer")
             # Settled: S decodes without a freeze, hears its audio, and F is untouched.
             await asyncio.sleep(6)
-            watch = FreezeWatch(slow)
+            watch, timeline = FreezeWatch(slow), InboundTimeline(slow)
             mark = len(server.log())
             got0, lost0 = await audio_counts(slow)
             await asyncio.sleep(10)
-            frozen = watch.stop()
+            frozen, received = watch.stop(), timeline.stop()
             got1, lost1 = await audio_counts(slow)
             settled_size = size(slow)
+            if frozen >= 1.0:
+                print(f"S's video receiver meanwhile:\n{received}")
             # Simulcast layer switches the server made for S meanwhile (each one a keyframe).
             sid = slow.room.local_participant.sid
             switches = sum(1 for line in server.log()[mark:].splitlines() if "layer target" in line and sid in line)
             got, lost = got1 - got0, lost1 - lost0
-            print(f"BWE_400 size={settled_size} frozen={frozen:.2f} audio_lost={lost}/{got + lost} switches={switches}")
+            print(f"BWE_400 size={settled_size} frozen={frozen:.2f} from={watch.longest_from} audio_lost={lost}/{got + lost} switches={switches}")
             assert settled_size in (LOW, SD), f"S decodes {settled_size} behind 400 kbit/s"
-            assert frozen < 1.0, f"S's video stood still for {frozen:.2f} s behind 400 kbit/s ({settled_size})"
+            assert frozen < 1.0, (
+                f"S's video stood still for {frozen:.2f} s from {watch.longest_from} UTC behind 400 kbit/s ({settled_size})"
+            )
             assert got > 400, f"S received {got} audio packets in 10 s"
             assert lost / (got + lost) < 0.01, f"S lost {lost} of {got + lost} audio packets"
             # F's own estimate is its own business (on this loaded machine it wobbles between

@@ -411,10 +411,23 @@ pub struct Totals {
 
 /// Allocate `estimate` bits per second over `wants`, writing one grant per want to `grants`.
 pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut Vec<Grant>) -> Totals {
+    allocate_within(estimate, TEMPORAL_SLACK, wants, allow_pause, grants)
+}
+
+/// [`allocate`], temporal steps taking the allocation at most `slack` (a share of the
+/// estimate) over it: [`TEMPORAL_SLACK`], or none while a queue stands on the subscriber's
+/// path (`standing_queue.rs`), where the estimate is already more than the link carries.
+pub fn allocate_within(
+    estimate: u64,
+    slack: f64,
+    wants: &[Want],
+    allow_pause: bool,
+    grants: &mut Vec<Grant>,
+) -> Totals {
     grants.clear();
     grants.resize(wants.len(), Grant::Paused);
     let mut budget = estimate as f64;
-    let mut slack = estimate as f64 * TEMPORAL_SLACK;
+    let mut slack = estimate as f64 * slack;
     let mut totals = Totals::default();
     for w in wants {
         if let Some(max) = w.max {
@@ -898,6 +911,10 @@ mod tests {
         let (g, t) = run(estimate, &[w], true);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 1))], "estimate {estimate}");
         assert!(t.allocated > estimate);
+        // While a queue stands on the path there is no slack: not taken.
+        let mut g = Vec::new();
+        allocate_within(estimate, 0.0, &[w], true, &mut g);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
         // Without the slack it would not fit: a little less estimate than the slack covers.
         let (g, _) = run((needs / (1.0 + TEMPORAL_SLACK * 1.5)) as u64, &[w], true);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);

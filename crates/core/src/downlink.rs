@@ -14,10 +14,13 @@ use livekit_protocol as lk;
 use str0m::bwe::Bitrate;
 use tracing::{debug, info};
 
-use crate::allocator::{allocate, default_video_bps, Class, Grant, Rung, Want, DEFAULT_AUDIO_BPS, RUNGS};
+use crate::allocator::{
+    allocate_within, default_video_bps, Class, Grant, Rung, Want, DEFAULT_AUDIO_BPS, RUNGS, TEMPORAL_SLACK,
+};
 use crate::forwarder::{Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, TrackKey};
 use crate::shard::Shard;
+use crate::standing_queue::StandingQueue;
 use crate::temporal::TEMPORAL_LAYERS;
 use crate::track::{DownTrack, Track};
 
@@ -42,7 +45,19 @@ pub struct Downlink {
     /// newest at `turn % SAMPLES`.
     samples: [u64; SAMPLES],
     turn: usize,
+    /// Whether a queue stands on the path, from the receiver's round trips.
+    pub queue: StandingQueue,
+    /// While a queue stands, and for [`PAD_COOLDOWN`] after it drained: the rate padding is
+    /// held under, and until when (`None`: while the queue stands).
+    pad_cap: Option<(u64, Option<Instant>)>,
 }
+
+/// What padding is held under while a queue stands on the path: this share of the estimate
+/// when the queue was found. Media then leaves room for the queue to drain.
+const PAD_CAP_SHARE: f64 = 0.8;
+/// How long padding stays held after a standing queue drained: the estimate it would pad up
+/// to again is the one that filled the queue.
+const PAD_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Below this estimate a subscriber's forwarded video is paced by str0m (at 1.1x the
 /// estimate) instead of leaving in one burst per loop turn. On a link this narrow one large
@@ -62,6 +77,28 @@ impl Downlink {
     /// Whether forwarded video is paced ([`PACE_BELOW_BPS`]; never without an estimate).
     pub fn paced(&self) -> bool {
         self.estimate.is_some_and(|e| e < PACE_BELOW_BPS)
+    }
+
+    /// A round trip the receiver reported at `now`. Returns whether a queue stands on the
+    /// path when that changes (`standing_queue.rs`); padding is held under what was sent while
+    /// one stands, and for [`PAD_COOLDOWN`] after.
+    pub fn on_rtt(&mut self, now: Instant, rtt: std::time::Duration) -> Option<bool> {
+        let changed = self.queue.on_rtt(now, rtt)?;
+        if changed {
+            let estimate = self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS);
+            self.pad_cap = Some(((estimate as f64 * PAD_CAP_SHARE) as u64, None));
+        } else if let Some((cap, _)) = self.pad_cap {
+            self.pad_cap = Some((cap, Some(now + PAD_COOLDOWN)));
+        }
+        Some(changed)
+    }
+
+    /// The rate padding is held under at `now`, if any.
+    fn pad_cap(&self, now: Instant) -> Option<u64> {
+        match self.pad_cap {
+            Some((cap, until)) if until.is_none_or(|u| now < u) => Some(cap),
+            _ => None,
+        }
     }
 
     /// Record this turn's estimate; returns (the highest of the last second, the lowest of
@@ -98,11 +135,12 @@ impl Downlink {
         } else {
             0
         };
+        let minimum = self.pad_cap(now).map_or(minimum, |cap| minimum.min(cap));
         let set = if self.lowered {
             self.lowered = false;
             self.next_probe = Some(now + PROBE_INTERVAL);
             Some(wanted)
-        } else if held && self.next_probe.is_some_and(|at| now >= at) {
+        } else if held && !self.queue.standing() && self.next_probe.is_some_and(|at| now >= at) {
             self.lowered = true;
             Some(floor)
         } else {
@@ -216,14 +254,23 @@ impl Shard {
             };
             s.wants.push(want(dt, t, now));
         }
-        let totals = allocate(down_by, &s.wants, allow_pause, &mut s.grants);
-        allocate(up_by, &s.wants, allow_pause, &mut s.grants_high);
+        // No temporal step over the estimate while a queue stands on the path.
+        let slack = if p.downlink.queue.standing() {
+            0.0
+        } else {
+            TEMPORAL_SLACK
+        };
+        let allocate = |estimate, grants: &mut Vec<Grant>| {
+            allocate_within(estimate, slack, &s.wants, allow_pause, grants)
+        };
+        let totals = allocate(down_by, &mut s.grants);
+        allocate(up_by, &mut s.grants_high);
         // At the latest estimate: the same allocation as at the highest of the last second
         // whenever the latest is that highest (a flat or rising estimate).
         if estimate == down_by {
             s.grants_latest.clone_from(&s.grants);
         } else {
-            allocate(estimate, &s.wants, allow_pause, &mut s.grants_latest);
+            allocate(estimate, &mut s.grants_latest);
         }
         let Some(p) = self.participants.get_mut(&key) else {
             return;
@@ -388,5 +435,57 @@ fn layer_bps(t: &Track, rung: Rung) -> u64 {
         Some(l) => default_video_bps(l.height.min(l.width)),
         // No layers announced: a single stream at the track's size.
         None => default_video_bps(t.info.height.min(t.info.width)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// A subscriber held at 300 kbit/s of the 1.4 Mbit/s it asked for, on an estimate of
+    /// 370 kbit/s, the next step 100 kbit/s up.
+    fn held() -> Downlink {
+        Downlink {
+            estimate: Some(370_000),
+            allocated: 300_000,
+            ..Downlink::default()
+        }
+    }
+
+    #[test]
+    fn a_standing_queue_holds_padding_under_what_was_sent_until_after_it_drained() {
+        let t0 = Instant::now();
+        let mut d = held();
+        assert_eq!(
+            d.next_rates(t0, 1_400_000, 100_000),
+            Some((412_500, 1_400_000)),
+            "pads for the next step"
+        );
+        assert_eq!(d.on_rtt(t0, MS(2)), None);
+        assert_eq!(d.on_rtt(t0 + MS(1_000), MS(470)), Some(true));
+        let (minimum, _) = d
+            .next_rates(t0 + MS(1_500), 1_400_000, 100_000)
+            .expect("the minimum drops");
+        assert_eq!(minimum, 296_000, "0.8 of the estimate when the queue was found");
+        // No probe while the queue stands, however long it waits.
+        assert_eq!(d.next_rates(t0 + MS(60_000), 1_400_000, 100_000), None);
+        // Drained: probes go on at once, padding stays held for a while, then pads for the
+        // next step again.
+        assert_eq!(d.on_rtt(t0 + MS(61_000), MS(3)), Some(false));
+        let probe = d.next_rates(t0 + MS(61_500), 1_400_000, 100_000);
+        assert_eq!(
+            probe,
+            Some((296_000, 370_000)),
+            "the desired rate lowered for a probe"
+        );
+        d.next_rates(t0 + MS(62_000), 1_400_000, 100_000);
+        assert_eq!(d.minimum, 296_000);
+        let after = t0 + MS(61_000) + PAD_COOLDOWN;
+        d.next_rates(after, 1_400_000, 100_000); // (a probe's lowered turn)
+        d.next_rates(after + MS(500), 1_400_000, 100_000);
+        assert_eq!(d.minimum, 412_500);
     }
 }

@@ -44,6 +44,7 @@ pub mod shard;
 mod signal;
 pub mod single_pc;
 pub mod speakers;
+pub mod standing_queue;
 mod subscribe;
 pub mod svc;
 pub mod temporal;

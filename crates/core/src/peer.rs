@@ -1,7 +1,7 @@
 //! One str0m peer connection of a hosted participant, and how the shard builds it.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::{Mid, Rid};
 use str0m::{Candidate, Rtc};
@@ -67,17 +67,29 @@ pub struct Peer {
 pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Per stream (mid, rid): the last cumulative [NACKs, packets lost, packets sent] str0m
-/// reported.
+/// reported, and the last round trip.
 #[derive(Default)]
-pub struct StreamTotals(rustc_hash::FxHashMap<(Mid, Option<Rid>), [u64; 3]>);
+pub struct StreamTotals(rustc_hash::FxHashMap<(Mid, Option<Rid>), StreamLast>);
+
+/// What a stream's reports said last.
+type StreamLast = ([u64; 3], Option<Duration>);
 
 impl StreamTotals {
     /// Record a stream's cumulative counts; returns how much each grew since the last report.
     pub fn update(&mut self, mid: Mid, rid: Option<Rid>, now: [u64; 3]) -> [u64; 3] {
-        let last = self.0.entry((mid, rid)).or_default();
+        let (last, _) = self.0.entry((mid, rid)).or_default();
         let grew = std::array::from_fn(|i| now[i].saturating_sub(last[i]));
         *last = std::array::from_fn(|i| last[i].max(now[i]));
         grew
+    }
+
+    /// Record the round trip a stream's report carries; returns it when it is new. str0m
+    /// repeats a stream's last round trip in every report until the receiver's next receiver
+    /// report about that stream (libwebrtc reports audio every 5 s, video every second), and a
+    /// stale one would speak for a queue that has long changed.
+    pub fn fresh_rtt(&mut self, mid: Mid, rid: Option<Rid>, rtt: Duration) -> Option<Duration> {
+        let (_, last) = self.0.entry((mid, rid)).or_default();
+        (last.replace(rtt) != Some(rtt)).then_some(rtt)
     }
 }
 
