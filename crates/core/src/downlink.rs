@@ -47,13 +47,13 @@ pub struct Downlink {
     turn: usize,
     /// Whether a queue stands on the path, from the receiver's round trips.
     pub queue: StandingQueue,
-    /// While a queue stands, and for [`PAD_COOLDOWN`] after it drained: the rate padding is
-    /// held under, and until when (`None`: while the queue stands).
-    pad_cap: Option<(u64, Option<Instant>)>,
+    /// Whether padding is held under [`PAD_CAP_SHARE`] of the estimate, and until when
+    /// (`Some(None)`: while a queue stands; then for [`PAD_COOLDOWN`] after it drained).
+    pad_capped: Option<Option<Instant>>,
 }
 
-/// What padding is held under while a queue stands on the path: this share of the estimate
-/// when the queue was found. Media then leaves room for the queue to drain.
+/// What padding is held under while a queue stands on the path: this share of the estimate.
+/// Media then leaves room for the queue to drain.
 const PAD_CAP_SHARE: f64 = 0.8;
 /// How long padding stays held after a standing queue drained: the estimate it would pad up
 /// to again is the one that filled the queue.
@@ -80,25 +80,19 @@ impl Downlink {
     }
 
     /// A round trip the receiver reported at `now`. Returns whether a queue stands on the
-    /// path when that changes (`standing_queue.rs`); padding is held under what was sent while
-    /// one stands, and for [`PAD_COOLDOWN`] after.
+    /// path when that changes (`standing_queue.rs`); padding is held under
+    /// [`PAD_CAP_SHARE`] of the estimate while one stands, and for [`PAD_COOLDOWN`] after.
     pub fn on_rtt(&mut self, now: Instant, rtt: std::time::Duration) -> Option<bool> {
         let changed = self.queue.on_rtt(now, rtt)?;
-        if changed {
-            let estimate = self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS);
-            self.pad_cap = Some(((estimate as f64 * PAD_CAP_SHARE) as u64, None));
-        } else if let Some((cap, _)) = self.pad_cap {
-            self.pad_cap = Some((cap, Some(now + PAD_COOLDOWN)));
-        }
+        self.pad_capped = Some((!changed).then_some(now + PAD_COOLDOWN));
         Some(changed)
     }
 
     /// The rate padding is held under at `now`, if any.
     fn pad_cap(&self, now: Instant) -> Option<u64> {
-        match self.pad_cap {
-            Some((cap, until)) if until.is_none_or(|u| now < u) => Some(cap),
-            _ => None,
-        }
+        let capped = self.pad_capped.is_some_and(|until| until.is_none_or(|u| now < u));
+        let estimate = self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS);
+        capped.then_some((estimate as f64 * PAD_CAP_SHARE) as u64)
     }
 
     /// Record this turn's estimate; returns (the highest of the last second, the lowest of
@@ -255,11 +249,8 @@ impl Shard {
             s.wants.push(want(dt, t, now));
         }
         // No temporal step over the estimate while a queue stands on the path.
-        let slack = if p.downlink.queue.standing() {
-            0.0
-        } else {
-            TEMPORAL_SLACK
-        };
+        let standing = p.downlink.queue.standing();
+        let slack = if standing { 0.0 } else { TEMPORAL_SLACK };
         let allocate = |estimate, grants: &mut Vec<Grant>| {
             allocate_within(estimate, slack, &s.wants, allow_pause, grants)
         };
@@ -295,7 +286,7 @@ impl Shard {
                 continue;
             }
             let settled = dt.grant.settle(*latest, *low, *high);
-            let grant = &dt.climb.hold(now, dt.grant, settled);
+            let grant = &no_climb(standing, dt.grant, dt.climb.hold(now, dt.grant, settled));
             match (grant, w.max) {
                 (Grant::UpTo(r), Some(max)) => {
                     let r = (*r).min(max);
@@ -344,6 +335,17 @@ impl Shard {
             });
             self.send_to(key, msg);
         }
+    }
+}
+
+/// While a queue stands on the subscriber's path (`standing_queue.rs`) a track keeps what it
+/// has or goes down, never up: the link is full already, and the estimate can still rise
+/// above what it carries (str0m's loss controller raises it at a few per cent of loss).
+fn no_climb(standing: bool, have: Grant, next: Grant) -> Grant {
+    match (have, next) {
+        (Grant::UpTo(h), Grant::UpTo(n)) if standing && n > h => have,
+        (Grant::Paused, Grant::UpTo(_)) if standing => have,
+        _ => next,
     }
 }
 
@@ -456,6 +458,17 @@ mod tests {
     }
 
     #[test]
+    fn while_a_queue_stands_tracks_go_down_but_not_up() {
+        let (low, high) = (Grant::UpTo(Rung::new(1, 0)), Grant::UpTo(Rung::new(1, 1)));
+        assert_eq!(no_climb(true, low, high), low);
+        assert_eq!(no_climb(true, Grant::Paused, low), Grant::Paused);
+        assert_eq!(no_climb(true, high, low), low);
+        assert_eq!(no_climb(true, low, Grant::Paused), Grant::Paused);
+        assert_eq!(no_climb(false, low, high), high);
+        assert_eq!(no_climb(false, Grant::Paused, low), low);
+    }
+
+    #[test]
     fn a_standing_queue_holds_padding_under_what_was_sent_until_after_it_drained() {
         let t0 = Instant::now();
         let mut d = held();
@@ -469,7 +482,7 @@ mod tests {
         let (minimum, _) = d
             .next_rates(t0 + MS(1_500), 1_400_000, 100_000)
             .expect("the minimum drops");
-        assert_eq!(minimum, 296_000, "0.8 of the estimate when the queue was found");
+        assert_eq!(minimum, 296_000, "0.8 of the estimate");
         // No probe while the queue stands, however long it waits.
         assert_eq!(d.next_rates(t0 + MS(60_000), 1_400_000, 100_000), None);
         // Drained: probes go on at once, padding stays held for a while, then pads for the
