@@ -338,12 +338,16 @@ impl Shard {
     }
 }
 
-/// While a queue stands on the subscriber's path (`standing_queue.rs`) a track keeps what it
-/// has or goes down, never up: the link is full already, and the estimate can still rise
-/// above what it carries (str0m's loss controller raises it at a few per cent of loss).
+/// While a queue stands on the subscriber's path (`standing_queue.rs`) a track does not climb
+/// to a higher layer (a keyframe into a full queue), nor resume: the link is full already, and
+/// the estimate can still rise above what it carries (str0m's loss controller raises it at a
+/// few per cent of loss). Temporal steps within its layer stay free: a track that fell to its
+/// base temporal layer in a dip of the estimate comes back up without waiting for the queue.
 fn no_climb(standing: bool, have: Grant, next: Grant) -> Grant {
     match (have, next) {
-        (Grant::UpTo(h), Grant::UpTo(n)) if standing && n > h => have,
+        (Grant::UpTo(h), Grant::UpTo(n)) if standing && n.layer() > h.layer() => {
+            Grant::UpTo(Rung::top_of(h.layer()))
+        }
         (Grant::Paused, Grant::UpTo(_)) if standing => have,
         _ => next,
     }
@@ -458,13 +462,19 @@ mod tests {
     }
 
     #[test]
-    fn while_a_queue_stands_tracks_go_down_but_not_up() {
+    fn while_a_queue_stands_tracks_take_no_higher_layer_and_do_not_resume() {
         let (low, high) = (Grant::UpTo(Rung::new(1, 0)), Grant::UpTo(Rung::new(1, 1)));
-        assert_eq!(no_climb(true, low, high), low);
+        let up = Grant::UpTo(Rung::new(2, 0));
+        assert_eq!(
+            no_climb(true, low, high),
+            high,
+            "a temporal step within the layer"
+        );
+        assert_eq!(no_climb(true, low, up), Grant::UpTo(Rung::top_of(1)));
         assert_eq!(no_climb(true, Grant::Paused, low), Grant::Paused);
         assert_eq!(no_climb(true, high, low), low);
         assert_eq!(no_climb(true, low, Grant::Paused), Grant::Paused);
-        assert_eq!(no_climb(false, low, high), high);
+        assert_eq!(no_climb(false, low, up), up);
         assert_eq!(no_climb(false, Grant::Paused, low), low);
     }
 
