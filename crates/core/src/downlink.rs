@@ -47,9 +47,8 @@ pub struct Downlink {
     turn: usize,
     /// Whether a queue stands on the path, from the receiver's round trips.
     pub queue: StandingQueue,
-    /// Whether padding is held under [`PAD_CAP_SHARE`] of the estimate, and until when
-    /// (`Some(None)`: while a queue stands; then for [`PAD_COOLDOWN`] after it drained).
-    pad_capped: Option<Option<Instant>>,
+    /// When the last standing queue drained: padding stays held for [`PAD_COOLDOWN`] after.
+    drained_at: Option<Instant>,
 }
 
 /// What padding is held under while a queue stands on the path: this share of the estimate.
@@ -83,14 +82,16 @@ impl Downlink {
     /// path when that changes (`standing_queue.rs`); padding is held under
     /// [`PAD_CAP_SHARE`] of the estimate while one stands, and for [`PAD_COOLDOWN`] after.
     pub fn on_rtt(&mut self, now: Instant, rtt: std::time::Duration) -> Option<bool> {
-        let changed = self.queue.on_rtt(now, rtt)?;
-        self.pad_capped = Some((!changed).then_some(now + PAD_COOLDOWN));
-        Some(changed)
+        let standing = self.queue.on_rtt(now, rtt)?;
+        if !standing {
+            self.drained_at = Some(now);
+        }
+        Some(standing)
     }
 
     /// The rate padding is held under at `now`, if any.
     fn pad_cap(&self, now: Instant) -> Option<u64> {
-        let capped = self.pad_capped.is_some_and(|until| until.is_none_or(|u| now < u));
+        let capped = self.queue.standing() || self.drained_at.is_some_and(|at| now < at + PAD_COOLDOWN);
         let estimate = self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS);
         capped.then_some((estimate as f64 * PAD_CAP_SHARE) as u64)
     }
@@ -479,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn a_standing_queue_holds_padding_under_what_was_sent_until_after_it_drained() {
+    fn a_standing_queue_holds_padding_under_most_of_the_estimate_until_after_it_drained() {
         let t0 = Instant::now();
         let mut d = held();
         assert_eq!(

@@ -53,14 +53,12 @@ impl Shard {
                     self.stats.lost_out += lost;
                     p.link.down_sent += sent;
                     p.link.down_lost += lost;
-                    let fresh = st
-                        .rtt
-                        .and_then(|rtt| p.peer_mut(pc).stream_totals.fresh_rtt(st.mid, st.rid, rtt));
-                    if let Some(standing) = fresh.and_then(|rtt| p.downlink.on_rtt(now, rtt)) {
-                        let base = p.downlink.queue.base();
-                        debug!(participant = %p.sid, rtt = ?fresh, ?base, standing, "standing queue on the downlink");
-                    }
                     if let Some(rtt) = st.rtt {
+                        let fresh = p.peer_mut(pc).stream_totals.fresh_rtt(st.mid, st.rid, rtt);
+                        if let Some(standing) = fresh.and_then(|rtt| p.downlink.on_rtt(now, rtt)) {
+                            let base = p.downlink.queue.base();
+                            debug!(participant = %p.sid, ?rtt, ?base, standing, "standing queue on the downlink");
+                        }
                         p.link.rtt_seen(rtt);
                         if let Some(window) = p.resend.on_rtt(now, rtt) {
                             debug!(participant = %p.sid, ?rtt, ?window, "resend window");
