@@ -77,11 +77,31 @@ pub const TEMPORAL_HEADROOM: f64 = 1.03;
 /// How far over the estimate temporal steps within the simulcast layer a track is on may take
 /// the allocation, as a share of the estimate (one allowance for all of a subscriber's
 /// tracks). str0m's estimate settles below what a link carries (a 1,200 kbit/s link at
-/// 1,030–1,150, `bench/limits.sh`), which left such a link on the top layer's 7.5 fps rung
+/// 950–1,150, `bench/limits.sh`), which left such a link on the top layer's 7.5 fps rung
 /// where its 15 fps one fits. Such a step needs no keyframe, and `Grant::settle` gives it back
-/// at the first estimate that no longer carries it, before an overfilled queue pulls the
-/// estimate down further.
-pub const TEMPORAL_SLACK: f64 = 0.10;
+/// at the first estimate that no longer carries it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Slack {
+    /// For a temporal step a track does not have yet.
+    pub step: f64,
+    /// For temporal layers a track already has: more than for a step, so that the dips of an
+    /// estimate that sits below the link (str0m's falls by 5 % at a time, from 1,070 to
+    /// 960 kbit/s in 3 s on that 1,200 kbit/s link while it carried the 15 fps rung) do not
+    /// take the rung away and give it back every few seconds. What guards the link instead is
+    /// the queue: while one stands there is no slack at all ([`Slack::NONE`]).
+    pub keep: f64,
+}
+
+impl Slack {
+    /// Where no queue stands on the subscriber's path.
+    pub const CLEAR: Slack = Slack {
+        step: 0.10,
+        keep: 0.20,
+    };
+    /// While a queue stands (`standing_queue.rs`): the estimate is already more than the link
+    /// carries.
+    pub const NONE: Slack = Slack { step: 0.0, keep: 0.0 };
+}
 
 /// A window shorter than this is not used to measure a layer's rate.
 const MIN_WINDOW_MS: u64 = 200;
@@ -411,15 +431,14 @@ pub struct Totals {
 
 /// Allocate `estimate` bits per second over `wants`, writing one grant per want to `grants`.
 pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut Vec<Grant>) -> Totals {
-    allocate_within(estimate, TEMPORAL_SLACK, wants, allow_pause, grants)
+    allocate_within(estimate, Slack::CLEAR, wants, allow_pause, grants)
 }
 
-/// [`allocate`], temporal steps taking the allocation at most `slack` (a share of the
-/// estimate) over it: [`TEMPORAL_SLACK`], or none while a queue stands on the subscriber's
-/// path (`standing_queue.rs`), where the estimate is already more than the link carries.
+/// [`allocate`], temporal steps taking the allocation at most `slack` (shares of the
+/// estimate) over it.
 pub fn allocate_within(
     estimate: u64,
-    slack: f64,
+    slack: Slack,
     wants: &[Want],
     allow_pause: bool,
     grants: &mut Vec<Grant>,
@@ -427,7 +446,6 @@ pub fn allocate_within(
     grants.clear();
     grants.resize(wants.len(), Grant::Paused);
     let mut budget = estimate as f64;
-    let mut slack = estimate as f64 * slack;
     let mut totals = Totals::default();
     for w in wants {
         if let Some(max) = w.max {
@@ -485,13 +503,18 @@ pub fn allocate_within(
                 (false, true) => extra * TEMPORAL_HEADROOM,
                 (false, false) => extra * UPGRADE_HEADROOM,
             };
-            let available = if temporal_step { budget + slack } else { budget };
+            // The budget goes below zero by what the slack lets temporal steps take over the
+            // estimate, so the allowance is shared by all of the subscriber's tracks.
+            // A temporal layer the track has, above its layer's base: the larger allowance.
+            let kept_temporal = keeps && next.layer() == at.layer();
+            let available = match (temporal_step, kept_temporal) {
+                (false, _) => budget,
+                (true, false) => budget + estimate as f64 * slack.step,
+                (true, true) => budget + estimate as f64 * slack.keep,
+            };
             // A rung that costs nothing more (a layer without temporal layers) is always taken.
             if extra > 0.0 && available < cost {
                 break;
-            }
-            if extra > budget {
-                slack -= extra - budget.max(0.0);
             }
             budget -= extra;
             at = next;
@@ -905,7 +928,7 @@ mod tests {
         // On the top layer at 7.5 fps, its 15 fps step (340k x 1.03 more) fits only with the
         // slack: taken.
         let needs = 680_000.0 + 340_000.0 * TEMPORAL_HEADROOM;
-        let estimate = (needs / (1.0 + TEMPORAL_SLACK / 2.0)) as u64;
+        let estimate = (needs / (1.0 + Slack::CLEAR.step / 2.0)) as u64;
         let mut w = on(2);
         w.current = Some(Rung::new(2, 0));
         let (g, t) = run(estimate, &[w], true);
@@ -913,16 +936,45 @@ mod tests {
         assert!(t.allocated > estimate);
         // While a queue stands on the path there is no slack: not taken.
         let mut g = Vec::new();
-        allocate_within(estimate, 0.0, &[w], true, &mut g);
+        allocate_within(estimate, Slack::NONE, &[w], true, &mut g);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
         // Without the slack it would not fit: a little less estimate than the slack covers.
-        let (g, _) = run((needs / (1.0 + TEMPORAL_SLACK * 1.5)) as u64, &[w], true);
+        let (g, _) = run((needs / (1.0 + Slack::CLEAR.step * 1.5)) as u64, &[w], true);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
         // From the middle layer, the top layer's first rung (180k x 1.15 more) gets no slack.
         let needs = 500_000.0 + 180_000.0 * UPGRADE_HEADROOM;
-        let estimate = (needs / (1.0 + TEMPORAL_SLACK / 2.0)) as u64;
+        let estimate = (needs / (1.0 + Slack::CLEAR.step / 2.0)) as u64;
         let (g, _) = run(estimate, &[on(1)], true);
         assert_eq!(g, [Grant::UpTo(Rung::top_of(1))], "estimate {estimate}");
+    }
+
+    #[test]
+    fn a_temporal_layer_a_track_has_is_kept_further_under_the_estimate_than_it_is_taken() {
+        let mut rates = ladder(SIMULCAST);
+        rates[6] = 680_000;
+        rates[7] = 1_020_000;
+        let at = |t: u8| Want {
+            rates,
+            current: Some(Rung::new(2, t)),
+            ..camera(2, Some(2))
+        };
+        // 15 % under what the top layer's 15 fps costs: more than the allowance for taking
+        // that step, less than the one for keeping it.
+        let estimate = (1_020_000.0 * 0.85) as u64;
+        assert!(estimate as f64 * (1.0 + Slack::CLEAR.step) < 1_020_000.0);
+        let (g, _) = run(estimate, &[at(0)], true);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))], "not taken at 7.5 fps");
+        let (g, _) = run(estimate, &[at(1)], true);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 1))], "kept at 15 fps");
+        // While a queue stands it is not kept.
+        let mut g = Vec::new();
+        allocate_within(estimate, Slack::NONE, &[at(1)], true, &mut g);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
+        // The layer's base is kept on the ordinary allowance, not the larger one: 12 % under
+        // the top layer's 7.5 fps (which the larger one would cover), the middle layer it is.
+        let estimate = 600_000;
+        let (g, _) = run(estimate, &[at(0)], true);
+        assert_eq!(g, [up(1)]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use str0m::bwe::Bitrate;
 use tracing::{debug, info};
 
 use crate::allocator::{
-    allocate_within, default_video_bps, Class, Grant, Rung, Want, DEFAULT_AUDIO_BPS, RUNGS, TEMPORAL_SLACK,
+    allocate_within, default_video_bps, Class, Grant, Rung, Slack, Want, DEFAULT_AUDIO_BPS, RUNGS,
 };
 use crate::forwarder::{Layer, MAX_LAYERS};
 use crate::ids::{ParticipantKey, TrackKey};
@@ -251,7 +251,7 @@ impl Shard {
         }
         // No temporal step over the estimate while a queue stands on the path.
         let standing = p.downlink.queue.standing();
-        let slack = if standing { 0.0 } else { TEMPORAL_SLACK };
+        let slack = if standing { Slack::NONE } else { Slack::CLEAR };
         let allocate = |estimate, grants: &mut Vec<Grant>| {
             allocate_within(estimate, slack, &s.wants, allow_pause, grants)
         };
