@@ -39,6 +39,10 @@ pub struct Downlink {
     /// probe for more, and whether the turn before lowered the desired rate to prepare it.
     next_probe: Option<Instant>,
     lowered: bool,
+    /// The wait between probes ([`PROBE_INTERVAL`] until one found nothing; zero: not set),
+    /// and what was allocated when the last probe began.
+    probe_wait: std::time::Duration,
+    probed_from: Option<u64>,
     /// What the last allocation sends.
     pub allocated: u64,
     /// The estimate at each of the last [`SAMPLES`] allocation turns (`u64::MAX`: none),
@@ -116,7 +120,11 @@ impl Downlink {
     ///   (never above its estimate), so the estimate can grow while the video it would carry
     ///   is held back (str0m's estimate grows only with what is sent);
     /// - every [`PROBE_INTERVAL`] the desired rate is lowered to the estimate for one turn
-    ///   and raised again the next, which str0m answers with a probe.
+    ///   and raised again the next, which str0m answers with a probe; after a probe that
+    ///   found nothing (no more allocated by the next one) the wait doubles, up to
+    ///   [`PROBE_INTERVAL_MAX`]. A probe into a link that is full already fills its queue:
+    ///   the estimate it leaves is higher for a turn and lower for seconds (a 300 kbit/s
+    ///   link: 417 kbit/s, then 190), and the dip takes temporal layers away.
     fn next_rates(&mut self, now: Instant, wanted: u64, step: u64) -> Option<(u64, u64)> {
         let held = self.estimate.is_some() && self.allocated < wanted;
         // str0m caps every probe at twice the desired rate and takes a probe's result as its
@@ -132,21 +140,36 @@ impl Downlink {
         };
         let minimum = self.pad_cap(now).map_or(minimum, |cap| minimum.min(cap));
         let set = if self.lowered {
+            // The probe begins: the one before it found room if more is allocated now than
+            // when it began.
             self.lowered = false;
-            self.next_probe = Some(now + PROBE_INTERVAL);
+            let found = |from: u64| self.allocated as f64 > from as f64 * (1.0 + PROBE_FOUND);
+            self.probe_wait = match self.probed_from {
+                Some(from) if !found(from) => (self.probe_wait * 2).clamp(PROBE_INTERVAL, PROBE_INTERVAL_MAX),
+                _ => PROBE_INTERVAL,
+            };
+            self.probed_from = Some(self.allocated);
+            self.next_probe = Some(now + self.probe_wait);
             Some(wanted)
         } else if held && !self.queue.standing() && self.next_probe.is_some_and(|at| now >= at) {
             self.lowered = true;
             Some(floor)
         } else {
             let last = self.desired as f64;
-            ((wanted as f64 - last).abs() > last * DESIRED_CHANGE).then_some(wanted)
+            let moved = (wanted as f64 - last).abs() > last * DESIRED_CHANGE;
+            if moved && wanted > self.desired {
+                // More is asked for: probing for it starts over.
+                self.probed_from = None;
+                self.next_probe = self.next_probe.map(|at| at.min(now + PROBE_INTERVAL));
+            }
+            moved.then_some(wanted)
         };
         if held && self.next_probe.is_none() {
             self.next_probe = Some(now + PROBE_INTERVAL);
         }
         if !held {
             self.next_probe = None;
+            self.probed_from = None;
         }
         let desired = set.unwrap_or(self.desired);
         if desired == self.desired && minimum == self.minimum {
@@ -167,6 +190,11 @@ const DESIRED_CHANGE: f64 = 0.1;
 /// probe, 15 s later (its application-limited probes do not run while the low layer fills
 /// most of the old estimate).
 const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+/// The longest wait between probes that find nothing: a link that widens is found within it
+/// (`test_quality.py` waits 40 s for the climb back to the top layer when the limit lifts).
+const PROBE_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(12);
+/// A probe found room when the allocation rose by more than this share by the next probe.
+const PROBE_FOUND: f64 = 0.05;
 
 /// Reused buffers of the allocation (no allocation per turn once warm).
 #[derive(Default)]
@@ -477,6 +505,34 @@ mod tests {
         assert_eq!(no_climb(true, low, Grant::Paused), Grant::Paused);
         assert_eq!(no_climb(false, low, up), up);
         assert_eq!(no_climb(false, Grant::Paused, low), low);
+    }
+
+    #[test]
+    fn probes_that_find_nothing_come_less_often_and_one_that_finds_room_resets_the_wait() {
+        let t0 = Instant::now();
+        let mut d = held();
+        let mut probes = Vec::new();
+        let turn = |d: &mut Downlink, ms: u64, probes: &mut Vec<u64>| {
+            if let Some((_, desired)) = d.next_rates(t0 + MS(ms), 1_400_000, 100_000) {
+                if desired == 370_000 {
+                    probes.push(ms);
+                }
+            }
+        };
+        for ms in (0..60_000).step_by(500) {
+            turn(&mut d, ms, &mut probes);
+        }
+        // Lowered for a probe 3 s after the hold began, then 3 s after each probe began (the
+        // turn after), each gap doubling after a probe found nothing, up to 12 s.
+        assert_eq!(probes, [3_000, 6_500, 13_000, 25_500, 38_000, 50_500]);
+        // Something climbed after the probe that began at 51 s: the gap after the next one is
+        // 3 s again, and doubles again after that one found nothing more.
+        d.allocated = 400_000;
+        probes.clear();
+        for ms in (60_000..80_000).step_by(500) {
+            turn(&mut d, ms, &mut probes);
+        }
+        assert_eq!(probes, [63_000, 66_500, 73_000]);
     }
 
     #[test]
