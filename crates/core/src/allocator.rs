@@ -503,9 +503,9 @@ pub fn allocate_within(
                 (false, true) => extra * TEMPORAL_HEADROOM,
                 (false, false) => extra * UPGRADE_HEADROOM,
             };
-            // The budget goes below zero by what the slack lets temporal steps take over the
-            // estimate, so the allowance is shared by all of the subscriber's tracks.
-            // A temporal layer the track has, above its layer's base: the larger allowance.
+            // Temporal steps may take the budget below zero by the slack (one allowance for
+            // all of the subscriber's tracks, as the budget is); a temporal layer the track
+            // already has, above its layer's base, by the larger one.
             let kept_temporal = keeps && next.layer() == at.layer();
             let available = match (temporal_step, kept_temporal) {
                 (false, _) => budget,

@@ -16,8 +16,8 @@
 //! is above it is queue. [`StandingQueue`] reports a standing queue when a round trip exceeds
 //! that base by [`ON_ABOVE`], and its end when one comes within [`OFF_BELOW`]. The downlink
 //! then holds its padding under 0.8 of the estimate, starts no probe, gives temporal steps no
-//! slack over the estimate and lets no track climb to a higher layer (`Downlink::on_rtt`, `allocate_within`,
-//! `no_climb`), so the queue drains.
+//! slack over the estimate and lets no track climb to a higher layer (`Downlink::on_rtt`,
+//! `allocate_within`, `no_climb`), so the queue drains.
 //!
 //! The base is the lowest round trip of the last one to two [`BASE_WINDOW`]s: a path whose
 //! round trip rose for good (another route) becomes the new base within two windows.
