@@ -57,7 +57,8 @@ impl Shard {
                         let fresh = p.peer_mut(pc).stream_totals.fresh_rtt(st.mid, st.rid, rtt);
                         if let Some(standing) = fresh.and_then(|rtt| p.downlink.on_rtt(now, rtt)) {
                             let base = p.downlink.queue.base();
-                            debug!(participant = %p.sid, ?rtt, ?base, standing, "standing queue on the downlink");
+                            let estimate = p.downlink.estimate;
+                            debug!(participant = %p.sid, ?rtt, ?base, standing, ?estimate, "standing queue on the downlink");
                         }
                         p.link.rtt_seen(rtt);
                         if let Some(window) = p.resend.on_rtt(now, rtt) {

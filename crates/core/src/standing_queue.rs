@@ -15,8 +15,9 @@
 //! The round trip says what the estimator misses: the lowest one seen lately is the path, what
 //! is above it is queue. [`StandingQueue`] reports a standing queue when a round trip exceeds
 //! that base by [`ON_ABOVE`], and its end when one comes within [`OFF_BELOW`]. The downlink
-//! then holds its padding under 0.8 of the estimate, starts no probe, gives temporal steps no
-//! slack over the estimate and lets no track climb to a higher layer (`Downlink::on_rtt`,
+//! then allocates at no more than the estimate at which the queue was found, holds its
+//! padding under 0.8 of that, starts no probe, gives temporal steps no slack over the estimate
+//! and lets no track climb to a higher layer (`Downlink::ceiling`, `Downlink::on_rtt`,
 //! `allocate_within`, `no_climb`), so the queue drains.
 //!
 //! The base is the lowest round trip of the last one to two [`BASE_WINDOW`]s: a path whose
