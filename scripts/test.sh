@@ -117,3 +117,4 @@ PYLON_BIN=target/debug/pylon bench/compare.sh meeting-2 --duration 3s --out test
 
 step "five subscribers behind five downlinks (bench/limits.sh smoke run, server in a network namespace)"
 PYLON_BIN=target/debug/pylon bench/limits.sh --warmup 2s --duration 2s --out test-output/bench-smoke
+bench/limits-rungs.py test-output/bench/limits-1-server.log --warmup 2 --duration 2
