@@ -7,9 +7,10 @@
 
 Reads the server's `downlink grant` lines (debug level of `pylon_core::downlink`). A rung is
 `layer * 3 + temporal layer` (0: the low layer at 7.5 fps ... 8: the top layer at 30 fps), as
-`allocator::Rung` numbers them; `paused` while the video is paused. The window starts `--warmup` seconds after the subscriber
-joined, as `pylon load-test --warmup` measures. Prints, per subscriber, the seconds on each rung
-and every grant change inside the window with the estimate (kbit/s) it was made at.
+`allocator::Rung` numbers them; `paused` while the video is paused. The window starts
+`--warmup` seconds after the subscriber joined, as `pylon load-test --warmup` measures. Prints,
+per subscriber, the seconds on each rung and every grant change inside the window with the
+estimate (kbit/s) it was made at.
 """
 
 import argparse
@@ -41,7 +42,7 @@ def main():
     joined = {}
     for line in lines:
         m = JOINED.search(line)
-        if m and m.group(2).startswith("sub-") and (args.identity in (None, m.group(2))):
+        if m and m.group(2).startswith("sub-") and args.identity in (None, m.group(2)):
             joined.setdefault(m.group(1), (m.group(2), seconds(line)))
     for sid, (identity, at) in sorted(joined.items(), key=lambda kv: kv[1][0]):
         start, end = at + args.warmup, at + args.warmup + args.duration

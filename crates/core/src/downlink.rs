@@ -53,8 +53,9 @@ pub struct Downlink {
     pub queue: StandingQueue,
     /// When the last standing queue drained: padding stays held for [`PAD_COOLDOWN`] after.
     drained_at: Option<Instant>,
-    /// The estimate when the queue that stands now was found: nothing is allocated above it
-    /// until the queue drained ([`Downlink::ceiling`]).
+    /// The estimate when the queue that stands now was found (`None` while none stands, or
+    /// when there was no estimate): nothing is allocated above it until the queue drained
+    /// ([`Downlink::ceiling`]).
     found_at: Option<u64>,
 }
 
@@ -108,10 +109,7 @@ impl Downlink {
     /// froze 1.3 s. A dip below it and back (a temporal layer given back and taken again)
     /// stays free.
     pub fn ceiling(&self, estimate: u64) -> u64 {
-        match self.found_at {
-            Some(found) if self.queue.standing() => estimate.min(found),
-            _ => estimate,
-        }
+        self.found_at.map_or(estimate, |found| estimate.min(found))
     }
 
     /// The rate padding is held under at `now`, if any.
