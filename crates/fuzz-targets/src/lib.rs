@@ -15,6 +15,7 @@ pub mod ice_tcp_frames;
 pub mod join_request;
 pub mod keyframe;
 pub mod red;
+pub mod relay_direct;
 pub mod relay_frame;
 pub mod shard_admin;
 pub mod shard_datagram;

@@ -92,6 +92,7 @@ corpus_tests!(
     join_request,
     keyframe,
     red,
+    relay_direct,
     relay_frame,
     shard_admin,
     shard_datagram,

@@ -56,6 +56,7 @@ async fn main() {
             node: name.into(),
             region: "bench".into(),
             secrets: pylon_relay::Secrets::cluster(b"bench secret"),
+            direct_media: std::env::var_os("PYLON_QUIC_MEDIA").is_none(),
         };
         (
             Relay::bind(config, Arc::new(Count(received.clone(), tx))).unwrap(),

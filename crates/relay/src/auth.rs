@@ -329,6 +329,7 @@ mod replay {
             node: "acceptor".into(),
             region: "r".into(),
             secrets: Secrets::cluster(b"secret"),
+            direct_media: true,
         };
         let relay = Relay::bind(config, Arc::new(Nobody)).unwrap();
         let target = relay.local_addr().unwrap();

@@ -24,12 +24,16 @@ pub struct RelayConfig {
     /// Who may link: nodes of this region holding the cluster's secret, nodes of other
     /// regions holding the regions' secret.
     pub secrets: auth::Secrets,
+    /// Send media to nodes of this region by UDP beside QUIC (`direct.rs`), where the path
+    /// carries it; between regions media always goes by QUIC.
+    pub direct_media: bool,
 }
 
 /// A node's relay endpoint.
 pub struct Relay {
     endpoint: quinn::Endpoint,
     me: Peer,
+    direct_media: bool,
     secrets: Arc<auth::Secrets>,
     inbound: Arc<dyn Inbound>,
     stats: Arc<RelayStats>,
@@ -87,6 +91,7 @@ impl Relay {
                 node: config.node,
                 region: config.region,
             },
+            direct_media: config.direct_media,
             secrets: Arc::new(config.secrets),
             inbound,
             stats: Arc::default(),
@@ -171,7 +176,15 @@ impl Relay {
     fn established(&self, conn: quinn::Connection, peer: Peer, addr: SocketAddr, dialed: bool) {
         self.complaints.clear(addr.ip());
         info!(peer = %peer.node, region = %peer.region, %addr, dialed, "relay link up");
-        link::start(conn, peer, dialed, self.inbound.clone(), self.stats.clone());
+        let direct = self.direct_media && peer.region == self.me.region;
+        link::start(
+            conn,
+            peer,
+            dialed,
+            direct,
+            self.inbound.clone(),
+            self.stats.clone(),
+        );
     }
 
     /// This node as it introduces itself to peers.

@@ -6,12 +6,14 @@
 //! - `auth`: who the peer is, proven with the cluster's shared secret over the TLS session;
 //! - `wire`: the messages as protobuf frames, versioned by field number;
 //! - `link`: an established link — state on a reliable stream, media as datagrams;
+//! - `direct`: media between nodes of one region as sealed UDP datagrams beside QUIC;
 //! - `endpoint`: the node's relay socket, accepting and dialling.
 //!
 //! `pylon serve` uses it when a `redis:` block makes it a node of a region
 //! (`pylon_server::cluster`).
 
 pub mod auth;
+pub mod direct;
 pub mod endpoint;
 pub mod link;
 pub mod tls;

@@ -3,11 +3,21 @@
 //!
 //! State and feedback go on one reliable unidirectional stream per direction (ordered,
 //! length-prefixed frames); media goes as QUIC datagrams (unreliable, congestion-controlled,
-//! so repair and rate stay per hop). Each direction's codec table is owned by one task, so
-//! nothing is locked per packet.
+//! so repair and rate stay per hop), or, between nodes of one region, as sealed UDP datagrams
+//! on a socket of the link's own (`direct.rs`). Each direction's codec table is owned by one
+//! task, so nothing is locked per packet.
+//!
+//! The direct path opens like this: each end binds a UDP socket for the link and names its
+//! port on the stream (`Direct`); each end, knowing the peer's port, sends a probe (a sealed
+//! empty frame) there with every 32nd media packet, which still goes by QUIC; the end a probe
+//! reaches answers `Direct { confirmed }` on the stream, and from then on the prober sends its
+//! media directly. A path the network does not carry (a firewall between nodes) is never
+//! confirmed, and media stays on QUIC. A peer of an older version ignores `Direct`, so mixed
+//! versions stay on QUIC too.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -17,7 +27,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::auth::Peer;
-use crate::wire::{self, Body, CodecTable, Frame, Homes, RoomHome, WireError, MAX_FRAME};
+use crate::direct::{self, Opener, Sealer};
+use crate::wire::{self, Body, CodecTable, Direct, Frame, Homes, RoomHome, WireError, MAX_FRAME};
 use crate::{Inbound, Receiver};
 
 /// Media messages that may wait in a link's queue; beyond this they are dropped, as a
@@ -45,6 +56,9 @@ pub struct RelayStats {
     /// Media not sent (queue full, datagram too large) or not understood on arrival.
     pub media_dropped: AtomicU64,
     pub links_up: AtomicU64,
+    /// Of the media datagrams, those that went by the direct path (`direct.rs`).
+    pub direct_sent: AtomicU64,
+    pub direct_received: AtomicU64,
     /// Handshakes refused (wrong secret, garbage, replays, versions).
     pub refused: AtomicU64,
 }
@@ -64,6 +78,8 @@ pub struct LinkHandle {
     conn: quinn::Connection,
     tx: mpsc::UnboundedSender<Outgoing>,
     queued_media: Arc<AtomicUsize>,
+    /// The local port of the link's direct media path, if it has one.
+    direct_port: Option<u16>,
 }
 
 /// What the writer task sends.
@@ -72,6 +88,114 @@ enum Outgoing {
     /// A worker's messages of one loop turn, in order: one hand-off, one wake of the writer.
     Batch(Vec<RelayMessage>),
     Homes(Vec<RoomHome>),
+    /// The peer's direct probes arrived: tell it so.
+    ConfirmDirect,
+}
+
+/// Media packets sent by QUIC between two probes of a direct path not yet confirmed.
+const PROBE_EVERY: u64 = 32;
+
+/// What a link's writer and reader share about its direct path.
+#[derive(Default)]
+struct DirectState {
+    /// Where the peer receives direct media (learnt from its `Direct` frame).
+    peer: OnceLock<SocketAddr>,
+    /// The peer received our probes: send media directly.
+    confirmed: AtomicBool,
+}
+
+/// The writer's half of a direct path.
+struct DirectTx {
+    socket: Arc<tokio::net::UdpSocket>,
+    state: Arc<DirectState>,
+    sealer: Sealer,
+    buf: Vec<u8>,
+    /// Media packets sent while the path was not confirmed.
+    unconfirmed: u64,
+}
+
+/// The reader's half of a direct path.
+struct DirectRx {
+    socket: Arc<tokio::net::UdpSocket>,
+    state: Arc<DirectState>,
+    opener: Opener,
+    buf: Vec<u8>,
+    /// `Direct { confirmed }` was sent to the peer.
+    confirmed_peer: bool,
+}
+
+/// Bind the link's UDP socket and derive its keys from the link's TLS session; `None` (media
+/// stays on QUIC) if either fails.
+fn bind_direct(conn: &quinn::Connection, dialed: bool, peer: &Peer) -> Option<(DirectTx, DirectRx)> {
+    let mut material = [0u8; direct::KEYING_MATERIAL];
+    if let Err(e) = conn.export_keying_material(&mut material, direct::LABEL, b"") {
+        warn!(peer = %peer.node, "direct media path unavailable (no keying material): {e:?}");
+        return None;
+    }
+    let ip = conn.local_ip().unwrap_or(match conn.remote_address() {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    let bound = std::net::UdpSocket::bind((ip, 0))
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(tokio::net::UdpSocket::from_std);
+    let socket = match bound {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(peer = %peer.node, %ip, "direct media path unavailable (no UDP socket): {e}");
+            return None;
+        }
+    };
+    let (sealer, opener) = direct::split_keys(&material, dialed);
+    let state = Arc::new(DirectState::default());
+    let tx = DirectTx {
+        socket: socket.clone(),
+        state: state.clone(),
+        sealer,
+        buf: Vec::with_capacity(direct::MAX_DATAGRAM),
+        unconfirmed: 0,
+    };
+    let rx = DirectRx {
+        socket,
+        state,
+        opener,
+        buf: vec![0; direct::MAX_DATAGRAM],
+        confirmed_peer: false,
+    };
+    Some((tx, rx))
+}
+
+impl DirectTx {
+    /// Send a media frame directly if the path is confirmed (true); else probe it now and
+    /// then, and leave the frame to QUIC (false).
+    fn send(&mut self, frame: &Frame, stats: &RelayStats) -> bool {
+        let Some(&to) = self.state.peer.get() else {
+            return false;
+        };
+        if !self.state.confirmed.load(Ordering::Relaxed) {
+            if self.unconfirmed.is_multiple_of(PROBE_EVERY) {
+                self.sealer.seal(&mut self.buf, |_| {});
+                if let Err(e) = self.socket.try_send_to(&self.buf, to) {
+                    debug!(%to, "direct media probe not sent: {e}");
+                }
+            }
+            self.unconfirmed += 1;
+            return false;
+        }
+        // Encoding into a Vec cannot fail: it grows.
+        self.sealer
+            .seal(&mut self.buf, |b| frame.encode(b).expect("a Vec grows"));
+        match self.socket.try_send_to(&self.buf, to) {
+            Ok(n) => {
+                add(&stats.packets_sent, 1);
+                add(&stats.direct_sent, 1);
+                add(&stats.bytes_sent, n);
+            }
+            // A full socket buffer drops the packet, as a congested path would.
+            Err(_) => add(&stats.media_dropped, 1),
+        }
+        true
+    }
 }
 
 /// Bytes of media datagrams encoded into one allocation (about 30 video packets).
@@ -136,6 +260,16 @@ impl LinkHandle {
         dropped
     }
 
+    /// The local UDP port of the link's direct media path (between nodes of one region).
+    pub fn direct_port(&self) -> Option<u16> {
+        self.direct_port
+    }
+
+    /// Tell the peer its direct probes arrived.
+    fn confirm_direct(&self) -> bool {
+        self.tx.send(Outgoing::ConfirmDirect).is_ok()
+    }
+
     /// Tell a peer in another region which node is home of these rooms here.
     pub fn send_homes(&self, rooms: Vec<RoomHome>) -> bool {
         self.tx.send(Outgoing::Homes(rooms)).is_ok()
@@ -162,14 +296,20 @@ impl LinkHandle {
     }
 }
 
-/// Start the tasks of an authenticated connection; returns the handle to send on it.
+/// Start the tasks of an authenticated connection; `direct`: try the direct media path
+/// (between nodes of one region).
 pub(crate) fn start(
     conn: quinn::Connection,
     peer: Peer,
     dialed: bool,
+    direct: bool,
     inbound: Arc<dyn Inbound>,
     stats: Arc<RelayStats>,
 ) {
+    let (direct_tx, direct_rx) = match direct.then(|| bind_direct(&conn, dialed, &peer)).flatten() {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let queued_media = Arc::new(AtomicUsize::new(0));
     let handle = LinkHandle {
@@ -179,17 +319,21 @@ pub(crate) fn start(
         conn: conn.clone(),
         tx,
         queued_media: queued_media.clone(),
+        direct_port: (direct_rx.as_ref())
+            .and_then(|d| d.socket.local_addr().ok())
+            .map(|a| a.port()),
     };
     stats.links_up.fetch_add(1, Ordering::Relaxed);
     let receiver = inbound.link_up(handle.clone());
-    tokio::spawn(write(conn.clone(), rx, queued_media, stats.clone()));
-    tokio::spawn(read(conn, handle, receiver, inbound, stats));
+    tokio::spawn(write(conn.clone(), rx, queued_media, direct_tx, stats.clone()));
+    tokio::spawn(read(conn, handle, receiver, inbound, direct_rx, stats));
 }
 
 async fn write(
     conn: quinn::Connection,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     queued_media: Arc<AtomicUsize>,
+    direct: Option<DirectTx>,
     stats: Arc<RelayStats>,
 ) {
     let Ok(stream) = conn.open_uni().await else {
@@ -202,8 +346,27 @@ async fn write(
         buf: Vec::with_capacity(1500),
         datagrams: BytesMut::with_capacity(DATAGRAM_BLOCK),
         queued_media,
+        direct,
         stats,
     };
+    // Name the direct path's port first: the peer probes it once it knows.
+    if let Some(port) = (w.direct.as_ref())
+        .and_then(|d| d.socket.local_addr().ok())
+        .map(|a| a.port())
+    {
+        let frame = Frame {
+            body: Some(Body::Direct(Direct {
+                port: port.into(),
+                confirmed: false,
+            })),
+        };
+        if write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     'link: while let Some(out) = rx.recv().await {
         let sent = match out {
             Outgoing::Message(m) => w.message(m).await,
@@ -218,6 +381,17 @@ async fn write(
             Outgoing::Homes(rooms) => {
                 let frame = Frame {
                     body: Some(Body::Homes(Homes { rooms })),
+                };
+                write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
+                    .await
+                    .is_ok()
+            }
+            Outgoing::ConfirmDirect => {
+                let frame = Frame {
+                    body: Some(Body::Direct(Direct {
+                        port: 0,
+                        confirmed: true,
+                    })),
                 };
                 write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
                     .await
@@ -241,6 +415,8 @@ struct Writer {
     /// one allocation per block instead of one per datagram.
     datagrams: BytesMut,
     queued_media: Arc<AtomicUsize>,
+    /// The direct media path, between nodes of one region.
+    direct: Option<DirectTx>,
     stats: Arc<RelayStats>,
 }
 
@@ -267,6 +443,9 @@ impl Writer {
             {
                 return false;
             }
+        }
+        if media && self.direct.as_mut().is_some_and(|d| d.send(&frame, &self.stats)) {
+            return true;
         }
         if media {
             let len = frame.encoded_len();
@@ -320,11 +499,12 @@ async fn read(
     link: LinkHandle,
     mut receiver: Box<dyn Receiver>,
     inbound: Arc<dyn Inbound>,
+    direct: Option<DirectRx>,
     stats: Arc<RelayStats>,
 ) {
     let peer = &link.peer;
     let why = match conn.accept_uni().await {
-        Ok(stream) => read_loop(&conn, stream, peer, &mut *receiver, &stats).await,
+        Ok(stream) => read_loop(&conn, stream, &link, &mut *receiver, direct, &stats).await,
         Err(e) => e.to_string(),
     };
     info!(peer = %peer.node, region = %peer.region, "relay link down: {why}");
@@ -332,19 +512,45 @@ async fn read(
     inbound.link_down(&link);
 }
 
+/// The next frame of the stream, handing the stream back: a read in progress lives across
+/// the reader's turns (`tokio::select!` would drop and lose a partly read frame when media
+/// arrives in the middle of it).
+async fn next_frame(mut stream: quinn::RecvStream) -> (quinn::RecvStream, Result<Frame, String>) {
+    let frame = read_frame(&mut stream).await;
+    (stream, frame)
+}
+
+/// Until the direct path's socket has something to read (never without one).
+async fn direct_readable(socket: Option<&tokio::net::UdpSocket>) {
+    match socket {
+        Some(s) => {
+            if let Err(e) = s.readable().await {
+                debug!("direct media socket: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Read the peer's frames until the link ends; returns why it ended.
 async fn read_loop(
     conn: &quinn::Connection,
-    mut stream: quinn::RecvStream,
-    peer: &Peer,
+    stream: quinn::RecvStream,
+    link: &LinkHandle,
     receiver: &mut dyn Receiver,
+    mut direct: Option<DirectRx>,
     stats: &RelayStats,
 ) -> String {
+    let peer = &link.peer;
     let mut codecs = CodecTable::default();
     let mut warned_media = false;
+    let mut pending = std::pin::pin!(next_frame(stream));
+    let socket = direct.as_ref().map(|d| d.socket.clone());
     loop {
         tokio::select! {
-            frame = read_frame(&mut stream) => {
+            (stream, frame) = &mut pending => {
+                pending.set(next_frame(stream));
                 let frame = match frame {
                     Ok(f) => f,
                     Err(why) => {
@@ -354,9 +560,16 @@ async fn read_loop(
                     }
                 };
                 add(&stats.messages_received, 1);
-                if let Some(Body::Homes(h)) = frame.body {
-                    receiver.homes(h.rooms);
-                    continue;
+                match frame.body {
+                    Some(Body::Homes(h)) => {
+                        receiver.homes(h.rooms);
+                        continue;
+                    }
+                    Some(Body::Direct(d)) => {
+                        peer_direct(conn, peer, direct.as_ref(), &d);
+                        continue;
+                    }
+                    _ => {}
                 }
                 match wire::decode(frame, &mut codecs) {
                     Ok(Some(msg)) => {
@@ -389,6 +602,71 @@ async fn read_loop(
                     next = (taken < READ_BATCH).then(|| ready_datagram(conn)).flatten();
                 }
                 receiver.flush();
+            }
+            () = direct_readable(socket.as_deref()) => {
+                if let Some(d) = direct.as_mut() {
+                    direct_media(d, link, receiver, &mut codecs, &mut warned_media, stats);
+                }
+                receiver.flush();
+            }
+        }
+    }
+}
+
+/// The peer named its direct path's port, or confirmed that our probes arrived there.
+fn peer_direct(conn: &quinn::Connection, peer: &Peer, direct: Option<&DirectRx>, d: &Direct) {
+    let Some(rx) = direct else {
+        return debug!(peer = %peer.node, "direct media path offered; not used on this link");
+    };
+    if d.confirmed {
+        if !rx.state.confirmed.swap(true, Ordering::Relaxed) {
+            info!(peer = %peer.node, "direct media path confirmed: media to the peer leaves by UDP");
+        }
+        return;
+    }
+    match u16::try_from(d.port).ok().filter(|p| *p != 0) {
+        Some(port) => {
+            let _ = rx
+                .state
+                .peer
+                .set(SocketAddr::new(conn.remote_address().ip(), port));
+        }
+        None => warn!(peer = %peer.node, port = d.port, "direct media path with an invalid port; ignored"),
+    }
+}
+
+/// The direct datagrams that have arrived (at most a batch), to the receiver.
+fn direct_media(
+    d: &mut DirectRx,
+    link: &LinkHandle,
+    receiver: &mut dyn Receiver,
+    codecs: &mut CodecTable,
+    warned: &mut bool,
+    stats: &RelayStats,
+) {
+    for _ in 0..READ_BATCH {
+        let (n, from) = match d.socket.try_recv_from(&mut d.buf) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => return debug!(peer = %link.peer.node, "direct media socket: {e}"),
+        };
+        match d.opener.open(&mut d.buf[..n]) {
+            Ok(plain) => {
+                if !d.confirmed_peer {
+                    d.confirmed_peer = link.confirm_direct();
+                }
+                // An empty frame is a probe.
+                if !plain.is_empty() {
+                    add(&stats.direct_received, 1);
+                    media(plain, &link.peer, receiver, codecs, warned, stats);
+                }
+            }
+            Err(e) => {
+                add(&stats.bytes_received, n);
+                add(&stats.media_dropped, 1);
+                if !std::mem::replace(warned, true) {
+                    warn!(peer = %link.peer.node, %from, "relay datagram refused (logged once per link): {e}");
+                }
             }
         }
     }

@@ -42,7 +42,7 @@ pub enum WireError {
 /// One frame.
 #[derive(Clone, PartialEq, Message)]
 pub struct Frame {
-    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
+    #[prost(oneof = "Body", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
     pub body: Option<Body>,
 }
 
@@ -76,6 +76,20 @@ pub enum Body {
     DataWish(DataWish),
     #[prost(message, tag = "13")]
     DataFrame(DataFrame),
+    /// Media straight over UDP (`direct.rs`), between nodes of one region.
+    #[prost(message, tag = "14")]
+    Direct(Direct),
+}
+
+/// The sender's end of the link's direct media path: its UDP port (at the address the link
+/// reaches it at), or, with `confirmed`, that the receiver's probes arrived there (so the
+/// receiver may send media that way from now on).
+#[derive(Clone, PartialEq, Message)]
+pub struct Direct {
+    #[prost(uint32, tag = "1")]
+    pub port: u32,
+    #[prost(bool, tag = "2")]
+    pub confirmed: bool,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -499,7 +513,7 @@ pub fn decode(frame: Frame, codecs: &mut CodecTable) -> Result<Option<RelayMessa
             return Ok(None);
         }
         // Not a room's message: the link reads it before decoding (`link.rs`).
-        Body::Homes(_) => return Ok(None),
+        Body::Homes(_) | Body::Direct(_) => return Ok(None),
         Body::Rtp(r) => RelayMessage::Rtp(rtp_from_wire(r, codecs)?),
         Body::Quality(q) => RelayMessage::Quality {
             room: room(q.room)?,

@@ -51,12 +51,22 @@ fn node(name: &str, secret: &[u8]) -> (Arc<Relay>, mpsc::UnboundedReceiver<Event
 }
 
 fn region_node(name: &str, region: &str, secrets: Secrets) -> (Arc<Relay>, mpsc::UnboundedReceiver<Event>) {
+    relay_node(name, region, secrets, true)
+}
+
+fn relay_node(
+    name: &str,
+    region: &str,
+    secrets: Secrets,
+    direct_media: bool,
+) -> (Arc<Relay>, mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let config = RelayConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         node: name.into(),
         region: region.into(),
         secrets,
+        direct_media,
     };
     (
         Relay::bind(config, Arc::new(Events(tx))).expect("relay binds"),
@@ -180,6 +190,95 @@ async fn two_nodes_link_and_exchange_state_and_media() {
             assert_eq!(p.node, "node-b");
             break;
         }
+    }
+}
+
+/// `n` media packets from `from`, 2 ms apart; how many of them `rx` received.
+async fn media_crosses(from: &LinkHandle, rx: &mut mpsc::UnboundedReceiver<Event>, n: u64) -> u64 {
+    for seq in 0..n {
+        assert!(from.send(rtp(seq)));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut got = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        if let Event::Message(_, RelayMessage::Rtp(r)) = e {
+            assert_eq!(r.packet.payload.len(), 1100);
+            got += 1;
+        }
+    }
+    got
+}
+
+fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn media_between_nodes_of_a_region_goes_direct_once_the_path_is_confirmed() {
+    let (a, mut a_rx) = node("node-a", b"cluster secret");
+    let (b, mut b_rx) = node("node-b", b"cluster secret");
+    a.dial(addr(&b));
+    let to_b = up(&mut a_rx).await;
+    let to_a = up(&mut b_rx).await;
+    assert!(to_b.direct_port().is_some() && to_a.direct_port().is_some());
+    let got = media_crosses(&to_b, &mut b_rx, 100).await;
+    // The first packets go by QUIC (one may overtake its codec) while a probe confirms the
+    // path; the rest go directly.
+    assert!(got >= 95, "{got} of 100 arrived");
+    let (sent, received) = (count(&a.stats().direct_sent), count(&b.stats().direct_received));
+    assert!(
+        sent >= 80 && received >= 80,
+        "direct: {sent} sent, {received} received"
+    );
+    assert_eq!(count(&a.stats().media_dropped), 0);
+    // And the other way.
+    assert!(media_crosses(&to_a, &mut a_rx, 100).await >= 95);
+    assert!(count(&b.stats().direct_sent) >= 80);
+}
+
+#[tokio::test]
+async fn garbage_and_forgeries_on_a_links_direct_port_are_refused_and_media_still_flows() {
+    let (a, mut a_rx) = node("node-a", b"cluster secret");
+    let (b, mut b_rx) = node("node-b", b"cluster secret");
+    a.dial(addr(&b));
+    let to_b = up(&mut a_rx).await;
+    let to_a = up(&mut b_rx).await;
+    assert!(media_crosses(&to_b, &mut b_rx, 50).await >= 45);
+    let port = to_a.direct_port().expect("a direct path");
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut forged = vec![1u8];
+    forged.extend_from_slice(&1_000_000u64.to_be_bytes());
+    forged.extend_from_slice(&[0x5a; 1200]);
+    let junk: [&[u8]; 5] = [&[], &[1; 10], &[2; 100], &forged, &[0xff; 3000]];
+    for d in junk {
+        attacker.send_to(d, ("127.0.0.1", port)).unwrap();
+    }
+    let dropped_before = count(&b.stats().media_dropped);
+    assert!(
+        media_crosses(&to_b, &mut b_rx, 50).await >= 48,
+        "media still flows"
+    );
+    let dropped = count(&b.stats().media_dropped);
+    assert!(
+        dropped >= 4,
+        "the garbage was counted ({dropped_before} then {dropped})"
+    );
+    assert!(to_b.is_open() && to_a.is_open(), "the link stays up");
+}
+
+#[tokio::test]
+async fn a_node_without_direct_media_gets_media_by_quic() {
+    let (a, mut a_rx) = relay_node("node-a", "test", Secrets::cluster(b"cluster secret"), true);
+    let (b, mut b_rx) = relay_node("node-b", "test", Secrets::cluster(b"cluster secret"), false);
+    a.dial(addr(&b));
+    let to_b = up(&mut a_rx).await;
+    let to_a = up(&mut b_rx).await;
+    assert!(to_a.direct_port().is_none());
+    assert!(media_crosses(&to_b, &mut b_rx, 50).await >= 45);
+    assert!(media_crosses(&to_a, &mut a_rx, 50).await >= 45);
+    for r in [&a, &b] {
+        assert_eq!(count(&r.stats().direct_sent), 0);
+        assert_eq!(count(&r.stats().direct_received), 0);
     }
 }
 
@@ -338,7 +437,9 @@ async fn regions_link_with_the_region_secret_and_tell_each_other_their_homes() {
     a.dial(addr(&b));
     let link = up(&mut a_rx).await;
     assert_eq!(link.peer().region, "us");
-    up(&mut b_rx).await;
+    // Between regions media stays on QUIC (a gateway forwards only the relay port).
+    assert!(link.direct_port().is_none());
+    assert!(up(&mut b_rx).await.direct_port().is_none());
     let home = RoomHome {
         room: "town".into(),
         node: "pylon-0".into(),

@@ -249,6 +249,7 @@ impl Cluster {
                     cluster: config.secret.clone(),
                     regions: config.regions.as_ref().map(|r| r.secret.clone()),
                 },
+                direct_media: config.direct_media,
             },
             cluster.clone(),
         )?;

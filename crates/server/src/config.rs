@@ -201,6 +201,10 @@ pub struct RelayFile {
     /// Regions prove membership with this (shared by all regions, distinct from API keys);
     /// required once `regions` is set.
     pub secret: Option<String>,
+    /// Media to the other nodes of the region as sealed UDP datagrams, each link on a UDP
+    /// port of its own (ephemeral), instead of QUIC datagrams on `relay.port` (default true;
+    /// a link whose direct path the network does not carry stays on QUIC by itself).
+    pub direct_media: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -322,6 +326,8 @@ pub struct ClusterConfig {
     pub secret: Vec<u8>,
     /// Links to other regions, when `relay.regions` is set.
     pub regions: Option<RegionsConfig>,
+    /// Media to the region's other nodes by UDP beside the QUIC link (`relay.direct_media`).
+    pub direct_media: bool,
 }
 
 /// The other regions a region links to (`relay.regions`, `relay.grace_period`, `relay.secret`).
@@ -893,7 +899,8 @@ fn resolve_cluster(
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(redis) = &f.redis else {
         let r = &f.relay;
-        let any = r.port.is_some() || r.address.is_some() || r.node_name.is_some();
+        let any =
+            r.port.is_some() || r.address.is_some() || r.node_name.is_some() || r.direct_media.is_some();
         if any || !r.regions.is_empty() || r.grace_period.is_some() || r.secret.is_some() {
             return Err(ConfigError::Invalid {
                 key: "relay",
@@ -957,6 +964,7 @@ fn resolve_cluster(
         api_address,
         secret: secret.into_bytes(),
         regions,
+        direct_media: f.relay.direct_media.unwrap_or(true),
     }))
 }
 
@@ -1489,6 +1497,11 @@ turn:
         assert_eq!(c.api_address, format!("pylon-0.pylon:{DEFAULT_HTTP_PORT}"));
         assert_eq!(c.relay_bind.port(), 7999);
         assert_eq!(c.secret, b"a-secret");
+        assert!(c.direct_media, "direct media between nodes is on by default");
+        let off =
+            parse_yaml("keys:\n  k: s\nredis:\n  address: r:1\nrelay:\n  direct_media: false\n").unwrap();
+        let c = Config::resolve(off, &dev()).unwrap().cluster.expect("a node");
+        assert!(!c.direct_media);
     }
 
     #[test]

@@ -428,7 +428,7 @@ impl Collector for Metrics {
 
         // Relay links (with a region).
         if let Some(r) = &self.relay {
-            let pairs: [(&str, &str, &AtomicU64, &AtomicU64); 3] = [
+            let pairs: [(&str, &str, &AtomicU64, &AtomicU64); 4] = [
                 (
                     "pylon_relay_bytes",
                     "Bytes on the links to other nodes (state frames and media datagrams).",
@@ -440,6 +440,12 @@ impl Collector for Metrics {
                     "Media packets (datagrams) on the links to other nodes.",
                     &r.packets_sent,
                     &r.packets_received,
+                ),
+                (
+                    "pylon_relay_direct_packets",
+                    "Of the media packets, those sent or received by UDP beside QUIC (relay.direct_media).",
+                    &r.direct_sent,
+                    &r.direct_received,
                 ),
                 (
                     "pylon_relay_messages",
