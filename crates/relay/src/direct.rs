@@ -13,11 +13,6 @@
 //! first nine bytes are the associated data, the packet number is the nonce (each direction
 //! has its own key, so a nonce never repeats under one key), and a packet number already seen
 //! or older than the last [`WINDOW`] is refused before any decryption.
-//!
-//! Several senders share one direction: the link's writer (channel 0) and each media worker
-//! that sends straight from its own thread (channel = worker + 1). The packet number's top 16
-//! bits are the channel, so their nonces never meet; each channel has its own replay window
-//! and, on the stream, its own codec ids (`wire::Codec::channel`).
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
@@ -31,11 +26,6 @@ pub const TAG: usize = 16;
 pub const MAX_DATAGRAM: usize = 2048;
 /// Packet numbers behind the newest that are still accepted once (reordering on the path).
 pub const WINDOW: u64 = 128;
-/// Senders one direction may have (the link's writer and the media workers).
-pub const MAX_CHANNELS: u16 = 1024;
-/// Bits of the packet number that count; the rest name the channel.
-const COUNTER_BITS: u32 = 48;
-
 /// Bytes of keying material a link exports: one key per direction.
 pub const KEYING_MATERIAL: usize = 64;
 /// The exporter label (RFC 5705 / RFC 8446 §7.5): distinct from anything else the session is
@@ -53,30 +43,17 @@ pub enum DirectError {
     Replayed(u64),
     #[error("authentication failed")]
     Forged,
-    #[error("channel {0} is out of range")]
-    Channel(u16),
 }
 
-/// The two directions' keys of one link, from the keying material both ends export; the
-/// sealer is channel 0's.
+/// The two directions' keys of one link, from the keying material both ends export.
 pub fn split_keys(material: &[u8; KEYING_MATERIAL], dialed: bool) -> (Sealer, Opener) {
-    let (mine, theirs) = halves(material, dialed);
-    (Sealer::new(mine, 0), Opener::new(theirs))
-}
-
-/// Another sender of this end's direction, numbering its packets as `channel`
-/// (1..[`MAX_CHANNELS`]; every sender of one link needs its own).
-pub fn channel_sealer(material: &[u8; KEYING_MATERIAL], dialed: bool, channel: u16) -> Sealer {
-    Sealer::new(halves(material, dialed).0, channel)
-}
-
-fn halves(material: &[u8; KEYING_MATERIAL], dialed: bool) -> (&[u8], &[u8]) {
     let (dialer, acceptor) = material.split_at(KEYING_MATERIAL / 2);
-    if dialed {
+    let (mine, theirs) = if dialed {
         (dialer, acceptor)
     } else {
         (acceptor, dialer)
-    }
+    };
+    (Sealer::new(mine), Opener::new(theirs))
 }
 
 fn key(bytes: &[u8]) -> LessSafeKey {
@@ -93,21 +70,14 @@ fn nonce(number: u64) -> Nonce {
 pub struct Sealer {
     key: LessSafeKey,
     next: u64,
-    channel: u16,
 }
 
 impl Sealer {
-    fn new(key_bytes: &[u8], channel: u16) -> Self {
+    fn new(key_bytes: &[u8]) -> Self {
         Self {
             key: key(key_bytes),
-            next: u64::from(channel) << COUNTER_BITS,
-            channel,
+            next: 0,
         }
-    }
-
-    /// The channel this sealer numbers its packets in.
-    pub fn channel(&self) -> u16 {
-        self.channel
     }
 
     /// Seal into `out` (cleared first) what `write` appends: the caller encodes its frame
@@ -131,25 +101,19 @@ impl Sealer {
 /// Opens the peer's datagrams.
 pub struct Opener {
     key: LessSafeKey,
-    /// One per channel that sent an authentic packet.
-    windows: Vec<Window>,
+    window: Window,
 }
 
 impl Opener {
     fn new(key_bytes: &[u8]) -> Self {
         Self {
             key: key(key_bytes),
-            windows: Vec::new(),
+            window: Window::default(),
         }
     }
 
     /// The frame a datagram carries, decrypted in place.
     pub fn open<'a>(&mut self, datagram: &'a mut [u8]) -> Result<&'a [u8], DirectError> {
-        self.open_channel(datagram).map(|(_, plain)| plain)
-    }
-
-    /// The channel that sent a datagram and the frame it carries, decrypted in place.
-    pub fn open_channel<'a>(&mut self, datagram: &'a mut [u8]) -> Result<(u16, &'a [u8]), DirectError> {
         if datagram.len() < HEADER + TAG {
             return Err(DirectError::Short(datagram.len()));
         }
@@ -157,16 +121,7 @@ impl Opener {
             return Err(DirectError::Version(datagram[0]));
         }
         let number = u64::from_be_bytes(datagram[1..HEADER].try_into().expect("eight bytes"));
-        let channel = (number >> COUNTER_BITS) as u16;
-        if channel >= MAX_CHANNELS {
-            return Err(DirectError::Channel(channel));
-        }
-        let counter = number & ((1 << COUNTER_BITS) - 1);
-        if !self
-            .windows
-            .get(channel as usize)
-            .is_none_or(|w| w.fresh(counter))
-        {
+        if !self.window.fresh(number) {
             return Err(DirectError::Replayed(number));
         }
         let (header, body) = datagram.split_at_mut(HEADER);
@@ -174,13 +129,9 @@ impl Opener {
             .key
             .open_in_place(nonce(number), Aad::from(&*header), body)
             .map_err(|_| DirectError::Forged)?;
-        // Only an authentic packet moves (or makes) a window, so forgeries cannot push one
-        // ahead or grow the list.
-        if self.windows.len() <= channel as usize {
-            self.windows.resize_with(channel as usize + 1, Window::default);
-        }
-        self.windows[channel as usize].mark(counter);
-        Ok((channel, plain))
+        // Only an authentic packet moves the window, so forgeries cannot push it ahead.
+        self.window.mark(number);
+        Ok(plain)
     }
 }
 
@@ -282,35 +233,11 @@ mod tests {
     }
 
     #[test]
-    fn channels_of_one_direction_have_their_own_numbers_and_windows() {
-        let material = [5u8; KEYING_MATERIAL];
-        let (mut writer, _) = split_keys(&material, true);
-        let mut worker = channel_sealer(&material, true, 3);
-        let (_, mut rx) = split_keys(&material, false);
-        let w = sealed(&mut writer, b"from the writer");
-        let many: Vec<Vec<u8>> = (0..200).map(|_| sealed(&mut worker, b"from worker 2")).collect();
-        assert_eq!(
-            rx.open_channel(&mut many[199].clone()),
-            Ok((3, &b"from worker 2"[..]))
-        );
-        // Channel 3 is 199 packets on; the writer's first is still fresh in its own window.
-        assert_eq!(rx.open_channel(&mut w.clone()), Ok((0, &b"from the writer"[..])));
-        assert!(rx.open(&mut w.clone()).is_err(), "and only once");
-        assert!(
-            rx.open(&mut many[10].clone()).is_err(),
-            "channel 3's own window moved"
-        );
-        let mut far = w.clone();
-        far[1..3].copy_from_slice(&MAX_CHANNELS.to_be_bytes());
-        assert_eq!(rx.open(&mut far), Err(DirectError::Channel(MAX_CHANNELS)));
-    }
-
-    #[test]
     fn a_forgery_does_not_move_the_window() {
         let ((mut tx, _), (_, mut rx)) = pair();
         let first = sealed(&mut tx, b"a");
         let mut forged = sealed(&mut tx, b"b");
-        forged[1..HEADER].copy_from_slice(&1_000_000u64.to_be_bytes());
+        forged[1..HEADER].copy_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(rx.open(&mut forged), Err(DirectError::Forged));
         assert!(rx.open(&mut first.clone()).is_ok(), "number 0 is still fresh");
     }

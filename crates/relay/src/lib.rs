@@ -22,7 +22,7 @@ pub mod wire;
 pub use auth::Secrets;
 pub use auth::{Peer, Refusal};
 pub use endpoint::{Relay, RelayConfig};
-pub use link::{DirectSender, LinkHandle, RelayStats};
+pub use link::{LinkHandle, RelayStats};
 pub use wire::RoomHome;
 
 use pylon_core::relay::RelayMessage;

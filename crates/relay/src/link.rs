@@ -13,12 +13,9 @@
 //! reaches answers `Direct { confirmed }` on the stream, and from then on the prober sends its
 //! media directly. A path the network does not carry (a firewall between nodes) is never
 //! confirmed, and media stays on QUIC. A peer of an older version ignores `Direct`, so mixed
-//! versions stay on QUIC too. Once confirmed, a media worker sends its relayed packets from
-//! its own thread ([`DirectSender`]: its own channel of packet numbers and codec ids), without
-//! waking the link's writer; the reader still takes every direct datagram.
+//! versions stay on QUIC too.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -83,8 +80,6 @@ pub struct LinkHandle {
     queued_media: Arc<AtomicUsize>,
     /// The local port of the link's direct media path, if it has one.
     direct_port: Option<u16>,
-    direct: Option<Arc<DirectState>>,
-    stats: Arc<RelayStats>,
 }
 
 /// What the writer task sends.
@@ -95,75 +90,18 @@ enum Outgoing {
     Homes(Vec<RoomHome>),
     /// The peer's direct probes arrived: tell it so.
     ConfirmDirect,
-    /// A media worker's codec announcement for its direct channel.
-    Announce(Box<Frame>),
 }
 
 /// Media packets sent by QUIC between two probes of a direct path not yet confirmed.
 const PROBE_EVERY: u64 = 32;
 
-/// What a link's writer, reader and workers share about its direct path.
+/// What a link's writer and reader share about its direct path.
+#[derive(Default)]
 struct DirectState {
     /// Where the peer receives direct media (learnt from its `Direct` frame).
     peer: OnceLock<SocketAddr>,
     /// The peer received our probes: send media directly.
     confirmed: AtomicBool,
-    /// Where the workers' senders take their keys from.
-    material: [u8; direct::KEYING_MATERIAL],
-    dialed: bool,
-    /// The link's socket, for sending from the workers' threads.
-    socket: std::net::UdpSocket,
-}
-
-/// A media worker's own sender on a link's direct path: its packets leave from the worker's
-/// thread, numbered and with codec ids in the worker's channel, so the link's writer is not
-/// woken for them. Until the path is confirmed it sends nothing (the writer probes).
-pub struct DirectSender {
-    state: Arc<DirectState>,
-    sealer: Sealer,
-    codecs: CodecTable,
-    buf: Vec<u8>,
-    /// Where codec announcements go (on the stream, by the writer).
-    tx: mpsc::UnboundedSender<Outgoing>,
-    stats: Arc<RelayStats>,
-}
-
-impl DirectSender {
-    /// Send a media message directly (true: sent, or dropped as a full path would); false
-    /// when it is not media or the path is not confirmed: hand it to the link as before.
-    pub fn send(&mut self, msg: &RelayMessage) -> bool {
-        if !matches!(msg, RelayMessage::Rtp(_)) || !self.state.confirmed.load(Ordering::Relaxed) {
-            return false;
-        }
-        let Some(&to) = self.state.peer.get() else {
-            return false;
-        };
-        let frame = match wire::encode(msg, &mut self.codecs) {
-            Ok((announce, frame)) => {
-                // The announcement takes the stream; the media may overtake it (then the
-                // peer drops that packet, as it does a QUIC datagram that overtakes).
-                if let Some(a) = announce {
-                    let _ = self.tx.send(Outgoing::Announce(Box::new(a)));
-                }
-                frame
-            }
-            Err(e) => {
-                debug!("relay message not encodable: {e}");
-                return true;
-            }
-        };
-        self.sealer
-            .seal(&mut self.buf, |b| frame.encode(b).expect("a Vec grows"));
-        match self.state.socket.send_to(&self.buf, to) {
-            Ok(n) => {
-                add(&self.stats.packets_sent, 1);
-                add(&self.stats.direct_sent, 1);
-                add(&self.stats.bytes_sent, n);
-            }
-            Err(_) => add(&self.stats.media_dropped, 1),
-        }
-        true
-    }
 }
 
 /// The writer's half of a direct path.
@@ -209,20 +147,7 @@ fn bind_direct(conn: &quinn::Connection, dialed: bool, peer: &Peer) -> Option<(D
         }
     };
     let (sealer, opener) = direct::split_keys(&material, dialed);
-    let workers_socket = match socket.as_ref().as_fd().try_clone_to_owned() {
-        Ok(fd) => std::net::UdpSocket::from(fd),
-        Err(e) => {
-            warn!(peer = %peer.node, "direct media path unavailable (socket not shareable): {e}");
-            return None;
-        }
-    };
-    let state = Arc::new(DirectState {
-        peer: OnceLock::new(),
-        confirmed: AtomicBool::new(false),
-        material,
-        dialed,
-        socket: workers_socket,
-    });
+    let state = Arc::new(DirectState::default());
     let tx = DirectTx {
         socket: socket.clone(),
         state: state.clone(),
@@ -340,23 +265,6 @@ impl LinkHandle {
         self.direct_port
     }
 
-    /// A sender of media straight from a worker's thread (worker `worker`), if the link has a
-    /// direct path.
-    pub fn direct_sender(&self, worker: u32) -> Option<DirectSender> {
-        let state = self.direct.clone()?;
-        let channel = u16::try_from(worker + 1)
-            .ok()
-            .filter(|c| *c < direct::MAX_CHANNELS)?;
-        Some(DirectSender {
-            sealer: direct::channel_sealer(&state.material, state.dialed, channel),
-            codecs: CodecTable::for_channel(channel),
-            buf: Vec::with_capacity(direct::MAX_DATAGRAM),
-            tx: self.tx.clone(),
-            stats: self.stats.clone(),
-            state,
-        })
-    }
-
     /// Tell the peer its direct probes arrived.
     fn confirm_direct(&self) -> bool {
         self.tx.send(Outgoing::ConfirmDirect).is_ok()
@@ -414,8 +322,6 @@ pub(crate) fn start(
         direct_port: (direct_rx.as_ref())
             .and_then(|d| d.socket.local_addr().ok())
             .map(|a| a.port()),
-        direct: direct_rx.as_ref().map(|d| d.state.clone()),
-        stats: stats.clone(),
     };
     stats.links_up.fetch_add(1, Ordering::Relaxed);
     let receiver = inbound.link_up(handle.clone());
@@ -480,9 +386,6 @@ async fn write(
                     .await
                     .is_ok()
             }
-            Outgoing::Announce(frame) => write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
-                .await
-                .is_ok(),
             Outgoing::ConfirmDirect => {
                 let frame = Frame {
                     body: Some(Body::Direct(Direct {
@@ -641,8 +544,6 @@ async fn read_loop(
 ) -> String {
     let peer = &link.peer;
     let mut codecs = CodecTable::default();
-    // The direct channels' codec tables (by channel; 0, the writer's, is `codecs`).
-    let mut channels: Vec<CodecTable> = Vec::new();
     let mut warned_media = false;
     let mut pending = std::pin::pin!(next_frame(stream));
     let socket = direct.as_ref().map(|d| d.socket.clone());
@@ -650,7 +551,7 @@ async fn read_loop(
         tokio::select! {
             (stream, frame) = &mut pending => {
                 pending.set(next_frame(stream));
-                let mut frame = match frame {
+                let frame = match frame {
                     Ok(f) => f,
                     Err(why) => {
                         warn!(peer = %peer.node, "relay link closed: {why}");
@@ -668,16 +569,7 @@ async fn read_loop(
                         peer_direct(conn, peer, direct.as_ref(), &d);
                         continue;
                     }
-                    Some(Body::Codec(c)) if c.channel != 0 => {
-                        if let Err(why) = learn_channel_codec(&mut channels, &c) {
-                            warn!(peer = %peer.node, "relay link closed: {why}");
-                            conn.close(close::PROTOCOL.into(), why.as_bytes());
-                            return why;
-                        }
-                        continue;
-                    }
-                    Some(body) => frame.body = Some(body),
-                    None => {}
+                    _ => {}
                 }
                 match wire::decode(frame, &mut codecs) {
                     Ok(Some(msg)) => {
@@ -713,7 +605,7 @@ async fn read_loop(
             }
             () = direct_readable(socket.as_deref()) => {
                 if let Some(d) = direct.as_mut() {
-                    direct_media(d, link, receiver, &mut codecs, &mut channels, &mut warned_media, stats);
+                    direct_media(d, link, receiver, &mut codecs, &mut warned_media, stats);
                 }
                 receiver.flush();
             }
@@ -743,25 +635,12 @@ fn peer_direct(conn: &quinn::Connection, peer: &Peer, direct: Option<&DirectRx>,
     }
 }
 
-/// A codec a media worker's direct channel names (`DirectSender`).
-fn learn_channel_codec(channels: &mut Vec<CodecTable>, c: &wire::Codec) -> Result<(), String> {
-    let ch = usize::try_from(c.channel)
-        .ok()
-        .filter(|ch| *ch < usize::from(direct::MAX_CHANNELS))
-        .ok_or_else(|| format!("codec of channel {}, out of range", c.channel))?;
-    if channels.len() <= ch {
-        channels.resize_with(ch + 1, CodecTable::default);
-    }
-    channels[ch].learn(c).map_err(|e| format!("invalid frame: {e}"))
-}
-
 /// The direct datagrams that have arrived (at most a batch), to the receiver.
 fn direct_media(
     d: &mut DirectRx,
     link: &LinkHandle,
     receiver: &mut dyn Receiver,
     codecs: &mut CodecTable,
-    channels: &mut [CodecTable],
     warned: &mut bool,
     stats: &RelayStats,
 ) {
@@ -771,24 +650,15 @@ fn direct_media(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => return debug!(peer = %link.peer.node, "direct media socket: {e}"),
         };
-        match d.opener.open_channel(&mut d.buf[..n]) {
-            Ok((ch, plain)) => {
+        match d.opener.open(&mut d.buf[..n]) {
+            Ok(plain) => {
                 if !d.confirmed_peer {
                     d.confirmed_peer = link.confirm_direct();
                 }
                 // An empty frame is a probe.
-                if plain.is_empty() {
-                    continue;
-                }
-                add(&stats.direct_received, 1);
-                let table = match ch {
-                    0 => Some(&mut *codecs),
-                    ch => channels.get_mut(usize::from(ch)),
-                };
-                match table {
-                    Some(t) => media(plain, &link.peer, receiver, t, warned, stats),
-                    // Its channel's first codec has not arrived on the stream yet.
-                    None => add(&stats.media_dropped, 1),
+                if !plain.is_empty() {
+                    add(&stats.direct_received, 1);
+                    media(plain, &link.peer, receiver, codecs, warned, stats);
                 }
             }
             Err(e) => {

@@ -254,9 +254,6 @@ pub struct Codec {
     /// str0m's `PayloadParams`, as JSON.
     #[prost(string, tag = "2")]
     pub params: String,
-    /// Whose ids: 0 the link's writer, else a media worker's direct channel (`direct.rs`).
-    #[prost(uint32, tag = "3")]
-    pub channel: u32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -298,23 +295,13 @@ const KEYFRAME: u32 = 2;
 /// The payload is RFC 2198 redundant audio of the codec named.
 const RED: u32 = 4;
 
-/// The codecs one direction of a link (or one sender's channel of it) has named so far.
+/// The codecs one direction of a link has named so far.
 #[derive(Default)]
 pub struct CodecTable {
     codecs: Vec<PayloadParams>,
-    /// The channel whose ids these are (what the announcements say).
-    channel: u32,
 }
 
 impl CodecTable {
-    /// The table of a direct channel's sender (`direct.rs`): its announcements name it.
-    pub fn for_channel(channel: u16) -> Self {
-        Self {
-            codecs: Vec::new(),
-            channel: channel.into(),
-        }
-    }
-
     /// The id of `p`, and whether it is new (its `Codec` frame must go first).
     fn id_of(&mut self, p: &PayloadParams) -> Result<(u32, bool), WireError> {
         if let Some(i) = self
@@ -431,11 +418,7 @@ fn encode_rtp(r: &RelayRtp, codecs: &mut CodecTable) -> Result<(Option<Frame>, F
             if new {
                 let params = serde_json::to_string(p).map_err(|_| WireError::Invalid("codec parameters"))?;
                 announce = Some(Frame {
-                    body: Some(Body::Codec(Codec {
-                        id,
-                        params,
-                        channel: codecs.channel,
-                    })),
+                    body: Some(Body::Codec(Codec { id, params })),
                 });
             }
             id + 1
@@ -878,7 +861,6 @@ mod tests {
             body: Some(Body::Codec(Codec {
                 id: 100_000,
                 params: "{}".into(),
-                channel: 0,
             })),
         };
         assert!(decode(huge_codec, &mut rx).is_err());

@@ -237,41 +237,6 @@ async fn media_between_nodes_of_a_region_goes_direct_once_the_path_is_confirmed(
 }
 
 #[tokio::test]
-async fn a_worker_sends_media_from_its_own_thread_once_the_path_is_confirmed() {
-    let (a, mut a_rx) = node("node-a", b"cluster secret");
-    let (b, mut b_rx) = node("node-b", b"cluster secret");
-    a.dial(addr(&b));
-    let to_b = up(&mut a_rx).await;
-    let _to_a = up(&mut b_rx).await;
-    let mut workers = [to_b.direct_sender(0).unwrap(), to_b.direct_sender(1).unwrap()];
-    assert!(!workers[0].send(&rtp(0)), "not before the path is confirmed");
-    // The link's own media confirms the path.
-    assert!(media_crosses(&to_b, &mut b_rx, 40).await >= 35);
-    assert!(
-        !workers[0].send(&RelayMessage::Keyframe {
-            track: RelayTrackId(3)
-        }),
-        "state goes by the stream"
-    );
-    let before = count(&b.stats().direct_received);
-    // Two workers, each with its own numbers and codec ids, interleaved: the first packet of
-    // each may overtake its codec's announcement; the rest arrive.
-    for seq in 0..60 {
-        assert!(workers[(seq % 2) as usize].send(&rtp(1000 + seq)));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let mut got = Vec::new();
-    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(500), b_rx.recv()).await {
-        if let Event::Message(_, RelayMessage::Rtp(r)) = e {
-            assert!(r.packet.params.is_some(), "the codec crossed");
-            got.push(r.packet.seq);
-        }
-    }
-    assert!(got.len() >= 56, "{got:?}");
-    assert!(count(&b.stats().direct_received) - before >= 56);
-}
-
-#[tokio::test]
 async fn garbage_and_forgeries_on_a_links_direct_port_are_refused_and_media_still_flows() {
     let (a, mut a_rx) = node("node-a", b"cluster secret");
     let (b, mut b_rx) = node("node-b", b"cluster secret");

@@ -22,7 +22,7 @@ use pylon_core::admin::{AdminError, AdminRequest, AdminResponse};
 use pylon_core::ids::{ParticipantSid, PlaceId, RoomName, SessionId, Tier};
 use pylon_core::relay::RelayMessage;
 use pylon_core::{JoinError, JoinParams, Output, Received, ResumeParams, Shard, ShardConfig, ShardEvent};
-use pylon_relay::{DirectSender, LinkHandle};
+use pylon_relay::LinkHandle;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -410,8 +410,6 @@ struct Worker {
     events: Vec<ShardEvent>,
     /// The node's links to other nodes, by index.
     node_links: Vec<Option<LinkHandle>>,
-    /// This worker's own senders on those links' direct media paths (nodes of this region).
-    direct: Vec<Option<DirectSender>>,
     /// This turn's relay messages for each other worker and each node link, by index.
     to_workers: Vec<Vec<RelayMessage>>,
     to_links: Vec<Vec<RelayMessage>>,
@@ -474,7 +472,6 @@ impl Worker {
             counters: WorkerCounters::default(),
             events: Vec::new(),
             node_links: Vec::new(),
-            direct: Vec::new(),
             to_workers: Vec::new(),
             to_links: Vec::new(),
         }
@@ -750,10 +747,6 @@ impl Worker {
         if self.node_links.len() <= i {
             self.node_links.resize(i + 1, None);
         }
-        if self.direct.len() <= i {
-            self.direct.resize_with(i + 1, || None);
-        }
-        self.direct[i] = link.as_ref().and_then(|l| l.direct_sender(self.id));
         let up = link.is_some();
         let was_up = std::mem::replace(&mut self.node_links[i], link).is_some();
         match (was_up, up) {
@@ -844,12 +837,6 @@ impl Worker {
                         let _ = tx.try_send(SessionEvent::Close);
                     }
                 }
-                // Media to a node whose link's direct path is confirmed leaves from here.
-                Output::Relay(place, msg)
-                    if place.tier == Tier::Node
-                        && (self.direct.get_mut(place.index as usize))
-                            .and_then(Option::as_mut)
-                            .is_some_and(|d| d.send(&msg)) => {}
                 // Held until the outputs are drained: one hand-off per place per turn.
                 Output::Relay(place, msg) => {
                     let out = match place.tier {
