@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::media::{Mid, Rid};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc};
 
 use crate::ids::ParticipantKey;
@@ -167,6 +168,23 @@ pub struct PeerFactory {
 /// is narrower (LiveKit likewise allocates freely until congestion shows).
 pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
+/// The RTP header extensions a connection negotiates: str0m's standard set, without the
+/// transport-wide sequence number on a connection that only sends while congestion control is
+/// off. Its only use there would be the receiver's feedback (every 50–100 ms per
+/// subscriber, each a wake-up of the worker) for an estimator that is not running; LiveKit's
+/// subscriber connection likewise carries transport-cc only with send-side estimation on.
+/// Connections that receive keep it: publishers estimate their uplink from our feedback.
+fn extensions(without_transport_cc: bool) -> ExtensionMap {
+    let standard = ExtensionMap::standard();
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in standard.iter() {
+        if !(without_transport_cc && matches!(ext, Extension::TransportSequenceNumber)) {
+            exts.set(id, ext.clone());
+        }
+    }
+    exts
+}
+
 impl PeerFactory {
     pub fn new(candidate: SocketAddr, tcp_candidate: Option<SocketAddr>, bwe: bool) -> Self {
         Self {
@@ -179,8 +197,9 @@ impl PeerFactory {
         }
     }
 
-    /// A server peer connection; `red`: offer and accept redundant audio (`red.rs`).
-    pub fn build(&self, now: Instant, red: bool) -> Result<Peer, JoinError> {
+    /// A server peer connection; `red`: offer and accept redundant audio (`red.rs`);
+    /// `subscriber`: it only sends (the subscriber connection of a dual-PC client).
+    pub fn build(&self, now: Instant, red: bool, subscriber: bool) -> Result<Peer, JoinError> {
         let mut builder = Rtc::builder();
         if let Some(cert) = &self.dtls_cert {
             builder = builder.set_dtls_cert(cert.clone());
@@ -199,6 +218,7 @@ impl PeerFactory {
             .enable_av1(true)
             .set_stats_interval(Some(STATS_INTERVAL))
             .enable_bwe(self.bwe)
+            .set_extension_map(extensions(subscriber && self.bwe.is_none()))
             .build(now);
         let host = Candidate::host(self.candidate, "udp").map_err(|e| JoinError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);
@@ -218,6 +238,41 @@ impl PeerFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a connection offers when it adds one video track to send.
+    fn offer(bwe: bool, subscriber: bool) -> String {
+        let now = Instant::now();
+        let factory = PeerFactory::new("127.0.0.1:5000".parse().unwrap(), None, bwe);
+        let mut peer = factory.build(now, false, subscriber).unwrap();
+        let mut api = peer.rtc.sdp_api();
+        api.add_media(
+            str0m::media::MediaKind::Video,
+            str0m::media::Direction::SendOnly,
+            None,
+            None,
+            None,
+        );
+        let (offer, _) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    #[test]
+    fn a_sending_only_connection_carries_transport_cc_only_with_congestion_control() {
+        let twcc = "transport-wide-cc";
+        assert!(
+            !offer(false, true).contains(twcc),
+            "no feedback asked for that nothing reads"
+        );
+        assert!(offer(true, true).contains(twcc), "the estimator needs it");
+        assert!(
+            offer(false, false).contains(twcc),
+            "publishers estimate their uplink from our feedback"
+        );
+        assert!(
+            offer(false, true).contains("abs-send-time"),
+            "the rest of the set stays"
+        );
+    }
 
     #[test]
     fn a_panic_is_contained_once_and_the_connection_is_never_called_again() {

@@ -35,10 +35,10 @@ impl Shard {
         if duplicate.is_none() && full {
             return Err(JoinError::RoomFull);
         }
-        let publisher = self.peers.build(now, params.client.audio_red)?;
+        let publisher = self.peers.build(now, params.client.audio_red, false)?;
         let subscriber = match params.single_pc {
             true => None,
-            false => Some(self.peers.build(now, params.client.audio_red)?),
+            false => Some(self.peers.build(now, params.client.audio_red, true)?),
         };
         if let Some(old) = duplicate {
             self.remove_participant(
