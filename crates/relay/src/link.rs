@@ -310,6 +310,9 @@ pub(crate) fn start(
         Some((tx, rx)) => (Some(tx), Some(rx)),
         None => (None, None),
     };
+    let direct_port = (direct_rx.as_ref())
+        .and_then(|d| d.socket.local_addr().ok())
+        .map(|a| a.port());
     let (tx, rx) = mpsc::unbounded_channel();
     let queued_media = Arc::new(AtomicUsize::new(0));
     let handle = LinkHandle {
@@ -319,13 +322,18 @@ pub(crate) fn start(
         conn: conn.clone(),
         tx,
         queued_media: queued_media.clone(),
-        direct_port: (direct_rx.as_ref())
-            .and_then(|d| d.socket.local_addr().ok())
-            .map(|a| a.port()),
+        direct_port,
     };
     stats.links_up.fetch_add(1, Ordering::Relaxed);
     let receiver = inbound.link_up(handle.clone());
-    tokio::spawn(write(conn.clone(), rx, queued_media, direct_tx, stats.clone()));
+    tokio::spawn(write(
+        conn.clone(),
+        rx,
+        queued_media,
+        direct_tx,
+        direct_port,
+        stats.clone(),
+    ));
     tokio::spawn(read(conn, handle, receiver, inbound, direct_rx, stats));
 }
 
@@ -334,6 +342,7 @@ async fn write(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     queued_media: Arc<AtomicUsize>,
     direct: Option<DirectTx>,
+    direct_port: Option<u16>,
     stats: Arc<RelayStats>,
 ) {
     let Ok(stream) = conn.open_uni().await else {
@@ -350,20 +359,8 @@ async fn write(
         stats,
     };
     // Name the direct path's port first: the peer probes it once it knows.
-    if let Some(port) = (w.direct.as_ref())
-        .and_then(|d| d.socket.local_addr().ok())
-        .map(|a| a.port())
-    {
-        let frame = Frame {
-            body: Some(Body::Direct(Direct {
-                port: port.into(),
-                confirmed: false,
-            })),
-        };
-        if write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
-            .await
-            .is_err()
-        {
+    if let Some(port) = direct_port {
+        if !w.direct_frame(port.into(), false).await {
             return;
         }
     }
@@ -386,17 +383,7 @@ async fn write(
                     .await
                     .is_ok()
             }
-            Outgoing::ConfirmDirect => {
-                let frame = Frame {
-                    body: Some(Body::Direct(Direct {
-                        port: 0,
-                        confirmed: true,
-                    })),
-                };
-                write_control(&mut w.stream, &frame, &mut w.buf, &w.stats)
-                    .await
-                    .is_ok()
-            }
+            Outgoing::ConfirmDirect => w.direct_frame(0, true).await,
         };
         if !sent {
             break;
@@ -421,6 +408,17 @@ struct Writer {
 }
 
 impl Writer {
+    /// A `Direct` frame on the stream (our port, or that the peer's probes arrived); false
+    /// when the link ended.
+    async fn direct_frame(&mut self, port: u32, confirmed: bool) -> bool {
+        let frame = Frame {
+            body: Some(Body::Direct(Direct { port, confirmed })),
+        };
+        write_control(&mut self.stream, &frame, &mut self.buf, &self.stats)
+            .await
+            .is_ok()
+    }
+
     /// Write one message; false when the link ended.
     async fn message(&mut self, msg: RelayMessage) -> bool {
         if msg.is_media() {

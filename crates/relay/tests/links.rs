@@ -88,6 +88,17 @@ async fn up(rx: &mut mpsc::UnboundedReceiver<Event>) -> LinkHandle {
     }
 }
 
+/// `a` dials `b`; both see the link up. Returns `a`'s handle to `b` and `b`'s to `a`.
+async fn linked(
+    a: &Arc<Relay>,
+    a_rx: &mut mpsc::UnboundedReceiver<Event>,
+    b: &Relay,
+    b_rx: &mut mpsc::UnboundedReceiver<Event>,
+) -> (LinkHandle, LinkHandle) {
+    a.dial(addr(b));
+    (up(a_rx).await, up(b_rx).await)
+}
+
 fn addr(r: &Relay) -> SocketAddr {
     r.local_addr().unwrap()
 }
@@ -119,9 +130,7 @@ fn rtp(seq: u64) -> RelayMessage {
 async fn two_nodes_link_and_exchange_state_and_media() {
     let (a, mut a_rx) = node("node-a", b"cluster secret");
     let (b, mut b_rx) = node("node-b", b"cluster secret");
-    a.dial(addr(&b));
-    let to_b = up(&mut a_rx).await;
-    let to_a = up(&mut b_rx).await;
+    let (to_b, to_a) = linked(&a, &mut a_rx, &b, &mut b_rx).await;
     assert_eq!(to_b.peer().node, "node-b");
     assert_eq!(to_a.peer().node, "node-a");
 
@@ -217,9 +226,7 @@ fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
 async fn media_between_nodes_of_a_region_goes_direct_once_the_path_is_confirmed() {
     let (a, mut a_rx) = node("node-a", b"cluster secret");
     let (b, mut b_rx) = node("node-b", b"cluster secret");
-    a.dial(addr(&b));
-    let to_b = up(&mut a_rx).await;
-    let to_a = up(&mut b_rx).await;
+    let (to_b, to_a) = linked(&a, &mut a_rx, &b, &mut b_rx).await;
     assert!(to_b.direct_port().is_some() && to_a.direct_port().is_some());
     let got = media_crosses(&to_b, &mut b_rx, 100).await;
     // The first packets go by QUIC (one may overtake its codec) while a probe confirms the
@@ -240,9 +247,7 @@ async fn media_between_nodes_of_a_region_goes_direct_once_the_path_is_confirmed(
 async fn garbage_and_forgeries_on_a_links_direct_port_are_refused_and_media_still_flows() {
     let (a, mut a_rx) = node("node-a", b"cluster secret");
     let (b, mut b_rx) = node("node-b", b"cluster secret");
-    a.dial(addr(&b));
-    let to_b = up(&mut a_rx).await;
-    let to_a = up(&mut b_rx).await;
+    let (to_b, to_a) = linked(&a, &mut a_rx, &b, &mut b_rx).await;
     assert!(media_crosses(&to_b, &mut b_rx, 50).await >= 45);
     let port = to_a.direct_port().expect("a direct path");
     let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -270,9 +275,7 @@ async fn garbage_and_forgeries_on_a_links_direct_port_are_refused_and_media_stil
 async fn a_node_without_direct_media_gets_media_by_quic() {
     let (a, mut a_rx) = relay_node("node-a", "test", Secrets::cluster(b"cluster secret"), true);
     let (b, mut b_rx) = relay_node("node-b", "test", Secrets::cluster(b"cluster secret"), false);
-    a.dial(addr(&b));
-    let to_b = up(&mut a_rx).await;
-    let to_a = up(&mut b_rx).await;
+    let (to_b, to_a) = linked(&a, &mut a_rx, &b, &mut b_rx).await;
     assert!(to_a.direct_port().is_none());
     assert!(media_crosses(&to_b, &mut b_rx, 50).await >= 45);
     assert!(media_crosses(&to_a, &mut a_rx, 50).await >= 45);
@@ -286,9 +289,7 @@ async fn a_node_without_direct_media_gets_media_by_quic() {
 async fn a_batch_arrives_in_order_and_a_link_far_behind_drops_only_its_media() {
     let (a, mut a_rx) = node("node-a", b"cluster secret");
     let (b, mut b_rx) = node("node-b", b"cluster secret");
-    a.dial(addr(&b));
-    let to_b = up(&mut a_rx).await;
-    let _ = up(&mut b_rx).await;
+    let (to_b, _) = linked(&a, &mut a_rx, &b, &mut b_rx).await;
     // The codec's announcement (on the stream) first, so no datagram overtakes it.
     loop {
         assert!(to_b.send(rtp(100)));
