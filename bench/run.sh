@@ -56,11 +56,17 @@ config=test-output/bench/$out.yaml
 {
   echo "logging:"
   echo "  level: info"
-  echo "rtc:"
-  echo "  workers: $workers"
-  [[ -z "$spread" ]] || echo "  room_spread_threshold: $spread"
-  echo "  congestion_control:"
-  echo "    enabled: $cc"
+  # Only the keys this run sets (their defaults otherwise), so that an older build, which
+  # refuses keys it does not know, runs the same shape (bench/versus.sh).
+  if [[ $workers != 0 || -n "$spread" || $cc == true ]]; then
+    echo "rtc:"
+    [[ $workers == 0 ]] || echo "  workers: $workers"
+    [[ -z "$spread" ]] || echo "  room_spread_threshold: $spread"
+    if [[ $cc == true ]]; then
+      echo "  congestion_control:"
+      echo "    enabled: true"
+    fi
+  fi
   if [[ "${transport[*]:-}" == --turn ]]; then
     echo "turn:"
     echo "  enabled: true"
@@ -69,7 +75,10 @@ config=test-output/bench/$out.yaml
     echo "  relay_range_end: 31999"
   fi
 } > "$config"
-taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) --tcp-port $((port + 2)) \
+# A build from before ICE/TCP has no --tcp-port (bench/versus.sh runs older builds).
+tcp=()
+"$bin" serve --help | grep -q -- --tcp-port && tcp=(--tcp-port $((port + 2)))
+taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) "${tcp[@]}" \
   > "test-output/bench/$out-server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
