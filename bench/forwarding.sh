@@ -7,6 +7,8 @@
 #                                      worker threads): the relay hand-off is in the count
 #   TEMPORAL=1 bench/forwarding.sh 10  VP8 with three temporal layers, every other subscriber
 #                                      asking for 8 fps (its forwarder skips 3 packets in 4)
+#   AUDIO=1 bench/forwarding.sh 10     Opus-sized audio (100-byte payloads) instead of video:
+#                                      the per-packet work that does not grow with the payload
 #
 # Prints a Markdown table. Instruction counts repeat exactly for the same binary and inputs,
 # so a regression shows as a number, not noise.
@@ -29,7 +31,7 @@ echo "| subscribers | places | packets in | datagrams out | instructions / forwa
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 for n in "${sizes[@]}"; do
   json=$(valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
-    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" ${TEMPORAL:+--temporal} 2>/dev/null)
+    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" ${TEMPORAL:+--temporal} ${AUDIO:+--audio} 2>/dev/null)
   ir=$(grep -E '^(summary|totals):' "$out/cg.$n" | head -1 | awk '{print $2}')
   python3 - "$json" "$ir" "$n" "$packets" <<'PY'
 import json, sys

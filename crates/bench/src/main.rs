@@ -2,11 +2,11 @@
 //!
 //! A [`Shard`] and str0m client peers (one publisher, N subscribers) exchange datagrams by
 //! function call on a virtual clock: no sockets, no threads, no wall time. After the real
-//! LiveKit join/offer/answer/ICE/DTLS sequence, the publisher sends VP8 packets and
-//! [`measured_forwarding`] hands them to the shard and drains what it transmits. That function
-//! is what `valgrind --tool=callgrind --toggle-collect=*measured_forwarding*` counts
-//! (instructions per forwarded packet), and a counting allocator counts heap allocations
-//! made inside it. Run through `bench/forwarding.sh`.
+//! LiveKit join/offer/answer/ICE/DTLS sequence, the publisher sends VP8 packets (Opus-sized
+//! audio with `--audio`) and [`measured_forwarding`] hands them to the shard and drains what it
+//! transmits. That function is what `valgrind --tool=callgrind
+//! --toggle-collect=*measured_forwarding*` counts (instructions per forwarded packet), and a
+//! counting allocator counts heap allocations made inside it. Run through `bench/forwarding.sh`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -90,6 +90,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 const PAYLOAD: usize = 1000;
+/// Bytes of one audio packet's payload with `--audio`.
+const AUDIO_PAYLOAD: usize = 100;
 
 /// The measured section: the publisher's shard takes each datagram; relay messages go to the
 /// other shards as the worker threads would hand them over, and everything every shard then
@@ -134,7 +136,14 @@ fn main() {
     for i in 0..subscribers {
         net.join(i % places, "bench", &format!("sub-{i}"));
     }
-    let mid = net.publish(publisher, MediaKind::Video, "cam");
+    // With `--audio` the publisher sends Opus-sized audio instead (100 bytes a packet, as
+    // `pylon load-test` does): the per-packet work that does not grow with the payload.
+    let audio = std::env::args().any(|a| a == "--audio");
+    let mid = if audio {
+        net.publish(publisher, MediaKind::Audio, "mic")
+    } else {
+        net.publish(publisher, MediaKind::Video, "cam")
+    };
     net.run_for(std::time::Duration::from_secs(3));
     assert!(
         net.clients[publisher].publisher.connected,
@@ -148,6 +157,12 @@ fn main() {
     let mut seq = 1000u64;
     let mut ts = 0u32;
     let mut write = |net: &mut Net, keyframe: bool| {
+        if audio {
+            net.write_rtp(publisher, mid, seq, ts, vec![0x42u8; AUDIO_PAYLOAD]);
+            seq += 1;
+            ts = ts.wrapping_add(960);
+            return;
+        }
         let body = vec![0x42u8; PAYLOAD];
         let payload = if keyframe {
             vp8::keyframe_start(1280, 720, &body)
@@ -204,6 +219,8 @@ fn main() {
         TRACE_LEFT.with(|t| t.set(2000));
     }
     let mut allocations = 0u64;
+    // Wall time inside the measured section (natively; meaningless under valgrind).
+    let mut measured = std::time::Duration::ZERO;
     let mut bytes = 0u64;
     let mut forwarded = 0u64;
     let mut sent = 0;
@@ -225,7 +242,9 @@ fn main() {
             ALLOCATIONS.load(Ordering::Relaxed),
             ALLOCATED_BYTES.load(Ordering::Relaxed),
         );
+        let started = std::time::Instant::now();
         measured_forwarding(&mut net.shards, net.now, &input, &mut out);
+        measured += started.elapsed();
         allocations += ALLOCATIONS.load(Ordering::Relaxed) - a0;
         bytes += ALLOCATED_BYTES.load(Ordering::Relaxed) - b0;
         for o in out {
@@ -263,6 +282,7 @@ fn main() {
         "rtp_received_by_subscribers": received,
         "allocations_per_forwarded_packet": allocations as f64 / forwarded.max(1) as f64,
         "allocated_bytes_per_forwarded_packet": bytes as f64 / forwarded.max(1) as f64,
+        "ns_per_forwarded_packet": measured.as_nanos() as f64 / forwarded.max(1) as f64,
     });
     println!("{report}");
 }
