@@ -202,6 +202,7 @@ impl Shard {
                 forwarder,
                 vp8,
                 pt_map,
+                send_ssrc: None,
                 disabled: false,
                 max_layer: TOP_LAYER,
                 fps: 0,

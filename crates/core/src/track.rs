@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use livekit_protocol as lk;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
+use str0m::rtp::Ssrc;
 
 use crate::allocator::{ClimbBackoff, Grant, LayerRates};
 use crate::dynacast::Dynacast;
@@ -258,6 +259,10 @@ pub struct DownTrack {
     pub vp8: Vp8Munger,
     /// Publisher payload type → subscriber payload type, learnt on first use.
     pub pt_map: Vec<(Pt, Option<SubscriberPt>)>,
+    /// The SSRC of the send stream the last packet left on, checked against `mid` at each use:
+    /// str0m finds a stream by SSRC with one hash lookup, by mid only by scanning every send
+    /// stream of the connection (`forward::send_stream`).
+    pub send_ssrc: Option<Ssrc>,
     /// The subscriber turned this track off (UpdateTrackSettings.disabled).
     pub disabled: bool,
     /// The highest layer the subscriber asked for (UpdateTrackSettings quality or size); the
@@ -292,6 +297,7 @@ impl DownTrack {
             forwarder: Forwarder::new(if kind.is_audio() { 48_000 } else { 90_000 }),
             vp8: Vp8Munger::default(),
             pt_map: Vec::new(),
+            send_ssrc: None,
             disabled: false,
             max_layer: TOP_LAYER,
             fps: 0,

@@ -32,6 +32,11 @@ pub struct Dtls {
     /// Packets to be sent.
     pending_packets: VecDeque<DatagramSend>,
 
+    /// Pylon: the instance's last answer to `poll_output`, a timeout, while nothing reached the
+    /// instance since (no packet, no application data, no timeout handled, no close). Polling
+    /// it again would give the same answer; `Rtc::poll_output` asks on every call.
+    idle_until: Option<Instant>,
+
     /// Target MTU (start) and warn threshold (end). The target is forwarded to
     /// the backend's fragmenter; outgoing records larger than the warn
     /// threshold log a warning.
@@ -78,6 +83,7 @@ impl Dtls {
             remote_fingerprint: None,
             active_state: None,
             pending_packets: VecDeque::new(),
+            idle_until: None,
             mtu,
         })
     }
@@ -94,6 +100,7 @@ impl Dtls {
 
     /// Set whether this instance is active (client) or passive (server).
     pub fn set_active(&mut self, active: bool) {
+        self.idle_until = None;
         self.active_state = Some(active);
         self.instance.set_active(active)
     }
@@ -133,6 +140,10 @@ impl Dtls {
             return DtlsOutput::Timeout(not_happening());
         }
 
+        if let Some(at) = self.idle_until {
+            return DtlsOutput::Timeout(at);
+        }
+
         let next = self.instance.poll_output(buf);
 
         if let DtlsOutput::Packet(packet) = next {
@@ -145,6 +156,10 @@ impl Dtls {
             return DtlsOutput::Timeout(already_happened());
         }
 
+        if let DtlsOutput::Timeout(at) = next {
+            self.idle_until = Some(at);
+        }
+
         next
     }
 
@@ -154,6 +169,7 @@ impl Dtls {
 
     /// Handle an incoming DTLS packet.
     pub fn handle_receive(&mut self, packet: &[u8]) -> Result<(), DtlsError> {
+        self.idle_until = None;
         if !self.is_inited() {
             debug!("Ignoring DTLS datagram prior to DTLS start");
             return Ok(());
@@ -166,6 +182,7 @@ impl Dtls {
 
     /// Send application data over DTLS.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<(), DtlsError> {
+        self.idle_until = None;
         fn make_handshake_pending_err() -> DtlsError {
             DtlsError::Io(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -191,6 +208,7 @@ impl Dtls {
 
     /// Handle a timeout event.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
+        self.idle_until = None;
         if !self.is_inited() {
             return Ok(());
         }
@@ -202,6 +220,7 @@ impl Dtls {
 
     /// Initiate graceful shutdown by sending a close_notify alert.
     pub fn close(&mut self) -> Result<(), DtlsError> {
+        self.idle_until = None;
         self.instance
             .close()
             .map_err(|e| DtlsError::CryptoError(CryptoError::Other(format!("DTLS error: {}", e))))
