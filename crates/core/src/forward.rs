@@ -409,3 +409,38 @@ fn down_peer<'a>(
 ) -> &'a mut crate::peer::Peer {
     subscriber.as_mut().unwrap_or(publisher)
 }
+
+#[cfg(test)]
+mod tests {
+    use str0m::media::MediaKind;
+    use str0m::Rtc;
+
+    use super::*;
+
+    #[test]
+    fn a_send_stream_is_found_by_its_remembered_ssrc_and_by_mid_when_that_is_stale() {
+        let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+        let (mine, other) = (Mid::from("a0"), Mid::from("a1"));
+        let mut api = rtc.direct_api();
+        for (mid, ssrc) in [(mine, 1111), (other, 3333)] {
+            api.declare_media(mid, MediaKind::Audio);
+            api.declare_stream_tx(Ssrc::from(ssrc), None, mid, None);
+        }
+        let mut found =
+            |remembered: &mut Option<Ssrc>| send_stream(&mut api, remembered, mine).map(|tx| tx.ssrc());
+
+        // Found by mid the first time, and remembered.
+        let mut remembered = None;
+        assert_eq!(found(&mut remembered), Some(Ssrc::from(1111)));
+        assert_eq!(remembered, Some(Ssrc::from(1111)));
+        assert_eq!(found(&mut remembered), Some(Ssrc::from(1111)));
+        // An SSRC no stream has any more (the section was renegotiated): found by mid again.
+        remembered = Some(Ssrc::from(2222));
+        assert_eq!(found(&mut remembered), Some(Ssrc::from(1111)));
+        assert_eq!(remembered, Some(Ssrc::from(1111)));
+        // Another section's stream is never taken for this section's.
+        remembered = Some(Ssrc::from(3333));
+        assert_eq!(found(&mut remembered), Some(Ssrc::from(1111)));
+        assert_eq!(remembered, Some(Ssrc::from(1111)));
+    }
+}
