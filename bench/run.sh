@@ -77,7 +77,9 @@ config=test-output/bench/$out.yaml
 } > "$config"
 # A build from before ICE/TCP has no --tcp-port (bench/versus.sh runs older builds).
 tcp=()
-"$bin" serve --help | grep -q -- --tcp-port && tcp=(--tcp-port $((port + 2)))
+# (The help is read whole first: `grep -q` leaving a pipe early could fail it under pipefail.)
+help=$("$bin" serve --help)
+[[ $help != *--tcp-port* ]] || tcp=(--tcp-port $((port + 2)))
 taskset -c 0 "$bin" serve --dev --config "$config" --port "$port" --udp-port $((port + 1)) "${tcp[@]}" \
   > "test-output/bench/$out-server.log" 2>&1 &
 server=$!
