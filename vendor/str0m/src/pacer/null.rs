@@ -1,5 +1,6 @@
-use std::collections::HashMap;
 use std::time::Instant;
+
+use rustc_hash::FxHashMap;
 
 use super::Pacer;
 use super::PaddingRequest;
@@ -11,7 +12,9 @@ use crate::rtp_::{Bitrate, DataSize, MidRid, TwccClusterId};
 /// A null pacer that doesn't pace.
 #[derive(Debug, Default)]
 pub struct NullPacer {
-    last_sends: HashMap<MidRid, Instant>,
+    // Keyed by the local mids and rids of the streams sent: FxHash, not SipHash (hashed
+    // twice per packet sent).
+    last_sends: FxHashMap<MidRid, Instant>,
     /// Snapshots from the last `handle_timeout`. `poll_queue` counts off
     /// each packet it hands out.
     queue_states: Vec<QueueState>,

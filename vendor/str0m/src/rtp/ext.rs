@@ -714,19 +714,22 @@ impl Extension {
                 Some(13)
             }
             RtpStreamId => {
-                let v = ev.rid?;
+                // One deref: it trims the id's padding.
+                let v: &str = &ev.rid?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RepairedRtpStreamId => {
-                let v = ev.rid_repair?;
+                // One deref: it trims the id's padding.
+                let v: &str = &ev.rid_repair?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)
             }
             RtpMid => {
-                let v = ev.mid?;
+                // One deref: it trims the id's padding.
+                let v: &str = &ev.mid?;
                 let l = v.len();
                 buf[..l].copy_from_slice(v.as_bytes());
                 Some(l)

@@ -43,6 +43,17 @@ macro_rules! str_id {
             type Target = str;
 
             fn deref(&self) -> &Self::Target {
+                // Ids are ASCII padded with spaces (`From<&str>`, `new`): trim the ASCII
+                // whitespace `str::trim` would, without decoding characters (this runs for
+                // every RTP header that carries a mid or rid). Anything else takes the
+                // general path.
+                let b = &self.0[..];
+                if b.is_ascii() {
+                    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+                    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
+                    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+                    return from_utf8(&b[start..end]).expect("ascii id");
+                }
                 from_utf8(&self.0).expect("ascii id").trim()
             }
         }

@@ -1,4 +1,6 @@
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::fmt::{self};
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,7 +136,8 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    // Keyed by SSRCs this side chose: FxHash, not SipHash (looked up per packet written).
+    streams_tx: FxHashMap<Ssrc, StreamTx>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
     probe_tx: StreamTx,
