@@ -156,6 +156,47 @@ async def test_room_api_sees_the_whole_room_across_workers(pylon_factory, http):
         await b.close()
 
 
+async def test_media_reaches_the_owning_worker_without_hand_off(pylon_factory, http):
+    """The kernel hashes each client's flow to one of the workers' sockets, whoever owns the
+    peer; once ICE has proven a flow's address, its owner takes it with a connected socket of
+    its own (`steer.rs`), so media stops being handed between workers. The room stays on one
+    worker; participants join until some flow's first packets landed on the other worker
+    (each flow does with probability 1/2), then media must not follow them there."""
+    port = free_port(socket.SOCK_STREAM)
+    pylon = pylon_factory({"rtc": {"workers": 2}, "prometheus_port": port})
+    peers, pubs = [], []
+    try:
+        while len(peers) < 2 or (await scrape(http, port))["pylon_datagrams_handed_off_total"] == 0:
+            assert len(peers) < 8, "eight participants' flows all landed on the owner's socket"
+            name = "ABCDEFGH"[len(peers)]
+            peers.append(await Peer(name).connect(pylon.url, pylon.token(name)))
+            pubs.append(await Publisher(peers[-1].room).publish())
+        names = [p.identity for p in peers]
+        for p in peers:
+            for sender in names:
+                if sender != p.identity:
+                    await wait_for(lambda: p.video_frames(f"{sender}/camera") > 10, 20, f"{p.identity} to decode {sender}")
+        before = await scrape(http, port)
+        assert sorted(before[f'pylon_worker_participants{{worker="{i}"}}'] for i in range(2)) == [0, len(peers)]
+        assert before["pylon_steered_flows"] >= 1, "a flow that landed on the other worker is steered"
+        await asyncio.sleep(3)
+        after = await scrape(http, port)
+        received = after["pylon_datagrams_received_total"] - before["pylon_datagrams_received_total"]
+        handed = after["pylon_datagrams_handed_off_total"] - before["pylon_datagrams_handed_off_total"]
+        assert received > 1000, f"media flowed: {received} datagrams"
+        assert handed <= received * 0.01, f"{handed} of {received} datagrams handed between workers"
+    finally:
+        for pub in pubs:
+            pub.stop()
+        for p in peers:
+            await p.close()
+    # Leaving lets go of the connected sockets.
+    deadline = time.monotonic() + 10
+    while (await scrape(http, port))["pylon_steered_flows"] != 0:
+        assert time.monotonic() < deadline, "steered flows outlive their participants"
+        await asyncio.sleep(0.2)
+
+
 @pytest.mark.parametrize("kind", ["panic", "stall"])
 async def test_a_failed_worker_fails_health_tells_clients_and_exits(request, http, kind):
     pylon = PylonServer(_test_name(request), {"rtc": SPREAD}).start()

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod region_api;
 pub mod session;
+pub mod steer;
 pub mod tcp;
 pub mod turn;
 pub mod webhook;

@@ -35,6 +35,8 @@ pub struct ShardGauges {
     pub datagrams_in: AtomicU64,
     pub datagrams_dropped: AtomicU64,
     pub handed_off: AtomicU64,
+    /// Peers' flows taken off other workers' sockets now (`steer.rs`).
+    pub steered_flows: AtomicU64,
     pub media_dropped: AtomicU64,
     pub rooms: AtomicU64,
     pub participants: AtomicU64,
@@ -341,6 +343,11 @@ impl Collector for Metrics {
         for (name, help, v) in rows {
             o.counter(name, help, v)?;
         }
+        o.gauge(
+            "pylon_steered_flows",
+            "Peers' UDP flows the owning worker receives on a connected socket of its own instead of by hand-off from the worker the kernel hashed them to.",
+            sum(|g| &g.steered_flows) as i64,
+        )?;
         o.counter(
             "pylon_worker_media_dropped",
             "Media messages dropped because the receiving worker was too far behind.",

@@ -34,6 +34,7 @@ use crate::directory::{Directory, Idle, WorkerId};
 use crate::egress::{Batch, Batcher};
 use crate::handoff::{give_back, Handoff, Pool};
 use crate::metrics::ShardGauges;
+use crate::steer::Steered;
 use crate::tcp::{Outgoing, TcpLink};
 
 /// Messages a session's WebSocket pump receives from its worker.
@@ -394,6 +395,11 @@ struct Worker {
     landed: HashMap<SocketAddr, WorkerId>,
     /// Addresses we told another worker are ours: address → that worker.
     routed: HashMap<SocketAddr, WorkerId>,
+    /// Our peers' flows taken off other workers' sockets (`steer.rs`); `None` with one
+    /// worker, or if the epoll set could not be made.
+    steered: Option<Steered>,
+    /// The media socket's bound address, which steered flows bind too.
+    bind: SocketAddr,
     shared: Shared,
     gauges: Arc<ShardGauges>,
     next_publish: Instant,
@@ -422,6 +428,16 @@ struct WorkerCounters {
     unroutable: u64,
     handed_off: u64,
     media_dropped: u64,
+    /// Flows steered to this worker now (a gauge).
+    steered: u64,
+}
+
+/// Wait for a steered flow's datagrams; never, without steering.
+async fn steered_ready(steered: Option<&mut Steered>) -> std::io::Result<()> {
+    match steered {
+        Some(s) => s.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn unix_ms_now() -> i64 {
@@ -437,6 +453,14 @@ impl Worker {
         let tcp_local = p.config.tcp_candidate;
         let seed = rand::random();
         let udp = quinn_udp::UdpSocketState::new((&p.socket).into()).expect("UDP socket state");
+        let bind = p.socket.local_addr().expect("a bound socket has an address");
+        let steered = (p.peers.len() > 1)
+            .then(|| {
+                Steered::new()
+                    .map_err(|e| warn!(worker = p.id, "flow steering off: {e}"))
+                    .ok()
+            })
+            .flatten();
         let egress = Batcher::new(udp.max_gso_segments());
         let batch = quinn_udp::BATCH_SIZE;
         info!(
@@ -463,6 +487,8 @@ impl Worker {
             demux: Demux::default(),
             landed: HashMap::new(),
             routed: HashMap::new(),
+            steered,
+            bind,
             shared: p.shared,
             gauges: p.gauges,
             next_publish: Instant::now(),
@@ -506,6 +532,10 @@ impl Worker {
                     Ok(()) => self.receive(),
                     Err(e) => debug!("udp readiness error: {e}"),
                 },
+                r = steered_ready(self.steered.as_mut()) => match r {
+                    Ok(()) => self.receive_steered(),
+                    Err(e) => debug!("steered flows' readiness error: {e}"),
+                },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
             let now = Instant::now();
@@ -538,6 +568,7 @@ impl Worker {
         g.datagrams_dropped
             .store(s.datagrams_dropped + c.unroutable, Ordering::Relaxed);
         g.handed_off.store(c.handed_off, Ordering::Relaxed);
+        g.steered_flows.store(c.steered, Ordering::Relaxed);
         g.media_dropped.store(c.media_dropped, Ordering::Relaxed);
         g.rooms.store(self.shard.room_count() as u64, Ordering::Relaxed);
         g.participants
@@ -575,18 +606,57 @@ impl Worker {
                     }
                 }
             };
-            let now = Instant::now();
-            for i in 0..n {
-                let m = self.meta[i];
-                let stride = m.stride.max(1);
-                let mut at = 0;
-                while at < m.len {
-                    let end = (at + stride).min(m.len);
-                    let buf = std::mem::take(&mut self.bufs[i]);
-                    self.datagram(now, m.addr, &buf[at..end]);
-                    self.bufs[i] = buf;
-                    at = end;
+            self.dispatch(n);
+        }
+    }
+
+    /// Read what the steered flows found ready hold, up to a bound per flow (more waits for
+    /// the next turn: the epoll set stays ready).
+    fn receive_steered(&mut self) {
+        let Some(steered) = self.steered.as_mut() else {
+            return;
+        };
+        let ready = steered.take_ready();
+        for &token in &ready {
+            for _ in 0..RECV_CALLS {
+                let Some(steered) = self.steered.as_ref() else {
+                    return;
+                };
+                let mut slices: [std::io::IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
+                    let mut it = self.bufs.iter_mut();
+                    std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
+                };
+                match steered.recv(token, &mut slices, &mut self.meta) {
+                    Ok(0) => break,
+                    Ok(n) => self.dispatch(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // A connected socket reports the peer's ICMP errors (port unreachable);
+                    // the peer's own timeouts decide what that means.
+                    Err(e) => {
+                        debug!("steered flow recv error: {e}");
+                        break;
+                    }
                 }
+            }
+        }
+        if let Some(steered) = self.steered.as_mut() {
+            steered.give_back_ready(ready);
+        }
+    }
+
+    /// Hand the `n` datagrams just read into `bufs` (GRO-coalesced ones split) to the shard.
+    fn dispatch(&mut self, n: usize) {
+        let now = Instant::now();
+        for i in 0..n {
+            let m = self.meta[i];
+            let stride = m.stride.max(1);
+            let mut at = 0;
+            while at < m.len {
+                let end = (at + stride).min(m.len);
+                let buf = std::mem::take(&mut self.bufs[i]);
+                self.datagram(now, m.addr, &buf[at..end]);
+                self.bufs[i] = buf;
+                at = end;
             }
         }
     }
@@ -929,15 +999,34 @@ impl Worker {
                 if let Some(&w) = self.landed.get(&addr) {
                     self.peers[w as usize].send_control(Inbox::Route(Route::Address(addr, Some(self.id))));
                     self.routed.insert(addr, w);
+                    self.steer(addr);
                 }
             }
             ShardEvent::AddressForgotten(addr) => {
                 if let Some(w) = self.routed.remove(&addr) {
                     self.peers[w as usize].send_control(Inbox::Route(Route::Address(addr, None)));
                 }
+                if let Some(steered) = self.steered.as_mut() {
+                    if steered.remove(addr) {
+                        self.counters.steered = steered.len() as u64;
+                    }
+                }
             }
             ShardEvent::UfragAdded(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), Some(self.id))),
             ShardEvent::UfragRemoved(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), None)),
+        }
+    }
+
+    /// Take `addr`'s datagrams off the socket they land on (`steer.rs`). The landing worker
+    /// was told the route as well: what is in flight, or all of it if steering fails, still
+    /// comes by hand-off.
+    fn steer(&mut self, addr: SocketAddr) {
+        let Some(steered) = self.steered.as_mut() else {
+            return;
+        };
+        match steered.add(self.bind, addr) {
+            Ok(_) => self.counters.steered = steered.len() as u64,
+            Err(e) => debug!(worker = self.id, peer = %addr, "flow not steered: {e}"),
         }
     }
 
