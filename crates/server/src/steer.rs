@@ -53,6 +53,8 @@ pub struct Steered {
     next_token: u64,
     events: Vec<epoll::Event>,
     ready: Vec<u64>,
+    /// A flow was left with datagrams to read ([`Self::more`]): look again without waiting.
+    pending: bool,
 }
 
 impl Steered {
@@ -75,6 +77,7 @@ impl Steered {
             next_token: 0,
             events: vec![empty; EVENTS],
             ready: Vec::with_capacity(EVENTS),
+            pending: false,
         })
     }
 
@@ -118,24 +121,28 @@ impl Steered {
 
     /// Wait until a steered flow has datagrams, and note which ([`Self::take_ready`]).
     /// Cancel-safe: nothing is read from the flows here.
+    ///
+    /// The runtime's readiness is cleared before the set is asked what is ready, so one wake-up
+    /// costs one `epoll_wait`: every datagram that reaches a flow from then on wakes the set
+    /// again (the kernel signals a nested epoll set at each arrival, not only when it goes from
+    /// empty to ready). A flow read only up to the bound is the exception: [`Self::more`] says
+    /// so, and the next call looks without waiting (the set is level-triggered).
     pub async fn wait(&mut self) -> io::Result<()> {
         loop {
-            let mut guard = self.epoll.readable().await?;
-            let (events, ready) = (&mut self.events, &mut self.ready);
-            let polled = guard.try_io(|fd| {
-                let n = epoll::wait(fd.get_ref(), &mut events[..], Some(&ZERO))?;
-                if n == 0 {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                ready.extend(events[..n].iter().map(|e| e.data.u64()));
-                Ok(())
-            });
-            match polled {
-                Ok(r) => return r,
-                // Nothing ready after all: readiness was cleared, wait again.
-                Err(_would_block) => continue,
+            if !std::mem::take(&mut self.pending) {
+                self.epoll.readable().await?.clear_ready();
+            }
+            let n = epoll::wait(self.epoll.get_ref(), &mut self.events[..], Some(&ZERO))?;
+            if n > 0 {
+                self.ready.extend(self.events[..n].iter().map(|e| e.data.u64()));
+                return Ok(());
             }
         }
+    }
+
+    /// A flow still holds datagrams after this turn's reads.
+    pub fn more(&mut self) {
+        self.pending = true;
     }
 
     /// The flows found ready by [`Self::wait`] (the list is handed back by

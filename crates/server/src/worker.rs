@@ -432,6 +432,12 @@ struct WorkerCounters {
     steered: u64,
 }
 
+/// Whether a receive that returned `n` datagrams left its socket empty: on Linux `recvmmsg` on
+/// a non-blocking socket returns fewer than it was offered only when the queue ran dry.
+fn drained_by(n: usize) -> bool {
+    cfg!(any(target_os = "linux", target_os = "android")) && n < quinn_udp::BATCH_SIZE
+}
+
 /// Wait for a steered flow's datagrams; never, without steering.
 async fn steered_ready(steered: Option<&mut Steered>) -> std::io::Result<()> {
     match steered {
@@ -591,22 +597,38 @@ impl Worker {
     /// Read what the socket holds (batched, GRO-coalesced), up to a bound.
     fn receive(&mut self) {
         for _ in 0..RECV_CALLS {
+            let mut short = None;
             let n = {
                 let (socket, udp, bufs, meta) = (&self.socket, &self.udp, &mut self.bufs, &mut self.meta);
                 let mut slices: [std::io::IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
                     let mut it = bufs.iter_mut();
                     std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
                 };
-                match socket.try_io(Interest::READABLE, || udp.recv(socket.into(), &mut slices, meta)) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                    Err(e) => {
+                let read = socket.try_io(Interest::READABLE, || {
+                    let n = udp.recv(socket.into(), &mut slices, meta)?;
+                    // A short batch emptied the socket: answering WouldBlock clears the
+                    // readiness now (tokio clears it only then) instead of after one more
+                    // system call to learn it. A datagram arriving later signals again.
+                    if drained_by(n) {
+                        short = Some(n);
+                        return Err(std::io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match (read, short) {
+                    (Ok(n), _) => n,
+                    (Err(e), Some(n)) if e.kind() == std::io::ErrorKind::WouldBlock => n,
+                    (Err(e), _) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    (Err(e), _) => {
                         debug!("udp recv error: {e}");
                         return;
                     }
                 }
             };
             self.dispatch(n);
+            if short.is_some() {
+                return;
+            }
         }
     }
 
@@ -617,7 +639,9 @@ impl Worker {
             return;
         };
         let ready = steered.take_ready();
+        let mut more = false;
         for &token in &ready {
+            let mut drained = false;
             for _ in 0..RECV_CALLS {
                 let Some(steered) = self.steered.as_ref() else {
                     return;
@@ -627,20 +651,30 @@ impl Worker {
                     std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
                 };
                 match steered.recv(token, &mut slices, &mut self.meta) {
-                    Ok(0) => break,
-                    Ok(n) => self.dispatch(n),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Ok(0) => drained = true,
+                    Ok(n) => {
+                        self.dispatch(n);
+                        drained = drained_by(n);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => drained = true,
                     // A connected socket reports the peer's ICMP errors (port unreachable);
                     // the peer's own timeouts decide what that means.
                     Err(e) => {
                         debug!("steered flow recv error: {e}");
-                        break;
+                        drained = true;
                     }
                 }
+                if drained {
+                    break;
+                }
             }
+            more |= !drained;
         }
         if let Some(steered) = self.steered.as_mut() {
             steered.give_back_ready(ready);
+            if more {
+                steered.more();
+            }
         }
     }
 
