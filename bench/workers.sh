@@ -4,9 +4,10 @@
 #   bench/workers.sh [--runs 5] [--duration 15s]
 #
 # 1. meeting-10, alternately on 1 and on 2 workers (the room stays whole on one worker; with
-#    2, the kernel spreads the clients' flows over both sockets, so about half the incoming
-#    datagrams are handed to the other worker): server CPU per forwarded packet, median of
-#    --runs each, and the 2-worker/1-worker ratio from the same session.
+#    2, the kernel spreads the clients' flows over both sockets, so about half of them land on
+#    the other worker, which hands their first packets over until the owner steers the flow to
+#    itself, crates/server/src/steer.rs): server CPU per forwarded packet, median of --runs
+#    each, and the 2-worker/1-worker ratio from the same session.
 # 2. audio-room on the default workers, median of --runs.
 # 3. townhall (2 presenters, 80 viewers) and small-rooms (6 rooms of 4) on 2 workers: each
 #    worker's share of the media threads' CPU (from /proc/<pid>/task/*/stat).
