@@ -27,8 +27,19 @@ use rustix::event::epoll;
 use tokio::io::unix::AsyncFd;
 
 /// Connected sockets one worker keeps at most (each is a file descriptor); flows beyond it
-/// are handed over as before.
+/// are handed over as before. Lower when the open-file limit is ([`cap`]).
 pub const MAX_STEERED: usize = 4096;
+
+/// How many flows each of `workers` workers may steer: [`MAX_STEERED`], or less so that
+/// steering never holds more than a quarter of the open-file limit. The rest stays for what
+/// must have a descriptor (WebSockets, ICE/TCP clients, relay links, TURN ports).
+pub fn cap(workers: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    match limit {
+        Some(n) => MAX_STEERED.min((n / 4 / workers.max(1) as u64) as usize),
+        None => MAX_STEERED,
+    }
+}
 
 /// Ready flows taken from the epoll set per wake-up.
 const EVENTS: usize = 64;
@@ -51,6 +62,8 @@ pub struct Steered {
     flows: HashMap<u64, Flow>,
     by_peer: HashMap<SocketAddr, u64>,
     next_token: u64,
+    /// The most flows this set holds ([`cap`]).
+    max: usize,
     events: Vec<epoll::Event>,
     ready: Vec<u64>,
     /// A flow was left with datagrams to read ([`Self::more`]): look again without waiting.
@@ -58,8 +71,8 @@ pub struct Steered {
 }
 
 impl Steered {
-    /// An empty set; must be called inside the worker's runtime.
-    pub fn new() -> io::Result<Self> {
+    /// An empty set of at most `max` flows; must be called inside the worker's runtime.
+    pub fn new(max: usize) -> io::Result<Self> {
         let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let empty = epoll::Event {
             flags: epoll::EventFlags::empty(),
@@ -75,6 +88,7 @@ impl Steered {
             flows: HashMap::new(),
             by_peer: HashMap::new(),
             next_token: 0,
+            max,
             events: vec![empty; EVENTS],
             ready: Vec::with_capacity(EVENTS),
             pending: false,
@@ -92,7 +106,7 @@ impl Steered {
     /// Steer `peer`'s datagrams to a socket on `bind` connected to it. `Ok(false)`: already
     /// steered, or the set is full.
     pub fn add(&mut self, bind: SocketAddr, peer: SocketAddr) -> io::Result<bool> {
-        if self.by_peer.contains_key(&peer) || self.flows.len() >= MAX_STEERED {
+        if self.by_peer.contains_key(&peer) || self.flows.len() >= self.max {
             return Ok(false);
         }
         let socket = connected_socket(bind, peer)?;
@@ -246,6 +260,15 @@ mod tests {
         assert_eq!(after[4..], before[4..], "the other flows stay where they landed");
     }
 
+    #[test]
+    fn steering_keeps_to_a_quarter_of_the_open_file_limit() {
+        let per_worker = cap(2);
+        assert!(per_worker <= MAX_STEERED);
+        if let Some(n) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+            assert!(per_worker as u64 * 2 <= n / 4);
+        }
+    }
+
     #[tokio::test]
     async fn a_steered_flow_wakes_the_set_and_is_read_from_it() {
         let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -253,12 +276,18 @@ mod tests {
         drop(probe);
         let _group = group_socket(bind);
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut set = Steered::new().unwrap();
+        let mut set = Steered::new(1).unwrap();
         assert!(set.add(bind, client.local_addr().unwrap()).unwrap());
         assert!(
             !set.add(bind, client.local_addr().unwrap()).unwrap(),
             "added once"
         );
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(
+            !set.add(bind, other.local_addr().unwrap()).unwrap(),
+            "past the cap"
+        );
+        assert_eq!(set.len(), 1);
         client.send_to(b"hello", bind).unwrap();
         tokio::time::timeout(Duration::from_secs(5), set.wait())
             .await

@@ -462,7 +462,7 @@ impl Worker {
         let bind = p.socket.local_addr().expect("a bound socket has an address");
         let steered = (p.peers.len() > 1)
             .then(|| {
-                Steered::new()
+                Steered::new(crate::steer::cap(p.peers.len()))
                     .map_err(|e| warn!(worker = p.id, "flow steering off: {e}"))
                     .ok()
             })
