@@ -160,10 +160,11 @@ async def test_media_reaches_the_owning_worker_without_hand_off(pylon_factory, h
     """The kernel hashes each client's flow to one of the workers' sockets, whoever owns the
     peer; once ICE has proven a flow's address, its owner takes it with a connected socket of
     its own (`steer.rs`), so media stops being handed between workers. The room stays on one
-    worker; participants join until some flow's first packets landed on the other worker
-    (each flow does with probability 1/2), then media must not follow them there."""
+    worker (meeting-sized: under the spread threshold, whatever the suite's pass sets);
+    participants join until some flow's first packets landed on the other worker (each flow
+    does with probability 1/2), then media must not follow them there."""
     port = free_port(socket.SOCK_STREAM)
-    pylon = pylon_factory({"rtc": {"workers": 2}, "prometheus_port": port})
+    pylon = pylon_factory({"rtc": {"workers": 2, "room_spread_threshold": 16}, "prometheus_port": port})
     peers, pubs = [], []
     try:
         while len(peers) < 2 or (await scrape(http, port))["pylon_datagrams_handed_off_total"] == 0:
