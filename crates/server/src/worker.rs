@@ -428,14 +428,18 @@ struct WorkerCounters {
     unroutable: u64,
     handed_off: u64,
     media_dropped: u64,
-    /// Flows steered to this worker now (a gauge).
-    steered: u64,
 }
 
 /// Whether a receive that returned `n` datagrams left its socket empty: on Linux `recvmmsg` on
 /// a non-blocking socket returns fewer than it was offered only when the queue ran dry.
 fn drained_by(n: usize) -> bool {
     cfg!(any(target_os = "linux", target_os = "android")) && n < quinn_udp::BATCH_SIZE
+}
+
+/// One receive batch's slices over the worker's receive buffers (one buffer per slot).
+fn io_slices(bufs: &mut [Vec<u8>]) -> [std::io::IoSliceMut<'_>; quinn_udp::BATCH_SIZE] {
+    let mut it = bufs.iter_mut();
+    std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
 }
 
 /// Wait for a steered flow's datagrams; never, without steering.
@@ -574,7 +578,8 @@ impl Worker {
         g.datagrams_dropped
             .store(s.datagrams_dropped + c.unroutable, Ordering::Relaxed);
         g.handed_off.store(c.handed_off, Ordering::Relaxed);
-        g.steered_flows.store(c.steered, Ordering::Relaxed);
+        let steered = self.steered.as_ref().map_or(0, Steered::len);
+        g.steered_flows.store(steered as u64, Ordering::Relaxed);
         g.media_dropped.store(c.media_dropped, Ordering::Relaxed);
         g.rooms.store(self.shard.room_count() as u64, Ordering::Relaxed);
         g.participants
@@ -600,10 +605,7 @@ impl Worker {
             let mut short = None;
             let n = {
                 let (socket, udp, bufs, meta) = (&self.socket, &self.udp, &mut self.bufs, &mut self.meta);
-                let mut slices: [std::io::IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
-                    let mut it = bufs.iter_mut();
-                    std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
-                };
+                let mut slices = io_slices(bufs);
                 let read = socket.try_io(Interest::READABLE, || {
                     let n = udp.recv(socket.into(), &mut slices, meta)?;
                     // A short batch emptied the socket: answering WouldBlock clears the
@@ -646,10 +648,7 @@ impl Worker {
                 let Some(steered) = self.steered.as_ref() else {
                     return;
                 };
-                let mut slices: [std::io::IoSliceMut<'_>; quinn_udp::BATCH_SIZE] = {
-                    let mut it = self.bufs.iter_mut();
-                    std::array::from_fn(|_| std::io::IoSliceMut::new(it.next().expect("one buffer per slot")))
-                };
+                let mut slices = io_slices(&mut self.bufs);
                 match steered.recv(token, &mut slices, &mut self.meta) {
                     Ok(0) => drained = true,
                     Ok(n) => {
@@ -1041,9 +1040,7 @@ impl Worker {
                     self.peers[w as usize].send_control(Inbox::Route(Route::Address(addr, None)));
                 }
                 if let Some(steered) = self.steered.as_mut() {
-                    if steered.remove(addr) {
-                        self.counters.steered = steered.len() as u64;
-                    }
+                    steered.remove(addr);
                 }
             }
             ShardEvent::UfragAdded(ufrag) => self.tell_others(|| Route::Ufrag(ufrag.clone(), Some(self.id))),
@@ -1058,9 +1055,8 @@ impl Worker {
         let Some(steered) = self.steered.as_mut() else {
             return;
         };
-        match steered.add(self.bind, addr) {
-            Ok(_) => self.counters.steered = steered.len() as u64,
-            Err(e) => debug!(worker = self.id, peer = %addr, "flow not steered: {e}"),
+        if let Err(e) = steered.add(self.bind, addr) {
+            debug!(worker = self.id, peer = %addr, "flow not steered: {e}");
         }
     }
 
