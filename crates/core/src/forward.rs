@@ -330,7 +330,7 @@ impl Shard {
             tx.write_rtp(write);
             self.stats.rtp_out += 1;
             self.stats.media_out[kind_index(kind)].add(m.payload.len());
-            self.dirty.push(PeerRef { key: sub, pc: down });
+            self.written.push(PeerRef { key: sub, pc: down });
         }
         self.fanout = fanout;
         if want_keyframe {
@@ -416,6 +416,36 @@ mod tests {
     use str0m::Rtc;
 
     use super::*;
+
+    /// str0m reads a mid back without its padding on every RTP header that carries one
+    /// (`vendor/patches/str0m-0006-id-without-a-loop.patch`): what it reads is what
+    /// `str::trim` makes of the stored bytes, whatever they hold.
+    #[test]
+    fn a_mid_reads_back_as_its_trimmed_bytes() {
+        let cases: [&[u8]; 10] = [
+            b"",
+            b"0",
+            b"a0",
+            b"video_camera_123",
+            b"sixteen_bytes_ok",
+            b" lead",
+            b"tail\t",
+            b"in side",
+            b"\t",
+            b"\x0b\x0cx\r\n",
+        ];
+        for bytes in cases {
+            let mut stored = [b' '; 16];
+            stored[..bytes.len()].copy_from_slice(bytes);
+            let mid = Mid::from_array(stored);
+            let expected = std::str::from_utf8(&stored).unwrap().trim();
+            assert_eq!(&*mid, expected, "{bytes:?}");
+        }
+        assert_eq!(&*Mid::from("a0"), "a0");
+        assert_eq!(&*Mid::from("x".repeat(20).as_str()), "x".repeat(16));
+        let accent = Mid::from_array(*b"caf\xc3\xa9           ");
+        assert_eq!(&*accent, "caf\u{e9}");
+    }
 
     #[test]
     fn a_send_stream_is_found_by_its_remembered_ssrc_and_by_mid_when_that_is_stale() {

@@ -307,8 +307,12 @@ pub struct Shard {
     pub(crate) addrs: HashMap<Remote, PeerRef>,
     next_key: u64,
     pub(crate) outputs: VecDeque<Output>,
-    /// Peers written to since they were last drained.
+    /// Peers changed since they were last drained (a negotiation, a keyframe request, data):
+    /// each gets a full timeout tick before it is polled.
     pub(crate) dirty: Vec<PeerRef>,
+    /// Peers that forwarded RTP was written to since they were last drained and that need
+    /// nothing else: each only has its written packets released (`Rtc::release_rtp`).
+    pub(crate) written: Vec<PeerRef>,
     /// Tracks published here whose wanted layers may have changed (`dynacast.rs`).
     pub(crate) dynacast_dirty: Vec<TrackKey>,
     /// Tracks published here with a dynacast downgrade waiting for its hold.
@@ -377,6 +381,7 @@ impl Shard {
             next_key: key_base + 1,
             outputs: VecDeque::new(),
             dirty: Vec::new(),
+            written: Vec::new(),
             dynacast_dirty: Vec::new(),
             dynacast_pending: Vec::new(),
             single_pc_due: Vec::new(),
@@ -455,7 +460,7 @@ impl Shard {
     /// output, so each subscriber's packets come out back to back (one batched send) instead
     /// of interleaved with every other subscriber's.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.outputs.is_empty() && !self.dirty.is_empty() {
+        if self.outputs.is_empty() && !(self.dirty.is_empty() && self.written.is_empty()) {
             self.drain_dirty(self.last_receive);
         }
         self.outputs.pop_front()
@@ -865,9 +870,11 @@ impl Shard {
         self.next_housekeeping = self.next_housekeeping.min(now);
     }
 
-    /// Poll every peer that was written to. Each first gets a timeout tick at `now`: str0m
-    /// queues written RTP and releases it on a timeout, so without the tick forwarded packets
-    /// would wait for the peer's next timer instead of leaving now.
+    /// Poll every peer that was changed or written to. A changed peer first gets a timeout
+    /// tick at `now`; one that was only written to gets its written RTP released at `now`
+    /// (`Rtc::release_rtp`: the part of a tick that makes queued RTP sendable, without the
+    /// ICE, SCTP and RTCP timers that are not due). Without either, forwarded packets would
+    /// wait for the peer's next timer instead of leaving now.
     pub(crate) fn drain_dirty(&mut self, now: Instant) {
         if !self.dynacast_dirty.is_empty() {
             self.flush_dynacast(now);
@@ -878,12 +885,29 @@ impl Shard {
         // A subscriber is marked once per packet forwarded to it; drain each peer once.
         self.dirty.sort_unstable();
         self.dirty.dedup();
-        while let Some(peer) = self.dirty.pop() {
+        self.written.sort_unstable();
+        self.written.dedup();
+        if !self.dirty.is_empty() {
+            let dirty = &self.dirty;
+            self.written.retain(|p| dirty.binary_search(p).is_err());
+        }
+        loop {
+            let (peer, full) = match self.dirty.pop() {
+                Some(peer) => (peer, true),
+                None => match self.written.pop() {
+                    Some(peer) => (peer, false),
+                    None => break,
+                },
+            };
             if let Some(p) = self.participants.get_mut(&peer.key) {
-                match p
-                    .peer_mut(peer.pc)
-                    .contained(|rtc| rtc.handle_input(Input::Timeout(now)))
-                {
+                let ticked = p.peer_mut(peer.pc).contained(|rtc| {
+                    if full {
+                        rtc.handle_input(Input::Timeout(now))
+                    } else {
+                        rtc.release_rtp(now)
+                    }
+                });
+                match ticked {
                     Ok(_) => {}
                     Err(NotRun::Panicked) => {
                         self.connection_panicked(now, peer);

@@ -2042,6 +2042,32 @@ impl Rtc {
         Ok(())
     }
 
+    /// Makes RTP written through the direct API ready to send at `now`, without driving
+    /// the other timers.
+    ///
+    /// Written RTP waits in its stream's queue until the pacer takes a snapshot of the
+    /// queues, which a timeout does. A media server that forwards each packet to many
+    /// peers would otherwise hand every one of them a full [`Input::Timeout`] per packet,
+    /// driving ICE, SCTP, data channels and RTCP timers that are not due. This does only
+    /// the snapshot; everything else keeps the deadline [`Rtc::poll_output()`] reports.
+    /// With bandwidth estimation on, the pacer's own timing decides what leaves when, and
+    /// this is the same as a timeout at `now`.
+    pub fn release_rtp(&mut self, now: Instant) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        if self.session.has_bwe() || self.need_init_time {
+            return self.do_handle_timeout(now);
+        }
+        // Prevent time from going backwards.
+        if now < self.last_now {
+            return Ok(());
+        }
+        self.last_now = now;
+        self.session
+            .release_rtp(now, &mut self.readiness.wake())
+    }
+
     /// Starts local shutdown.
     ///
     /// The `Rtc` instance schedules RTCP BYE, requests SCTP shutdown, and sends

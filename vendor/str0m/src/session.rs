@@ -351,6 +351,27 @@ impl Session {
         Ok(())
     }
 
+    /// Whether a bandwidth estimator (and so a pacer with timing of its own) runs.
+    pub fn has_bwe(&self) -> bool {
+        self.bwe.is_some()
+    }
+
+    /// What [`Session::handle_timeout`] does for written media without a bandwidth
+    /// estimator: packetize what the frame API was given, stamp what was written and
+    /// snapshot the send queues for the pacer. Feedback, NACK and report timers are left to their deadlines.
+    pub fn release_rtp(&mut self, now: Instant, wake: &mut Wake) -> Result<(), RtcError> {
+        if self.rtp_closing {
+            wake.no_events();
+            wake.no_timeout();
+            return Ok(());
+        }
+        self.do_payload(now)?;
+        self.streams
+            .stamp_written(now, &self.medias, &self.codec_config);
+        self.update_queue_state(now, None);
+        Ok(())
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

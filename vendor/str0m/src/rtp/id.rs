@@ -48,10 +48,28 @@ macro_rules! str_id {
                 // every RTP header that carries a mid or rid). Anything else takes the
                 // general path.
                 let b = &self.0[..];
+                let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+                if $num == 16 {
+                    // The common case without a loop: all ASCII (no top bit set), the
+                    // space padding counted from the word's top bytes, and no other
+                    // whitespace at either end of what is left.
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(&b[..16]);
+                    let word = u128::from_le_bytes(a);
+                    if word & u128::from_le_bytes([0x80; 16]) == 0 {
+                        let unpadded = word ^ u128::from_le_bytes([b' '; 16]);
+                        let len = 16 - (unpadded.leading_zeros() / 8) as usize;
+                        if len == 0 {
+                            return "";
+                        }
+                        if !ws(b[0]) && !ws(b[len - 1]) {
+                            return from_utf8(&b[..len]).expect("ascii id");
+                        }
+                    }
+                }
                 if b.is_ascii() {
-                    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
-                    let start = b.iter().position(|c| !ws(c)).unwrap_or(b.len());
-                    let end = b.iter().rposition(|c| !ws(c)).map_or(start, |i| i + 1);
+                    let start = b.iter().position(|&c| !ws(c)).unwrap_or(b.len());
+                    let end = b.iter().rposition(|&c| !ws(c)).map_or(start, |i| i + 1);
                     return from_utf8(&b[start..end]).expect("ascii id");
                 }
                 from_utf8(&self.0).expect("ascii id").trim()

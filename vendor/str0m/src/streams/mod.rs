@@ -493,6 +493,21 @@ impl Streams {
         }
     }
 
+    /// Stamp the RTP written since the last timeout with `now`, as
+    /// [`Streams::handle_timeout`] does, and nothing else: a stamped packet is one the
+    /// pacer may send.
+    pub(crate) fn stamp_written(&mut self, now: Instant, medias: &[Media], codecs: &CodecConfig) {
+        for stream in self.streams_tx.values_mut() {
+            if !stream.need_timeout() {
+                continue;
+            }
+            let mid = stream.mid();
+            // As in handle_timeout: a StreamTx always has its Media.
+            let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
+            stream.handle_timeout(now, get_media);
+        }
+    }
+
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {
         self.streams_tx.values_mut().find_map(|s| {
             let kind = s.poll_keyframe_request()?;
