@@ -9,6 +9,9 @@
 #                                      asking for 8 fps (its forwarder skips 3 packets in 4)
 #   AUDIO=1 bench/forwarding.sh 10     Opus-sized audio (100-byte payloads) instead of video:
 #                                      the per-packet work that does not grow with the payload
+#   IDLE=2 bench/forwarding.sh 10      every subscriber also publishes 2 silent audio tracks
+#                                      the others subscribe to: connections hold idle send
+#                                      streams, as in a meeting (meeting-10: 18 per subscriber)
 #
 # Prints a Markdown table. Instruction counts repeat exactly for the same binary and inputs,
 # so a regression shows as a number, not noise.
@@ -31,7 +34,7 @@ echo "| subscribers | places | packets in | datagrams out | instructions / forwa
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 for n in "${sizes[@]}"; do
   json=$(valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
-    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" ${TEMPORAL:+--temporal} ${AUDIO:+--audio} 2>/dev/null)
+    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" --idle-tracks "${IDLE:-0}" ${TEMPORAL:+--temporal} ${AUDIO:+--audio} 2>/dev/null)
   ir=$(grep -E '^(summary|totals):' "$out/cg.$n" | head -1 | awk '{print $2}')
   python3 - "$json" "$ir" "$n" "$packets" <<'PY'
 import json, sys

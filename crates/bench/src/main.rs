@@ -144,6 +144,18 @@ fn main() {
     } else {
         net.publish(publisher, MediaKind::Video, "cam")
     };
+    // With `--idle-tracks K`, every subscriber also publishes K audio tracks that never send,
+    // and every other subscriber subscribes to them: each subscriber's connection then holds
+    // send streams that are idle, as in a meeting (two per other participant, most of them
+    // idle at any moment), and per-subscriber work that walks its streams shows.
+    let idle = arg("--idle-tracks", 0);
+    for c in 1..=subscribers {
+        for k in 0..idle {
+            net.publish(c, MediaKind::Audio, &format!("idle-{k}"));
+            // One negotiation at a time, as an SDK does.
+            net.run_for(STEP * 10);
+        }
+    }
     net.run_for(std::time::Duration::from_secs(3));
     assert!(
         net.clients[publisher].publisher.connected,
@@ -277,6 +289,7 @@ fn main() {
     let report = serde_json::json!({
         "subscribers": subscribers,
         "places": places,
+        "idle_tracks": idle,
         "packets_in": packets,
         "datagrams_out": forwarded,
         "rtp_received_by_subscribers": received,

@@ -52,6 +52,8 @@ pub struct Peer {
     pub recorded: Option<Vec<(u64, Vec<u8>)>>,
     pub channels: Vec<(ChannelId, String)>,
     pub data_received: Vec<Vec<u8>>,
+    /// RTCP sender reports received, with the virtual time of each (`Event::SenderFeedback`).
+    pub sender_reports: Vec<Instant>,
 }
 
 impl Peer {
@@ -71,6 +73,7 @@ impl Peer {
             recorded: None,
             channels: Vec::new(),
             data_received: Vec::new(),
+            sender_reports: Vec::new(),
         }
     }
 }
@@ -486,6 +489,7 @@ impl Net {
                     }
                     Event::ChannelOpen(id, label) => peer.channels.push((id, label)),
                     Event::ChannelData(d) => peer.data_received.push(d.data),
+                    Event::SenderFeedback(f) => peer.sender_reports.push(f.received_at),
                     _ => {}
                 },
             }

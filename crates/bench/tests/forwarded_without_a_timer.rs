@@ -3,7 +3,8 @@
 //! never waits for the subscriber's next timer. (With congestion control on, str0m's pacer
 //! decides when packets leave, and the shard gives the connection a full timeout tick.)
 //! Deterministic: shards and str0m clients in memory, the clock standing still while the
-//! packets cross.
+//! packets cross. Releasing moves none of the connection's other deadlines, save one: a
+//! stream's first packet schedules its sender reports, which must then go out on time.
 
 use std::time::{Duration, Instant};
 
@@ -60,4 +61,50 @@ fn audio_leaves_at_once() {
 #[test]
 fn video_leaves_at_once() {
     forwarded_in_the_same_turn(Net::new(1, Instant::now()), MediaKind::Video);
+}
+
+/// The server's RTCP sender reports for a forwarded video stream reach the subscriber once a
+/// second (str0m's interval for video), the first within a second of the stream's start:
+/// lip sync and the SDKs' receive stats depend on them.
+#[test]
+fn sender_reports_follow_a_forwarded_stream() {
+    pylon_testkit::init_test_logging();
+    let mut net = Net::new(1, Instant::now());
+    let alice = net.join(0, "r", "alice");
+    let bob = net.join(0, "r", "bob");
+    net.run_for(Duration::from_millis(200));
+    let mid = net.publish(alice, MediaKind::Video, "cam");
+    net.run_for(Duration::from_secs(1));
+    let mut first = None;
+    for seq in 1..=200u64 {
+        net.write_rtp(
+            alice,
+            mid,
+            seq,
+            seq as u32 * 3000,
+            pylon_bench::sim::vp8_packet(seq),
+        );
+        net.run_for(Duration::from_millis(33));
+        if first.is_none() && net.clients[bob].subscriber.rtp_received > 0 {
+            first = Some(net.now);
+        }
+    }
+    let first = first.expect("bob receives the stream");
+    let reports: Vec<_> = net.clients[bob]
+        .subscriber
+        .sender_reports
+        .iter()
+        .filter(|&&at| at >= first)
+        .collect();
+    let window = net.now - first;
+    assert!(
+        reports.len() as u64 + 1 >= window.as_secs(),
+        "{} sender reports in {window:?} of media",
+        reports.len()
+    );
+    let to_first = *reports[0] - first;
+    assert!(
+        to_first <= Duration::from_millis(1100),
+        "the first sender report came {to_first:?} after the stream started"
+    );
 }

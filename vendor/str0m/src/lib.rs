@@ -852,6 +852,7 @@ use util::{Soonest, not_happening};
 
 mod poll;
 use crate::poll::Readiness;
+use crate::session::Released;
 
 mod session;
 use session::Session;
@@ -942,6 +943,9 @@ pub struct Rtc {
     // Last timeout returned by `poll_output`, reused while the readiness says
     // the timeout is still valid.
     cached_timeout: Instant,
+    // The soonest of every deadline but the send side's (`Session::poll_timeout_send`),
+    // from the last full recompute: what a change to the send side alone leaves as it was.
+    cached_rest: (Option<Instant>, Reason),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1315,6 +1319,7 @@ impl Rtc {
             close_dtls_started: false,
             readiness: Readiness::armed(),
             cached_timeout: start,
+            cached_rest: (None, Reason::NotHappening),
         })
     }
 
@@ -1630,6 +1635,14 @@ impl Rtc {
         }
 
         if !self.readiness.wants_events() {
+            // Only datagrams can be new (RTP written or released): send them without
+            // walking the event sources, which nothing has touched since they were drained.
+            if self.readiness.wants_transmits() {
+                if let Some(t) = self.poll_transmit() {
+                    return Ok(Some(t));
+                }
+                self.readiness.clear_events();
+            }
             return Ok(Some(Output::Timeout(self.poll_timeout())));
         }
 
@@ -1871,24 +1884,8 @@ impl Rtc {
             return Ok(Some(Output::Transmit(v)));
         }
 
-        if let Some(send) = &self.send_addr {
-            // These can only be sent after we got an ICE connection.
-            let datagram = None
-                .or_else(|| self.dtls.poll_packet())
-                .or_else(|| self.session.poll_datagram(self.last_now));
-
-            if let Some(contents) = datagram {
-                let t = net::Transmit {
-                    proto: send.proto,
-                    source: send.source,
-                    destination: send.destination,
-                    contents,
-                };
-                return Ok(Some(Output::Transmit(t)));
-            }
-        } else {
-            // Don't allow accumulated feedback to build up indefinitely
-            self.session.clear_feedback();
+        if let Some(t) = self.poll_transmit() {
+            return Ok(Some(t));
         }
 
         self.readiness.clear_events();
@@ -1896,17 +1893,39 @@ impl Rtc {
         Ok(Some(Output::Timeout(self.poll_timeout())))
     }
 
+    /// The next DTLS or SRTP/SRTCP datagram, once ICE has a pair to send it on.
+    fn poll_transmit(&mut self) -> Option<Output> {
+        let Some(send) = &self.send_addr else {
+            // Don't allow accumulated feedback to build up indefinitely
+            self.session.clear_feedback();
+            return None;
+        };
+        // These can only be sent after we got an ICE connection.
+        let contents = None
+            .or_else(|| self.dtls.poll_packet())
+            .or_else(|| self.session.poll_datagram(self.last_now))?;
+        Some(Output::Transmit(net::Transmit {
+            proto: send.proto,
+            source: send.source,
+            destination: send.destination,
+            contents,
+        }))
+    }
+
     // Called only after the output pipeline has drained.
     fn poll_timeout(&mut self) -> Instant {
         if self.readiness.wants_timeout() {
             let stats_timeout = self.stats.as_mut().and_then(|s| s.poll_timeout());
-            let time_and_reason = (None, Reason::NotHappening)
+            self.cached_rest = (None, Reason::NotHappening)
                 .soonest((self.next_dtls_timeout, Reason::DTLS))
                 .soonest((self.ice.poll_timeout(), Reason::Ice))
-                .soonest(self.session.poll_timeout())
+                .soonest(self.session.poll_timeout_rest())
                 .soonest((self.sctp.poll_timeout(), Reason::Sctp))
                 .soonest((self.chan.poll_timeout(&self.sctp), Reason::Channel))
                 .soonest((stats_timeout, Reason::Stats));
+        }
+        if self.readiness.wants_timeout() || self.readiness.wants_transmit_timeout() {
+            let time_and_reason = self.cached_rest.soonest(self.session.poll_timeout_send());
 
             let time = time_and_reason.0.unwrap_or_else(not_happening);
             self.cached_timeout = time.max(self.last_now);
@@ -2064,8 +2083,14 @@ impl Rtc {
             return Ok(());
         }
         self.last_now = now;
-        self.session
-            .release_rtp(now, &mut self.readiness.wake())
+        match self.session.release_rtp(now)? {
+            Released::Nothing => {}
+            Released::Queued => self.readiness.arm_transmits(),
+            // A stream's first packet schedules its sender reports: more than the send
+            // side's deadlines moved.
+            Released::StreamStarted => drop(self.readiness.wake()),
+        }
+        Ok(())
     }
 
     /// Starts local shutdown.

@@ -72,6 +72,15 @@ impl<'a> RtcMut<'a> {
     }
 }
 
+impl RtcMut<'_> {
+    /// Mutable access for a change that can only make datagrams ready to send (and move
+    /// the timeout), never queue an event: see [`Readiness::arm_transmits`].
+    pub(crate) fn for_transmits(&mut self) -> &mut Rtc {
+        self.rtc.readiness.arm_transmits();
+        self.rtc
+    }
+}
+
 impl Deref for RtcMut<'_> {
     type Target = Rtc;
 
@@ -151,6 +160,14 @@ impl Drop for Mutation<'_> {
 pub(crate) struct Readiness {
     events: bool,
     timeout: bool,
+    /// Only datagrams can have become ready since the event pipeline was last walked (RTP
+    /// written to a send stream, or released): the next poll sends them without walking
+    /// the event sources. Subsumed by `events`, cleared with it.
+    transmits: bool,
+    /// Only the send side's deadlines can have moved (its queues, the pacer, the bandwidth
+    /// estimator): the next timeout recomputes those and keeps the rest. Subsumed by
+    /// `timeout`, cleared with it.
+    transmit_timeout: bool,
 }
 
 impl Readiness {
@@ -159,6 +176,8 @@ impl Readiness {
         Readiness {
             events: true,
             timeout: true,
+            transmits: false,
+            transmit_timeout: false,
         }
     }
 
@@ -170,12 +189,31 @@ impl Readiness {
         self.timeout
     }
 
+    pub(crate) fn wants_transmits(&self) -> bool {
+        self.transmits
+    }
+
     pub(crate) fn clear_events(&mut self) {
         self.events = false;
+        self.transmits = false;
+    }
+
+    /// A change that can make datagrams ready to send and move the send side's deadlines,
+    /// but cannot queue an event or move another deadline: writing RTP to a send stream,
+    /// releasing what was written (one that starts a stream moves its sender reports too,
+    /// and arms everything).
+    pub(crate) fn arm_transmits(&mut self) {
+        self.transmits = true;
+        self.transmit_timeout = true;
+    }
+
+    pub(crate) fn wants_transmit_timeout(&self) -> bool {
+        self.transmit_timeout
     }
 
     pub(crate) fn clear_timeout(&mut self) {
         self.timeout = false;
+        self.transmit_timeout = false;
     }
 
     /// Hand out an armed guard for a mutable descent into the tree.
@@ -228,6 +266,8 @@ impl Readiness {
         Self {
             events: false,
             timeout: false,
+            transmits: false,
+            transmit_timeout: false,
         }
     }
 }

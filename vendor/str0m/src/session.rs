@@ -157,6 +157,17 @@ struct LastRrtr {
     received_at: Instant,
 }
 
+/// What [`Session::release_rtp`] did.
+pub(crate) enum Released {
+    /// Nothing: RTP is closing.
+    Nothing,
+    /// Written packets were stamped; only the send side's deadlines can have moved.
+    Queued,
+    /// As `Queued`, and a stream was stamped for the first time, which schedules its
+    /// sender reports.
+    StreamStarted,
+}
+
 impl Session {
     pub fn new(config: &RtcConfig) -> Self {
         let mut id = SessionId::new();
@@ -358,18 +369,35 @@ impl Session {
 
     /// What [`Session::handle_timeout`] does for written media without a bandwidth
     /// estimator: packetize what the frame API was given, stamp what was written and
-    /// snapshot the send queues for the pacer. Feedback, NACK and report timers are left to their deadlines.
-    pub fn release_rtp(&mut self, now: Instant, wake: &mut Wake) -> Result<(), RtcError> {
+    /// snapshot the send queues that hold something for the (null) pacer. Feedback, NACK and report timers are left to their deadlines.
+    pub fn release_rtp(&mut self, now: Instant) -> Result<Released, RtcError> {
         if self.rtp_closing {
-            wake.no_events();
-            wake.no_timeout();
-            return Ok(());
+            return Ok(Released::Nothing);
         }
-        self.do_payload(now)?;
-        self.streams
+        // In RTP mode the frame API is refused (`Rtc::writer`): nothing to packetize.
+        if !self.rtp_mode {
+            self.do_payload(now)?;
+        }
+        let started = self
+            .streams
             .stamp_written(now, &self.medias, &self.codec_config);
-        self.update_queue_state(now, None);
-        Ok(())
+        let released = if started {
+            Released::StreamStarted
+        } else {
+            Released::Queued
+        };
+        // As update_queue_state: nothing is sendable before DTLS supplies keys.
+        if self.srtp_tx.is_none() {
+            return Ok(released);
+        }
+        // Without an estimator the pacer is the null pacer, which sends whatever is queued
+        // and never asks for padding: only the streams with something queued need a
+        // snapshot (a subscriber in a meeting has two per publisher, most of them idle at
+        // any moment).
+        let iter = self.streams.queued_send_queue_states(now);
+        let padding = self.pacer.handle_timeout(now, iter);
+        debug_assert!(padding.is_none(), "the null pacer asks for no padding");
+        Ok(released)
     }
 
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
@@ -1319,7 +1347,30 @@ impl Session {
         Some(protected.into())
     }
 
-    pub fn poll_timeout(&mut self) -> (Option<Instant>, Reason) {
+    /// The send side's deadlines: the send queues waiting for a timeout to stamp them, the
+    /// pacer and the bandwidth estimator. The only ones that writing or releasing RTP, and
+    /// sending it, can move (`Readiness::arm_transmits`).
+    pub fn poll_timeout_send(&mut self) -> (Option<Instant>, Reason) {
+        if self.rtp_closing {
+            return (None, Reason::NotHappening);
+        }
+        let pacing_at = self.pacer.poll_timeout();
+        let send_stream_at = self.streams.send_stream();
+        // Gives us built-in reason
+        let bwe_at = self
+            .bwe
+            .as_ref()
+            .map(|bwe| bwe.poll_timeout())
+            // We should never see this reason.
+            .unwrap_or((None, Reason::BweDelayControl));
+        pacing_at
+            .soonest((send_stream_at, Reason::SendStream))
+            .soonest(bwe_at)
+    }
+
+    /// Every other deadline of the session ([`Session::poll_timeout_send`] has the send
+    /// side's).
+    pub fn poll_timeout_rest(&mut self) -> (Option<Instant>, Reason) {
         if self.rtp_closing {
             return if self.feedback_tx.is_empty() {
                 (None, Reason::NotHappening)
@@ -1332,7 +1383,6 @@ impl Session {
         let feedback_at = self.regular_feedback_at();
         let nack_at = self.nack_at();
         let twcc_at = self.twcc_at();
-        let pacing_at = self.pacer.poll_timeout();
         let packetize_at = self.medias.iter().filter_map(|m| m.poll_timeout()).min();
         let receive_at = self
             .medias
@@ -1340,27 +1390,15 @@ impl Session {
             .filter_map(|media| media.poll_receive_timeout(self.reordering_timeout_audio))
             .min();
         let paused_at = self.paused_at();
-        let send_stream_at = self.streams.send_stream();
         let request_at = self.streams.pending_request();
-
-        // Gives us built-in reason
-        let bwe_at = self
-            .bwe
-            .as_ref()
-            .map(|bwe| bwe.poll_timeout())
-            // We should never see this reason.
-            .unwrap_or((None, Reason::BweDelayControl));
 
         (feedback_at, Reason::Feedback)
             .soonest((request_at, Reason::Feedback))
             .soonest((nack_at, Reason::Nack))
             .soonest((twcc_at, Reason::Twcc))
-            .soonest(pacing_at)
             .soonest((receive_at, Reason::ReceiveReorder))
             .soonest((packetize_at, Reason::Packetize))
             .soonest((paused_at, Reason::PauseCheck))
-            .soonest((send_stream_at, Reason::SendStream))
-            .soonest(bwe_at)
     }
 
     pub fn has_mid(&self, mid: Mid) -> bool {

@@ -495,17 +495,37 @@ impl Streams {
 
     /// Stamp the RTP written since the last timeout with `now`, as
     /// [`Streams::handle_timeout`] does, and nothing else: a stamped packet is one the
-    /// pacer may send.
-    pub(crate) fn stamp_written(&mut self, now: Instant, medias: &[Media], codecs: &CodecConfig) {
+    /// pacer may send. Returns whether a stream was stamped for the first time.
+    pub(crate) fn stamp_written(
+        &mut self,
+        now: Instant,
+        medias: &[Media],
+        codecs: &CodecConfig,
+    ) -> bool {
+        let mut started = false;
         for stream in self.streams_tx.values_mut() {
             if !stream.need_timeout() {
                 continue;
             }
+            started |= !stream.has_started();
             let mid = stream.mid();
             // As in handle_timeout: a StreamTx always has its Media.
             let get_media = move || (medias.iter().find(|m| m.mid() == mid).unwrap(), codecs);
             stream.handle_timeout(now, get_media);
         }
+        started
+    }
+
+    /// The queue states of the send streams that have something queued (or had at their
+    /// last snapshot), for the null pacer: to it the others' only say "nothing to send".
+    pub(crate) fn queued_send_queue_states(
+        &mut self,
+        now: Instant,
+    ) -> impl Iterator<Item = QueueState> + '_ {
+        self.streams_tx
+            .values_mut()
+            .filter(|s| s.has_queue_to_snapshot())
+            .map(move |s| s.queue_state(now))
     }
 
     pub(crate) fn poll_keyframe_request(&mut self) -> Option<KeyframeRequest> {

@@ -1274,6 +1274,21 @@ impl StreamTx {
         self.padding += padding;
     }
 
+    /// Whether the stream has had its first timeout (which sets its kind and schedules its
+    /// sender reports).
+    pub(crate) fn has_started(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// Whether a snapshot of this stream's queue could say anything but "empty", or would
+    /// change what the last one said.
+    pub(crate) fn has_queue_to_snapshot(&self) -> bool {
+        !self.send_queue.is_empty()
+            || !self.resends.is_empty()
+            || self.padding > 0
+            || self.queue_info.is_some_and(|q| q.packet_count > 0)
+    }
+
     pub(crate) fn need_timeout(&self) -> bool {
         self.send_queue.need_timeout()
     }
