@@ -273,6 +273,12 @@ export function inbound(page, identity) {
       audioLevel: 0,
       videoWidth: 0,
       currentTime: 0,
+      // For failure reports: what the video receiver got and asked for.
+      framesReceived: 0,
+      keyFramesDecoded: 0,
+      videoPacketsLost: 0,
+      pliCount: 0,
+      nackCount: 0,
     };
     if (!p) return out;
     for (const pub of p.trackPublications.values()) {
@@ -284,6 +290,11 @@ export function inbound(page, identity) {
         if (s.kind === 'video') {
           out.framesDecoded += s.framesDecoded ?? 0;
           out.frameWidth = s.frameWidth ?? 0;
+          out.framesReceived += s.framesReceived ?? 0;
+          out.keyFramesDecoded += s.keyFramesDecoded ?? 0;
+          out.videoPacketsLost += s.packetsLost ?? 0;
+          out.pliCount += s.pliCount ?? 0;
+          out.nackCount += s.nackCount ?? 0;
         }
         if (s.kind === 'audio') {
           out.audioBytes += s.bytesReceived ?? 0;

@@ -49,6 +49,11 @@ test('behind 400 kbit/s a VP9 SVC viewer gets a lower spatial layer, keeps decod
     const b = await inbound(page, 'py');
     const frames = b.framesDecoded - a.framesDecoded;
     console.log(`SVC_400 width=${b.frameWidth} frames=${frames} audio_bytes=${b.audioBytes - a.audioBytes} in 6 s`);
+    // In the window: frames that arrived, key frames decoded, video packets lost, PLIs and
+    // NACKs sent (a stall with frames arriving and no key frame points at the forwarder; one
+    // without frames, at the link or the allocator).
+    const d = (k) => b[k] - a[k];
+    console.log(`SVC_400 received=${d('framesReceived')} key_frames=${d('keyFramesDecoded')} lost=${d('videoPacketsLost')} plis=${d('pliCount')} nacks=${d('nackCount')}`);
     assert.ok([320, 640].includes(b.frameWidth), `the viewer decodes ${b.frameWidth} wide behind 400 kbit/s`);
     assert.ok(frames >= 60, `the viewer decoded ${frames} frames in 6 s behind 400 kbit/s`);
     assert.ok(b.audioBytes - a.audioBytes > 6 * 2000, `the viewer's audio stalled (${b.audioBytes - a.audioBytes} bytes in 6 s)`);
