@@ -369,7 +369,8 @@ impl Session {
 
     /// What [`Session::handle_timeout`] does for written media without a bandwidth
     /// estimator: packetize what the frame API was given, stamp what was written and
-    /// snapshot the send queues that hold something for the (null) pacer. Feedback, NACK and report timers are left to their deadlines.
+    /// snapshot the send queues that hold something for the (null) pacer. Feedback, NACK
+    /// and report timers are left to their deadlines.
     pub fn release_rtp(&mut self, now: Instant) -> Result<Released, RtcError> {
         if self.rtp_closing {
             return Ok(Released::Nothing);
