@@ -264,6 +264,8 @@ fn main() {
                 forwarded += 1;
                 net.to_clients
                     .push_back((t.source, t.destination, t.contents.to_vec()));
+                // As the worker does once a datagram is copied into its send batch.
+                str0m::net::recycle(t.contents);
             }
         }
         net.run_for(STEP * 10);

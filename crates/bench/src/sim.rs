@@ -390,7 +390,8 @@ impl Net {
             match out {
                 Output::Transmit(t) => {
                     self.to_clients
-                        .push_back((t.source, t.destination, t.contents.to_vec()))
+                        .push_back((t.source, t.destination, t.contents.to_vec()));
+                    str0m::net::recycle(t.contents);
                 }
                 Output::Relay(place, msg) => {
                     let to = place.index as usize;
@@ -472,7 +473,8 @@ impl Net {
             match peer.rtc.poll_output().expect("client rtc") {
                 str0m::Output::Timeout(_) => return,
                 str0m::Output::Transmit(t) => {
-                    to_shards.push_back((t.source, t.destination, t.contents.to_vec()))
+                    to_shards.push_back((t.source, t.destination, t.contents.to_vec()));
+                    str0m::net::recycle(t.contents);
                 }
                 str0m::Output::Event(e) => match e {
                     Event::Connected => peer.connected = true,

@@ -447,6 +447,21 @@ mod tests {
         assert_eq!(&*accent, "caf\u{e9}");
     }
 
+    /// A mid or rid read from an RTP header (str0m's `From<&str>`, once per packet, without
+    /// allocating since vendor patch 0008): one byte per character, `_` for anything not ASCII
+    /// alphanumeric, cut at the id's length.
+    #[test]
+    fn a_mid_from_a_header_keeps_one_byte_per_character() {
+        assert_eq!(&*Mid::from("0"), "0");
+        assert_eq!(&*Mid::from("v-1 x"), "v_1_x");
+        assert_eq!(&*Mid::from("caf\u{e9}"), "caf_");
+        assert_eq!(&*Mid::from("\u{e9}".repeat(20).as_str()), "_".repeat(16));
+        assert_eq!(&*Mid::from("abcdefghijklmnopq"), "abcdefghijklmnop");
+        assert_eq!(&*Mid::from(""), "");
+        assert_eq!(&*str0m::media::Rid::from("hq"), "hq");
+        assert_eq!(&*str0m::media::Rid::from("123456789"), "12345678");
+    }
+
     #[test]
     fn a_send_stream_is_found_by_its_remembered_ssrc_and_by_mid_when_that_is_stale() {
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());

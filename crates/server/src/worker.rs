@@ -905,7 +905,9 @@ impl Worker {
                         continue;
                     };
                     let mut buf = self.pool.buffer();
-                    if crate::framing::frame_into(&mut buf, &t.contents).is_err() {
+                    let framed = crate::framing::frame_into(&mut buf, &t.contents);
+                    str0m::net::recycle(t.contents);
+                    if framed.is_err() {
                         continue;
                     }
                     if let Err(o) = link.send(Outgoing { from: self.id, buf }) {
@@ -914,7 +916,11 @@ impl Worker {
                         self.counters.media_dropped += 1;
                     }
                 }
-                Output::Transmit(t) => self.egress.push(t.destination, &t.contents, &mut send),
+                Output::Transmit(t) => {
+                    self.egress.push(t.destination, &t.contents, &mut send);
+                    // Copied into the batch: str0m writes the next datagram into this buffer.
+                    str0m::net::recycle(t.contents);
+                }
                 Output::Signal(session, msg) => {
                     let Some(tx) = self.sessions.get(&session) else {
                         continue;

@@ -868,7 +868,7 @@ pub mod error;
 
 /// Network related types to get socket data in/out of [`Rtc`].
 pub mod net {
-    pub use crate::io::{DatagramRecv, DatagramSend, Protocol, Receive, TcpType, Transmit};
+    pub use crate::io::{recycle, DatagramRecv, DatagramSend, Protocol, Receive, TcpType, Transmit};
 }
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");

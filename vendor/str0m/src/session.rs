@@ -1250,7 +1250,7 @@ impl Session {
         let encryptable_mtu: usize = (self.mtu() - SRTCP_OVERHEAD) & !3;
         assert!(encryptable_mtu.is_multiple_of(4));
 
-        let mut data = vec![0_u8; encryptable_mtu];
+        let mut data = crate::io::recycle::buffer(encryptable_mtu);
 
         let mut raw_packets = self.raw_packets.as_mut();
         let output = move |fb| {
@@ -1269,6 +1269,7 @@ impl Session {
 
         let srtp = self.srtp_tx.as_mut()?;
         let protected = srtp.protect_rtcp(&data);
+        crate::io::recycle::give_back(data);
 
         assert!(
             protected.len() < self.mtu(),

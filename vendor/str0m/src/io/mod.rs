@@ -33,6 +33,9 @@ pub use self::error::StunError;
 
 pub use str0m_proto::{DatagramSend, Protocol, TcpType, Transmit};
 
+pub(crate) mod recycle;
+pub use self::recycle::recycle;
+
 #[derive(Debug, Serialize, Deserialize)]
 /// Received incoming data.
 pub struct Receive<'a> {
