@@ -51,6 +51,10 @@ pub const SESSION_QUEUE: usize = 1024;
 /// busy source adds to the others.
 const INBOX_BATCH: usize = 256;
 
+/// Rounds of timers handled per wake-up when more fall due while they are handled (a paced
+/// connection's next packet): bounds how long the socket and the inbox wait meanwhile.
+const TIMER_ROUNDS: usize = 32;
+
 /// Receive calls (each up to quinn-udp's batch of datagrams) per wake-up before outputs are
 /// flushed: bounds the latency added by batching.
 const RECV_CALLS: usize = 4;
@@ -548,10 +552,17 @@ impl Worker {
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
-            let now = Instant::now();
+            let mut now = Instant::now();
             woke = now;
-            if now >= self.shard.poll_timeout() {
+            // Timers that fall due while the turn's timers are handled are handled in the same
+            // turn, up to `TIMER_ROUNDS` times. With congestion control on, str0m's pacer asks
+            // for a timeout 1 µs after every packet it releases; waiting for the runtime's timer
+            // (1 ms resolution) instead let each subscriber have one packet a millisecond.
+            let mut rounds = 0;
+            while now >= self.shard.poll_timeout() && rounds < TIMER_ROUNDS {
                 self.shard.handle_timeout(now);
+                now = Instant::now();
+                rounds += 1;
             }
             if now >= self.next_publish {
                 self.next_publish = now + METRICS_INTERVAL;

@@ -868,7 +868,9 @@ pub mod error;
 
 /// Network related types to get socket data in/out of [`Rtc`].
 pub mod net {
-    pub use crate::io::{recycle, DatagramRecv, DatagramSend, Protocol, Receive, TcpType, Transmit};
+    pub use crate::io::{
+        DatagramRecv, DatagramSend, Protocol, Receive, TcpType, Transmit, recycle,
+    };
 }
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -2076,6 +2078,8 @@ impl Rtc {
             return Ok(());
         }
         if self.session.has_bwe() || self.need_init_time {
+            // The pacer's timing decides; a timeout at which nothing else is due does only
+            // the send side's part (`Rtc::only_send_side_due`).
             return self.do_handle_timeout(now);
         }
         // Prevent time from going backwards.
@@ -2158,6 +2162,10 @@ impl Rtc {
 
         self.last_now = now;
 
+        if self.only_send_side_due(now) {
+            return self.handle_timeout_send(now);
+        }
+
         // Disjoint borrows so each subsystem gets its own armed `Wake` and
         // makes its own re-poll decision; the guards fold into `readiness`
         // independently as each statement ends.
@@ -2210,6 +2218,37 @@ impl Rtc {
             }
         }
 
+        Ok(())
+    }
+
+    /// Whether a timeout at `now` has only the send side's work to do (its queues, the pacer,
+    /// the bandwidth estimator). That is so when nothing reached the instance since its
+    /// deadlines were last computed in full (the caller polled to a timeout since, and only
+    /// RTP was written after), and none of the other deadlines (ICE, DTLS, SCTP, data
+    /// channels, stats, RTCP feedback, NACK, receive timers) is due. With a bandwidth
+    /// estimator the pacer asks for a timeout after every packet it releases, so this is
+    /// most of a congestion-controlled sender's timeouts.
+    fn only_send_side_due(&self, now: Instant) -> bool {
+        self.state == RtcState::Alive
+            && self.session.rtp_mode
+            && !self.readiness.wants_timeout()
+            && !self.readiness.wants_events()
+            && self.cached_rest.0.is_none_or(|t| now < t)
+    }
+
+    /// A timeout at which only the send side is due ([`Rtc::only_send_side_due`]).
+    fn handle_timeout_send(&mut self, now: Instant) -> Result<(), RtcError> {
+        match self.session.handle_timeout_send(now)? {
+            Released::Nothing => {}
+            Released::Queued => self.readiness.arm_transmits(),
+            // A stream's first packet schedules its sender reports: more than the send
+            // side's deadlines moved.
+            Released::StreamStarted => self.wake_all(),
+        }
+        // A new estimate is an event.
+        if self.session.bwe_may_emit() {
+            self.wake_all();
+        }
         Ok(())
     }
 

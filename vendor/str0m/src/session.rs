@@ -401,6 +401,32 @@ impl Session {
         Ok(released)
     }
 
+    /// The send side of [`Session::handle_timeout`], for a timeout at which nothing else
+    /// is due (the caller knows from the deadlines it computed last): stamp what was
+    /// written, drive the bandwidth estimator and its probes, and give the pacer a fresh
+    /// snapshot of every send queue (it chooses the queue to pad from all of them).
+    /// Feedback, NACK, report and receive timers are left to their deadlines.
+    pub fn handle_timeout_send(&mut self, now: Instant) -> Result<Released, RtcError> {
+        if self.rtp_closing {
+            return Ok(Released::Nothing);
+        }
+        let started = self
+            .streams
+            .stamp_written(now, &self.medias, &self.codec_config);
+        let probe_media = self.handle_timeout_bwe(now);
+        self.update_queue_state(now, probe_media);
+        Ok(if started {
+            Released::StreamStarted
+        } else {
+            Released::Queued
+        })
+    }
+
+    /// Whether the bandwidth estimator may have a new estimate to report as an event.
+    pub fn bwe_may_emit(&self) -> bool {
+        self.bwe.as_ref().is_some_and(|b| b.may_emit())
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

@@ -101,6 +101,11 @@ impl Bwe {
         self.bwe.update(records, now);
     }
 
+    /// Whether [`Bwe::poll_estimate`] may return a new estimate.
+    pub fn may_emit(&self) -> bool {
+        self.smoother.may_emit()
+    }
+
     pub fn poll_estimate(&mut self) -> Option<Bitrate> {
         self.smoother.poll()
     }

@@ -66,6 +66,11 @@ impl EstimateSmoother {
         }
     }
 
+    /// Whether [`EstimateSmoother::poll`] may return a value: the window changed since.
+    pub fn may_emit(&self) -> bool {
+        self.maybe_emit
+    }
+
     /// Poll for an estimate to emit. Returns Some only when there's a new value to emit.
     pub fn poll(&mut self) -> Option<Bitrate> {
         if !self.maybe_emit {
