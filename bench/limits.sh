@@ -16,7 +16,8 @@
 # Media flows for --warmup (the estimates settle) and is then measured for --duration. Per
 # subscriber it reports:
 #   - media received: the RTP payload bitrate it received (audio + video) plus, per packet,
-#     the bytes a datagram adds (IP, UDP, RTP header, SRTP tag; measured on the widest link);
+#     the bytes a datagram adds (IP, UDP, RTP header, SRTP tag; the least measured over the
+#     links: padding and probes only add to it);
 #   - link carried: everything its HTB class sent in the window (`tc -s class`), probes and
 #     retransmissions included;
 #   - the width of the video layer reaching it;
@@ -153,13 +154,18 @@ for run in range(1, runs + 1):
     t0, t1 = (float(x) for x in open(f"{out}/limits-{run}.window").read().split())
     window = t1 - t0
     subs = [r for r in d["receivers"] if r["identity"].startswith("sub-")]
-    # Bytes on the link beyond the RTP payload, per packet, measured on the widest link (no
-    # probing or retransmission needed there once it has the top layer).
+    # Bytes on the link beyond the RTP payload, per packet: the least over the links. Padding,
+    # probes and resends only add bytes, so the least is the nearest to the headers alone (the
+    # unlimited link, where the estimator keeps probing upward, carries the most).
+    def link_overhead(i):
+        r = subs[i]
+        link_bits = (end[i] - start[i]) * 8
+        payload_bits = (r["video_kbps"] + r["audio_kbps"]) * 1000 * window
+        return max(0.0, (link_bits - payload_bits) / 8 / max(r["packets_per_s"] * window, 1e-9))
+    overhead = min(
+        (link_overhead(i) for i in range(len(subs)) if subs[i]["packets_per_s"] > 0), default=0.0
+    )
     ref = max(range(len(limits)), key=lambda i: limits[i] or 10**9)
-    r = subs[ref]
-    link_bits = (end[ref] - start[ref]) * 8
-    payload_bits = (r["video_kbps"] + r["audio_kbps"]) * 1000 * window
-    overhead = max(0.0, (link_bits - payload_bits) / 8 / max(r["packets_per_s"] * window, 1e-9))
     media = [s["video_kbps"] + s["audio_kbps"] + s["packets_per_s"] * overhead * 8 / 1000 for s in subs]
     everything = media[ref]
     audio_wire = AUDIO[0] * (AUDIO[1] + overhead) * 8 / 1000
@@ -176,6 +182,6 @@ for run in range(1, runs + 1):
         lim = f"{limit}" if limit else "unlimited"
         print(f"| {run} | {lim} | {media[i]:.0f} | {link:.0f} | {width} | {allowed:.0f} | {ratio:.2f} | {best(rungs) / allowed:.2f} | {best(layers) / allowed:.2f} |")
 print()
-print(f"- Per-packet overhead on the link (IP, UDP, RTP header and extensions, SRTP tag), measured on the widest link: {overhead:.0f} bytes.")
+print(f"- Per-packet overhead on the link (IP, UDP, RTP header and extensions, SRTP tag), the least measured over the links: {overhead:.0f} bytes.")
 print(f"- Lowest received / allowed: {min(worst):.2f} (target: at least 0.80).")
 PY
