@@ -23,32 +23,29 @@ thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// One more allocation, if this thread is counting.
+fn count() {
+    let _ = COUNTING.try_with(|c| {
+        if c.get() {
+            ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        }
+    });
+}
+
 #[allow(unsafe_code)] // GlobalAlloc is an unsafe trait; every call forwards to System.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNTING.try_with(|c| {
-            if c.get() {
-                ALLOCATIONS.with(|a| a.set(a.get() + 1));
-            }
-        });
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = COUNTING.try_with(|c| {
-            if c.get() {
-                ALLOCATIONS.with(|a| a.set(a.get() + 1));
-            }
-        });
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = COUNTING.try_with(|c| {
-            if c.get() {
-                ALLOCATIONS.with(|a| a.set(a.get() + 1));
-            }
-        });
+        count();
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -2087,13 +2087,8 @@ impl Rtc {
             return Ok(());
         }
         self.last_now = now;
-        match self.session.release_rtp(now)? {
-            Released::Nothing => {}
-            Released::Queued => self.readiness.arm_transmits(),
-            // A stream's first packet schedules its sender reports: more than the send
-            // side's deadlines moved.
-            Released::StreamStarted => drop(self.readiness.wake()),
-        }
+        let released = self.session.release_rtp(now)?;
+        self.arm_released(released);
         Ok(())
     }
 
@@ -2238,18 +2233,24 @@ impl Rtc {
 
     /// A timeout at which only the send side is due ([`Rtc::only_send_side_due`]).
     fn handle_timeout_send(&mut self, now: Instant) -> Result<(), RtcError> {
-        match self.session.handle_timeout_send(now)? {
+        let released = self.session.handle_timeout_send(now)?;
+        self.arm_released(released);
+        // A new estimate is an event.
+        if self.session.bwe_may_emit() {
+            self.wake_all();
+        }
+        Ok(())
+    }
+
+    /// Arms what the next poll must look at after written RTP was released.
+    fn arm_released(&mut self, released: Released) {
+        match released {
             Released::Nothing => {}
             Released::Queued => self.readiness.arm_transmits(),
             // A stream's first packet schedules its sender reports: more than the send
             // side's deadlines moved.
             Released::StreamStarted => self.wake_all(),
         }
-        // A new estimate is an event.
-        if self.session.bwe_may_emit() {
-            self.wake_all();
-        }
-        Ok(())
     }
 
     fn do_handle_receive(&mut self, recv_time: Instant, r: net::Receive) -> Result<(), RtcError> {

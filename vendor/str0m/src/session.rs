@@ -379,14 +379,7 @@ impl Session {
         if !self.rtp_mode {
             self.do_payload(now)?;
         }
-        let started = self
-            .streams
-            .stamp_written(now, &self.medias, &self.codec_config);
-        let released = if started {
-            Released::StreamStarted
-        } else {
-            Released::Queued
-        };
+        let released = self.stamp_written(now);
         // As update_queue_state: nothing is sendable before DTLS supplies keys.
         if self.srtp_tx.is_none() {
             return Ok(released);
@@ -410,16 +403,23 @@ impl Session {
         if self.rtp_closing {
             return Ok(Released::Nothing);
         }
+        let released = self.stamp_written(now);
+        let probe_media = self.handle_timeout_bwe(now);
+        self.update_queue_state(now, probe_media);
+        Ok(released)
+    }
+
+    /// Stamps the RTP written since the last timeout ([`Streams::stamp_written`]): what that
+    /// released.
+    fn stamp_written(&mut self, now: Instant) -> Released {
         let started = self
             .streams
             .stamp_written(now, &self.medias, &self.codec_config);
-        let probe_media = self.handle_timeout_bwe(now);
-        self.update_queue_state(now, probe_media);
-        Ok(if started {
+        if started {
             Released::StreamStarted
         } else {
             Released::Queued
-        })
+        }
     }
 
     /// Whether the bandwidth estimator may have a new estimate to report as an event.
