@@ -4,7 +4,8 @@
 #   bench/limits.sh [--limits "300 700 1200 2500 0"] [--warmup 20s] [--duration 20s] [--runs N]
 #                   [--out DIR]
 #   (limits in kbit/s, 0 = unlimited; needs root for the network namespace; PYLON_BIN=path uses
-#   that binary instead of building the release one)
+#   that binary instead of building the release one, PYLON_LOAD_BIN=path another for the load
+#   test only: two servers compared under one load)
 #
 # The server runs in a network namespace created here with downlink congestion control on
 # (rtc.congestion_control.enabled), reached over a veth pair. One publisher (simulcast VP8 at
@@ -103,7 +104,7 @@ for run in $(seq "$runs"); do
   done
   echo "== run $run: subscribers behind ${limit_list[*]} kbit/s (0 = unlimited)" >&2
   log=test-output/bench/limits-$run-load.log
-  taskset -c 1 "$bin" load-test --url "ws://$ns_ip:7880" --local-ip "$host_ip" "${sub_args[@]}" \
+  taskset -c 1 "${PYLON_LOAD_BIN:-$bin}" load-test --url "ws://$ns_ip:7880" --local-ip "$host_ip" "${sub_args[@]}" \
     --room limits --publishers 1 --subscribers "${#limit_list[@]}" --warmup "$warmup" \
     --duration "$duration" --json > "$out/limits-$run.json" 2> "$log" &
   load=$!

@@ -2,7 +2,8 @@
 //! LiveKit protocol, so it runs against Pylon or any LiveKit server.
 //!
 //! Publishers send Opus-sized audio at 50 packets/s and VP8 video (simulcast `q`/`h`/`f` at
-//! about 150/500/1,700 kbps, 30 fps, a keyframe every 2 s) with valid payload descriptors and,
+//! about 150/500/1,700 kbps, 30 fps, a keyframe every 2 s, and one of a layer the server asks
+//! for at the next base-layer frame, as libwebrtc answers a PLI) with valid payload descriptors and,
 //! as libwebrtc encodes VP8 simulcast, three temporal layers per encoding (7.5, 15 and 30 fps,
 //! 40/20/40 % of the bytes).
 //! Every payload carries a magic tag and its send time, so subscribers on the same host
@@ -27,6 +28,11 @@ const AUDIO_PAYLOAD: usize = 100;
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 const FPS: u32 = 30;
 const KEYFRAME_EVERY_FRAMES: u32 = 2 * FPS;
+
+/// Whether frame `f` is a keyframe of every layer whether asked for or not.
+fn periodic_keyframe(f: u64) -> bool {
+    f.is_multiple_of(KEYFRAME_EVERY_FRAMES as u64)
+}
 const MAX_PAYLOAD: usize = 1100;
 const VIDEO_WIDTH: u32 = 1280;
 const VIDEO_HEIGHT: u32 = 720;
@@ -251,35 +257,56 @@ impl MediaPlan {
     }
 
     /// Video packets due by `elapsed`, each with its layer index; `frames` counts frames
-    /// already produced.
+    /// already produced. Keyframes only every [`KEYFRAME_EVERY_FRAMES`].
     pub(crate) fn video_due(&self, elapsed: Duration, frames: &mut u64) -> Vec<(usize, RtpOut)> {
-        let due = (elapsed.as_secs_f64() * FPS as f64) as u64 + 1;
         let mut out = Vec::new();
-        while *frames < due && !self.layers.is_empty() {
-            let keyframe = frames.is_multiple_of(KEYFRAME_EVERY_FRAMES as u64);
-            let ts = (*frames as u32).wrapping_mul(90_000 / FPS);
-            let (tid, sync) = vp8::temporal_pattern(*frames);
-            let tenths = temporal_tenths(tid);
-            for (layer, &(bytes, scale)) in self.layers.iter().enumerate() {
-                let (w, h) = (
-                    (VIDEO_WIDTH / scale as u32) as u16,
-                    (VIDEO_HEIGHT / scale as u32) as u16,
-                );
-                let (bytes, temporal) = if self.temporal {
-                    let t = (*frames as u16 & 0x7fff, (*frames / 4) as u8, tid, sync);
-                    (bytes * tenths / 10, Some(t))
-                } else {
-                    (bytes, None)
-                };
-                out.extend(
-                    video_frame(bytes, keyframe, w, h, ts, temporal)
-                        .into_iter()
-                        .map(|r| (layer, r)),
-                );
+        for f in self.frames_due(elapsed, frames) {
+            for layer in 0..self.layers.len() {
+                let key = periodic_keyframe(f);
+                out.extend(self.layer_frame(f, layer, key).into_iter().map(|r| (layer, r)));
             }
-            *frames += 1;
         }
         out
+    }
+
+    /// The video frames due by `elapsed` (by number); `frames` counts frames already due.
+    pub(crate) fn frames_due(&self, elapsed: Duration, frames: &mut u64) -> std::ops::Range<u64> {
+        let due = (elapsed.as_secs_f64() * FPS as f64) as u64 + 1;
+        let first = *frames;
+        if !self.layers.is_empty() {
+            *frames = due.max(first);
+        }
+        first..*frames
+    }
+
+    /// The simulcast layers published.
+    pub(crate) fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether frame `f` can be a keyframe that was asked for: a keyframe starts the temporal
+    /// pattern over (its base layer), so it waits for the next base frame (at most three
+    /// frames, 100 ms at 30 fps; libwebrtc's encoder answers within a frame or two).
+    pub(crate) fn keyframe_may_start(&self, f: u64) -> bool {
+        !self.temporal || vp8::temporal_pattern(f).0 == 0
+    }
+
+    /// The packets of frame `f` on simulcast layer `layer`, a keyframe or not.
+    pub(crate) fn layer_frame(&self, f: u64, layer: usize, keyframe: bool) -> Vec<RtpOut> {
+        let ts = (f as u32).wrapping_mul(90_000 / FPS);
+        let (tid, sync) = vp8::temporal_pattern(f);
+        let (bytes, scale) = self.layers[layer];
+        let (w, h) = (
+            (VIDEO_WIDTH / scale as u32) as u16,
+            (VIDEO_HEIGHT / scale as u32) as u16,
+        );
+        let (bytes, temporal) = if self.temporal {
+            let t = (f as u16 & 0x7fff, (f / 4) as u8, tid, sync);
+            (bytes * temporal_tenths(tid) / 10, Some(t))
+        } else {
+            (bytes, None)
+        };
+        video_frame(bytes, keyframe, w, h, ts, temporal)
     }
 }
 
@@ -552,25 +579,58 @@ async fn send_media(
     let start = Instant::now();
     let plan = MediaPlan::new(&args);
     let (mut audio_sent, mut frames_sent) = (0u64, 0u64);
+    // Per publisher, the layers (bit per layer) a keyframe was asked for and not yet sent.
+    let mut asked = vec![0u8; tracks.len()];
     while Instant::now() < until {
         tick.tick().await;
         let elapsed = start.elapsed();
-        let parts = shared.lock().await;
+        let mut parts = shared.lock().await;
         for rtp in plan.audio_due(elapsed, &mut audio_sent) {
             for (i, t) in &tracks {
                 let _ = parts[*i].client.write_rtp(&t[0], rtp.clone());
             }
         }
-        for (layer, rtp) in plan.video_due(elapsed, &mut frames_sent) {
-            for (i, t) in &tracks {
-                let video = &t[1];
-                let _ = if video.simulcast.is_empty() {
-                    parts[*i].client.write_rtp(video, rtp.clone())
-                } else {
-                    parts[*i]
-                        .client
-                        .write_rtp_layer(video, SIMULCAST_RIDS[layer], rtp.clone())
+        for ((i, t), asked) in tracks.iter().zip(asked.iter_mut()) {
+            for (mid, rid) in parts[*i].client.take_keyframe_requests() {
+                let Some(video) = t.get(1).filter(|v| v.mid == mid) else {
+                    continue;
                 };
+                let layer = SIMULCAST_RIDS
+                    .iter()
+                    .position(|r| rid == Some((*r).into()))
+                    .filter(|_| !video.simulcast.is_empty())
+                    .unwrap_or(0);
+                *asked |= 1 << layer;
+            }
+        }
+        for f in plan.frames_due(elapsed, &mut frames_sent) {
+            let periodic = periodic_keyframe(f);
+            for (layer, rid) in SIMULCAST_RIDS.iter().enumerate().take(plan.layer_count()) {
+                let bit = 1u8 << layer;
+                let shared_frame = plan.layer_frame(f, layer, periodic);
+                // Generated for the first publisher whose keyframe request it answers.
+                let mut answer: Option<Vec<RtpOut>> = None;
+                for ((i, t), asked) in tracks.iter().zip(asked.iter_mut()) {
+                    let video = &t[1];
+                    let key = !periodic && *asked & bit != 0 && plan.keyframe_may_start(f);
+                    if periodic || key {
+                        *asked &= !bit;
+                    }
+                    let packets = if key {
+                        answer.get_or_insert_with(|| plan.layer_frame(f, layer, true))
+                    } else {
+                        &shared_frame
+                    };
+                    for rtp in packets {
+                        let _ = if video.simulcast.is_empty() {
+                            parts[*i].client.write_rtp(video, rtp.clone())
+                        } else {
+                            parts[*i]
+                                .client
+                                .write_rtp_layer(video, rid, rtp.clone())
+                        };
+                    }
+                }
             }
         }
     }

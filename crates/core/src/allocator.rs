@@ -295,6 +295,12 @@ pub struct Want {
     pub max: Option<Rung>,
     /// The rung being forwarded now (`None`: paused or not started).
     pub current: Option<Rung>,
+    /// The rung a climb to a higher layer that waits for that layer's keyframe was granted
+    /// (`None`: no such climb). Keeping it costs what it sends, without the headroom a climb
+    /// needs: the climb was judged with that headroom already, and one given up before its
+    /// keyframe came (a publisher that answers keyframe requests late, or a keyframe interval
+    /// of two seconds) costs the link nothing but counts as a failed climb.
+    pub climbing: Option<Rung>,
     /// The rate of each rung, bits per second, never lower than the rung below.
     pub rates: [u64; RUNGS],
 }
@@ -497,20 +503,21 @@ pub fn allocate_within(
             let next = at.next();
             let extra = w.rates[next.index()].saturating_sub(w.rates[at.index()]) as f64;
             let keeps = w.current.is_some_and(|c| c >= next);
+            let pending = w.climbing.is_some_and(|c| c >= next);
             let temporal_step = w.current.is_some_and(|c| c.layer() == next.layer());
-            let cost = match (keeps, temporal_step) {
+            let cost = match (keeps || pending, temporal_step) {
                 (true, _) => extra,
                 (false, true) => extra * TEMPORAL_HEADROOM,
                 (false, false) => extra * UPGRADE_HEADROOM,
             };
-            // Temporal steps may take the budget below zero by the slack (one allowance for
-            // all of the subscriber's tracks, as the budget is); a temporal layer the track
-            // already has, above its layer's base, by the larger one.
-            let kept_temporal = keeps && next.layer() == at.layer();
-            let available = match (temporal_step, kept_temporal) {
-                (false, _) => budget,
-                (true, false) => budget + estimate as f64 * slack.step,
-                (true, true) => budget + estimate as f64 * slack.keep,
+            // A rung the track already has may take the budget below zero by the larger
+            // slack, a temporal step it does not have yet by the smaller one (one allowance
+            // for all of the subscriber's tracks, as the budget is); a new simulcast layer
+            // only within the budget.
+            let available = match (keeps, temporal_step) {
+                (true, _) => budget + estimate as f64 * slack.keep,
+                (false, true) => budget + estimate as f64 * slack.step,
+                (false, false) => budget,
             };
             // A rung that costs nothing more (a layer without temporal layers) is always taken.
             if extra > 0.0 && available < cost {
@@ -560,6 +567,7 @@ mod tests {
             rank: u32::MAX,
             max: Some(Rung::top_of(max)),
             current: current.map(Rung::top_of),
+            climbing: None,
             rates: ladder(SIMULCAST),
         }
     }
@@ -572,6 +580,7 @@ mod tests {
             rank: u32::MAX,
             max: Some(Rung::LOWEST),
             current: Some(Rung::LOWEST),
+            climbing: None,
             rates,
         }
     }
@@ -629,7 +638,7 @@ mod tests {
             ..camera(2, Some(2))
         };
         // The camera was subscribed first, the screen share later: the screen share wins.
-        let (g, _) = run(900_000, &[camera(2, Some(2)), screen], true);
+        let (g, _) = run(800_000, &[camera(2, Some(2)), screen], true);
         assert_eq!(g, [up(0), up(1)]);
         let (g, _) = run(200_000, &[camera(2, Some(0)), screen], true);
         assert_eq!(g, [Grant::Paused, up(0)]);
@@ -670,6 +679,31 @@ mod tests {
         assert_eq!(g, [Grant::Paused]);
         let (g, _) = run(180_000, &[camera(2, None)], true);
         assert_eq!(g, [up(0)]);
+    }
+
+    #[test]
+    fn a_climb_waiting_for_its_keyframe_is_kept_without_headroom_but_without_slack() {
+        // Granted the top layer, still on the middle one until the top layer's keyframe.
+        let waiting = Want {
+            climbing: Some(Rung::new(2, 0)),
+            ..camera(2, Some(1))
+        };
+        // What the top layer sends, no more: the climb stands; a climb not yet granted would
+        // need its headroom.
+        // (The ladder has no temporal layers: the layer's other rungs cost nothing more.)
+        let (g, _) = run(1_700_000, &[waiting], true);
+        assert_eq!(g, [up(2)]);
+        let (g, _) = run(1_700_000, &[camera(2, Some(1))], true);
+        assert_eq!(g, [up(1)]);
+        // Less than that: given up, with none of the allowance a layer that is sent gets.
+        let (g, _) = run(1_650_000, &[waiting], true);
+        assert_eq!(g, [up(1)]);
+        let sent = Want {
+            current: Some(Rung::new(2, 0)),
+            ..camera(2, Some(2))
+        };
+        let (g, _) = run(1_650_000, &[sent], true);
+        assert_eq!(g, [up(2)]);
     }
 
     #[test]
@@ -970,10 +1004,14 @@ mod tests {
         let mut g = Vec::new();
         allocate_within(estimate, Slack::NONE, &[at(1)], true, &mut g);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
-        // The layer's base is kept on the ordinary allowance, not the larger one: 12 % under
-        // the top layer's 7.5 fps (which the larger one would cover), the middle layer it is.
-        let estimate = 600_000;
-        let (g, _) = run(estimate, &[at(0)], true);
+        // So is the layer's base: 12 % under the top layer's 7.5 fps it stays, 19 % under
+        // (past the larger allowance) the middle layer it is. Climbing to it from there needs
+        // the whole step and its headroom under the estimate.
+        let (g, _) = run(600_000, &[at(0)], true);
+        assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
+        let (g, _) = run(550_000, &[at(0)], true);
+        assert_eq!(g, [up(1)]);
+        let (g, _) = run(600_000, &[camera(2, Some(1))], true);
         assert_eq!(g, [up(1)]);
     }
 

@@ -291,6 +291,7 @@ impl Shard {
                     rank: u32::MAX,
                     max: None,
                     current: None,
+                    climbing: None,
                     rates: [0; RUNGS],
                 });
                 continue;
@@ -413,6 +414,7 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
             rank: u32::MAX,
             max: Some(Rung::LOWEST),
             current: Some(Rung::LOWEST),
+            climbing: None,
             rates,
         };
     }
@@ -450,7 +452,23 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
             let l = if t.svc { dt.forwarder.spatial() } else { l };
             Rung::new(l, dt.forwarder.temporal())
         }),
+        climbing: climbing(dt, t.svc),
         rates,
+    }
+}
+
+/// The grant of a climb to a higher layer that waits for that layer's keyframe (of an SVC
+/// stream, a key picture for a higher spatial layer), up to every frame of that layer.
+fn climbing(dt: &DownTrack, svc: bool) -> Option<Rung> {
+    let f = &dt.forwarder;
+    let to = match (svc, f.current(), f.target()) {
+        (true, Some(_), _) if f.wants_key_picture() => f.spatial_target(),
+        (false, Some(c), Some(t)) if t > c => t,
+        _ => return None,
+    };
+    match dt.grant {
+        Grant::UpTo(r) => Some(r.min(Rung::top_of(to))),
+        Grant::Paused => None,
     }
 }
 

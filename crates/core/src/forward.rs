@@ -238,7 +238,7 @@ impl Shard {
                     dt.forwarder
                         .set_temporal_target(dt.svc_temporal_for(target, spatial));
                 } else {
-                    dt.forwarder.set_temporal_target(dt.temporal_for(target));
+                    dt.forwarder.set_temporal_targets(dt.temporal_targets());
                 }
             }
             let decision = match svc {

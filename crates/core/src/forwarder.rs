@@ -122,9 +122,11 @@ pub struct Forwarder {
     highest_in: u64,
     last_out: Option<Out>,
     clock_rate: u32,
-    /// The temporal layer forwarded now, and the one to converge to.
+    /// The temporal layer forwarded now, and the one to converge to on each simulcast layer
+    /// (a layer the forwarder is leaving or climbing from can have another than the one it
+    /// converges to: `DownTrack::temporal_targets`).
     temporal: u8,
-    temporal_target: u8,
+    temporal_target: [u8; MAX_LAYERS],
     /// Within an SVC stream (`svc.rs`): the highest spatial layer forwarded now, and the one
     /// to converge to.
     spatial: Layer,
@@ -160,7 +162,7 @@ impl Forwarder {
             last_out: None,
             clock_rate,
             temporal: TOP_TEMPORAL,
-            temporal_target: TOP_TEMPORAL,
+            temporal_target: [TOP_TEMPORAL; MAX_LAYERS],
             spatial: TOP_LAYER,
             spatial_target: TOP_LAYER,
             skipped: Skipped::default(),
@@ -172,6 +174,11 @@ impl Forwarder {
     /// The highest spatial layer of an SVC stream forwarded now.
     pub fn spatial(&self) -> Layer {
         self.spatial
+    }
+
+    /// The highest spatial layer of an SVC stream to converge to.
+    pub fn spatial_target(&self) -> Layer {
+        self.spatial_target
     }
 
     /// Choose the highest spatial layer of an SVC stream to converge to: down at the next
@@ -191,14 +198,23 @@ impl Forwarder {
         self.temporal
     }
 
+    /// The temporal layer to converge to on the layer forwarded now (or, before any, on the
+    /// target).
     pub fn temporal_target(&self) -> u8 {
-        self.temporal_target
+        let layer = self.current.or(self.target).unwrap_or(0);
+        self.temporal_target[usize::from(layer.min(TOP_LAYER))]
     }
 
-    /// Choose the temporal layer to converge to (0: the base layer only; [`TOP_TEMPORAL`]:
-    /// every frame). Streams without temporal layers ignore it.
+    /// Choose the temporal layer to converge to on every layer (0: the base layer only;
+    /// [`TOP_TEMPORAL`]: every frame). Streams without temporal layers ignore it.
     pub fn set_temporal_target(&mut self, t: u8) {
-        self.temporal_target = t.min(TOP_TEMPORAL);
+        self.set_temporal_targets([t; MAX_LAYERS]);
+    }
+
+    /// Choose the temporal layer to converge to on each simulcast layer: the one forwarded
+    /// now follows its own, and a switch to another starts on that layer's.
+    pub fn set_temporal_targets(&mut self, targets: [u8; MAX_LAYERS]) {
+        self.temporal_target = targets.map(|t| t.min(TOP_TEMPORAL));
     }
 
     pub fn current(&self) -> Option<Layer> {
@@ -310,10 +326,11 @@ impl Forwarder {
             end_of_picture = l.end_of_frame && l.sid == self.spatial;
         }
         if let Some(t) = temporal {
+            let target = self.temporal_target[usize::from(layer.min(TOP_LAYER))];
             if t.frame_start && newest {
-                if self.temporal_target < self.temporal {
-                    self.temporal = self.temporal_target;
-                } else if t.tid > self.temporal && t.tid <= self.temporal_target && t.sync {
+                if target < self.temporal {
+                    self.temporal = target;
+                } else if t.tid > self.temporal && t.tid <= target && t.sync {
                     self.temporal = t.tid;
                 }
             }
@@ -395,7 +412,7 @@ impl Forwarder {
         self.skipped.clear(seq);
         // A keyframe: every frame after it can be decoded, whatever its temporal layer, and
         // (a key picture) up to any spatial layer.
-        self.temporal = self.temporal_target;
+        self.temporal = self.temporal_target[usize::from(layer.min(TOP_LAYER))];
         self.spatial = self.spatial_target;
         self.current = Some(layer);
     }
@@ -531,6 +548,46 @@ mod tests {
         // Down again: at the next frame start, without a gap.
         f.set_temporal_target(0);
         assert_eq!(sent(&mut f, 24..29, t), vec![11, 12]);
+    }
+
+    #[test]
+    fn each_layer_follows_its_own_temporal_target_across_a_switch() {
+        let t = Instant::now();
+        let frame = |f: &mut Forwarder, layer: Layer, i: u64, key: bool| {
+            let ts = i as u32 * 3000;
+            matches!(
+                f.on_packet(layer, i, ts, key, Some(temporal_frame(i)), t),
+                Decision::Forward { .. }
+            )
+        };
+        let mut f = Forwarder::new(90_000);
+        // Climbing from layer 0 to layer 1 at 7.5 fps: layer 0 keeps every frame while the
+        // layer 1 keyframe is awaited.
+        f.set_temporal_targets([2, 0, 0]);
+        f.set_target(Some(0));
+        assert!(frame(&mut f, 0, 0, true));
+        f.set_target(Some(1));
+        let kept = (1..8).filter(|&i| frame(&mut f, 0, i, false)).count();
+        assert_eq!(kept, 7, "every frame of the layer the climb starts from");
+        assert_eq!(f.temporal_target(), 2);
+        // Layer 1's keyframe: from there its own target, the base only.
+        assert!(frame(&mut f, 1, 100, true));
+        assert_eq!(f.current(), Some(1));
+        assert_eq!(f.temporal(), 0);
+        let kept: Vec<u64> = (101..109).filter(|&i| frame(&mut f, 1, i, false)).collect();
+        assert_eq!(kept, vec![104, 108], "T0 frames only");
+        // Granted every frame of layer 1: from its next T2 sync (109) on.
+        f.set_temporal_targets([2, 2, 0]);
+        let kept = (109..113).filter(|&i| frame(&mut f, 1, i, false)).count();
+        assert_eq!(kept, 4);
+        // Falling back to layer 0: layer 1 drops to its base at once, before layer 0's
+        // keyframe comes.
+        f.set_temporal_targets([2, 0, 0]);
+        f.set_target(Some(0));
+        let kept: Vec<u64> = (113..121).filter(|&i| frame(&mut f, 1, i, false)).collect();
+        assert_eq!(kept, vec![116, 120]);
+        assert!(frame(&mut f, 0, 121, true));
+        assert_eq!((f.current(), f.temporal()), (Some(0), 2));
     }
 
     #[test]

@@ -337,14 +337,26 @@ impl DownTrack {
         }
     }
 
-    /// The temporal layer to forward of simulcast layer `target`: what the subscriber asked
+    /// The temporal layer to forward of simulcast layer `layer`: what the subscriber asked
     /// for, and no more than the downlink allows when the grant stops within that layer.
-    pub fn temporal_for(&self, target: Layer) -> u8 {
-        let asked = self.asked_temporal(target);
+    /// Above the grant's layer, the base only: a layer the grant fell below is still
+    /// forwarded until the lower one's keyframe comes (up to a keyframe interval of a
+    /// publisher that does not answer keyframe requests at once), and at every frame it would
+    /// overfill the link the grant was lowered for. A layer below the grant's (the one a climb
+    /// starts from, waiting for the higher one's keyframe) keeps every frame asked for: the
+    /// grant covers all of it.
+    pub fn temporal_for(&self, layer: Layer) -> u8 {
+        let asked = self.asked_temporal(layer);
         match self.grant {
-            Grant::UpTo(cap) if cap.layer() == target => cap.temporal().min(asked),
+            Grant::UpTo(cap) if cap.layer() == layer => cap.temporal().min(asked),
+            Grant::UpTo(cap) if cap.layer() < layer => 0,
             _ => asked,
         }
+    }
+
+    /// [`Self::temporal_for`] of every simulcast layer.
+    pub fn temporal_targets(&self) -> [u8; MAX_LAYERS] {
+        std::array::from_fn(|l| self.temporal_for(l as Layer))
     }
 
     /// [`Self::temporal_for`] for an SVC stream (`svc.rs`) arriving as simulcast layer
@@ -469,6 +481,27 @@ mod tests {
         dt.grant = Grant::UpTo(Rung::TOP);
         dt.max_temporal = [TOP_TEMPORAL, TOP_TEMPORAL, 1];
         assert_eq!(dt.svc_temporal_for(2, 2), 1);
+    }
+
+    #[test]
+    fn a_layer_above_the_grant_keeps_its_base_and_one_below_every_frame_asked_for() {
+        use crate::allocator::Rung;
+        use crate::temporal::TOP_TEMPORAL;
+        let mut dt = DownTrack::for_test(1, "TR_sim", MediaKind::Video);
+        // The grant stops at the middle layer's 7.5 fps: a climb from the low layer waits
+        // there at 30 fps, a fall from the top layer at 7.5 fps.
+        dt.grant = Grant::UpTo(Rung::new(1, 0));
+        assert_eq!(dt.temporal_targets(), [TOP_TEMPORAL, 0, 0]);
+        dt.grant = Grant::UpTo(Rung::new(1, 1));
+        assert_eq!(dt.temporal_targets(), [TOP_TEMPORAL, 1, 0]);
+        // What the subscriber asked for still caps the layer below.
+        dt.max_temporal = [1, TOP_TEMPORAL, TOP_TEMPORAL];
+        assert_eq!(dt.temporal_targets(), [1, 1, 0]);
+        // A subscriber that asked for a lower layer than the grant (not its bandwidth) keeps
+        // every frame of the layer it leaves.
+        dt.max_temporal = [TOP_TEMPORAL; MAX_LAYERS];
+        dt.grant = Grant::UpTo(Rung::TOP);
+        assert_eq!(dt.temporal_targets(), [TOP_TEMPORAL; MAX_LAYERS]);
     }
 
     #[test]

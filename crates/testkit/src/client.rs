@@ -187,6 +187,13 @@ impl Client {
         std::mem::take(&mut self.observed.rtp)
     }
 
+    /// Take the keyframe requests received so far for our published tracks (mid, and rid of
+    /// a simulcast layer): for publishers that answer them, as libwebrtc does.
+    pub fn take_keyframe_requests(&mut self) -> Vec<(str0m::media::Mid, Option<str0m::media::Rid>)> {
+        self.pump();
+        std::mem::take(&mut self.observed.keyframe_requests)
+    }
+
     fn pump(&mut self) {
         while let Ok(e) = self.events.try_recv() {
             self.observed.apply(e);

@@ -395,7 +395,7 @@ impl Driver {
                 }
             }
             Event::KeyframeRequest(r) if pc == PcKind::Publisher => {
-                self.emit(ClientEvent::KeyframeRequest(r.mid));
+                self.emit(ClientEvent::KeyframeRequest(r.mid, r.rid));
             }
             _ => {}
         }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use livekit_protocol as lk;
-use str0m::media::Mid;
+use str0m::media::{Mid, Rid};
 
 use crate::data::{DataKind, ReceivedData};
 use crate::track::{ReceivedRtp, RemoteTrack};
@@ -24,8 +24,9 @@ pub enum ClientEvent {
     TrackUnsubscribed(Mid),
     Rtp(ReceivedRtp),
     Data(ReceivedData),
-    /// The server asked for a keyframe on one of our published tracks.
-    KeyframeRequest(Mid),
+    /// The server asked for a keyframe on one of our published tracks (of one simulcast
+    /// layer, by rid).
+    KeyframeRequest(Mid, Option<Rid>),
     /// The signalling connection closed; media stops soon after.
     SignalClosed,
     /// The event loop stopped (the reason is in the string).
@@ -51,7 +52,8 @@ pub struct Observed {
     pub data: Vec<ReceivedData>,
     pub connected: HashSet<PcKind>,
     pub channels: HashSet<(PcKind, DataKind)>,
-    pub keyframe_requests: Vec<Mid>,
+    /// Keyframe requests not yet taken (`Client::take_keyframe_requests`).
+    pub keyframe_requests: Vec<(Mid, Option<Rid>)>,
     pub signal_closed: bool,
     pub stopped: Option<String>,
     /// Whether RTP payloads are kept in `rtp` (counters always run).
@@ -107,7 +109,7 @@ impl Observed {
                 }
             }
             ClientEvent::Data(d) => self.data.push(d),
-            ClientEvent::KeyframeRequest(mid) => self.keyframe_requests.push(mid),
+            ClientEvent::KeyframeRequest(mid, rid) => self.keyframe_requests.push((mid, rid)),
             ClientEvent::SignalClosed => self.signal_closed = true,
             ClientEvent::Stopped(why) => self.stopped = Some(why),
         }

@@ -31,6 +31,7 @@ fn wants(cameras: usize) -> Vec<Want> {
             rank: u32::MAX,
             max: Some(Rung::LOWEST),
             current: Some(Rung::LOWEST),
+            climbing: None,
             rates: audio,
         });
         wants.push(Want {
@@ -38,6 +39,7 @@ fn wants(cameras: usize) -> Vec<Want> {
             rank: u32::MAX,
             max: Some(Rung::TOP),
             current: Some(Rung::top_of((i % 3) as u8)),
+            climbing: None,
             rates: video,
         });
     }
