@@ -625,9 +625,7 @@ async fn send_media(
                         let _ = if video.simulcast.is_empty() {
                             parts[*i].client.write_rtp(video, rtp.clone())
                         } else {
-                            parts[*i]
-                                .client
-                                .write_rtp_layer(video, rid, rtp.clone())
+                            parts[*i].client.write_rtp_layer(video, rid, rtp.clone())
                         };
                     }
                 }
