@@ -84,7 +84,9 @@ pub const TEMPORAL_HEADROOM: f64 = 1.03;
 pub struct Slack {
     /// For a temporal step a track does not have yet.
     pub step: f64,
-    /// For temporal layers a track already has: more than for a step, so that the dips of an
+    /// For rungs a track already has (a temporal layer or a simulcast layer's base alike:
+    /// str0m's estimate of a full link restarts at 0.85 of what was acknowledged after each
+    /// overuse): more than for a step, so that the dips of an
     /// estimate that sits below the link (str0m's falls by 5 % at a time, from 1,070 to
     /// 960 kbit/s in 3 s on that 1,200 kbit/s link while it carried the 15 fps rung) do not
     /// take the rung away and give it back every few seconds. What guards the link instead is
