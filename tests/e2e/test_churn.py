@@ -127,6 +127,12 @@ async def test_churn_leaves_nothing_behind(pylon_factory, http):
         await churn_round(pylon, n, http, port)
     run_peak = await peak.take()
     m = await settled(http, port)
+    # A descriptor may still be closing when the last participant is gone (a killed client's
+    # connection on a busy machine: CI once saw 26 against 25, locally it was 25 in every
+    # run); a leak is one that stays.
+    deadline = time.monotonic() + 10
+    while fds(pid) > warm["fds"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
     after = {**memory_kib(pid), "fds": fds(pid), "series": len(m), "peak_participants": run_peak}
     joins = m[JOINED] - joins_before
     result = {
