@@ -497,8 +497,8 @@ mod tests {
         // What the subscriber asked for still caps the layer below.
         dt.max_temporal = [1, TOP_TEMPORAL, TOP_TEMPORAL];
         assert_eq!(dt.temporal_targets(), [1, 1, 0]);
-        // A subscriber that asked for a lower layer than the grant (not its bandwidth) keeps
-        // every frame of the layer it leaves.
+        // Under a grant that covers every layer (congestion control off), a subscriber that
+        // asked for a lower layer keeps every frame of the layer it leaves.
         dt.max_temporal = [TOP_TEMPORAL; MAX_LAYERS];
         dt.grant = Grant::UpTo(Rung::TOP);
         assert_eq!(dt.temporal_targets(), [TOP_TEMPORAL; MAX_LAYERS]);
