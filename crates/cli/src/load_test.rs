@@ -261,8 +261,8 @@ impl MediaPlan {
     pub(crate) fn video_due(&self, elapsed: Duration, frames: &mut u64) -> Vec<(usize, RtpOut)> {
         let mut out = Vec::new();
         for f in self.frames_due(elapsed, frames) {
+            let key = periodic_keyframe(f);
             for layer in 0..self.layers.len() {
-                let key = periodic_keyframe(f);
                 out.extend(self.layer_frame(f, layer, key).into_iter().map(|r| (layer, r)));
             }
         }

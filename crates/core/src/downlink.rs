@@ -462,7 +462,7 @@ fn want(dt: &DownTrack, t: &Track, now: Instant) -> Want {
 fn climbing(dt: &DownTrack, svc: bool) -> Option<Rung> {
     let f = &dt.forwarder;
     let to = match (svc, f.current(), f.target()) {
-        (true, Some(_), _) if f.wants_key_picture() => f.spatial_target(),
+        (true, _, _) if f.wants_key_picture() => f.spatial_target(),
         (false, Some(c), Some(t)) if t > c => t,
         _ => return None,
     };

@@ -201,7 +201,11 @@ impl Forwarder {
     /// The temporal layer to converge to on the layer forwarded now (or, before any, on the
     /// target).
     pub fn temporal_target(&self) -> u8 {
-        let layer = self.current.or(self.target).unwrap_or(0);
+        self.temporal_target_of(self.current.or(self.target).unwrap_or(0))
+    }
+
+    /// The temporal layer to converge to on simulcast layer `layer`.
+    fn temporal_target_of(&self, layer: Layer) -> u8 {
         self.temporal_target[usize::from(layer.min(TOP_LAYER))]
     }
 
@@ -326,7 +330,7 @@ impl Forwarder {
             end_of_picture = l.end_of_frame && l.sid == self.spatial;
         }
         if let Some(t) = temporal {
-            let target = self.temporal_target[usize::from(layer.min(TOP_LAYER))];
+            let target = self.temporal_target_of(layer);
             if t.frame_start && newest {
                 if target < self.temporal {
                     self.temporal = target;
@@ -412,7 +416,7 @@ impl Forwarder {
         self.skipped.clear(seq);
         // A keyframe: every frame after it can be decoded, whatever its temporal layer, and
         // (a key picture) up to any spatial layer.
-        self.temporal = self.temporal_target[usize::from(layer.min(TOP_LAYER))];
+        self.temporal = self.temporal_target_of(layer);
         self.spatial = self.spatial_target;
         self.current = Some(layer);
     }
