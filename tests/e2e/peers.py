@@ -65,7 +65,8 @@ async def media_report() -> str:
             if s.WhichOneof("stats") == "inbound_rtp" and s.inbound_rtp.stream.kind == "video":
                 i = s.inbound_rtp
                 lines.append(
-                    f"  {peer.identity} receives mid={i.inbound.mid} packets={i.received.packets_received}"
+                    f"  {peer.identity} receives mid={i.inbound.mid} ssrc={i.stream.ssrc}"
+                    f" track={i.inbound.track_identifier or '-'} packets={i.received.packets_received}"
                     f" lost={i.received.packets_lost} decoded={i.inbound.frames_decoded}"
                     f" keyframes={i.inbound.key_frames_decoded} pli={i.inbound.pli_count}"
                 )
@@ -73,8 +74,9 @@ async def media_report() -> str:
         # stream delivered (a track decoded above but absent here never reached the app).
         subs = [e for e in peer.events if e[0] in ("subscribed", "unsubscribed", "published", "unpublished")]
         frames = {k: v.frames for k, v in peer.video.items()}
+        sids = {k: sid for sid, (k, _) in peer.consumers.items() if k in frames}
         ended = [(k, None if t.cancelled() else repr(t.exception())) for k, t in peer.consumers.values() if t.done()]
-        lines.append(f"  {peer.identity} app: video frames {frames} streams ended {ended} events {subs}")
+        lines.append(f"  {peer.identity} app: video frames {frames} tracks {sids} streams ended {ended} events {subs}")
     # What the test handed to each publisher's SDK sources (an encoder that encoded nothing
     # while frames went in stalled inside the SDK; no frames in means the test's feed stalled).
     for p in list(_PUBLISHERS):
