@@ -996,12 +996,14 @@ mod tests {
         let (g, _) = run((needs / (1.0 + Slack::CLEAR.step * 1.5)) as u64, &[w], true);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))]);
         // From the middle layer, the top layer's first rung (180k x 1.15 more) gets the
-        // smaller slack a climb gets: taken within it, not within a temporal step's.
+        // smaller slack a climb gets: taken within it, not a little past it (where a temporal
+        // step's would still cover it).
         let needs = 500_000.0 + 180_000.0 * UPGRADE_HEADROOM;
         let estimate = (needs / (1.0 + Slack::CLEAR.layer / 2.0)) as u64;
         let (g, _) = run(estimate, &[on(1)], true);
         assert_eq!(g, [Grant::UpTo(Rung::new(2, 0))], "estimate {estimate}");
-        let estimate = (needs / (1.0 + Slack::CLEAR.step / 2.0)) as u64;
+        let estimate = (needs / (1.0 + Slack::CLEAR.layer * 1.5)) as u64;
+        assert!(estimate as f64 * (1.0 + Slack::CLEAR.step) > needs);
         let (g, _) = run(estimate, &[on(1)], true);
         assert_eq!(g, [Grant::UpTo(Rung::top_of(1))], "estimate {estimate}");
         // Nor while a queue stands.
