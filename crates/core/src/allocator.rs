@@ -74,9 +74,9 @@ pub const UPGRADE_HEADROOM: f64 = 1.15;
 /// it needs no keyframe and is undone at the next frame, so a tight fit is cheap to try.
 pub const TEMPORAL_HEADROOM: f64 = 1.03;
 
-/// How far over the estimate temporal steps within the simulcast layer a track is on may take
-/// the allocation, as a share of the estimate (one allowance for all of a subscriber's
-/// tracks). str0m's estimate settles below what a link carries (a 1,200 kbit/s link at
+/// How far over the estimate a track's steps up (a temporal step within the simulcast layer it
+/// is on, a climb to a higher layer) and the rungs it keeps may take the allocation, as shares
+/// of the estimate (one allowance for all of a subscriber's tracks). str0m's estimate settles below what a link carries (a 1,200 kbit/s link at
 /// 950–1,150, `bench/limits.sh`), which left such a link on the top layer's 7.5 fps rung
 /// where its 15 fps one fits. Such a step needs no keyframe, and `Grant::settle` gives it back
 /// at the first estimate that no longer carries it.
@@ -455,7 +455,7 @@ pub fn allocate(estimate: u64, wants: &[Want], allow_pause: bool, grants: &mut V
     allocate_within(estimate, Slack::CLEAR, wants, allow_pause, grants)
 }
 
-/// [`allocate`], temporal steps taking the allocation at most `slack` (shares of the
+/// [`allocate`], steps up and rungs kept taking the allocation at most `slack` (shares of the
 /// estimate) over it.
 pub fn allocate_within(
     estimate: u64,
