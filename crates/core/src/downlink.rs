@@ -75,6 +75,13 @@ const PAD_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(20);
 /// the link, and pacing would cost every subscriber a timer wake-up per release.
 pub const PACE_BELOW_BPS: u64 = 1_500_000;
 
+/// Paced video still queued at a layer switch is discarded when the link would take longer
+/// than this to carry it at the estimate (`forward.rs`): the switch's keyframe needs none of
+/// it, and sent it is that much delay, or, on a link that narrowed, seconds of a layer the
+/// link no longer carries in its queue. A shorter backlog (a frame or two being paced out)
+/// goes out: discarding it would cost frames and save nothing a viewer notices.
+pub const DISCARD_BACKLOG_OVER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Allocation turns remembered: two seconds of housekeeping.
 const SAMPLES: usize = 4;
 /// Turns over which a low estimate must last before video goes down: one second.
@@ -84,6 +91,15 @@ impl Downlink {
     /// Whether forwarded video is paced ([`PACE_BELOW_BPS`]; never without an estimate).
     pub fn paced(&self) -> bool {
         self.estimate.is_some_and(|e| e < PACE_BELOW_BPS)
+    }
+
+    /// Whether `bytes` of paced video waiting to leave are more than the link carries in
+    /// [`DISCARD_BACKLOG_OVER`] at the estimate.
+    pub fn backlog_is_stale(&self, bytes: usize) -> bool {
+        self.estimate.is_some_and(|e| {
+            let bits = bytes as u128 * 8;
+            bits * 1_000_000 > u128::from(e) * DISCARD_BACKLOG_OVER.as_micros()
+        })
     }
 
     /// A round trip the receiver reported at `now`. Returns whether a queue stands on the
@@ -526,6 +542,25 @@ mod tests {
             allocated: 300_000,
             ..Downlink::default()
         }
+    }
+
+    #[test]
+    fn a_backlog_is_stale_past_what_the_link_carries_in_200_ms() {
+        // 400 kbit/s carries 10 kB in 200 ms.
+        let d = Downlink {
+            estimate: Some(400_000),
+            ..Downlink::default()
+        };
+        assert!(!d.backlog_is_stale(9_000), "a frame or two being paced out");
+        assert!(d.backlog_is_stale(11_000));
+        assert!(
+            d.backlog_is_stale(187_000),
+            "seconds of a layer the link left behind"
+        );
+        assert!(
+            !Downlink::default().backlog_is_stale(187_000),
+            "no estimate: never paced"
+        );
     }
 
     #[test]

@@ -272,6 +272,11 @@ impl Shard {
                     continue;
                 }
             };
+            if switched {
+                // The target above is where the subscriber is going; this is when it got there
+                // (the keyframe the switch waited for).
+                debug!(subscriber = %s.sid, track = %dt.track_sid, layer = m.layer, "layer switched");
+            }
             wishes_changed |= switched;
             // A connection str0m failed on is ended at the next housekeeping; nothing more
             // is written to it.
@@ -315,6 +320,27 @@ impl Shard {
             if cc {
                 tx.set_unpaced(!paced);
             }
+            // A paced stream's queue at a switch holds the old layer's frames that the link has
+            // not taken yet: when the estimate falls fast (a link narrowed), seconds of the
+            // layer it could no longer carry. The switch's keyframe needs none of them, and
+            // sent they would keep the narrowed link's queue full for as long. More than
+            // `DISCARD_BACKLOG_OVER` of them go, and the numbering closes over them.
+            let backlog = if switched && paced {
+                tx.queue_info().map_or(0, |q| q.byte_size())
+            } else {
+                0
+            };
+            let seq = if backlog > 0 && s.downlink.backlog_is_stale(backlog) {
+                let (packets, bytes) = tx.discard_unsent();
+                if packets > 0 {
+                    dt.forwarder.rewind(packets as u64);
+                    dt.vp8.rewind(packets as u64);
+                    debug!(subscriber = %s.sid, track = %dt.track_sid, packets, bytes, "unsent video of the old layer discarded at a switch");
+                }
+                seq.wrapping_sub(packets as u64)
+            } else {
+                seq
+            };
             // Hot path: the payload is shared (Arc clone), nothing is copied or allocated here.
             let write = RtpWrite::new(pt, seq.into(), timestamp, now, payload)
                 .marker(m.marker || end_of_picture)

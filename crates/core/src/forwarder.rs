@@ -395,6 +395,17 @@ impl Forwarder {
         Decision::Skip
     }
 
+    /// The last `n` packets forwarded never left (`forward.rs` discarded them from the send
+    /// queue at a switch): number what comes next as if they had never been forwarded, so the
+    /// receiver sees no hole to ask for. Only the newest packet forwarded, the one the
+    /// discarded ones preceded, is renumbered by the caller.
+    pub fn rewind(&mut self, n: u64) {
+        self.seq_offset = self.seq_offset.wrapping_sub(n);
+        if let Some(last) = &mut self.last_out {
+            last.seq = last.seq.wrapping_sub(n);
+        }
+    }
+
     fn switch_to(&mut self, layer: Layer, seq: u64, timestamp: u32, now: Instant) {
         match self.last_out {
             None => {
@@ -449,6 +460,34 @@ mod tests {
                 end_of_picture: false
             }
         );
+    }
+
+    #[test]
+    fn a_rewind_at_a_switch_numbers_on_from_the_last_packet_that_left() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_target(Some(1));
+        for seq in 100..110 {
+            f.on_packet(1, seq, 5000, seq == 100, None, t);
+        }
+        // 109 went out as 109; the low layer's keyframe switches to it at 110, and the
+        // four packets before it (106..=109) never left.
+        f.set_target(Some(0));
+        let Decision::Forward {
+            seq, switched: true, ..
+        } = f.on_packet(0, 40, 900, true, None, t)
+        else {
+            panic!("switch expected")
+        };
+        assert_eq!(seq, 110);
+        f.rewind(4);
+        // The caller sends the keyframe's first packet as 106; the next follow it.
+        for (incoming, out) in [(41, 107), (42, 108)] {
+            let Decision::Forward { seq, .. } = f.on_packet(0, incoming, 900, false, None, t) else {
+                panic!("forward expected")
+            };
+            assert_eq!(seq, out);
+        }
     }
 
     #[test]

@@ -116,6 +116,15 @@ impl Vp8Munger {
         b.build().ok()
     }
 
+    /// The last `n` packets rewritten never left (`Forwarder::rewind`): the numbering goes on
+    /// from before them. Their PictureIDs stay used; the keyframe that follows needs no
+    /// frame before it.
+    pub fn rewind(&mut self, n: u64) {
+        if let Some(last) = &mut self.last {
+            last.seq = last.seq.wrapping_sub(n);
+        }
+    }
+
     /// A packet the subscriber will not see (its temporal layer is dropped): the first of its
     /// picture to come (whichever packet that is: the one that began the picture may have
     /// been lost) makes the PictureIDs after it close over the picture, so the receiver sees

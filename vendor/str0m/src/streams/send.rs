@@ -446,6 +446,15 @@ impl StreamTx {
             .map(|info| info as &dyn StreamTxQueueInfo)
     }
 
+    /// Drop what was written to this stream and not sent yet. Returns how many packets that
+    /// was and their payload bytes. None of them reached the network, so none is cached for
+    /// resends, and a writer that numbers its own packets may number the next ones as if they
+    /// had never been written.
+    pub fn discard_unsent(&mut self) -> (usize, usize) {
+        self.queue_info = None;
+        self.send_queue.discard()
+    }
+
     /// Configure the RTX (resend) cache.
     ///
     /// This determines how old incoming NACKs we can reply to.

@@ -113,6 +113,15 @@ impl SendQueue {
         self.total.clear();
         self.last_emitted = None;
     }
+
+    /// Clear the queue, returning how many packets it held and their payload bytes.
+    pub(crate) fn discard(&mut self) -> (usize, usize) {
+        let packets = self.queue.len();
+        let bytes = self.queue.iter().map(|p| p.payload.len()).sum();
+        self.queue.clear();
+        self.total.clear();
+        (packets, bytes)
+    }
 }
 
 // Total queue time in buffer. This lovely drawing explains how to add more time.
