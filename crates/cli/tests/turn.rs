@@ -25,6 +25,14 @@ struct Turn {
     tls: SocketAddr,
     /// The certificate the server presents (self-signed for [`DOMAIN`]).
     cert: rustls::pki_types::CertificateDer<'static>,
+    /// Where its certificate and key files are: removed with it.
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn free_port() -> u16 {
@@ -58,6 +66,7 @@ async fn start(name: &str) -> Turn {
         udp: SocketAddr::from(([127, 0, 0, 1], udp)),
         tls: SocketAddr::from(([127, 0, 0, 1], tls)),
         cert: cert.cert.der().clone(),
+        dir,
     }
 }
 
