@@ -76,9 +76,9 @@ pub const TEMPORAL_HEADROOM: f64 = 1.03;
 
 /// How far over the estimate a track's steps up (a temporal step within the simulcast layer it
 /// is on, a climb to a higher layer) and the rungs it keeps may take the allocation, as shares
-/// of the estimate (one allowance for all of a subscriber's tracks). str0m's estimate settles below what a link carries (a 1,200 kbit/s link at
-/// 950–1,150, `bench/limits.sh`), which left such a link on the top layer's 7.5 fps rung
-/// where its 15 fps one fits. Such a step needs no keyframe, and `Grant::settle` gives it back
+/// of the estimate (one allowance for all of a subscriber's tracks). str0m's estimate settles
+/// below what a link carries (a 1,200 kbit/s link at 950–1,150, `bench/limits.sh`), which left
+/// such a link on the top layer's 7.5 fps rung where its 15 fps one fits. Such a step needs no keyframe, and `Grant::settle` gives it back
 /// at the first estimate that no longer carries it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Slack {

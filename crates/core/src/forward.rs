@@ -325,12 +325,12 @@ impl Shard {
             // layer it could no longer carry. The switch's keyframe needs none of them, and
             // sent they would keep the narrowed link's queue full for as long. More than
             // `DISCARD_BACKLOG_OVER` of them go, and the numbering closes over them.
-            let backlog = if switched && paced {
-                tx.queue_info().map_or(0, |q| q.byte_size())
-            } else {
-                0
-            };
-            let seq = if backlog > 0 && s.downlink.backlog_is_stale(backlog) {
+            let stale = switched
+                && paced
+                && tx
+                    .queue_info()
+                    .is_some_and(|q| s.downlink.backlog_is_stale(q.byte_size()));
+            let seq = if stale {
                 let (packets, bytes) = tx.discard_unsent();
                 if packets > 0 {
                     dt.forwarder.rewind(packets as u64);

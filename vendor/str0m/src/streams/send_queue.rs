@@ -114,7 +114,8 @@ impl SendQueue {
         self.last_emitted = None;
     }
 
-    /// Clear the queue, returning how many packets it held and their payload bytes.
+    /// Clear the queue, returning how many packets it held and their payload bytes. Unlike
+    /// [`SendQueue::clear`] it keeps when the last packet left: that one did leave.
     pub(crate) fn discard(&mut self) -> (usize, usize) {
         let packets = self.queue.len();
         let bytes = self.queue.iter().map(|p| p.payload.len()).sum();
