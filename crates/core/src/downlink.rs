@@ -388,6 +388,7 @@ impl Shard {
         tracing::trace!(subscriber = %p.sid, estimate, down_by, up_by, allocated, desired = totals.desired, "downlink turn");
         let step = if step == u64::MAX { 0 } else { step };
         if let Some((minimum, desired)) = p.downlink.next_rates(now, totals.desired, step) {
+            debug!(subscriber = %p.sid, minimum, desired, estimate, "downlink rates for str0m");
             let down = p.down_pc();
             p.peer_mut(down)
                 .rtc
