@@ -78,8 +78,8 @@ pub const TEMPORAL_HEADROOM: f64 = 1.03;
 /// is on, a climb to a higher layer) and the rungs it keeps may take the allocation, as shares
 /// of the estimate (one allowance for all of a subscriber's tracks). str0m's estimate settles
 /// below what a link carries (a 1,200 kbit/s link at 950–1,150, `bench/limits.sh`), which left
-/// such a link on the top layer's 7.5 fps rung where its 15 fps one fits. Such a step needs no keyframe, and `Grant::settle` gives it back
-/// at the first estimate that no longer carries it.
+/// such a link on the top layer's 7.5 fps rung where its 15 fps one fits. Such a step needs no
+/// keyframe, and `Grant::settle` gives it back at the first estimate that no longer carries it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Slack {
     /// For a temporal step a track does not have yet.
@@ -92,9 +92,10 @@ pub struct Slack {
     /// take the rung away and give it back every few seconds. 0.30: that rung (1,148 kbit/s
     /// with audio) is kept down to an estimate of 883 kbit/s. At 0.20 it went at 932 and
     /// 973, and climbing back took two seconds at 1,054 or more, which str0m's estimate,
-    /// wandering 930–1,410 kbit/s on that link, often took ten seconds to give: one
-    /// `bench/limits.sh` run in three had a subscriber under 0.80 of its link. What guards the
-    /// link instead is the queue: while one stands there is no slack at all ([`Slack::NONE`]).
+    /// wandering 930–1,410 kbit/s on that link, often took ten seconds to give: 8 of 30
+    /// `bench/limits.sh` runs had a subscriber under 0.80 of its link (2 of 22 at 0.30). What
+    /// guards the link instead is the queue: while one stands there is no slack at all
+    /// ([`Slack::NONE`]).
     pub keep: f64,
     /// For a rung of a simulcast layer above the one a track is on (a climb, its headroom
     /// included, or a climb granted that waits for its keyframe): less than for a temporal
