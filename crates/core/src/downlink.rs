@@ -102,11 +102,17 @@ impl Downlink {
         })
     }
 
-    /// A round trip the receiver reported at `now`. Returns whether a queue stands on the
-    /// path when that changes (`standing_queue.rs`); padding is held under
-    /// [`PAD_CAP_SHARE`] of the estimate while one stands, and for [`PAD_COOLDOWN`] after.
-    pub fn on_rtt(&mut self, now: Instant, rtt: std::time::Duration) -> Option<bool> {
-        let standing = self.queue.on_rtt(now, rtt)?;
+    /// A round trip the receiver reported at `now`, judged with the others of its turn at the
+    /// next allocation turn ([`Downlink::settle_queue`]).
+    pub fn on_rtt(&mut self, now: Instant, rtt: std::time::Duration) {
+        self.queue.on_rtt(now, rtt);
+    }
+
+    /// Whether a queue stands on the path, from the round trips reported since the last turn,
+    /// when that changes (`standing_queue.rs`); padding is held under [`PAD_CAP_SHARE`] of
+    /// the estimate while one stands, and for [`PAD_COOLDOWN`] after.
+    pub fn settle_queue(&mut self, now: Instant) -> Option<bool> {
+        let standing = self.queue.settle()?;
         if standing {
             self.found_at = self.estimate;
         } else {
@@ -290,6 +296,14 @@ impl Shard {
         let Some(p) = self.participants.get_mut(&key) else {
             return;
         };
+        if let Some(standing) = p.downlink.settle_queue(now) {
+            let (rtt, base, estimate) = (
+                p.downlink.queue.judged(),
+                p.downlink.queue.base(),
+                p.downlink.estimate,
+            );
+            debug!(participant = %p.sid, ?rtt, ?base, standing, ?estimate, "standing queue on the downlink");
+        }
         // No estimate (yet, or any more): nothing is withheld.
         let estimate = p.downlink.ceiling(p.downlink.estimate.unwrap_or(u64::MAX));
         let (down_by, up_by) = p.downlink.sample();
@@ -618,8 +632,10 @@ mod tests {
             Some((412_500, 1_400_000)),
             "pads for the next step"
         );
-        assert_eq!(d.on_rtt(t0, MS(2)), None);
-        assert_eq!(d.on_rtt(t0 + MS(1_000), MS(470)), Some(true));
+        d.on_rtt(t0, MS(2));
+        assert_eq!(d.settle_queue(t0), None);
+        d.on_rtt(t0 + MS(1_000), MS(470));
+        assert_eq!(d.settle_queue(t0 + MS(1_000)), Some(true));
         let (minimum, _) = d
             .next_rates(t0 + MS(1_500), 1_400_000, 100_000)
             .expect("the minimum drops");
@@ -628,7 +644,8 @@ mod tests {
         assert_eq!(d.next_rates(t0 + MS(60_000), 1_400_000, 100_000), None);
         // Drained: probes go on at once, padding stays held for a while, then pads for the
         // next step again.
-        assert_eq!(d.on_rtt(t0 + MS(61_000), MS(3)), Some(false));
+        d.on_rtt(t0 + MS(61_000), MS(3));
+        assert_eq!(d.settle_queue(t0 + MS(61_000)), Some(false));
         let probe = d.next_rates(t0 + MS(61_500), 1_400_000, 100_000);
         assert_eq!(
             probe,
@@ -650,14 +667,17 @@ mod tests {
         d.estimate = Some(332_000);
         assert_eq!(d.ceiling(404_000), 404_000, "no queue: the estimate as it is");
         d.on_rtt(t0, MS(2));
-        assert_eq!(d.on_rtt(t0 + MS(1_000), MS(470)), Some(true));
+        d.settle_queue(t0);
+        d.on_rtt(t0 + MS(1_000), MS(470));
+        assert_eq!(d.settle_queue(t0 + MS(1_000)), Some(true));
         // str0m's loss controller raises the estimate while the queue stands.
         d.estimate = Some(404_000);
         assert_eq!(d.ceiling(404_000), 332_000);
         assert_eq!(d.ceiling(250_000), 250_000, "a dip below it is a dip");
         d.next_rates(t0 + MS(1_500), 1_400_000, 100_000);
         assert_eq!(d.minimum, 265_600, "padding held under 0.8 of 332 kbit/s");
-        assert_eq!(d.on_rtt(t0 + MS(9_000), MS(3)), Some(false));
+        d.on_rtt(t0 + MS(9_000), MS(3));
+        assert_eq!(d.settle_queue(t0 + MS(9_000)), Some(false));
         assert_eq!(d.ceiling(404_000), 404_000, "drained: the estimate as it is");
     }
 }

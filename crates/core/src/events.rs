@@ -55,10 +55,8 @@ impl Shard {
                     p.link.down_lost += lost;
                     if let Some(rtt) = st.rtt {
                         let fresh = p.peer_mut(pc).stream_totals.fresh_rtt(st.mid, st.rid, rtt);
-                        if let Some(standing) = fresh.and_then(|rtt| p.downlink.on_rtt(now, rtt)) {
-                            let base = p.downlink.queue.base();
-                            let estimate = p.downlink.estimate;
-                            debug!(participant = %p.sid, ?rtt, ?base, standing, ?estimate, "standing queue on the downlink");
+                        if let Some(rtt) = fresh {
+                            p.downlink.on_rtt(now, rtt);
                         }
                         p.link.rtt_seen(rtt);
                         if let Some(window) = p.resend.on_rtt(now, rtt) {
