@@ -13,8 +13,9 @@
 //!   make a track climb and fall back at every turn.
 //!
 //! Over time, `Grant::settle` moves a track down a simulcast layer on a second of low estimates
-//! and up on two seconds of high ones, and [`ClimbBackoff`] makes a track whose climbs keep
-//! failing wait longer before the next.
+//! and up on two seconds of high ones (`downlink.rs`'s `hold_layer` asks four for a higher
+//! simulcast layer), and [`ClimbBackoff`] makes a track whose climbs keep failing wait longer
+//! before the next.
 //!
 //! A track's ladder has a [`Rung`] per simulcast layer and temporal layer: the temporal
 //! layers of a simulcast layer (7.5, 15, 30 fps) are the finer steps between it and the next.
