@@ -27,7 +27,9 @@
 #   - best rung that fits / allowed: what the best step of the ladder (a simulcast layer at a
 #     temporal layer, plus audio) that fits under the limit would reach: the ladder's steps
 #     are coarse, so a link between two of them can carry only the lower one;
-#   - best whole layer / allowed: the same with simulcast layers only (no temporal layers).
+#   - best whole layer / allowed: the same with simulcast layers only (no temporal layers);
+#   - audio latency p50 / p95: one-way, publisher to subscriber, of the audio it received: on
+#     a shaped link, how long a queue standing on it holds what the subscriber hears.
 # Results: <out>/limits-<run>.json (load-test) and <out>/limits.md (table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -145,8 +147,8 @@ def rung_wire(kbps, temporal, overhead):
         total += fps * (n + packets * overhead) * 8 / 1000
     return total
 
-print("| run | limit (kbit/s) | media received (kbit/s on the link) | link carried (kbit/s) | video width | allowed (kbit/s) | received / allowed | best rung that fits / allowed | best whole layer / allowed |")
-print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| run | limit (kbit/s) | media received (kbit/s on the link) | link carried (kbit/s) | video width | allowed (kbit/s) | received / allowed | best rung that fits / allowed | best whole layer / allowed | audio latency p50 / p95 (ms) |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 worst = []
 for run in range(1, runs + 1):
     d = json.load(open(f"{out}/limits-{run}.json"))
@@ -181,7 +183,9 @@ for run in range(1, runs + 1):
         ratio = media[i] / allowed
         worst.append(ratio)
         lim = f"{limit}" if limit else "unlimited"
-        print(f"| {run} | {lim} | {media[i]:.0f} | {link:.0f} | {width} | {allowed:.0f} | {ratio:.2f} | {best(rungs) / allowed:.2f} | {best(layers) / allowed:.2f} |")
+        # The queue on the subscriber's link, as what it hears is late (older JSON: none).
+        latency = "/".join(f"{s[k]:.0f}" for k in ("audio_latency_ms_p50", "audio_latency_ms_p95") if k in s) or "-"
+        print(f"| {run} | {lim} | {media[i]:.0f} | {link:.0f} | {width} | {allowed:.0f} | {ratio:.2f} | {best(rungs) / allowed:.2f} | {best(layers) / allowed:.2f} | {latency} |")
 print()
 print(f"- Per-packet overhead on the link (IP, UDP, RTP header and extensions, SRTP tag), the least measured over the links: {overhead:.0f} bytes.")
 print(f"- Lowest received / allowed: {min(worst):.2f} (target: at least 0.80).")

@@ -126,6 +126,9 @@ pub(crate) struct ReceiverStats {
     packets: u64,
     /// The width of the last keyframe of each video track it received, narrowest first.
     video_widths: Vec<u16>,
+    /// One-way latency of every audio packet it received, milliseconds, sorted: on a shaped
+    /// link, how long its queue holds what the subscriber hears.
+    audio_latency_ms: Vec<f64>,
 }
 
 impl ReceiverStats {
@@ -136,6 +139,7 @@ impl ReceiverStats {
             audio_bytes: 0,
             packets: 0,
             video_widths: Vec::new(),
+            audio_latency_ms: Vec::new(),
         };
         for t in tracks {
             r.packets += t.packets;
@@ -144,9 +148,12 @@ impl ReceiverStats {
                 r.video_widths.extend(t.frame_width);
             } else {
                 r.audio_bytes += t.bytes;
+                r.audio_latency_ms
+                    .extend(t.latencies_us.iter().map(|&u| f64::from(u) / 1000.0));
             }
         }
         r.video_widths.sort_unstable();
+        r.audio_latency_ms.sort_by(f64::total_cmp);
         r
     }
 }
@@ -160,6 +167,9 @@ struct ReceiverSummary {
     /// RTP packets per second received, to account for headers on a shaped link.
     packets_per_s: f64,
     video_widths: Vec<u16>,
+    /// One-way latency of its audio, median and 95th percentile (ms).
+    audio_latency_ms_p50: f64,
+    audio_latency_ms_p95: f64,
 }
 
 /// A server process measured from /proc.
@@ -917,6 +927,8 @@ fn summarize(total: usize, c: Collected) -> Summary {
                 video_kbps: r.video_bytes as f64 * 8.0 / measured / 1000.0,
                 audio_kbps: r.audio_bytes as f64 * 8.0 / measured / 1000.0,
                 packets_per_s: r.packets as f64 / measured,
+                audio_latency_ms_p50: percentile(&r.audio_latency_ms, 0.5),
+                audio_latency_ms_p95: percentile(&r.audio_latency_ms, 0.95),
                 video_widths: r.video_widths,
             })
             .collect(),
