@@ -13,9 +13,8 @@
 //!   make a track climb and fall back at every turn.
 //!
 //! Over time, `Grant::settle` moves a track down a simulcast layer on a second of low estimates
-//! and up on two seconds of high ones (`downlink.rs`'s `hold_layer` asks four for a higher
-//! simulcast layer), and [`ClimbBackoff`] makes a track whose climbs keep failing wait longer
-//! before the next.
+//! and up on four seconds of high ones (`downlink.rs`), and [`ClimbBackoff`] makes a track
+//! whose climbs keep failing wait longer before the next.
 //!
 //! A track's ladder has a [`Rung`] per simulcast layer and temporal layer: the temporal
 //! layers of a simulcast layer (7.5, 15, 30 fps) are the finer steps between it and the next.
@@ -368,11 +367,12 @@ impl Grant {
     /// The grant a track moves to from `self`, given what the allocation grants at the
     /// latest estimate (`latest`), at the highest estimate of the last second
     /// (`sustained_low`: below that, the link has been narrower for a whole second) and at the
-    /// lowest of the last two seconds (`sustained_high`: the link has carried that much for two
-    /// seconds). A track changes simulcast layer down only on the first and up only on the
-    /// second, so an estimate that wobbles moves nobody between layers; a temporal step within
-    /// the layer it has is given back at once (`latest`): that needs no keyframe, and it
-    /// drains a link the last step overfilled before the estimate falls further.
+    /// lowest of the last four seconds (`sustained_high`: the link has carried that much for
+    /// four seconds; `downlink.rs`'s `UP_TURNS`). A track changes simulcast layer down only on
+    /// the first and up only on the second, so an estimate that wobbles moves nobody between
+    /// layers; a temporal step within the layer it has is given back at once (`latest`): that
+    /// needs no keyframe, and it drains a link the last step overfilled before the estimate
+    /// falls further.
     pub fn settle(self, latest: Grant, sustained_low: Grant, sustained_high: Grant) -> Grant {
         let settled = if self.rank() > sustained_low.rank() {
             sustained_low
@@ -395,8 +395,8 @@ impl Grant {
 /// How soon a track may climb to a higher simulcast layer after its grant went down one.
 /// Every climb costs a keyframe of the new layer, a burst that a link near its limit pays for
 /// in queueing and loss (a frozen picture, lost audio); `Grant::settle` alone climbs again
-/// after two seconds of a sufficient estimate, so a link that cannot hold a layer retried it
-/// every few seconds. A layer lost within [`CLIMB_PROVEN`] of a climb is a failed climb and
+/// after a few seconds of a sufficient estimate (two then, four now: `downlink.rs`), so a link
+/// that cannot hold a layer retried it every few seconds. A layer lost within [`CLIMB_PROVEN`] of a climb is a failed climb and
 /// doubles the wait before the next, up to [`CLIMB_WAIT_MAX`]; a fall after every climb held
 /// longer than that waits [`CLIMB_WAIT_BASE`] again. LiveKit's allocator backs off its probes
 /// after a failed one the same way. Temporal steps within a layer (no keyframe) are never held.
@@ -410,7 +410,8 @@ pub struct ClimbBackoff {
     climbed: Option<Instant>,
 }
 
-/// The wait after a fall that follows no recent climb: what `Grant::settle` waits anyway.
+/// The wait after a fall that follows no recent climb: less than `Grant::settle` waits anyway
+/// (four seconds of estimates), so only failed climbs are held.
 pub const CLIMB_WAIT_BASE: Duration = Duration::from_secs(2);
 /// The longest wait between failed climbs.
 pub const CLIMB_WAIT_MAX: Duration = Duration::from_secs(16);
@@ -920,9 +921,9 @@ mod tests {
         // A dip shorter than that: the highest estimate of the second still carries it, even
         // though the latest does not.
         assert_eq!(up(2).settle(up(0), up(2), up(0)), up(2));
-        // A peak: the lowest estimate of two seconds does not carry more; stay.
+        // A peak: the lowest estimate of four seconds does not carry more; stay.
         assert_eq!(up(0).settle(up(2), up(2), up(0)), up(0));
-        // Two seconds of room: up, and a paused track resumes.
+        // Four seconds of room: up, and a paused track resumes.
         assert_eq!(up(0).settle(up(2), up(2), up(1)), up(1));
         assert_eq!(Paused.settle(up(0), up(0), up(0)), up(0));
     }

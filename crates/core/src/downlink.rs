@@ -82,10 +82,18 @@ pub const PACE_BELOW_BPS: u64 = 1_500_000;
 /// goes out: discarding it would cost frames and save nothing a viewer notices.
 pub const DISCARD_BACKLOG_OVER: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Allocation turns remembered: four seconds of housekeeping.
-const SAMPLES: usize = 8;
-/// Turns over which a high estimate must last before video goes up: two seconds.
-const UP_TURNS: usize = 4;
+/// Turns over which a high estimate must last before video goes up, a simulcast layer, a
+/// temporal layer or resuming: four seconds. str0m's estimate overshoots a link it pads into
+/// for about two seconds at a time, and two seconds were all a climb needed:
+/// - `bench/limits.sh`'s 700 kbit/s link (about 650 kbit/s of payload) read 745–860 for two
+///   seconds after 610–670, and took the top layer's first rung (720 with audio) in nine runs of
+///   thirteen, giving it back after 5–12 s each time;
+/// - its 300 kbit/s link read 370–390 and took the middle layer's 15 fps rung (340) for 1–4 s,
+///   which filled its 25 kB queue; at the rung below, 0.97 of the link with the resends, the
+///   queue then stayed full (audio 0.55–0.6 s late) for the rest of the run in half the runs.
+const UP_TURNS: usize = 8;
+/// Allocation turns remembered.
+const SAMPLES: usize = UP_TURNS;
 /// Turns over which a low estimate must last before video goes down: one second.
 const DOWN_TURNS: usize = 2;
 
@@ -143,19 +151,16 @@ impl Downlink {
         capped.then_some((estimate as f64 * PAD_CAP_SHARE) as u64)
     }
 
-    /// Record this turn's estimate; returns the highest of the last second, the lowest of
-    /// the last two and the lowest of the last four: the estimates a track goes down and up by
-    /// (`Grant::settle`), and the one it climbs to a higher simulcast layer by
-    /// ([`hold_layer`]).
-    fn sample(&mut self) -> (u64, u64, u64) {
+    /// Record this turn's estimate; returns the highest of the last second and the lowest of
+    /// the last four: the estimates a track goes down and up by (`Grant::settle`).
+    fn sample(&mut self) -> (u64, u64) {
         self.turn += 1;
         self.samples[self.turn % SAMPLES] = self.estimate.unwrap_or(u64::MAX);
         let recent = |n: usize| (0..n).map(|i| self.samples[(self.turn + SAMPLES - i) % SAMPLES]);
         let high = recent(DOWN_TURNS).max().unwrap_or(u64::MAX);
         // Until enough turns were seen, climbing is judged on what was seen.
         let low = recent(self.turn.min(UP_TURNS)).min().unwrap_or(u64::MAX);
-        let low_long = recent(self.turn.min(SAMPLES)).min().unwrap_or(u64::MAX);
-        (high, low, low_long)
+        (high, low)
     }
 
     /// The rates to give str0m this turn, if they change: (minimum, desired). Desired is what
@@ -249,7 +254,6 @@ pub(crate) struct AllocScratch {
     wants: Vec<Want>,
     grants: Vec<Grant>,
     grants_high: Vec<Grant>,
-    grants_layer: Vec<Grant>,
     grants_latest: Vec<Grant>,
     changed: Vec<lk::StreamStateInfo>,
 }
@@ -311,9 +315,8 @@ impl Shard {
         }
         // No estimate (yet, or any more): nothing is withheld.
         let estimate = p.downlink.ceiling(p.downlink.estimate.unwrap_or(u64::MAX));
-        let (down_by, up_by, layer_up_by) = p.downlink.sample();
+        let (down_by, up_by) = p.downlink.sample();
         let (down_by, up_by) = (p.downlink.ceiling(down_by), p.downlink.ceiling(up_by));
-        let layer_up_by = p.downlink.ceiling(layer_up_by);
         let p = &**p;
         s.keys.clear();
         s.keys.extend(p.downtracks.keys().copied());
@@ -342,18 +345,6 @@ impl Shard {
         };
         let totals = allocate(down_by, &mut s.grants);
         allocate(up_by, &mut s.grants_high);
-        // A climb to a higher simulcast layer is judged again at the lowest estimate of four
-        // seconds, when there is one to judge.
-        let climbs = s.keys.iter().zip(&s.grants_high).any(|(tk, high)| {
-            p.downtracks
-                .get(tk)
-                .is_some_and(|dt| climbs_layer(dt.grant, *high))
-        });
-        if climbs && layer_up_by < up_by {
-            allocate(layer_up_by, &mut s.grants_layer);
-        } else {
-            s.grants_layer.clone_from(&s.grants_high);
-        }
         // At the latest estimate: the same allocation as at the highest of the last second
         // whenever the latest is that highest (a flat or rising estimate).
         if estimate == down_by {
@@ -374,9 +365,8 @@ impl Shard {
             .zip(&s.grants_latest)
             .zip(&s.grants)
             .zip(&s.grants_high)
-            .zip(&s.grants_layer)
             .zip(&s.wants);
-        for (((((tk, latest), low), high), layer), w) in turn {
+        for ((((tk, latest), low), high), w) in turn {
             let Some(dt) = p.downtracks.get_mut(tk) else {
                 continue;
             };
@@ -384,7 +374,7 @@ impl Shard {
                 allocated += w.rates[0];
                 continue;
             }
-            let settled = hold_layer(dt.grant, dt.grant.settle(*latest, *low, *high), *layer);
+            let settled = dt.grant.settle(*latest, *low, *high);
             let grant = &no_climb(standing, dt.grant, dt.climb.hold(now, dt.grant, settled));
             match (grant, w.max) {
                 (Grant::UpTo(r), Some(max)) => {
@@ -450,32 +440,6 @@ fn no_climb(standing: bool, have: Grant, next: Grant) -> Grant {
         }
         (Grant::Paused, Grant::UpTo(_)) if standing => have,
         _ => next,
-    }
-}
-
-/// Whether `next` is a higher simulcast layer than `have`.
-fn climbs_layer(have: Grant, next: Grant) -> bool {
-    matches!((have, next), (Grant::UpTo(h), Grant::UpTo(n)) if n.layer() > h.layer())
-}
-
-/// A climb to a higher simulcast layer (`next` from `have`) goes only as high as the
-/// allocation at the lowest estimate of four seconds (`long`) allows: climbing costs a
-/// keyframe, and str0m's estimate overshoots a link it pads into for two seconds at a time.
-/// On `bench/limits.sh`'s 700 kbit/s link (about 650 kbit/s of payload) it read 745–860 for
-/// two seconds after rising from 610–670, and the top layer's first rung (720 with audio) was
-/// taken in six runs of seven, given back after 5–12 s each time. Temporal steps and resuming
-/// are judged on two seconds, as before.
-fn hold_layer(have: Grant, next: Grant, long: Grant) -> Grant {
-    let (Grant::UpTo(h), Grant::UpTo(n)) = (have, next) else {
-        return next;
-    };
-    if n.layer() <= h.layer() {
-        return next;
-    }
-    match long {
-        Grant::UpTo(l) if l.layer() >= n.layer() => next,
-        Grant::UpTo(l) if l.layer() > h.layer() => Grant::UpTo(Rung::top_of(l.layer())),
-        _ => Grant::UpTo(Rung::top_of(h.layer())),
     }
 }
 
@@ -641,47 +605,24 @@ mod tests {
     }
 
     #[test]
-    fn a_higher_layer_needs_four_seconds_of_estimates_a_temporal_step_two() {
-        let (t, up, top) = (
-            Grant::UpTo(Rung::new(1, 2)),
-            Grant::UpTo(Rung::new(2, 0)),
-            Grant::UpTo(Rung::new(2, 2)),
-        );
-        let low = Grant::UpTo(Rung::new(1, 0));
-        assert_eq!(hold_layer(low, up, low), Grant::UpTo(Rung::top_of(1)));
-        assert_eq!(
-            hold_layer(low, up, t),
-            t,
-            "every temporal layer of the layer it has"
-        );
-        assert_eq!(hold_layer(low, top, up), Grant::UpTo(Rung::top_of(2)));
-        assert_eq!(
-            hold_layer(Grant::UpTo(Rung::new(0, 0)), top, up),
-            Grant::UpTo(Rung::top_of(2)),
-            "as far as four seconds allow"
-        );
-        assert_eq!(
-            hold_layer(Grant::UpTo(Rung::new(0, 0)), top, low),
-            Grant::UpTo(Rung::top_of(1))
-        );
-        assert_eq!(hold_layer(low, t, low), t, "a temporal step");
-        assert_eq!(hold_layer(Grant::Paused, low, Grant::Paused), low, "resuming");
-        assert_eq!(hold_layer(up, low, low), low, "going down");
+    fn video_goes_down_on_a_second_of_low_estimates_and_up_on_four_seconds_of_high_ones() {
         let mut d = Downlink::default();
         for e in [600, 610, 750, 760, 770, 780] {
             d.estimate = Some(e);
-            let (high, low, long) = d.sample();
+            let (high, low) = d.sample();
             assert_eq!(high, e, "rising: the latest is the highest of the second");
-            if e == 780 {
-                assert_eq!((low, long), (750, 600));
-            }
+            assert_eq!(low, 600, "nothing climbs on less than four seconds");
         }
-        for e in [790, 800, 810] {
+        for e in [790, 800, 805] {
             d.estimate = Some(e);
             d.sample();
         }
-        d.estimate = Some(820);
-        assert_eq!(d.sample(), (820, 790, 750), "four seconds later");
+        d.estimate = Some(810);
+        assert_eq!(d.sample(), (810, 750), "four seconds after the rise");
+        d.estimate = Some(500);
+        assert_eq!(d.sample(), (810, 500), "a dip: down only if it lasts a second");
+        d.estimate = Some(520);
+        assert_eq!(d.sample(), (520, 500));
     }
 
     #[test]
