@@ -395,11 +395,12 @@ impl Grant {
 /// How soon a track may climb to a higher simulcast layer after its grant went down one.
 /// Every climb costs a keyframe of the new layer, a burst that a link near its limit pays for
 /// in queueing and loss (a frozen picture, lost audio); `Grant::settle` alone climbs again
-/// after a few seconds of a sufficient estimate (two then, four now: `downlink.rs`), so a link
-/// that cannot hold a layer retried it every few seconds. A layer lost within [`CLIMB_PROVEN`] of a climb is a failed climb and
-/// doubles the wait before the next, up to [`CLIMB_WAIT_MAX`]; a fall after every climb held
-/// longer than that waits [`CLIMB_WAIT_BASE`] again. LiveKit's allocator backs off its probes
-/// after a failed one the same way. Temporal steps within a layer (no keyframe) are never held.
+/// after four seconds of a sufficient estimate (`downlink.rs`), so a link that cannot hold a
+/// layer would retry it every few seconds. A layer lost within [`CLIMB_PROVEN`] of a climb is
+/// a failed climb and doubles the wait before the next, up to [`CLIMB_WAIT_MAX`]; a fall after
+/// every climb held longer than that waits [`CLIMB_WAIT_BASE`] again. LiveKit's allocator
+/// backs off its probes after a failed one the same way. Temporal steps within a layer (no
+/// keyframe) are never held.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClimbBackoff {
     /// The wait set by the last fall (zero: never fell).
