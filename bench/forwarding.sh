@@ -12,6 +12,8 @@
 #   IDLE=2 bench/forwarding.sh 10      every subscriber also publishes 2 silent audio tracks
 #                                      the others subscribe to: connections hold idle send
 #                                      streams, as in a meeting (meeting-10: 18 per subscriber)
+#   CC=1 bench/forwarding.sh 10        downlink congestion control on: every subscriber's
+#                                      connection runs str0m's estimator and paced sender
 #
 # Prints a Markdown table. Instruction counts repeat exactly for the same binary and inputs,
 # so a regression shows as a number, not noise.
@@ -34,7 +36,7 @@ echo "| subscribers | places | packets in | datagrams out | instructions / forwa
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 for n in "${sizes[@]}"; do
   json=$(valgrind --tool=callgrind --callgrind-out-file="$out/cg.$n" \
-    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" --idle-tracks "${IDLE:-0}" ${TEMPORAL:+--temporal} ${AUDIO:+--audio} 2>/dev/null)
+    --toggle-collect='*measured_forwarding*' "$bin" --subscribers "$n" --places "$places" --packets "$packets" --idle-tracks "${IDLE:-0}" ${TEMPORAL:+--temporal} ${AUDIO:+--audio} ${CC:+--cc} 2>/dev/null)
   ir=$(grep -E '^(summary|totals):' "$out/cg.$n" | head -1 | awk '{print $2}')
   python3 - "$json" "$ir" "$n" "$packets" <<'PY'
 import json, sys

@@ -101,9 +101,13 @@ fn measured_forwarding(shards: &mut [Shard], now: Instant, input: &[sim::Datagra
     COUNTING.with(|c| c.set(true));
     for (src, dst, data) in input {
         let _ = shards[0].receive(now, *src, *dst, data);
-        // As the worker does: drive what is due (str0m releases queued RTP on a timeout).
-        if shards[0].poll_timeout() <= now {
+        // As the worker does: drive what is due (str0m releases queued RTP on a timeout), and
+        // what falls due meanwhile, up to its `TIMER_ROUNDS` rounds (with congestion control
+        // on, the pacer asks for a timeout after every packet it releases).
+        let mut rounds = 0;
+        while shards[0].poll_timeout() <= now && rounds < 32 {
             shards[0].handle_timeout(now);
+            rounds += 1;
         }
         collect(shards, 0, now, out);
     }
@@ -131,7 +135,14 @@ fn main() {
     // With `--places 2` the subscribers are spread round-robin over two shards (the publisher
     // on the first): each packet then also crosses a relay to the second.
     let places = arg("--places", 1).max(1);
-    let mut net = Net::new(places, Instant::now());
+    // With `--cc`, downlink congestion control is on (`rtc.congestion_control.enabled`): every
+    // subscriber's connection runs str0m's estimator and leaky-bucket pacer.
+    let cc = std::env::args().any(|a| a == "--cc");
+    let mut net = if cc {
+        Net::with_config(places, Instant::now(), |c| c.congestion_control.enabled = true)
+    } else {
+        Net::new(places, Instant::now())
+    };
     let publisher = net.join(0, "bench", "publisher");
     for i in 0..subscribers {
         net.join(i % places, "bench", &format!("sub-{i}"));
@@ -292,6 +303,7 @@ fn main() {
         "subscribers": subscribers,
         "places": places,
         "idle_tracks": idle,
+        "congestion_control": cc,
         "packets_in": packets,
         "datagrams_out": forwarded,
         "rtp_received_by_subscribers": received,

@@ -672,7 +672,28 @@ impl Streams {
         self.probe_media = media;
     }
 
+    /// The send queues as the leaky-bucket pacer needs them at a timeout: a snapshot of every
+    /// queue that holds something, in order, then of the padding sources only the one it
+    /// would pick, then the probe source while a cluster is authorized.
+    ///
+    /// The pacer sends from non-empty queues. An empty queue counts only as a padding source:
+    /// whether there is one, and which it pads on when every queue is empty (the one sent on
+    /// most recently, the last of equals, as `Iterator::max_by_key` picks). So the other empty
+    /// queues change none of its decisions and are left out. A subscriber in a meeting has two
+    /// send streams per publisher, nearly all empty at any moment, and the pacer asks for a
+    /// timeout after every packet it releases: snapshotting them all was about a tenth of a
+    /// server's CPU with congestion control on.
     pub(crate) fn send_queue_states(
+        &mut self,
+        now: Instant,
+        can_probe: impl FnMut(Mid, Pt) -> bool,
+    ) -> impl Iterator<Item = QueueState> {
+        #[cfg(debug_assertions)]
+        let can_probe = self.check_send_queue_states(now, can_probe);
+        self.pacer_queue_states(now, can_probe)
+    }
+
+    fn pacer_queue_states(
         &mut self,
         now: Instant,
         mut can_probe: impl FnMut(Mid, Pt) -> bool,
@@ -685,10 +706,19 @@ impl Streams {
             queue.midrid = MidRid(MID_PROBE, None);
             queue
         });
+        // The padding source the pacer would pick of the empty queues so far.
+        let mut padding: Option<QueueState> = None;
         let mut streams = self.streams_tx.values_mut();
         std::iter::from_fn(move || {
-            if let Some(stream) = streams.next() {
-                let mut queue = stream.queue_state(now);
+            for stream in streams.by_ref() {
+                let queue = if stream.has_queue_to_snapshot() {
+                    Some(stream.queue_state(now))
+                } else {
+                    stream.empty_queue_state(now)
+                };
+                let Some(mut queue) = queue else {
+                    continue;
+                };
                 if probe_queue.is_some() && queue.use_for_padding {
                     // Only negotiated feedback sources can provide probe padding.
                     // Ordinary padding keeps its existing eligibility.
@@ -697,12 +727,76 @@ impl Streams {
                         .is_some_and(|pt| can_probe(stream.mid(), pt));
                 }
                 media_padding |= queue.use_for_padding;
+                if queue.snapshot.packet_count > 0 {
+                    return Some(queue);
+                }
+                let later = padding
+                    .as_ref()
+                    .is_none_or(|p| p.snapshot.last_emitted <= queue.snapshot.last_emitted);
+                if queue.use_for_padding && later {
+                    padding = Some(queue);
+                }
+            }
+            if let Some(queue) = padding.take() {
                 return Some(queue);
             }
             let mut queue = probe_queue.take()?;
             queue.use_for_padding = !media_padding;
             Some(queue)
         })
+    }
+
+    /// Debug builds: what [`Streams::send_queue_states`] gives the pacer leads it to the same
+    /// decisions as a snapshot of every queue would. The same non-empty queues in the same
+    /// order, a padding source if and only if there is one, and when every queue is empty the
+    /// same one picked to pad on.
+    #[cfg(debug_assertions)]
+    fn check_send_queue_states<F: FnMut(Mid, Pt) -> bool>(
+        &mut self,
+        now: Instant,
+        mut can_probe: F,
+    ) -> F {
+        let probing = self.probe_media.is_some();
+        let mut all: Vec<QueueState> = Vec::new();
+        for stream in self.streams_tx.values_mut() {
+            let mut queue = stream.queue_state_uncached(now);
+            if probing && queue.use_for_padding {
+                queue.use_for_padding = stream
+                    .padding_pt()
+                    .is_some_and(|pt| can_probe(stream.mid(), pt));
+            }
+            all.push(queue);
+        }
+        let given: Vec<QueueState> = self
+            .pacer_queue_states(now, &mut can_probe)
+            .filter(|q| q.midrid != MidRid(MID_PROBE, None))
+            .collect();
+        let sending = |queues: &[QueueState]| -> Vec<(MidRid, u32, usize, Option<Instant>)> {
+            queues
+                .iter()
+                .filter(|q| q.snapshot.packet_count > 0)
+                .map(|q| {
+                    let s = q.snapshot;
+                    (q.midrid, s.packet_count, s.byte_size, s.first_unsent)
+                })
+                .collect()
+        };
+        let padding_on = |queues: &[QueueState]| {
+            queues
+                .iter()
+                .filter(|q| q.use_for_padding)
+                .max_by_key(|q| q.snapshot.last_emitted)
+                .map(|q| q.midrid)
+        };
+        debug_assert_eq!(sending(&all), sending(&given), "queues with something to send");
+        // It pads only when every queue is empty; otherwise it asks only whether it could.
+        if sending(&all).is_empty() {
+            debug_assert_eq!(padding_on(&all), padding_on(&given), "the queue to pad on");
+        } else {
+            let can_pad = |queues: &[QueueState]| queues.iter().any(|q| q.use_for_padding);
+            debug_assert_eq!(can_pad(&all), can_pad(&given), "whether it can pad");
+        }
+        can_probe
     }
 
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {

@@ -1211,6 +1211,39 @@ impl StreamTx {
         }
     }
 
+    /// What [`StreamTx::queue_state`] says of a stream with nothing to snapshot
+    /// ([`StreamTx::has_queue_to_snapshot`] is false), if it is a padding source: an empty
+    /// queue, which tells the pacer only that it can pad on this stream and when this stream
+    /// last sent. `None` for a stream that cannot pad: its empty queue tells the pacer
+    /// nothing. Nothing is walked, and `queue_info` keeps what the last snapshot said (that
+    /// the queue was empty), so its `created_at` does not advance while the queue stays empty.
+    pub(crate) fn empty_queue_state(&self, now: Instant) -> Option<QueueState> {
+        if !self.padding_enabled() {
+            return None;
+        }
+        Some(QueueState {
+            midrid: self.midrid,
+            unpaced: self.unpaced.unwrap_or(true),
+            use_for_padding: true,
+            snapshot: QueueSnapshot {
+                created_at: now,
+                last_emitted: self.send_queue.last_emitted(),
+                priority: QueuePriority::Empty,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// [`StreamTx::queue_state`] without caching it as `queue_info`: to check in debug builds
+    /// that leaving out empty queues changes none of the pacer's decisions.
+    #[cfg(debug_assertions)]
+    pub(crate) fn queue_state_uncached(&mut self, now: Instant) -> QueueState {
+        let info = self.queue_info;
+        let queue = self.queue_state(now);
+        self.queue_info = info;
+        queue
+    }
+
     fn queue_state_resend(&self, now: Instant) -> Option<QueueSnapshot> {
         if self.resends.is_empty() {
             return None;

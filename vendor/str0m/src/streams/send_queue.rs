@@ -82,6 +82,11 @@ impl SendQueue {
         self.queue.is_empty()
     }
 
+    /// When the last packet left this queue.
+    pub fn last_emitted(&self) -> Option<Instant> {
+        self.last_emitted
+    }
+
     pub fn last(&self) -> Option<&RtpPacket> {
         self.queue.back()
     }
