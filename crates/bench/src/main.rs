@@ -105,7 +105,7 @@ fn measured_forwarding(shards: &mut [Shard], now: Instant, input: &[sim::Datagra
         // what falls due meanwhile, up to its `TIMER_ROUNDS` rounds (with congestion control
         // on, the pacer asks for a timeout after every packet it releases).
         let mut rounds = 0;
-        while shards[0].poll_timeout() <= now && rounds < 32 {
+        while shards[0].poll_timeout() <= now && rounds < pylon_server::worker::TIMER_ROUNDS {
             shards[0].handle_timeout(now);
             rounds += 1;
         }

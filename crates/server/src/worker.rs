@@ -53,7 +53,7 @@ const INBOX_BATCH: usize = 256;
 
 /// Rounds of timers handled per wake-up when more fall due while they are handled (a paced
 /// connection's next packet): bounds how long the socket and the inbox wait meanwhile.
-const TIMER_ROUNDS: usize = 32;
+pub const TIMER_ROUNDS: usize = 32;
 
 /// Receive calls (each up to quinn-udp's batch of datagrams) per wake-up before outputs are
 /// flushed: bounds the latency added by batching.

@@ -719,12 +719,8 @@ impl Streams {
                 let Some(mut queue) = queue else {
                     continue;
                 };
-                if probe_queue.is_some() && queue.use_for_padding {
-                    // Only negotiated feedback sources can provide probe padding.
-                    // Ordinary padding keeps its existing eligibility.
-                    queue.use_for_padding = stream
-                        .padding_pt()
-                        .is_some_and(|pt| can_probe(stream.mid(), pt));
+                if probe_queue.is_some() {
+                    restrict_padding_to_probe_sources(&mut queue, stream, &mut can_probe);
                 }
                 media_padding |= queue.use_for_padding;
                 if queue.snapshot.packet_count > 0 {
@@ -760,10 +756,8 @@ impl Streams {
         let mut all: Vec<QueueState> = Vec::new();
         for stream in self.streams_tx.values_mut() {
             let mut queue = stream.queue_state_uncached(now);
-            if probing && queue.use_for_padding {
-                queue.use_for_padding = stream
-                    .padding_pt()
-                    .is_some_and(|pt| can_probe(stream.mid(), pt));
+            if probing {
+                restrict_padding_to_probe_sources(&mut queue, stream, &mut can_probe);
             }
             all.push(queue);
         }
@@ -788,9 +782,10 @@ impl Streams {
                 .max_by_key(|q| q.snapshot.last_emitted)
                 .map(|q| q.midrid)
         };
-        debug_assert_eq!(sending(&all), sending(&given), "queues with something to send");
+        let all_sending = sending(&all);
+        debug_assert_eq!(all_sending, sending(&given), "queues with something to send");
         // It pads only when every queue is empty; otherwise it asks only whether it could.
-        if sending(&all).is_empty() {
+        if all_sending.is_empty() {
             debug_assert_eq!(padding_on(&all), padding_on(&given), "the queue to pad on");
         } else {
             let can_pad = |queues: &[QueueState]| queues.iter().any(|q| q.use_for_padding);
@@ -899,6 +894,20 @@ impl Streams {
 
     fn rx_lookup_at(&self) -> Instant {
         self.last_rx_lookup_cleanup + RX_LOOKUP_CLEANUP_INTERVAL
+    }
+}
+
+/// While a probe cluster is authorized, only negotiated feedback sources can provide probe
+/// padding; ordinary padding keeps its existing eligibility.
+fn restrict_padding_to_probe_sources(
+    queue: &mut QueueState,
+    stream: &StreamTx,
+    can_probe: &mut impl FnMut(Mid, Pt) -> bool,
+) {
+    if queue.use_for_padding {
+        queue.use_for_padding = stream
+            .padding_pt()
+            .is_some_and(|pt| can_probe(stream.mid(), pt));
     }
 }
 
