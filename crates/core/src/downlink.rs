@@ -51,7 +51,8 @@ pub struct Downlink {
     turn: usize,
     /// Whether a queue stands on the path, from the receiver's round trips.
     pub queue: StandingQueue,
-    /// When the last standing queue drained: padding stays held for [`PAD_COOLDOWN`] after.
+    /// When the last standing queue drained: padding stays held for [`PAD_COOLDOWN`] after
+    /// ([`PAD_CAP_SHARE_DRAINED`]).
     drained_at: Option<Instant>,
     /// The estimate when the queue that stands now was found (`None` while none stands, or
     /// when there was no estimate): nothing is allocated above it until the queue drained
@@ -65,6 +66,14 @@ const PAD_CAP_SHARE: f64 = 0.8;
 /// How long padding stays held after a standing queue drained: the estimate it would pad up
 /// to again is the one that filled the queue.
 const PAD_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(20);
+/// What padding is held under in the [`PAD_COOLDOWN`] after a drain: this share of the
+/// estimate. Not [`PAD_CAP_SHARE`]: a queue usually drains because the video dropped a rung,
+/// and str0m's estimate grows only with what is sent. Held under 0.8 of an estimate that the
+/// lower rung already fills to 0.77, nothing was padded and the estimate stalled: on
+/// `bench/limits.sh`'s 700 kbit/s link the video dropped to the 334 kbit/s rung at an estimate
+/// of 433 kbit/s, which then grew 70 kbit/s in 20 s, and the subscriber spent the measured
+/// window at 0.61 of its link. A queue that stood again in that time restarted the hold.
+const PAD_CAP_SHARE_DRAINED: f64 = 0.95;
 
 /// Below this estimate a subscriber's forwarded video is paced by str0m (at 1.1x the
 /// estimate) instead of leaving in one burst per loop turn. On a link this narrow one large
@@ -120,7 +129,8 @@ impl Downlink {
 
     /// Whether a queue stands on the path, from the round trips reported since the last turn,
     /// when that changes (`standing_queue.rs`); padding is held under [`PAD_CAP_SHARE`] of
-    /// the estimate while one stands, and for [`PAD_COOLDOWN`] after.
+    /// the estimate while one stands, and under [`PAD_CAP_SHARE_DRAINED`] for
+    /// [`PAD_COOLDOWN`] after.
     pub fn settle_queue(&mut self, now: Instant) -> Option<bool> {
         let standing = self.queue.settle()?;
         if standing {
@@ -146,9 +156,15 @@ impl Downlink {
 
     /// The rate padding is held under at `now`, if any.
     fn pad_cap(&self, now: Instant) -> Option<u64> {
-        let capped = self.queue.standing() || self.drained_at.is_some_and(|at| now < at + PAD_COOLDOWN);
+        let share = if self.queue.standing() {
+            PAD_CAP_SHARE
+        } else if self.drained_at.is_some_and(|at| now < at + PAD_COOLDOWN) {
+            PAD_CAP_SHARE_DRAINED
+        } else {
+            return None;
+        };
         let estimate = self.ceiling(self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS));
-        capped.then_some((estimate as f64 * PAD_CAP_SHARE) as u64)
+        Some((estimate as f64 * share) as u64)
     }
 
     /// Record this turn's estimate; returns the highest of the last second and the lowest of
@@ -672,22 +688,51 @@ mod tests {
         assert_eq!(minimum, 296_000, "0.8 of the estimate");
         // No probe while the queue stands, however long it waits.
         assert_eq!(d.next_rates(t0 + MS(60_000), 1_400_000, 100_000), None);
-        // Drained: probes go on at once, padding stays held for a while, then pads for the
-        // next step again.
+        // Drained: probes go on at once, padding stays held (under more of the estimate) for a
+        // while, then pads for the next step again.
         d.on_rtt(t0 + MS(61_000), MS(3));
         assert_eq!(d.settle_queue(t0 + MS(61_000)), Some(false));
         let probe = d.next_rates(t0 + MS(61_500), 1_400_000, 100_000);
         assert_eq!(
             probe,
-            Some((296_000, 370_000)),
+            Some((351_500, 370_000)),
             "the desired rate lowered for a probe"
         );
         d.next_rates(t0 + MS(62_000), 1_400_000, 100_000);
-        assert_eq!(d.minimum, 296_000);
+        assert_eq!(d.minimum, 351_500, "0.95 of the estimate");
         let after = t0 + MS(61_000) + PAD_COOLDOWN;
         d.next_rates(after, 1_400_000, 100_000); // (a probe's lowered turn)
         d.next_rates(after + MS(500), 1_400_000, 100_000);
         assert_eq!(d.minimum, 412_500);
+    }
+
+    #[test]
+    fn after_a_drain_a_rung_dropped_to_is_padded_so_the_estimate_can_grow() {
+        // bench/limits.sh's 700 kbit/s link, run 3 of 0d509e4: a queue found at 555 kbit/s,
+        // the video dropped to the 334 kbit/s rung (the next one up 208 kbit/s more), and the
+        // queue drained at an estimate of 433 kbit/s.
+        let t0 = Instant::now();
+        let mut d = Downlink {
+            estimate: Some(555_000),
+            allocated: 334_000,
+            ..Downlink::default()
+        };
+        d.on_rtt(t0, MS(1));
+        d.settle_queue(t0);
+        d.on_rtt(t0 + MS(2_000), MS(236));
+        assert_eq!(d.settle_queue(t0 + MS(2_000)), Some(true));
+        d.estimate = Some(433_000);
+        d.on_rtt(t0 + MS(4_000), MS(1));
+        assert_eq!(d.settle_queue(t0 + MS(4_000)), Some(false));
+        for ms in (4_500..8_000).step_by(500) {
+            d.next_rates(t0 + MS(ms), 1_750_000, 208_000);
+        }
+        // Held under 0.8 of the estimate (346 kbit/s), 12 kbit/s would be padded.
+        assert_eq!(d.minimum, 411_350, "0.95 of the estimate");
+        assert!(
+            d.minimum > d.allocated + 70_000,
+            "padding for the estimate to grow on"
+        );
     }
 
     #[test]
